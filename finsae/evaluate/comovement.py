@@ -1,0 +1,328 @@
+"""Co-movement of returns inside peer groups: pure functions on a returns panel and group labels.
+
+Notation: ``N`` companies with usable returns in a window, correlation matrix ``C`` (pairwise-complete Pearson
+correlation of their log returns), group labels ``g(i)`` (missing = in no group), group ``k`` with ``n_k``
+members and within-group pair set ``P_k = {(i, j): i < j, g(i) = g(j) = k}``.
+
+* pair-weighted mean ``sum_k sum_{P_k} C_ij / sum_k |P_k|``: every within-group pair counts once;
+* cluster-weighted mean ``(1/K) sum_k mean_{P_k} C_ij`` over the ``K`` groups with ``n_k >= 2``: the reference
+  paper's metric, which rewards many small groups;
+* coverage ``sum_{k: n_k >= 2} n_k / N``; pair density ``sum_k |P_k| / (N (N - 1) / 2)``;
+* null: the same metrics for the labels permuted over the ``N`` companies (same group sizes exactly), with the
+  percentile of the real value in the null distribution (ties count half);
+* 95% CI: percentile bootstrap resampling the groups (with ``n_k >= 2``) with replacement.
+
+Pairs whose overlap is shorter than ``min_periods`` have no correlation and are left out of every mean (they still
+count in pair density, which is a property of the grouping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from finsae.data.prices import ReturnsPanel
+from finsae.errors import DataError
+
+#: Size strata of groups (inclusive bounds), as in the foundation issue.
+SIZE_STRATA: tuple[tuple[str, int, float], ...] = (
+    ("2", 2, 2),
+    ("3-5", 3, 5),
+    ("6-15", 6, 15),
+    ("16-50", 16, 50),
+    ("51+", 51, np.inf),
+)
+
+
+def pairwise_correlation(returns: np.ndarray, min_periods: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise-complete Pearson correlation of the columns of ``returns`` (T x N, NaN = missing).
+
+    For columns ``x, y`` and the periods where both are present (``n`` of them):
+    ``r = (n Sxy - Sx Sy) / sqrt((n Sxx - Sx^2)(n Syy - Sy^2))``, computed for all pairs at once with four
+    matrix products over the 0/1 presence mask. Equals ``pandas.DataFrame.corr(min_periods=...)``.
+
+    Returns ``(corr, n_obs)``: N x N correlation (NaN where ``n_obs < min_periods`` or a variance is zero) and
+    the N x N overlap counts.
+    """
+    x = np.asarray(returns, dtype=np.float64)
+    mask = ~np.isnan(x)
+    m = mask.astype(np.float64)
+    x0 = np.where(mask, x, 0.0)
+    if mask.all():
+        n = np.full((x.shape[1], x.shape[1]), float(x.shape[0]))
+        xc = x0 - x0.mean(axis=0)
+        cov = xc.T @ xc
+        var = np.diag(cov)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.sqrt(np.outer(var, var))
+    else:
+        # demean by column for numerical stability (correlation is shift invariant per column)
+        counts = mask.sum(axis=0)
+        col_mean = np.divide(x0.sum(axis=0), counts, out=np.zeros(x.shape[1]), where=counts > 0)
+        x0 = np.where(mask, x - col_mean, 0.0)
+        n = m.T @ m
+        sx = x0.T @ m  # sx[i, j] = sum of x_i over periods where both i and j are present
+        sxx = (x0 * x0).T @ m
+        sxy = x0.T @ x0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = n * sxy - sx * sx.T
+            den = np.sqrt((n * sxx - sx * sx) * (n * sxx.T - sx.T * sx.T))
+            corr = num / den
+    corr[n < min_periods] = np.nan
+    corr[~np.isfinite(corr)] = np.nan
+    np.clip(corr, -1.0, 1.0, out=corr)
+    return corr, n.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CorrelationMatrix:
+    """Correlation of log returns in one window, with the upper-triangle pair vectors used by every metric.
+
+    Attributes:
+        tickers: the N companies with usable returns.
+        values: N x N correlation (NaN where undefined).
+        frequency, start, end: the window.
+        dropped: tickers asked for but without usable returns, with the reason.
+    """
+
+    tickers: pd.Index
+    values: np.ndarray
+    frequency: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    dropped: pd.Series
+    _c0: np.ndarray = field(init=False, repr=False, compare=False)
+    _valid: np.ndarray = field(init=False, repr=False, compare=False)
+    _all_valid: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        valid = ~np.isnan(self.values)
+        np.fill_diagonal(valid, False)
+        object.__setattr__(self, "_c0", np.where(valid, self.values, 0.0))
+        object.__setattr__(self, "_valid", valid.astype(np.float64))
+        object.__setattr__(self, "_all_valid", bool(valid.sum() == valid.size - len(valid)))
+
+    @property
+    def n_pairs(self) -> int:
+        n = len(self.tickers)
+        return n * (n - 1) // 2
+
+    def mean_all_pairs(self) -> float:
+        """Mean correlation over all pairs with a valid correlation."""
+        return float(self._c0.sum() / self._valid.sum())
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, index=self.tickers, columns=self.tickers)
+
+
+def correlation_matrix(panel: ReturnsPanel, min_periods: int | None = None) -> CorrelationMatrix:
+    """Pairwise-complete correlation of a returns panel. ``min_periods`` defaults to half the window's periods
+    (at least 3)."""
+    if panel.returns.shape[1] < 2:
+        raise DataError(f"need at least 2 companies with returns to correlate; got {panel.returns.shape[1]}")
+    if min_periods is None:
+        min_periods = max(3, panel.n_periods // 2)
+    corr, _ = pairwise_correlation(panel.returns.to_numpy(), min_periods=min_periods)
+    return CorrelationMatrix(panel.tickers, corr, panel.frequency, panel.start, panel.end, panel.dropped)
+
+
+def encode_labels(corr: CorrelationMatrix, labels: pd.Series) -> tuple[np.ndarray, pd.Index, int]:
+    """Integer group codes aligned to ``corr.tickers`` (-1 = no group), the group names, and the number of
+    labelled tickers dropped for lack of returns.
+
+    Raises :class:`DataError` for duplicate tickers in ``labels`` or tickers that are neither in the window nor
+    among its dropped tickers (i.e. not in the universe).
+    """
+    if not isinstance(labels, pd.Series):
+        raise DataError(f"group labels must be a pandas Series indexed by ticker, not {type(labels).__name__}")
+    if labels.index.has_duplicates:
+        dups = sorted(set(labels.index[labels.index.duplicated()]))
+        raise DataError(f"group labels {labels.name!r}: duplicate tickers {dups[:10]}")
+    known = corr.tickers.union(corr.dropped.index)
+    unknown = labels.index.difference(known)
+    if len(unknown):
+        raise DataError(
+            f"group labels {labels.name!r}: {len(unknown)} ticker(s) not in the universe: {list(unknown[:10])}"
+        )
+    n_dropped = int(labels.index.isin(corr.dropped.index).sum())
+    aligned = labels.reindex(corr.tickers)
+    codes, names = pd.factorize(aligned, use_na_sentinel=True)
+    return codes.astype(np.int32), pd.Index(names), n_dropped
+
+
+def within_pairs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All within-group pairs ``(i, j, group)`` with ``i < j`` of integer group codes (-1 = no group)."""
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(order) else np.array([], int)
+    ends = np.r_[starts[1:], len(order)]
+    parts_i, parts_j, parts_g = [], [], []
+    for a, b in zip(starts, ends, strict=True):
+        if b - a < 2:
+            continue
+        u, v = np.triu_indices(b - a, k=1)
+        members = np.sort(order[a:b])
+        parts_i.append(members[u])
+        parts_j.append(members[v])
+        parts_g.append(np.full(len(u), sorted_codes[a], dtype=np.int64))
+    if not parts_i:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_g)
+
+
+def _group_sums(corr: CorrelationMatrix, wi: np.ndarray, wj: np.ndarray, wg: np.ndarray,
+                n_groups: int, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: sum of valid correlations over the pairs ``(wi, wj)`` of group ``wg``, and their count.
+    ``counts`` may be passed when every correlation is valid (then it does not depend on the pairs)."""
+    flat = wi * len(corr.tickers) + wj
+    sums = np.bincount(wg, weights=np.take(corr._c0.ravel(), flat), minlength=n_groups)
+    if counts is None:
+        counts = np.bincount(wg, weights=np.take(corr._valid.ravel(), flat), minlength=n_groups)
+    return sums, counts
+
+
+def _means(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    has = counts > 0
+    if not has.any():
+        return np.nan, np.nan
+    return float(sums.sum() / counts.sum()), float(np.mean(sums[has] / counts[has]))
+
+
+def _percentile(real: float, null: np.ndarray) -> float:
+    """Percentile (0-100) of ``real`` in ``null``; ties count half."""
+    if np.isnan(real) or len(null) == 0:
+        return np.nan
+    return float(100.0 * (np.sum(null < real) + 0.5 * np.sum(null == real)) / len(null))
+
+
+@dataclass(frozen=True)
+class CoMovement:
+    """Co-movement metrics of one grouping in one window (see module docs for the formulas)."""
+
+    method: str
+    frequency: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    n_companies: int
+    n_dropped: int
+    n_groups: int
+    n_singletons: int
+    coverage: float
+    pair_density: float
+    n_pairs: int
+    pair_weighted: float
+    pair_weighted_ci_low: float
+    pair_weighted_ci_high: float
+    cluster_weighted: float
+    cluster_weighted_ci_low: float
+    cluster_weighted_ci_high: float
+    null_draws: int
+    null_pair_weighted_mean: float
+    null_pair_weighted_percentile: float
+    null_pair_weighted_p_value: float
+    null_cluster_weighted_mean: float
+    null_cluster_weighted_percentile: float
+    strata: pd.DataFrame = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out.pop("strata")
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row of metrics (the size strata are in :attr:`strata`)."""
+        return pd.DataFrame([self.to_dict()])
+
+
+def size_strata(sums: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> pd.DataFrame:
+    """Pair- and cluster-weighted means by group size stratum (groups of 2, 3-5, 6-15, 16-50, 51+)."""
+    rows = []
+    for name, lo, hi in SIZE_STRATA:
+        sel = (sizes >= lo) & (sizes <= hi)
+        pw, cw = _means(sums[sel], counts[sel])
+        rows.append({"stratum": name, "n_groups": int(sel.sum()), "n_companies": int(sizes[sel].sum()),
+                     "n_pairs": int(counts[sel].sum()), "pair_weighted": pw, "cluster_weighted": cw})
+    return pd.DataFrame(rows)
+
+
+def comovement(
+    corr: CorrelationMatrix,
+    labels: pd.Series,
+    *,
+    null_draws: int = 200,
+    bootstrap_draws: int = 1000,
+    seed: int = 0,
+    method: str | None = None,
+) -> CoMovement:
+    """All co-movement metrics of grouping ``labels`` (ticker -> group label) on correlation matrix ``corr``.
+
+    Companies of ``corr`` absent from ``labels`` (or with a missing label) are in no group; labelled tickers
+    without usable returns in the window are counted in ``n_dropped``.
+    """
+    if null_draws < 0 or bootstrap_draws < 0:
+        raise DataError("null_draws and bootstrap_draws must be >= 0")
+    codes, names, n_dropped = encode_labels(corr, labels)
+    k = len(names)
+    n = len(corr.tickers)
+    sizes = np.bincount(codes[codes >= 0], minlength=k)
+    wi, wj, wg = within_pairs(codes)
+    sums, counts = _group_sums(corr, wi, wj, wg, k)
+    pw, cw = _means(sums, counts)
+    rng = np.random.default_rng(seed)
+
+    # bootstrap over groups with at least one valid pair
+    real_groups = counts > 0
+    g_sums, g_counts = sums[real_groups], counts[real_groups]
+    n_g = int(real_groups.sum())
+    pw_ci = cw_ci = (np.nan, np.nan)
+    if n_g >= 2 and bootstrap_draws > 0:
+        w = rng.multinomial(n_g, np.full(n_g, 1.0 / n_g), size=bootstrap_draws).astype(np.float64)
+        boot_pw = (w @ g_sums) / (w @ g_counts)
+        boot_cw = (w @ (g_sums / g_counts)) / n_g
+        pw_ci = tuple(np.percentile(boot_pw, [2.5, 97.5]))
+        cw_ci = tuple(np.percentile(boot_cw, [2.5, 97.5]))
+
+    # Null: relabel companies at random with the same group sizes. Relabelling by a random permutation q maps
+    # the real within-group pairs (i, j) to (q[i], q[j]), so each draw gathers only within-group pairs.
+    null_pw = np.empty(null_draws)
+    null_cw = np.empty(null_draws)
+    if (codes == codes[0]).all():  # one label for everyone: every permutation is the same partition
+        null_pw[:], null_cw[:] = pw, cw
+    else:
+        fixed_counts = np.bincount(wg, minlength=k).astype(np.float64) if corr._all_valid else None
+        for d in range(null_draws):
+            q = rng.permutation(n)
+            s, c = _group_sums(corr, q[wi], q[wj], wg, k, fixed_counts)
+            null_pw[d], null_cw[d] = _means(s, c)
+    p_value = float((1 + np.sum(null_pw >= pw)) / (1 + null_draws)) if null_draws and not np.isnan(pw) else np.nan
+
+    return CoMovement(
+        method=method or str(labels.name),
+        frequency=corr.frequency,
+        start=corr.start,
+        end=corr.end,
+        n_companies=n,
+        n_dropped=n_dropped,
+        n_groups=int((sizes >= 2).sum()),
+        n_singletons=int((sizes == 1).sum()),
+        coverage=float(sizes[sizes >= 2].sum() / n),
+        pair_density=float(len(wg) / corr.n_pairs),
+        n_pairs=int(counts.sum()),
+        pair_weighted=pw,
+        pair_weighted_ci_low=float(pw_ci[0]),
+        pair_weighted_ci_high=float(pw_ci[1]),
+        cluster_weighted=cw,
+        cluster_weighted_ci_low=float(cw_ci[0]),
+        cluster_weighted_ci_high=float(cw_ci[1]),
+        null_draws=null_draws,
+        null_pair_weighted_mean=float(np.nanmean(null_pw)) if null_draws else np.nan,
+        null_pair_weighted_percentile=_percentile(pw, null_pw),
+        null_pair_weighted_p_value=p_value,
+        null_cluster_weighted_mean=float(np.nanmean(null_cw)) if null_draws else np.nan,
+        null_cluster_weighted_percentile=_percentile(cw, null_cw),
+        strata=size_strata(sums, counts, sizes),
+    )
