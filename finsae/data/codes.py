@@ -52,7 +52,7 @@ def _code_strings(codes: pd.Series, width: int, what: str) -> pd.Series:
         return out
     raw = codes[present].astype(str).str.strip()
     raw = raw.str.replace(r"\.0+$", "", regex=True)  # 3559.0 from a float column
-    bad = ~raw.str.fullmatch(r"\d{1,%d}" % width)
+    bad = ~raw.str.fullmatch(rf"\d{{1,{width}}}")
     if bad.any():
         examples = ", ".join(f"{t}: {c!r}" for t, c in raw[bad].head(5).items())
         raise DataError(f"{what} codes must be up to {width} digits; bad values for {int(bad.sum())} ticker(s): {examples}")

@@ -110,7 +110,7 @@ class Universe:
 
     def missing_text(self, vintage: str) -> pd.Index:
         """Tickers with no (or only blank) text in ``vintage``."""
-        return self.tickers.difference(self.descriptions(vintage).index)
+        return self.tickers.difference(self.descriptions(vintage).index, sort=False)
 
     def to_frame(self) -> pd.DataFrame:
         """Companies with GICS names of every level and the number of texts per vintage."""

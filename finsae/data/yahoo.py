@@ -53,11 +53,12 @@ class YahooPriceProvider:
         timeout: seconds allowed for the reachability check and for each download request.
         download: the download function ``(tickers, start, end, timeout) -> wide frame of closes``; the default
             calls ``yfinance.download(..., auto_adjust=True)``.
+        host: ``(host, port)`` probed before downloading (default :data:`YAHOO_HOST`).
     """
 
     def __init__(self, cache: str | Path | None = None, timeout: float = 5.0,
                  download: Callable[[list[str], pd.Timestamp, pd.Timestamp, float], pd.DataFrame] | None = None,
-                 host: tuple[str, int] = YAHOO_HOST) -> None:
+                 host: tuple[str, int] | None = None) -> None:
         self.cache = cache
         self.timeout = timeout
         self.download = download
@@ -80,12 +81,11 @@ class YahooPriceProvider:
 
     def check_reachable(self) -> None:
         """Raise :class:`ProviderError` unless a TCP connection to Yahoo opens within ``timeout`` seconds."""
+        host, port = self.host or YAHOO_HOST
         try:
-            socket.create_connection(self.host, timeout=self.timeout).close()
+            socket.create_connection((host, port), timeout=self.timeout).close()
         except OSError as exc:
-            raise ProviderError(
-                f"Yahoo Finance cannot be reached ({self.host[0]}:{self.host[1]}: {exc}). " + _NO_YAHOO_HINT
-            ) from None
+            raise ProviderError(f"Yahoo Finance cannot be reached ({host}:{port}: {exc}). " + _NO_YAHOO_HINT) from None
 
     def fetch(self, tickers: Sequence[str], start: str | pd.Timestamp, end: str | pd.Timestamp) -> Prices:
         """Adjusted closes of ``tickers`` from ``start`` to ``end`` (inclusive), from the cache where it covers

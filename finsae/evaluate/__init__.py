@@ -6,7 +6,9 @@ from finsae.evaluate.comovement import (
     CorrelationMatrix,
     comovement,
     correlation_matrix,
+    null_distribution,
     pairwise_correlation,
+    within_pairs,
 )
 
 __all__ = [
@@ -15,5 +17,7 @@ __all__ = [
     "CorrelationMatrix",
     "comovement",
     "correlation_matrix",
+    "null_distribution",
     "pairwise_correlation",
+    "within_pairs",
 ]

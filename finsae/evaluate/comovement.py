@@ -185,6 +185,33 @@ def _group_sums(corr: CorrelationMatrix, wi: np.ndarray, wj: np.ndarray, wg: np.
     return sums, counts
 
 
+def null_distribution(corr: CorrelationMatrix, codes: np.ndarray, draws: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pair- and cluster-weighted means of ``draws`` random relabellings with exactly the group sizes of
+    ``codes``.
+
+    Draw ``d`` takes ``q = rng.permutation(N)`` and gives company ``q[i]`` the label of company ``i``. The
+    within-group pairs of the relabelled grouping are then ``(q[i], q[j])`` for the real within-group pairs
+    ``(i, j)``, so a draw gathers only within-group correlations instead of scanning all ``N(N-1)/2`` pairs.
+    """
+    k = int(codes.max()) + 1 if len(codes) else 0
+    wi, wj, wg = within_pairs(codes)
+    null_pw = np.empty(draws)
+    null_cw = np.empty(draws)
+    if draws == 0:
+        return null_pw, null_cw
+    if (codes == codes[0]).all():  # one label for everyone: every relabelling is the same partition
+        pw, cw = _means(*_group_sums(corr, wi, wj, wg, k))
+        null_pw[:], null_cw[:] = pw, cw
+        return null_pw, null_cw
+    fixed_counts = np.bincount(wg, minlength=k).astype(np.float64) if corr._all_valid else None
+    n = len(codes)
+    for d in range(draws):
+        q = rng.permutation(n)
+        null_pw[d], null_cw[d] = _means(*_group_sums(corr, q[wi], q[wj], wg, k, fixed_counts))
+    return null_pw, null_cw
+
+
 def _means(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     has = counts > 0
     if not has.any():
@@ -286,18 +313,7 @@ def comovement(
         pw_ci = tuple(np.percentile(boot_pw, [2.5, 97.5]))
         cw_ci = tuple(np.percentile(boot_cw, [2.5, 97.5]))
 
-    # Null: relabel companies at random with the same group sizes. Relabelling by a random permutation q maps
-    # the real within-group pairs (i, j) to (q[i], q[j]), so each draw gathers only within-group pairs.
-    null_pw = np.empty(null_draws)
-    null_cw = np.empty(null_draws)
-    if (codes == codes[0]).all():  # one label for everyone: every permutation is the same partition
-        null_pw[:], null_cw[:] = pw, cw
-    else:
-        fixed_counts = np.bincount(wg, minlength=k).astype(np.float64) if corr._all_valid else None
-        for d in range(null_draws):
-            q = rng.permutation(n)
-            s, c = _group_sums(corr, q[wi], q[wj], wg, k, fixed_counts)
-            null_pw[d], null_cw[d] = _means(s, c)
+    null_pw, null_cw = null_distribution(corr, codes, null_draws, rng)
     p_value = float((1 + np.sum(null_pw >= pw)) / (1 + null_draws)) if null_draws and not np.isnan(pw) else np.nan
 
     return CoMovement(

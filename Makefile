@@ -1,0 +1,31 @@
+# finsae: one command to set up and run the main job (make run), one to set up and pass the tests (make test).
+# Setup creates .venv, installs torch==2.13.0 first (the CPU wheel on this machine kind; any other torch spec
+# pulls a multi-GB CUDA build), then finsae with all extras under constraints.txt so torch is never replaced.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.finsae-installed
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[llm,embed,dev]"
+	touch $@
+
+run: setup
+	$(BIN)/finsae benchmark --config backtests/baselines.yaml
+
+lint: setup
+	$(BIN)/ruff check finsae tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache
