@@ -63,6 +63,9 @@ def data_info(companies: Path | None, prices: Path | None) -> None:
     priced = u.tickers.intersection(p.tickers)
     click.echo(f"Prices: {p.close.shape[1]} tickers, {len(p.close)} trading days {p.start:%Y-%m-%d} to {p.end:%Y-%m-%d} ({p.source})")
     click.echo(f"  universe tickers with a price column: {len(priced)} of {len(u)}")
+    if len(p.bad_ticks):
+        ticks = ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in p.bad_ticks.itertuples())
+        click.echo(f"  bad ticks set missing (one-day spikes of 2x or more that revert): {len(p.bad_ticks)}: {ticks}")
     try:
         monthly = log_returns(p, p.start, p.end, "monthly", tickers=priced, min_obs_share=1.0, max_drop_share=1.0)
         click.echo(f"  with every monthly return {pd.Timestamp(p.start):%Y-%m} to {p.end:%Y-%m}: {monthly.returns.shape[1]}")
@@ -114,6 +117,22 @@ def benchmark(config_path: Path, output: Path | None) -> None:
     cfg = load_benchmark_config(config_path)
     result = run_benchmark(cfg, output)
     click.echo(benchmark_markdown(result))
+    click.echo(f"results written to {result.output_dir}")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, help="Pairs backtest config (YAML).")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Results folder (default: output_dir/name from the config).")
+@_friendly
+def backtest(config_path: Path, output: Path | None) -> None:
+    """Walk-forward pairs trading inside each method's peer groups, with costs and placebos."""
+    from finsae.backtest.run import run_pairs_backtest
+    from finsae.config import load_pairs_config
+    from finsae.report.markdown import backtest_markdown
+
+    cfg = load_pairs_config(config_path)
+    result = run_pairs_backtest(cfg, output)
+    click.echo(backtest_markdown(result))
     click.echo(f"results written to {result.output_dir}")
 
 

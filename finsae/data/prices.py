@@ -9,6 +9,11 @@ Price tables (CSV or parquet) come in two shapes:
 Prices must be adjusted for splits and dividends (total-return style). Missing values are allowed and stay missing
 (nothing is forward-filled); non-positive prices are an error unless ``nonpositive="nan"`` turns them into missing
 values.
+
+Bad ticks: a close that differs from *both* neighbouring closes by a factor of at least ``spike_factor`` (2), in the
+same direction, while the two neighbours agree within 25%, is a data error (the bundled Stooq prices have 11 such
+decimal slips, e.g. SLG at 0.842 on 2014-03-04 between 83.06 and 83.74). By default (``bad_ticks="nan"``) those
+closes become missing, are logged, and are listed in :attr:`Prices.bad_ticks`; ``bad_ticks="keep"`` leaves them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Prices:
 
     close: pd.DataFrame
     source: str = "<frame>"
+    bad_ticks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "date", "price"]))
 
     @property
     def tickers(self) -> pd.Index:
@@ -56,12 +62,27 @@ class Prices:
         return self.close.copy()
 
 
+def find_bad_ticks(close: pd.DataFrame, spike_factor: float = 2.0, revert_tolerance: float = 0.25) -> pd.DataFrame:
+    """Boolean frame marking one-day spikes: ``|log P_t - log P_{t-1}| >= log(spike_factor)`` and
+    ``|log P_{t+1} - log P_t| >= log(spike_factor)`` in opposite directions, with
+    ``|log P_{t+1} - log P_{t-1}| < revert_tolerance * |log P_t - log P_{t-1}|`` (the neighbours agree)."""
+    lp = np.log(close)
+    up = lp.diff()
+    down = lp.shift(-1) - lp
+    jump = np.log(spike_factor)
+    return (up.abs() >= jump) & (down.abs() >= jump) & (np.sign(up) != np.sign(down)) & (
+        (up + down).abs() < revert_tolerance * up.abs())
+
+
 def prices_from_frame(
-    table: pd.DataFrame, source: str = "<frame>", *, nonpositive: Literal["raise", "nan"] = "raise"
+    table: pd.DataFrame, source: str = "<frame>", *, nonpositive: Literal["raise", "nan"] = "raise",
+    bad_ticks: Literal["nan", "keep"] = "nan",
 ) -> Prices:
-    """Validate a wide or long price table and return :class:`Prices`."""
+    """Validate a wide or long price table and return :class:`Prices` (bad ticks removed unless ``"keep"``)."""
     if nonpositive not in ("raise", "nan"):
         raise DataError(f"nonpositive must be 'raise' or 'nan', not {nonpositive!r}")
+    if bad_ticks not in ("nan", "keep"):
+        raise DataError(f"bad_ticks must be 'nan' or 'keep', not {bad_ticks!r}")
     cols = {str(c).lower(): c for c in table.columns}
     if "ticker" in cols:  # long
         price_col = next((cols[c] for c in _PRICE_COLUMNS if c in cols), None)
@@ -110,10 +131,20 @@ def prices_from_frame(
             )
         logger.warning("%s: treating non-positive prices as missing for %d ticker(s): %s", source, len(counts), desc)
         wide = wide.mask(bad)
-    return Prices(wide, source)
+    spikes = find_bad_ticks(wide)
+    found = spikes.stack()
+    found = found[found]
+    ticks = pd.DataFrame({"ticker": found.index.get_level_values("ticker"), "date": found.index.get_level_values(0),
+                          "price": [wide.at[d, t] for d, t in found.index]})
+    if len(ticks) and bad_ticks == "nan":
+        logger.info("%s: %d bad tick(s) set missing (one-day spikes of 2x or more that revert): %s", source,
+                    len(ticks), ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in ticks.head(5).itertuples()))
+        wide = wide.mask(spikes)
+    return Prices(wide, source, ticks)
 
 
-def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise", "nan"] = "raise") -> Prices:
+def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise", "nan"] = "raise",
+                bad_ticks: Literal["nan", "keep"] = "nan") -> Prices:
     """Load the bundled daily prices (``path=None``) or a user's wide/long table (CSV or parquet)."""
     if path is None:
         path = bundled_data_dir() / "prices_daily.parquet"
@@ -121,7 +152,7 @@ def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise",
     table = _read_table(path, "prices")
     if isinstance(table.index, pd.DatetimeIndex) and "date" not in table.columns:
         table = table.reset_index(names="date")
-    return prices_from_frame(table, str(path), nonpositive=nonpositive)
+    return prices_from_frame(table, str(path), nonpositive=nonpositive, bad_ticks=bad_ticks)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
 
     t0 = time.perf_counter()
     universe = load_universe(cfg.data.companies)
-    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices)
+    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks)
     designs = tuple(DesignInfo.from_config(d, universe) for d in cfg.designs)
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     rows: list[dict] = []

@@ -1,0 +1,260 @@
+"""Walk-forward pairs trading: windows, spread models fitted on the formation window only, and the daily simulation.
+
+Time convention (rows of a trading window): row 0 is the last close of the formation window, rows ``1..R`` are the
+trading days. For a pair ``(y, x)`` with hedge ratio ``b``, intercept ``a`` and residual standard deviation ``s``,
+all three fitted by OLS of ``log y`` on ``log x`` **over the formation window only**, the z-score at row ``t`` is
+``z_t = (log y_t - a - b log x_t) / s``.
+
+* The signal (target position) at row ``t`` uses ``z_t`` and the current target only: flat -> long spread (+1:
+  long y, short x) when ``-stop < z_t <= -entry``, short spread (-1) when ``entry <= z_t < stop``; long -> flat when
+  ``z_t >= -exit`` (exit) or ``z_t <= -stop`` (stop); short -> flat when ``z_t <= exit`` or ``z_t >= stop``.
+  After a stop the pair is not traded again in that window. On a row where either price is missing the target
+  does not change.
+* A target set at the close of row ``t`` is executed at the close of row ``t + 1``: ``held[t + 1] = target[t]``.
+  The return of row ``t`` (close ``t-1`` to close ``t``) is earned by ``held[t - 1]``.
+* Positions are dollar-neutral: one unit of capital per open pair holds one unit of notional long and one short,
+  so the pair's return on row ``t`` is ``held[t-1] * (r^y_t - r^x_t)`` with simple returns ``r`` (legs reset to
+  equal notional each day).
+* Every position is closed at the window's last close (``target[R-1] = 0``). A stock whose prices end inside the
+  window is closed at its last price (prices are carried forward after it, so later returns are 0, and the
+  position is set flat from that row).
+* Costs: ``cost_bps`` per unit of traded notional (each leg counts), charged on the execution row; a short-borrow
+  fee of ``borrow_bps`` a year on the short notional, charged per held row as ``borrow_bps / 1e4 / P``.
+* Portfolio: capital is split equally over the pairs active on a row (holding a position during it, or trading at
+  its close): ``R_t = mean over active pairs of r_pair,t``, 0 when none is active.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from finsae.errors import DataError
+
+
+@dataclass(frozen=True)
+class TradingRules:
+    """Entry/exit/stop thresholds (in z units) and costs. ``entry > exit``, ``stop > entry``, costs >= 0."""
+
+    entry_z: float = 2.0
+    exit_z: float = 0.5
+    stop_z: float = 4.0
+    borrow_bps: float = 0.0
+    periods_per_year: float = 252.0
+
+    def __post_init__(self) -> None:
+        if not self.entry_z > self.exit_z:
+            raise DataError(f"entry_z ({self.entry_z}) must be greater than exit_z ({self.exit_z})")
+        if not self.exit_z > -self.entry_z:
+            raise DataError(f"exit_z ({self.exit_z}) must be greater than -entry_z ({-self.entry_z})")
+        if not self.stop_z > self.entry_z:
+            raise DataError(f"stop_z ({self.stop_z}) must be greater than entry_z ({self.entry_z})")
+        if self.borrow_bps < 0:
+            raise DataError(f"borrow_bps must be >= 0, not {self.borrow_bps}")
+        if self.periods_per_year <= 0:
+            raise DataError(f"periods_per_year must be > 0, not {self.periods_per_year}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A formation window and the trading window that follows it (row positions in a date index)."""
+
+    formation: slice
+    trading: slice
+    dates: pd.DatetimeIndex = field(repr=False)
+
+    @property
+    def formation_start(self) -> pd.Timestamp:
+        return self.dates[self.formation.start]
+
+    @property
+    def formation_end(self) -> pd.Timestamp:
+        return self.dates[self.formation.stop - 1]
+
+    @property
+    def trading_start(self) -> pd.Timestamp:
+        return self.dates[self.trading.start]
+
+    @property
+    def trading_end(self) -> pd.Timestamp:
+        return self.dates[self.trading.stop - 1]
+
+    def label(self) -> str:
+        return f"{self.trading_start:%Y-%m-%d}..{self.trading_end:%Y-%m-%d}"
+
+
+def check_windows(windows: list[Window]) -> None:
+    """Raise :class:`DataError` unless every formation window ends before its trading window starts and
+    trading windows do not overlap each other."""
+    for w in windows:
+        if w.formation.stop > w.trading.start:
+            raise DataError(
+                f"formation window {w.formation_start.date()}..{w.formation_end.date()} overlaps its trading window "
+                f"{w.trading_start.date()}..{w.trading_end.date()}"
+            )
+        if w.formation.stop - w.formation.start < 10 or w.trading.stop - w.trading.start < 2:
+            raise DataError(f"window {w.label()}: formation needs >= 10 days and trading >= 2 days")
+    for a, b in zip(windows, windows[1:], strict=False):
+        if b.trading.start < a.trading.stop:
+            raise DataError(f"trading windows {a.label()} and {b.label()} overlap")
+
+
+def walk_forward_windows(dates: pd.DatetimeIndex, formation_days: int, trading_days: int,
+                         start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None) -> list[Window]:
+    """Consecutive trading windows of ``trading_days`` rows inside ``[start, end]``, each preceded by the
+    ``formation_days`` rows just before it. The last trading window may be shorter (it ends at ``end``)."""
+    if formation_days < 10 or trading_days < 2:
+        raise DataError(f"formation_days must be >= 10 and trading_days >= 2, got {formation_days}, {trading_days}")
+    dates = pd.DatetimeIndex(dates)
+    first = dates.searchsorted(pd.Timestamp(start)) if start is not None else 0
+    last = dates.searchsorted(pd.Timestamp(end), side="right") if end is not None else len(dates)
+    first = max(first, formation_days)
+    windows = []
+    t0 = first
+    while t0 + 2 <= last:
+        t1 = min(t0 + trading_days, last)
+        windows.append(Window(slice(t0 - formation_days, t0), slice(t0, t1), dates))
+        t0 = t1
+    if not windows:
+        raise DataError(f"no trading window fits between {start} and {end} with {formation_days} formation days "
+                        f"(prices cover {dates[0].date()}..{dates[-1].date()})")
+    check_windows(windows)
+    return windows
+
+
+def fit_spreads(log_y: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS ``log y = a + b log x + e`` per column over the formation rows: ``(a, b, std(e, ddof=1))``."""
+    xm, ym = log_x.mean(axis=0), log_y.mean(axis=0)
+    xc, yc = log_x - xm, log_y - ym
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = (xc * yc).sum(axis=0) / (xc * xc).sum(axis=0)
+        resid = yc - b * xc
+        s = resid.std(axis=0, ddof=1)
+    return ym - b * xm, b, s
+
+
+@dataclass(frozen=True)
+class PairPaths:
+    """Daily paths of K simulated pairs over one trading window, rows ``0..R`` (row 0: formation end).
+
+    Attributes:
+        z: z-scores (NaN where a price is missing, row 0 included).
+        target: target position decided at each row's close.
+        held: position held after each row's close (executed targets).
+        gross: pair return per row, before costs.
+        traded: notional traded at each row's close (both legs).
+        short_held: short notional held during each row (for the borrow fee).
+        active: the pair takes part in the portfolio on that row.
+    """
+
+    z: np.ndarray
+    target: np.ndarray
+    held: np.ndarray
+    gross: np.ndarray
+    traded: np.ndarray
+    short_held: np.ndarray
+    active: np.ndarray
+
+    def net(self, cost_bps: float, rules: TradingRules) -> np.ndarray:
+        """Pair returns per row after trading costs of ``cost_bps`` and the borrow fee."""
+        if cost_bps < 0:
+            raise DataError(f"cost_bps must be >= 0, not {cost_bps}")
+        return self.gross - cost_bps / 1e4 * self.traded - rules.borrow_bps / 1e4 / rules.periods_per_year * self.short_held
+
+
+def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.ndarray, hedge: np.ndarray,
+                   sigma: np.ndarray, rules: TradingRules) -> PairPaths:
+    """Simulate K pairs over one trading window (see the module docstring for every rule).
+
+    ``prices_y``, ``prices_x``: (R+1, K) closes, row 0 the last formation close (must be present), NaN where a
+    price is missing. ``intercept``, ``hedge``, ``sigma``: (K,) spread models fitted on the formation window.
+    """
+    py = np.asarray(prices_y, dtype=np.float64)
+    px = np.asarray(prices_x, dtype=np.float64)
+    if py.shape != px.shape or py.ndim != 2:
+        raise DataError(f"prices_y and prices_x must be (R+1, K) arrays of one shape, got {py.shape} and {px.shape}")
+    if np.isnan(py[0]).any() or np.isnan(px[0]).any():
+        raise DataError("every pair needs both prices on the last formation day (row 0)")
+    n_rows, k = py.shape
+    observed = ~np.isnan(py) & ~np.isnan(px)
+    # the last row on which each leg has a price; after it the stock has ended: close at its last price
+    last_y = n_rows - 1 - np.argmax(~np.isnan(py[::-1]), axis=0)
+    last_x = n_rows - 1 - np.argmax(~np.isnan(px[::-1]), axis=0)
+    ends = np.minimum(last_y, last_x)
+    fy = pd.DataFrame(py).ffill().to_numpy()
+    fx = pd.DataFrame(px).ffill().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (np.log(py) - intercept - hedge * np.log(px)) / sigma
+    z[~observed] = np.nan
+
+    target = np.zeros((n_rows, k))
+    state = np.zeros(k)
+    stopped = np.zeros(k, dtype=bool)
+    for t in range(1, n_rows):
+        zt = z[t]
+        ok = observed[t] & np.isfinite(zt)
+        new = state.copy()
+        flat = ok & (state == 0) & ~stopped
+        new[flat & (zt <= -rules.entry_z) & (zt > -rules.stop_z)] = 1.0
+        new[flat & (zt >= rules.entry_z) & (zt < rules.stop_z)] = -1.0
+        long_ = ok & (state == 1)
+        stop_long = long_ & (zt <= -rules.stop_z)
+        new[long_ & ((zt >= -rules.exit_z) | stop_long)] = 0.0
+        short = ok & (state == -1)
+        stop_short = short & (zt >= rules.stop_z)
+        new[short & ((zt <= rules.exit_z) | stop_short)] = 0.0
+        stopped |= stop_long | stop_short
+        state = new
+        target[t] = state
+    target[n_rows - 2:] = 0.0  # flat at the window's last close
+    held = np.zeros((n_rows, k))
+    held[1:] = target[:-1]
+    held[np.arange(n_rows)[:, None] >= ends[None, :]] = 0.0  # ended stock: closed at its last price
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ry = np.vstack([np.zeros((1, k)), fy[1:] / fy[:-1] - 1.0])
+        rx = np.vstack([np.zeros((1, k)), fx[1:] / fx[:-1] - 1.0])
+    prev = np.vstack([np.zeros((1, k)), held[:-1]])
+    gross = prev * (ry - rx)
+    traded = 2.0 * np.abs(held - prev)
+    short_held = np.abs(prev)
+    active = (prev != 0) | (traded > 0)
+    return PairPaths(z, target, held, gross, traded, short_held, active)
+
+
+def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.ndarray, n_books: int) -> np.ndarray:
+    """Equal-weight returns over active pairs for each book: (rows, n_books).
+
+    ``book[k]`` is the book (method or placebo draw) that pair column ``k`` belongs to.
+    """
+    k = pair_returns.shape[1]
+    member = sp.csr_matrix((np.ones(k), (book, np.arange(k))), shape=(n_books, k))  # books x pairs
+    sums = np.asarray(member @ np.where(active, pair_returns, 0.0).T).T
+    counts = np.asarray(member @ active.astype(np.float64).T).T
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
+def trade_list(paths: PairPaths, net: np.ndarray) -> pd.DataFrame:
+    """One row per round trip: pair column, entry and exit rows (executions), direction, gross and net return
+    (sums of the pair's daily returns from the row after entry to the exit row, costs of both ends included)."""
+    rows = []
+    held = paths.held
+    n_rows, k = held.shape
+    for col in np.flatnonzero((held != 0).any(axis=0)):
+        h = held[:, col]
+        t = 1
+        while t < n_rows:
+            if h[t] != 0 and h[t - 1] != h[t]:
+                entry = t
+                t += 1
+                while t < n_rows and h[t] == h[entry]:
+                    t += 1
+                exit_row = min(t, n_rows - 1)
+                rows.append((col, entry, exit_row, int(h[entry]), paths.gross[entry:exit_row + 1, col].sum(),
+                             net[entry:exit_row + 1, col].sum()))
+            else:
+                t += 1
+    return pd.DataFrame(rows, columns=["pair", "entry_row", "exit_row", "direction", "gross", "net"])
