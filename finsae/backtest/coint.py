@@ -63,9 +63,9 @@ def mackinnon_pvalue(stat: np.ndarray) -> np.ndarray:
     """
     t = _mackinnon_tables()
     stat = np.asarray(stat, dtype=np.float64)
-    small = norm.cdf(np.polyval(t["small"][::-1], stat))
-    large = norm.cdf(np.polyval(t["large"][::-1], stat))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # +-inf statistics are mapped to 0 / 1 below
+        small = norm.cdf(np.polyval(t["small"][::-1], stat))
+        large = norm.cdf(np.polyval(t["large"][::-1], stat))
         p = np.where(stat <= t["star"], small, large)
         p = np.where(stat > t["max"], 1.0, p)
         p = np.where(stat < t["min"], 0.0, p)

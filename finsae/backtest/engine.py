@@ -126,13 +126,15 @@ def walk_forward_windows(dates: pd.DatetimeIndex, formation_days: int, trading_d
 
 
 def fit_spreads(log_y: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OLS ``log y = a + b log x + e`` per column over the formation rows: ``(a, b, std(e, ddof=1))``."""
+    """OLS ``log y = a + b log x + e`` per column over the formation rows: ``(a, b, std(e, ddof=1))``; the sd is
+    NaN when the residuals are (numerically) zero, so such a pair never trades."""
     xm, ym = log_x.mean(axis=0), log_y.mean(axis=0)
     xc, yc = log_x - xm, log_y - ym
     with np.errstate(invalid="ignore", divide="ignore"):
         b = (xc * yc).sum(axis=0) / (xc * xc).sum(axis=0)
         resid = yc - b * xc
         s = resid.std(axis=0, ddof=1)
+    s = np.where(s > 1e-12, s, np.nan)  # no spread to trade (constant or identical series): z is undefined
     return ym - b * xm, b, s
 
 

@@ -71,6 +71,8 @@ class BacktestResult:
         windows: one row per (method, window): candidates, selected pairs, trades, window return.
         placebo: one row per (method, placebo kind, draw): gross and headline-net Sharpe.
         trades: one row per round trip of a method.
+        selections: one row per (method, window, pair) selected: p-value, half-life and the spread model
+            (intercept, hedge ratio, residual sd) fitted on the formation window.
     """
 
     name: str
@@ -79,6 +81,7 @@ class BacktestResult:
     windows: pd.DataFrame
     placebo: pd.DataFrame
     trades: pd.DataFrame
+    selections: pd.DataFrame
     config: PairsBacktestConfig
     output_dir: Path | None
 
@@ -164,6 +167,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     daily_parts: list[pd.DataFrame] = []
     window_rows: list[dict] = []
     trade_parts: list[pd.DataFrame] = []
+    selection_parts: list[pd.DataFrame] = []
     gross_all: list[np.ndarray] = []
     turnover_all: list[np.ndarray] = []
     net_all: dict[float, list[np.ndarray]] = {c: [] for c in costs}
@@ -231,6 +235,12 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
         dates_all.append(close.index[w.trading])
 
         method_cols = np.flatnonzero(np.isin(cb, [book_index[(m, "method", 0)] for m in cfg.methods]))
+        selection_parts.append(pd.DataFrame({
+            "method": [books[b][0] for b in cb[method_cols]], "window": w.label(),
+            "y": np.asarray(elig_tickers)[ci[method_cols]], "x": np.asarray(elig_tickers)[cj[method_cols]],
+            "pvalue": pvalue[pos[method_cols]], "half_life": half_life[pos[method_cols]],
+            "intercept": intercept[method_cols], "hedge_ratio": hedge[method_cols], "spread_sd": sigma[method_cols],
+        }))
         trade_parts.append(_trades(paths, method_cols, cb, books, rules, cfg.headline_cost_bps, ci, cj,
                                    elig_tickers, close.index[w.formation.stop - 1: w.trading.stop], w.label()))
 
@@ -239,6 +249,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     turnover = np.vstack(turnover_all)
     net = {c: np.vstack(v) for c, v in net_all.items()}
     trades = pd.concat(trade_parts, ignore_index=True)
+    selections = pd.concat(selection_parts, ignore_index=True)
     rf = (1 + cfg.rf_annual) ** (1 / cfg.periods_per_year) - 1
 
     for m in cfg.methods:
@@ -267,10 +278,11 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
         for m in cfg.methods
     ])
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
-    result = BacktestResult(cfg.name, summary, daily, windows_frame, placebo, trades, cfg, out if write else None)
+    result = BacktestResult(cfg.name, summary, daily, windows_frame, placebo, trades, selections, cfg,
+                            out if write else None)
     if write:
         for name, frame in (("summary", summary), ("daily", daily), ("windows", windows_frame), ("placebo", placebo),
-                            ("trades", trades)):
+                            ("trades", trades), ("selections", selections)):
             write_parquet(frame, out / f"{name}.parquet")
         write_text(backtest_markdown(result), out / "table.md")
         write_json(_manifest(cfg, universe.source, prices.source, windows, time.perf_counter() - t_start),
