@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/finsae benchmark --config backtests/baselines.yaml
+	$(BIN)/finsae backtest --config backtests/pairs.yaml
 
 lint: setup
 	$(BIN)/ruff check finsae tests benchmarks

@@ -68,7 +68,8 @@ class BacktestResult:
             pairs, trades, turnover (traded notional per unit of capital, both legs, annualised), hit rate,
             holding days, placebo medians and percentiles.
         daily: one row per (method, date): portfolio returns gross and net at each cost level.
-        windows: one row per (method, window): candidates, selected pairs, trades, window return.
+        windows: one row per (method, window): eligible stocks, candidates, selected pairs, trades, and the
+            window's compounded return gross and net of the headline cost.
         placebo: one row per (method, placebo kind, draw): gross and headline-net Sharpe.
         trades: one row per round trip of a method.
         selections: one row per (method, window, pair) selected: p-value, half-life and the spread model
@@ -262,6 +263,12 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     windows_frame = pd.DataFrame(window_rows)
     trades_per_window = trades.groupby(["method", "window"]).size().rename("trades")
     windows_frame = windows_frame.join(trades_per_window, on=["method", "window"]).fillna({"trades": 0})
+    labels_by_date = np.concatenate([np.full(len(d), w.label()) for d, w in zip(dates_all, windows, strict=True)])
+    per_window = daily.assign(window=np.tile(labels_by_date, len(cfg.methods))).groupby(["method", "window"])
+    head_col = f"net_{cfg.headline_cost_bps:g}bp"
+    windows_frame = windows_frame.join(
+        per_window[["gross", head_col]].agg(lambda r: float(np.prod(1 + r) - 1))
+        .rename(columns={"gross": "return_gross", head_col: f"return_{head_col}"}), on=["method", "window"])
 
     head = cfg.headline_cost_bps
     placebo_rows = []
