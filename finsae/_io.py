@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +48,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_manifest(config: dict[str, Any], data_files: dict[str, str], seconds: float, **extra: Any) -> dict[str, Any]:
+    """What a results folder was made from: package and Python versions, time, config, and each data file's
+    path and sha256 (None where the source is not a file)."""
+    import finsae
+
+    return {
+        "finsae_version": finsae.__version__,
+        "python": platform.python_version(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 2),
+        "config": config,
+        "data": {label: {"path": str(path), "sha256": file_sha256(path) if Path(path).is_file() else None}
+                 for label, path in data_files.items()},
+        **extra,
+    }

@@ -23,10 +23,8 @@ The daily returns of each book are concatenated over the windows; Sharpe ratios 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-import finsae
-from finsae._io import file_sha256, write_json, write_parquet, write_text
+from finsae._io import run_manifest, write_json, write_parquet, write_text
 from finsae._paths import cache_dir
 from finsae.backtest.engine import (
     PairPaths,
@@ -51,7 +48,7 @@ from finsae.backtest.metrics import annual_return, annual_volatility, max_drawdo
 from finsae.backtest.pairs import all_pairs, pair_position, pair_tests, select_pairs
 from finsae.config import PairsBacktestConfig
 from finsae.data import load_prices, load_universe
-from finsae.evaluate.comovement import within_pairs
+from finsae.evaluate.comovement import percentile_of, within_pairs
 from finsae.group.taxonomy import taxonomy_labels
 
 logger = logging.getLogger(__name__)
@@ -292,7 +289,8 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
                             ("trades", trades), ("selections", selections)):
             write_parquet(frame, out / f"{name}.parquet")
         write_text(backtest_markdown(result), out / "table.md")
-        write_json(_manifest(cfg, universe.source, prices.source, windows, time.perf_counter() - t_start),
+        write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source, "prices": prices.source},
+                                time.perf_counter() - t_start, windows=[w.label() for w in windows]),
                    out / "manifest.json")
         logger.info("backtest %s written to %s", cfg.name, out)
     return result
@@ -313,13 +311,6 @@ def _trades(paths: PairPaths, cols: np.ndarray, book: np.ndarray, books: list, r
         "direction": tl["direction"].to_numpy(), "holding_days": (tl["exit_row"] - tl["entry_row"]).to_numpy(),
         "gross": tl["gross"].to_numpy(), "net": tl["net"].to_numpy(),
     })
-
-
-def _percentile(value: float, dist: np.ndarray) -> float:
-    dist = dist[~np.isnan(dist)]
-    if np.isnan(value) or len(dist) == 0:
-        return np.nan
-    return float(100.0 * (np.sum(dist < value) + 0.5 * np.sum(dist == value)) / len(dist))
 
 
 def _summary_row(m: str, b: int, gross: np.ndarray, net: dict[float, np.ndarray], turnover: np.ndarray, trades: pd.DataFrame,
@@ -347,18 +338,5 @@ def _summary_row(m: str, b: int, gross: np.ndarray, net: dict[float, np.ndarray]
     for kind in ("random_pairs", "random_groups"):
         dist = placebo.loc[(placebo["method"] == m) & (placebo["kind"] == kind), col].to_numpy()
         row[f"{kind}_median_sharpe"] = float(np.nanmedian(dist)) if len(dist) and not np.isnan(dist).all() else np.nan
-        row[f"{kind}_percentile"] = _percentile(float(row[col]), dist)
+        row[f"{kind}_percentile"] = percentile_of(float(row[col]), dist)
     return row
-
-
-def _manifest(cfg: PairsBacktestConfig, companies: str, prices: str, windows: list, seconds: float) -> dict:
-    return {
-        "finsae_version": finsae.__version__,
-        "python": platform.python_version(),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2),
-        "config": cfg.model_dump(mode="json"),
-        "data": {label: {"path": p, "sha256": file_sha256(p) if Path(p).is_file() else None}
-                 for label, p in (("companies", companies), ("prices", prices))},
-        "windows": [w.label() for w in windows],
-    }

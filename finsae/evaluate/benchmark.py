@@ -7,9 +7,7 @@ if a later window fails.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-import finsae
-from finsae._io import file_sha256, write_json, write_parquet, write_text
+from finsae._io import run_manifest, write_json, write_parquet, write_text
 from finsae.config import BenchmarkConfig, DesignConfig
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
 from finsae.evaluate.comovement import comovement, correlation_matrix
@@ -128,23 +125,9 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     res = result()
     if write:
         write_text(benchmark_markdown(res), out / "table.md")
-        write_json(_manifest(cfg, universe, prices, time.perf_counter() - t0), out / "manifest.json")
+        write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source, "prices": prices.source},
+                                time.perf_counter() - t0, n_companies=len(universe),
+                                prices_window=[str(prices.start.date()), str(prices.end.date())]),
+                   out / "manifest.json")
         logger.info("benchmark %s written to %s", cfg.name, out)
     return res
-
-
-def _manifest(cfg: BenchmarkConfig, universe: Universe, prices: Prices, seconds: float) -> dict:
-    files = {}
-    for label, path in (("companies", universe.source), ("prices", prices.source)):
-        p = Path(path)
-        files[label] = {"path": str(p), "sha256": file_sha256(p) if p.is_file() else None}
-    return {
-        "finsae_version": finsae.__version__,
-        "python": platform.python_version(),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2),
-        "config": cfg.model_dump(mode="json"),
-        "data": files,
-        "n_companies": len(universe),
-        "prices_window": [str(prices.start.date()), str(prices.end.date())],
-    }

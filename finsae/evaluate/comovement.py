@@ -219,11 +219,13 @@ def _means(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     return float(sums.sum() / counts.sum()), float(np.mean(sums[has] / counts[has]))
 
 
-def _percentile(real: float, null: np.ndarray) -> float:
-    """Percentile (0-100) of ``real`` in ``null``; ties count half."""
-    if np.isnan(real) or len(null) == 0:
+def percentile_of(value: float, dist: np.ndarray) -> float:
+    """Percentile (0-100) of ``value`` in the distribution ``dist`` (NaNs ignored); ties count half."""
+    dist = np.asarray(dist, dtype=np.float64)
+    dist = dist[~np.isnan(dist)]
+    if np.isnan(value) or len(dist) == 0:
         return np.nan
-    return float(100.0 * (np.sum(null < real) + 0.5 * np.sum(null == real)) / len(null))
+    return float(100.0 * (np.sum(dist < value) + 0.5 * np.sum(dist == value)) / len(dist))
 
 
 @dataclass(frozen=True)
@@ -336,9 +338,9 @@ def comovement(
         cluster_weighted_ci_high=float(cw_ci[1]),
         null_draws=null_draws,
         null_pair_weighted_mean=float(np.nanmean(null_pw)) if null_draws else np.nan,
-        null_pair_weighted_percentile=_percentile(pw, null_pw),
+        null_pair_weighted_percentile=percentile_of(pw, null_pw),
         null_pair_weighted_p_value=p_value,
         null_cluster_weighted_mean=float(np.nanmean(null_cw)) if null_draws else np.nan,
-        null_cluster_weighted_percentile=_percentile(cw, null_cw),
+        null_cluster_weighted_percentile=percentile_of(cw, null_cw),
         strata=size_strata(sums, counts, sizes),
     )
