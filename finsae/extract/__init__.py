@@ -1,0 +1,22 @@
+"""Extract stage: a language model (TransformerLens) + a sparse autoencoder (sae_lens) -> pooled features."""
+
+from finsae.extract.cache import cached_extract, config_key, sae_hash
+from finsae.extract.features import POOLINGS, FeatureSet, chunk_tokens, extract_features, hook_layer
+from finsae.extract.model import DEFAULT_MODEL, LoadedModel, load_model
+from finsae.extract.sae import check_compatible, load_sae
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "POOLINGS",
+    "FeatureSet",
+    "LoadedModel",
+    "cached_extract",
+    "check_compatible",
+    "chunk_tokens",
+    "config_key",
+    "extract_features",
+    "hook_layer",
+    "load_model",
+    "load_sae",
+    "sae_hash",
+]

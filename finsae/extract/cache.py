@@ -1,0 +1,126 @@
+"""On-disk cache of pooled features, in shards written atomically.
+
+The cache folder is ``<finsae cache>/features/<config key>/`` where the config key hashes the model identity and
+weight hash, the SAE's config and weights, the pooling, the chunking (``max_length``, ``overlap``) and the dtype.
+Documents are split into shards of ``shard_size`` in input order; each shard's file name hashes the config key and
+the shard's document ids and texts. A shard is computed only if its file is missing or unreadable, so a second run
+is a cache hit, a killed run resumes with the shards it had not written, and a corrupted shard is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from finsae._io import atomic_write, write_json
+from finsae._paths import cache_dir
+from finsae.extract.features import FeatureSet, check_pooling, clean_texts, extract_features
+
+logger = logging.getLogger(__name__)
+
+
+def sae_hash(sae) -> str:
+    """Hash of a sae_lens SAE's config and weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    cfg = sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else vars(sae.cfg)
+    digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_key(model_id: str, weight_hash: str, sae_digest: str, pooling: str, max_length: int, overlap: int) -> str:
+    payload = json.dumps({"model": model_id, "weights": weight_hash, "sae": sae_digest, "pooling": pooling,
+                          "max_length": max_length, "overlap": overlap, "version": 1}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _shard_key(key: str, ids: Sequence[str], texts: Sequence[object]) -> str:
+    digest = hashlib.sha256(key.encode())
+    for doc_id, text in zip(ids, texts, strict=True):
+        digest.update(b"\x00" + str(doc_id).encode() + b"\x01" + repr(text).encode())
+    return digest.hexdigest()[:32]
+
+
+def _save_shard(path: Path, fs: FeatureSet) -> None:
+    def write(tmp: Path) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, data=fs.matrix.data, indices=fs.matrix.indices, indptr=fs.matrix.indptr,
+                 shape=np.array(fs.matrix.shape), n_tokens=fs.n_tokens, n_chunks=fs.n_chunks,
+                 doc_ids=np.array(fs.doc_ids, dtype=str),
+                 skipped=np.array(json.dumps(fs.skipped)), manifest=np.array(json.dumps(fs.manifest)))
+        tmp.write_bytes(buf.getvalue())
+
+    atomic_write(path, write)
+
+
+def _load_shard(path: Path, pooling: str) -> FeatureSet:
+    with np.load(path, allow_pickle=False) as z:
+        matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        return FeatureSet(matrix, [str(d) for d in z["doc_ids"]], pooling, z["n_tokens"], z["n_chunks"],
+                          json.loads(str(z["skipped"])), json.loads(str(z["manifest"])))
+
+
+def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
+                   max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
+                   shard_size: int = 256, root: str | Path | None = None, progress: bool | None = None) -> FeatureSet:
+    """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring)."""
+    check_pooling(pooling)
+    if len(doc_ids) != len(texts):
+        raise ValueError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
+    if max_length is None:
+        max_length = int(getattr(sae.cfg.metadata, "context_size", None) or 512)
+    key = config_key(loaded.model_id, loaded.weight_hash, sae_hash(sae), pooling, max_length, overlap)
+    folder = Path(root) if root is not None else cache_dir() / "features" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": pooling,
+                "max_length": max_length, "overlap": overlap}, folder / "config.json")
+    parts: list[FeatureSet] = []
+    hits = 0
+    computed_seconds = 0.0
+    for start in range(0, len(texts), shard_size):
+        ids = [str(d) for d in doc_ids[start: start + shard_size]]
+        chunk = list(texts[start: start + shard_size])
+        path = folder / f"{_shard_key(key, ids, chunk)}.npz"
+        if path.is_file():
+            try:
+                parts.append(_load_shard(path, pooling))
+                hits += 1
+                continue
+            except Exception as exc:  # truncated or foreign file: recompute it, never crash
+                logger.warning("feature shard %s is unreadable (%s): recomputing", path.name, exc)
+        keep, skipped_pos = clean_texts(chunk)
+        if keep:
+            fs = extract_features(loaded.model, sae, chunk, doc_ids=ids, pooling=pooling, max_length=max_length,
+                                  overlap=overlap, batch_tokens=batch_tokens, progress=progress)
+        else:  # nothing to encode in this shard
+            fs = FeatureSet(sp.csr_matrix((0, int(sae.cfg.d_sae)), dtype=np.float32), [], pooling,
+                            np.zeros(0, np.int64), np.zeros(0, np.int64), {ids[k]: r for k, r in skipped_pos.items()})
+        computed_seconds += fs.manifest.get("seconds", 0.0)
+        _save_shard(path, fs)
+        parts.append(fs)
+    logger.info("features: %d shard(s), %d from cache, in %s", len(parts), hits, folder)
+    skipped: dict[str, str] = {}
+    for p in parts:
+        skipped.update(p.skipped)
+    tokens = sum(p.manifest.get("tokens", 0) for p in parts)
+    manifest = {"model": loaded.model_id, "weights": loaded.weight_hash, "cache": str(folder), "shards": len(parts),
+                "shards_from_cache": hits, "pooling": pooling, "max_length": max_length, "overlap": overlap,
+                "documents": sum(len(p.doc_ids) for p in parts), "skipped": len(skipped), "tokens": tokens,
+                "compute_seconds": round(computed_seconds, 3)}
+    if parts and parts[0].manifest.get("hook"):
+        manifest["hook"] = parts[0].manifest["hook"]
+    return FeatureSet(sp.vstack([p.matrix for p in parts], format="csr", dtype=np.float32) if parts else
+                      sp.csr_matrix((0, int(sae.cfg.d_sae)), dtype=np.float32),
+                      [d for p in parts for d in p.doc_ids], pooling,
+                      np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int64),
+                      np.concatenate([p.n_chunks for p in parts]) if parts else np.zeros(0, np.int64),
+                      skipped, manifest)

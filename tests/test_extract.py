@@ -1,0 +1,169 @@
+"""Extraction with a tiny random HookedTransformer and a random sae_lens SAE (saved to and loaded from disk):
+pooling against a direct per-token computation, masking, batching, chunking, the cache, and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the llm extra is part of the test setup (make test installs it)")
+
+from sae_lens import SAE, TopKSAE, TopKSAEConfig  # noqa: E402
+from sae_lens.saes.sae import SAEMetadata  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+from finsae.errors import DataError  # noqa: E402
+from finsae.extract import (  # noqa: E402
+    LoadedModel,
+    cached_extract,
+    check_compatible,
+    chunk_tokens,
+    extract_features,
+    load_sae,
+)
+
+WORDS = ("the company makes sells phones chips banks lend money loans customers in ohio texas real estate trusts "
+         "own offices malls oil gas drilling software cloud services retail stores food drinks insurance policies "
+         "die firma verkauft autos 会社 は 銀行 です").split()
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    folder = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(folder)  # reloaded from disk, as TransformerLens expects (name_or_path)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64,
+                                  d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN",
+                                  default_prepend_bos=True, positional_embedding_type="standard")
+    return HookedTransformer(cfg, tokenizer=tokenizer).eval()
+
+
+@pytest.fixture(scope="module")
+def sae(tmp_path_factory):
+    torch.manual_seed(1)
+    cfg = TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name=HOOK, context_size=16, model_name="tiny"))
+    sae = TopKSAE(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    folder = tmp_path_factory.mktemp("sae")
+    sae.save_model(str(folder))
+    return load_sae(folder)
+
+
+DOCS = ["the company makes phones and chips", "banks lend money to customers in ohio",
+        "real estate trusts own offices malls", "oil gas drilling", "software cloud services retail stores food"]
+
+
+def direct_pool(model, sae, text, pooling):
+    """Reference: one document, one forward pass, explicit per-token SAE activations without BOS."""
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = torch.tensor([[model.tokenizer.bos_token_id, *ids]])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+        f = sae.encode(cache[HOOK])[0, 1:].numpy()  # drop BOS
+    return {"sum": f.sum(0), "mean": f.mean(0), "max": f.max(0), "binary": (f.max(0) > 0).astype(float),
+            "count": (f > 0).sum(0).astype(float)}[pooling]
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean", "max", "binary", "count"])
+def test_pooling_equals_direct_per_token_computation(model, sae, pooling):
+    fs = extract_features(model, sae, DOCS, pooling=pooling, batch_tokens=64)
+    dense = fs.matrix.toarray()
+    for k, text in enumerate(DOCS):
+        np.testing.assert_allclose(dense[k], direct_pool(model, sae, text, pooling), rtol=1e-5, atol=1e-5)
+    assert fs.n_tokens.tolist() == [len(d.split()) for d in DOCS]
+
+
+def test_batched_equals_one_by_one_and_padding_never_counts(model, sae):
+    together = extract_features(model, sae, DOCS, batch_tokens=1000).matrix.toarray()  # one padded batch
+    alone = np.vstack([extract_features(model, sae, [d], batch_tokens=1000).matrix.toarray() for d in DOCS])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_bos_is_masked(model, sae):
+    fs = extract_features(model, sae, ["oil"], pooling="count")
+    assert fs.matrix.sum() == sae.cfg.k  # one pooled token with exactly k active latents: BOS adds nothing
+
+
+def test_chunk_tokens_cover_every_token_once():
+    ids = list(range(100, 137))
+    pieces = chunk_tokens(ids, bos=2, max_length=10, overlap=3)
+    pooled = [t for piece, first in pieces for t in piece[first:]]
+    assert pooled == ids and all(p[0] == 2 and len(p) <= 10 for p, _ in pieces)
+    assert pieces[1][0][1:4] == ids[6:9]  # the overlap is context from the previous chunk
+    with pytest.raises(DataError, match="overlap"):
+        chunk_tokens(ids, 2, 10, 9)
+
+
+def test_chunked_long_document_pools_like_hand_computed_chunks(model, sae):
+    text = " ".join(WORDS[:30])
+    fs = extract_features(model, sae, [text], pooling="sum", max_length=12, overlap=4)
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    expected = np.zeros(sae.cfg.d_sae)
+    for piece, first in chunk_tokens(ids, model.tokenizer.bos_token_id, 12, 4):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(torch.tensor([piece]), names_filter=HOOK)
+            expected += sae.encode(cache[HOOK])[0, first:].sum(0).numpy()
+    np.testing.assert_allclose(fs.matrix.toarray()[0], expected, rtol=1e-5, atol=1e-5)
+    assert fs.n_chunks[0] == len(chunk_tokens(ids, 2, 12, 4)) > 1 and fs.n_tokens[0] == len(ids)
+
+
+def test_missing_blank_long_and_foreign_texts(model, sae):
+    texts = ["the company makes phones", "", "   ", float("nan"), None, "phones " * 20000, "die firma verkauft autos",
+             "会社 は 銀行 です"]
+    fs = extract_features(model, sae, texts, doc_ids=list("abcdefgh"))
+    assert fs.doc_ids == ["a", "f", "g", "h"]
+    assert fs.skipped == {"b": "empty or blank", "c": "empty or blank", "d": "missing", "e": "missing"}
+    assert fs.n_tokens[1] == 20000 and fs.n_chunks[1] == int(np.ceil(20000 / 15))  # context 16 = BOS + 15
+    assert (np.diff(fs.matrix.indptr) > 0).all()
+
+
+def test_mismatch_and_bad_arguments_fail_before_any_forward_pass(model, sae, tmp_path):
+    wrong_width = TopKSAE(TopKSAEConfig(d_in=48, d_sae=96, k=8, metadata=SAEMetadata(hook_name=HOOK)))
+    with pytest.raises(DataError, match="SAE/model mismatch: the SAE expects d_in=48"):
+        check_compatible(model, wrong_width)
+    wrong_hook = TopKSAE(TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name="blocks.7.hook_resid_post")))
+    with pytest.raises(DataError, match="does not have"):
+        extract_features(model, wrong_hook, DOCS)
+    with pytest.raises(DataError, match="unknown pooling 'median'"):
+        extract_features(model, sae, DOCS, pooling="median")
+    with pytest.raises(DataError, match="no sae_lens SAE"):
+        load_sae(tmp_path)
+
+
+def test_cache_hit_miss_corruption_and_resume(model, sae, tmp_path):
+    loaded = LoadedModel(model, "tiny", "w0")
+    ids = [f"D{k}" for k in range(len(DOCS))]
+    first = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    assert first.manifest["shards_from_cache"] == 0 and first.manifest["shards"] == 3
+    again = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    assert again.manifest["shards_from_cache"] == 3
+    np.testing.assert_array_equal(again.matrix.toarray(), first.matrix.toarray())
+    shards = sorted(tmp_path.glob("*.npz"))
+    shards[0].write_bytes(b"not a shard")  # corrupted: recomputed, not a crash
+    shards[1].unlink()  # missing, as after a kill: resumed
+    fixed = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    assert fixed.manifest["shards_from_cache"] == 1
+    np.testing.assert_allclose(fixed.matrix.toarray(), first.matrix.toarray(), rtol=1e-6)
+    changed = cached_extract(loaded, sae, [*DOCS[:4], "oil gas"], ids, shard_size=2, root=tmp_path)
+    assert changed.manifest["shards_from_cache"] == 2  # only the shard whose text changed is recomputed
+
+
+def test_saved_sae_round_trips(sae):
+    assert isinstance(sae, SAE) and sae.cfg.metadata.hook_name == HOOK and sae.cfg.d_sae == 96
