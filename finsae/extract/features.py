@@ -131,6 +131,33 @@ def _batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
         yield batch
 
 
+def document_chunks(tokenizer, texts: Sequence[object], keep: Sequence[int], max_length: int,
+                    overlap: int) -> list[Chunk]:
+    """Chunks of the texts at positions ``keep``; ``Chunk.doc`` is the row (index into ``keep``)."""
+    out = []
+    for row, k in enumerate(keep):
+        ids = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
+        out += [Chunk(row, piece, first) for piece, first in chunk_tokens(ids, tokenizer.bos_token_id, max_length, overlap)]
+    return out
+
+
+def padded_batch(tokenizer, batch: list[Chunk]):
+    """Right-padded token tensor of a batch and the mask of positions to pool (no BOS, padding, control tokens
+    or overlap context; an unknown-word token is a real position)."""
+    import torch
+
+    bos = tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
+    width = max(len(c.tokens) for c in batch)
+    tokens = torch.full((len(batch), width), pad, dtype=torch.long)
+    pool = torch.zeros((len(batch), width), dtype=torch.bool)
+    for b, c in enumerate(batch):
+        tokens[b, : len(c.tokens)] = torch.tensor(c.tokens)
+        pool[b, c.pooled_from: len(c.tokens)] = True
+    special = torch.tensor(sorted((set(tokenizer.all_special_ids) | {bos, pad}) - {tokenizer.unk_token_id}))
+    return tokens, pool & ~torch.isin(tokens, special)
+
+
 def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], how: str) -> sp.csr_matrix:
     """CSR matrix from COO entries, duplicates combined by ``how`` ("sum" or "max")."""
     if how == "sum":
@@ -168,18 +195,9 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     if skipped_pos:
         logger.info("skipping %d document(s) without text: %s", len(skipped_pos), list(skipped_pos.values())[:5])
     tok = model.tokenizer
-    bos = tok.bos_token_id
-    if bos is None:
+    if tok.bos_token_id is None:
         raise DataError("the model's tokenizer has no BOS token")
-    pad = tok.pad_token_id if tok.pad_token_id is not None else bos
-    # BOS, padding and control tokens never pool; an unknown-word token is still a position of the text
-    special = torch.tensor(sorted((set(tok.all_special_ids) | {bos, pad}) - {tok.unk_token_id}))
-
-    chunks: list[Chunk] = []
-    for row, k in enumerate(keep):
-        token_ids = tok(texts[k], add_special_tokens=False)["input_ids"]
-        for piece, first in chunk_tokens(token_ids, bos, max_length, overlap):
-            chunks.append(Chunk(row, piece, first))
+    chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
     d_sae = int(sae.cfg.d_sae)
     stop = hook_layer(hook) + 1
@@ -194,13 +212,7 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="extract",
                                        disable=None if progress is None else not progress) as bar:
         for batch in _batches(chunks, batch_tokens):
-            width = max(len(c.tokens) for c in batch)
-            tokens = torch.full((len(batch), width), pad, dtype=torch.long)
-            pool = torch.zeros((len(batch), width), dtype=torch.bool)
-            for b, c in enumerate(batch):
-                tokens[b, : len(c.tokens)] = torch.tensor(c.tokens)
-                pool[b, c.pooled_from: len(c.tokens)] = True
-            pool &= ~torch.isin(tokens, special)
+            tokens, pool = padded_batch(tok, batch)
             _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
             acts = cache[hook].to(device=device, dtype=dtype)
             feats = sae.encode(acts).float()  # [batch, width, d_sae]

@@ -1,0 +1,161 @@
+"""Train and evaluate TopK SAEs on a model's residual activations with sae_lens (its trainer, its format).
+
+* Activations: the corpus is tokenized and chunked as for extraction; BOS, padding, special tokens and overlap
+  context are dropped, and so are tokens whose activation norm exceeds ``max_norm_ratio`` times the median norm
+  (rare huge-norm positions that would dominate the reconstruction loss).
+* Training: ``sae_lens.TopKTrainingSAE`` with ``SAETrainer`` fed from the cached activations, decoder bias
+  initialised at the activation mean (Gemma's residual stream has a large constant offset), cosine learning-rate
+  decay to ``lr / 10``; saved with ``save_inference_model`` (``cfg.json`` + ``sae_weights.safetensors``).
+* Quality on held-out documents: explained variance ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``, mean L0,
+  the share of latents never active (dead), and the share of language-model loss recovered when the SAE
+  reconstruction replaces the activation from position 1 on:
+  ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, with ``CE_zero`` the loss when the activation is zeroed there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from finsae.errors import DataError
+from finsae.extract.features import Chunk, _batches, clean_texts, document_chunks, hook_layer, padded_batch
+
+logger = logging.getLogger(__name__)
+
+
+def _chunks(model, texts: Sequence[object], max_length: int) -> list[Chunk]:
+    return document_chunks(model.tokenizer, texts, clean_texts(texts)[0], max_length, 0)
+
+
+def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *, max_length: int = 512,
+                        batch_tokens: int = 8192, max_norm_ratio: float = 10.0) -> dict[str, np.ndarray]:
+    """Activations (tokens x d_model, float32) at each hook for every pooled token of ``texts``."""
+    import torch
+
+    stop = max(hook_layer(h) for h in hooks) + 1
+    out: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
+    with torch.inference_mode():
+        for batch in _batches(_chunks(model, texts, max_length), batch_tokens):
+            tokens, pool = padded_batch(model.tokenizer, batch)
+            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=stop)
+            for h in hooks:
+                out[h].append(cache[h][pool.to(cache[h].device)].float().cpu().numpy())
+    result = {}
+    for h, parts in out.items():
+        acts = np.concatenate(parts)
+        norms = np.linalg.norm(acts, axis=1)
+        keep = norms <= max_norm_ratio * np.median(norms)
+        if (~keep).any():
+            logger.info("%s: dropped %d huge-norm token(s) of %d", h, int((~keep).sum()), len(acts))
+        result[h] = acts[keep]
+    return result
+
+
+def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
+                   model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4, seed: int = 0,
+                   autocast: bool = True, out_dir: str | Path | None = None):
+    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if given)."""
+    import tempfile
+
+    import torch
+    from sae_lens import SAE, LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.training.sae_trainer import SAETrainerConfig
+
+    if len(acts) < batch_size:
+        raise DataError(f"only {len(acts)} activation tokens: fewer than one batch of {batch_size}")
+    torch.manual_seed(seed)
+    data = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
+    cfg = TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k, metadata=SAEMetadata(
+        hook_name=hook_name, context_size=context_size, model_name=model_name, prepend_bos=True))
+    sae = TopKTrainingSAE(cfg)
+    with torch.no_grad():
+        sae.b_dec.copy_(data.mean(dim=0))
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches() -> Iterator[torch.Tensor]:
+        while True:
+            for idx in torch.randperm(len(data), generator=generator).split(batch_size):
+                if len(idx) == batch_size:
+                    yield data[idx]
+
+    total = epochs * (len(data) // batch_size) * batch_size
+    trainer_cfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=batch_size, lr=lr,
+                                   lr_end=lr / 10, lr_scheduler_name="cosineannealing", autocast=autocast,
+                                   logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
+                                   save_final_checkpoint=False, n_batches_for_norm_estimate=10)
+    trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        trained.save_inference_model(str(folder))
+        return SAE.load_from_disk(str(folder)).eval()
+
+
+@dataclass(frozen=True)
+class SAEQuality:
+    explained_variance: float
+    l0: float
+    dead_share: float
+    ce_clean: float
+    ce_sae: float
+    ce_zero: float
+    loss_recovered: float
+    eval_tokens: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def meets_floor(self, ev: float = 0.80, recovered: float = 0.85, dead: float = 0.50) -> bool:
+        return self.explained_variance >= ev and self.loss_recovered >= recovered and self.dead_share <= dead
+
+
+def evaluate_sae(model, sae, texts: Sequence[object], *, max_length: int = 512, batch_tokens: int = 4096,
+                 acts: np.ndarray | None = None) -> SAEQuality:
+    """Quality of ``sae`` on held-out ``texts`` (see the module docstring for the formulas)."""
+    import torch
+
+    hook = sae.cfg.metadata.hook_name
+    if acts is None:
+        acts = collect_activations(model, texts, [hook], max_length=max_length, batch_tokens=batch_tokens)[hook]
+    x = torch.from_numpy(acts)
+    with torch.inference_mode():
+        feats = sae.encode(x.to(next(sae.parameters()).dtype))
+        x_hat = sae.decode(feats).float()
+    resid = ((x - x_hat) ** 2).sum()
+    total = ((x - x.mean(dim=0)) ** 2).sum()
+    active = feats > 0
+    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    n_pred = 0
+
+    def splice(mode: str):
+        def hook_fn(act, hook):
+            if mode == "sae":
+                rec = sae.decode(sae.encode(act.to(next(sae.parameters()).dtype))).to(act.dtype)
+                act[:, 1:] = rec[:, 1:]
+            elif mode == "zero":
+                act[:, 1:] = 0.0
+            return act
+        return hook_fn
+
+    with torch.inference_mode():
+        for batch in _batches(_chunks(model, texts, max_length), batch_tokens):
+            tokens, pool = padded_batch(model.tokenizer, batch)
+            target_mask = pool[:, 1:]  # predict every real token after the first position
+            for mode in ce:
+                hooks = [] if mode == "clean" else [(hook, splice(mode))]
+                logits = model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")
+                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+                ce[mode] += float(nll[target_mask].sum())
+            n_pred += int(target_mask.sum())
+    ce = {m: v / max(n_pred, 1) for m, v in ce.items()}
+    recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else math.nan
+    return SAEQuality(float(1 - resid / total), float(active.sum(dim=1).float().mean()),
+                      float((~active.any(dim=0)).float().mean()), ce["clean"], ce["sae"], ce["zero"],
+                      float(recovered), len(acts))
