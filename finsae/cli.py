@@ -136,6 +136,122 @@ def backtest(config_path: Path, output: Path | None) -> None:
     click.echo(f"results written to {result.output_dir}")
 
 
+DEFAULT_SAE_DIR = Path(__file__).resolve().parent / "sae" / "gemma-3-270m-default"
+
+
+def _sae_source(sae: str | None) -> Path:
+    path = Path(sae) if sae else DEFAULT_SAE_DIR
+    if not (path / "cfg.json").is_file():
+        raise click.UsageError(f"no SAE at {path}: pass --sae DIR (a sae_lens folder), or train one with finsae train-sae")
+    return path
+
+
+@cli.command()
+@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Universe table (default: bundled).")
+@click.option("--vintage", default="2017", show_default=True, help="Text vintage to encode.")
+@click.option("--model", "model_source", default="gemma-3-270m", show_default=True,
+              help="Default name, a local Hugging Face directory, or an official TransformerLens name (hub).")
+@click.option("--tl-name", default=None, help="TransformerLens architecture name for a local model directory.")
+@click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE).")
+@click.option("--pooling", type=click.Choice(["sum", "mean", "max", "binary", "count"]), default="sum", show_default=True)
+@click.option("--max-length", type=int, default=None, help="Tokens per chunk (default: the SAE's context size).")
+@click.option("--overlap", type=int, default=0, show_default=True, help="Context tokens shared by consecutive chunks.")
+@click.option("--batch-tokens", type=int, default=8192, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/features"), show_default=True)
+@_friendly
+def extract(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, sae: str | None,
+            pooling: str, max_length: int | None, overlap: int, batch_tokens: int, dtype: str, out: Path) -> None:
+    """Pooled SAE features of a universe's descriptions (cached: a second run is a cache hit)."""
+    import json
+
+    import scipy.sparse as sp
+
+    from finsae._io import atomic_write, write_json, write_parquet
+    from finsae.data import load_universe
+    from finsae.extract import cached_extract, load_model, load_sae
+
+    universe = load_universe(companies)
+    texts = universe.descriptions(vintage)
+    sae_dir = _sae_source(sae)
+    loaded = load_model(model_source, tl_name=tl_name, dtype=dtype)
+    sae_model = load_sae(sae_dir, dtype=dtype)
+    fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
+                        overlap=overlap, batch_tokens=batch_tokens, progress=True)
+    atomic_write(out / "features.npz", lambda p: sp.save_npz(p, fs.matrix))
+    write_parquet(fs.to_frame(), out / "documents.parquet")
+    write_json({**fs.manifest, "sae": str(sae_dir), "vintage": vintage, "skipped": fs.skipped,
+                "missing_text": list(universe.missing_text(vintage))}, out / "manifest.json")
+    m = fs.manifest
+    rate = f", {m['tokens'] / m['compute_seconds']:.0f} tokens/s" if m.get("compute_seconds") else ""
+    click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} shards "
+               f"from cache{rate}; {len(universe.missing_text(vintage))} companies without {vintage} text")
+    click.echo(f"features written to {out} ({json.dumps({'shape': list(fs.matrix.shape), 'nnz': int(fs.matrix.nnz)})})")
+
+
+@cli.command("train-sae")
+@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Corpus: a universe table (default: bundled).")
+@click.option("--vintage", default="2017", show_default=True)
+@click.option("--model", "model_source", default="gemma-3-270m", show_default=True)
+@click.option("--tl-name", default=None)
+@click.option("--layers", default="3,6,9", show_default=True, help="Candidate layers (comma-separated).")
+@click.option("--widths", default="5120", show_default=True, help="Candidate SAE widths (comma-separated).")
+@click.option("--k", type=int, default=32, show_default=True, help="Active latents per token (TopK).")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--eval-docs", type=int, default=60, show_default=True, help="Held-out documents for the LM-loss check.")
+@click.option("--returns-start", default="2010-01-01", show_default=True, help="Peers are scored on monthly returns from ...")
+@click.option("--returns-end", default="2017-05-31", show_default=True, help="... to here (before the text is used).")
+@click.option("--prices", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for candidates, the chosen SAE and selection.json.")
+@_friendly
+def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, layers: str, widths: str,
+              k: int, epochs: int, eval_docs: int, returns_start: str, returns_end: str, prices: Path | None,
+              out: Path) -> None:
+    """Train TopK SAEs (sae_lens) at candidate layers/widths and choose one by measured quality and peers."""
+    from finsae.data import load_prices, load_universe, log_returns
+    from finsae.evaluate import correlation_matrix
+    from finsae.extract import load_model
+    from finsae.extract.select import train_and_select
+
+    universe = load_universe(companies)
+    texts = universe.descriptions(vintage)
+    corr = correlation_matrix(log_returns(load_prices(prices), returns_start, returns_end, "monthly",
+                                          tickers=universe.tickers, max_drop_share=1.0))
+    loaded = load_model(model_source, tl_name=tl_name)
+    table = train_and_select(loaded, list(texts), list(texts.index), out, layers=[int(x) for x in layers.split(",")],
+                             widths=[int(x) for x in widths.split(",")], k=k, epochs=epochs, corr=corr,
+                             eval_docs=eval_docs)
+    cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0", "top1_corr_pre",
+                        "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen") if c in table]
+    click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"chosen SAE written to {out / 'sae'}")
+
+
+@cli.command("sae-eval")
+@click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE).")
+@click.option("--model", "model_source", default="gemma-3-270m", show_default=True)
+@click.option("--tl-name", default=None)
+@click.option("--companies", type=click.Path(path_type=Path), default=None)
+@click.option("--vintage", default="2017", show_default=True)
+@click.option("--docs", type=int, default=60, show_default=True, help="Documents evaluated (the last ones of the corpus).")
+@_friendly
+def sae_eval(sae: str | None, model_source: str, tl_name: str | None, companies: Path | None, vintage: str, docs: int) -> None:
+    """Explained variance, L0, dead latents and LM loss recovered (spliced from position 1) against the floor."""
+    from finsae.data import load_universe
+    from finsae.extract import load_model, load_sae
+    from finsae.extract.train import evaluate_sae
+
+    texts = list(load_universe(companies).descriptions(vintage))[-docs:]
+    loaded = load_model(model_source, tl_name=tl_name)
+    q = evaluate_sae(loaded.model, load_sae(_sae_source(sae)), texts)
+    for key, value in q.to_dict().items():
+        click.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+    floor = q.meets_floor()
+    click.echo(f"quality floor (EV >= 0.80, loss recovered >= 85%, dead <= 50%): {'met' if floor else 'NOT met'}")
+    if not floor:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="finsae")
 

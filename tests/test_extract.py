@@ -167,3 +167,26 @@ def test_cache_hit_miss_corruption_and_resume(model, sae, tmp_path):
 
 def test_saved_sae_round_trips(sae):
     assert isinstance(sae, SAE) and sae.cfg.metadata.hook_name == HOOK and sae.cfg.d_sae == 96
+
+
+def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
+    import json
+
+    from finsae.extract.select import train_and_select
+    from finsae.extract.train import collect_activations, evaluate_sae
+
+    texts = [" ".join(np.random.default_rng(k).choice(WORDS[:40], 12)) for k in range(120)]
+    acts, rows = collect_activations(model, texts, [HOOK], max_length=16, return_docs=True)
+    assert acts[HOOK].shape == (len(rows[HOOK]), 32) and rows[HOOK].max() == 119
+    loaded = LoadedModel(model, "tiny", "w0")
+    table = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, layers=[0, 1], widths=[64],
+                             k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
+    assert len(table) == 2 and table["chosen"].sum() == 1
+    assert {"explained_variance", "loss_recovered", "dead_share", "l0"} <= set(table.columns)
+    assert (table["l0"] <= 4 + 1e-6).all()
+    saved = load_sae(tmp_path / "sae")
+    sel = json.loads((tmp_path / "sae" / "selection.json").read_text())
+    assert sel["chosen"] in set(table["candidate"]) and saved.cfg.metadata.hook_name == sel["chosen"].replace(
+        "L", "blocks.", 1).rsplit("-", 1)[0].replace("-", ".hook_")
+    q = evaluate_sae(model, saved, texts[:10], max_length=16)
+    assert 0 < q.explained_variance <= 1 and q.ce_clean <= q.ce_zero

@@ -33,19 +33,24 @@ def _chunks(model, texts: Sequence[object], max_length: int) -> list[Chunk]:
 
 
 def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *, max_length: int = 512,
-                        batch_tokens: int = 8192, max_norm_ratio: float = 10.0) -> dict[str, np.ndarray]:
-    """Activations (tokens x d_model, float32) at each hook for every pooled token of ``texts``."""
+                        batch_tokens: int = 8192, max_norm_ratio: float = 10.0,
+                        return_docs: bool = False) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Activations (tokens x d_model, float32) at each hook for every pooled token of ``texts``; with
+    ``return_docs`` also the row (position among the texts with text) of every kept token."""
     import torch
 
     stop = max(hook_layer(h) for h in hooks) + 1
     out: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
+    docs: list[np.ndarray] = []
     with torch.inference_mode():
         for batch in _batches(_chunks(model, texts, max_length), batch_tokens):
             tokens, pool = padded_batch(model.tokenizer, batch)
             _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=stop)
             for h in hooks:
                 out[h].append(cache[h][pool.to(cache[h].device)].float().cpu().numpy())
-    result = {}
+            docs.append(np.repeat([c.doc for c in batch], pool.sum(dim=1).numpy()))
+    result, result_docs = {}, {}
+    all_docs = np.concatenate(docs)
     for h, parts in out.items():
         acts = np.concatenate(parts)
         norms = np.linalg.norm(acts, axis=1)
@@ -53,7 +58,8 @@ def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *,
         if (~keep).any():
             logger.info("%s: dropped %d huge-norm token(s) of %d", h, int((~keep).sum()), len(acts))
         result[h] = acts[keep]
-    return result
+        result_docs[h] = all_docs[keep]
+    return (result, result_docs) if return_docs else result
 
 
 def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
