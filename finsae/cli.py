@@ -136,10 +136,9 @@ def backtest(config_path: Path, output: Path | None) -> None:
     click.echo(f"results written to {result.output_dir}")
 
 
-DEFAULT_SAE_DIR = Path(__file__).resolve().parent / "sae" / "gemma-3-270m-default"
-
-
 def _sae_source(sae: str | None) -> Path:
+    from finsae.extract.sae import DEFAULT_SAE_DIR
+
     path = Path(sae) if sae else DEFAULT_SAE_DIR
     if not (path / "cfg.json").is_file():
         raise click.UsageError(f"no SAE at {path}: pass --sae DIR (a sae_lens folder), or train one with finsae train-sae")

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from sae_lens import SAE, TopKSAE, TopKSAEConfig
+from sae_lens.saes.sae import SAEMetadata
 
-torch = pytest.importorskip("torch", reason="the llm extra is part of the test setup (make test installs it)")
-
-from sae_lens import SAE, TopKSAE, TopKSAEConfig  # noqa: E402
-from sae_lens.saes.sae import SAEMetadata  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
-
-from finsae.errors import DataError  # noqa: E402
-from finsae.extract import (  # noqa: E402
+from finsae.errors import DataError
+from finsae.extract import (
     LoadedModel,
     cached_extract,
     check_compatible,
@@ -24,47 +19,7 @@ from finsae.extract import (  # noqa: E402
     load_sae,
 )
 
-WORDS = ("the company makes sells phones chips banks lend money loans customers in ohio texas real estate trusts "
-         "own offices malls oil gas drilling software cloud services retail stores food drinks insurance policies "
-         "die firma verkauft autos 会社 は 銀行 です").split()
-HOOK = "blocks.1.hook_resid_post"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
-    folder = tmp_path_factory.mktemp("tokenizer")
-    fast.save_pretrained(folder)  # reloaded from disk, as TransformerLens expects (name_or_path)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64,
-                                  d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN",
-                                  default_prepend_bos=True, positional_embedding_type="standard")
-    return HookedTransformer(cfg, tokenizer=tokenizer).eval()
-
-
-@pytest.fixture(scope="module")
-def sae(tmp_path_factory):
-    torch.manual_seed(1)
-    cfg = TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name=HOOK, context_size=16, model_name="tiny"))
-    sae = TopKSAE(cfg)
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    folder = tmp_path_factory.mktemp("sae")
-    sae.save_model(str(folder))
-    return load_sae(folder)
-
+from .conftest import HOOK, WORDS
 
 DOCS = ["the company makes phones and chips", "banks lend money to customers in ohio",
         "real estate trusts own offices malls", "oil gas drilling", "software cloud services retail stores food"]

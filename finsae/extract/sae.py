@@ -9,6 +9,9 @@ from finsae.errors import DataError, ProviderError
 
 logger = logging.getLogger(__name__)
 
+#: The SAE shipped with the package (trained by ``finsae train-sae`` on the bundled 2017 descriptions).
+DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-default"
+
 
 def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu", dtype: str | None = None):
     """Load a sae_lens SAE: a directory with ``cfg.json`` + ``sae_weights.safetensors``, or, with ``sae_id``, a

