@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from finsae._io import atomic_write, write_json
 from finsae._paths import cache_dir
+from finsae.errors import DataError
 from finsae.extract.features import FeatureSet, check_pooling, clean_texts, extract_features
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,11 @@ def sae_hash(sae) -> str:
     return digest.hexdigest()
 
 
-def config_key(model_id: str, weight_hash: str, sae_digest: str, pooling: str, max_length: int, overlap: int) -> str:
+def config_key(model_id: str, weight_hash: str, sae_digest: str, pooling: str, max_length: int, overlap: int,
+               sae_dtype: str = "float32") -> str:
     payload = json.dumps({"model": model_id, "weights": weight_hash, "sae": sae_digest, "pooling": pooling,
-                          "max_length": max_length, "overlap": overlap, "version": 1}, sort_keys=True)
+                          "max_length": max_length, "overlap": overlap, "sae_dtype": sae_dtype, "version": 1},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -75,10 +78,11 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
     """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring)."""
     check_pooling(pooling)
     if len(doc_ids) != len(texts):
-        raise ValueError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
+        raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
     if max_length is None:
         max_length = int(getattr(sae.cfg.metadata, "context_size", None) or 512)
-    key = config_key(loaded.model_id, loaded.weight_hash, sae_hash(sae), pooling, max_length, overlap)
+    key = config_key(loaded.model_id, loaded.weight_hash, sae_hash(sae), pooling, max_length, overlap,
+                     str(next(sae.parameters()).dtype))
     folder = Path(root) if root is not None else cache_dir() / "features" / key
     folder.mkdir(parents=True, exist_ok=True)
     write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": pooling,
