@@ -111,12 +111,13 @@ class TradingConfig(_Strict):
 
     @model_validator(mode="after")
     def _thresholds(self) -> TradingConfig:
-        if not self.entry_z > self.exit_z:
-            raise ValueError(f"entry_z {self.entry_z} must be greater than exit_z {self.exit_z}")
-        if not self.exit_z > -self.entry_z:
-            raise ValueError(f"exit_z {self.exit_z} must be greater than -entry_z")
-        if not self.stop_z > self.entry_z:
-            raise ValueError(f"stop_z {self.stop_z} must be greater than entry_z {self.entry_z}")
+        from finsae.backtest.engine import TradingRules
+        from finsae.errors import DataError
+
+        try:  # one source of truth for the rules' validity
+            TradingRules(self.entry_z, self.exit_z, self.stop_z, self.borrow_bps)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 

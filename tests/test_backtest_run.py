@@ -106,7 +106,7 @@ def test_backtest_cli_and_config_errors(toy):
     assert result.exit_code == 0, result.output
     assert "| SIC 2-digit |" in result.output
     for edit, pattern in [
-        (("entry_z: 1.5, exit_z: 0.3", "entry_z: 0.3, exit_z: 0.3"), r"trading: Value error, entry_z 0.3 must be greater than exit_z"),
+        (("entry_z: 1.5, exit_z: 0.3", "entry_z: 0.3, exit_z: 0.3"), r"trading: Value error, entry_z \(0.3\) must be greater than exit_z \(0.3\)"),
         (("costs_bps: [0, 10]", "costs_bps: [-5, 10]"), r"costs_bps: Value error, costs must be >= 0"),
         (("headline_cost_bps: 10", "headline_cost_bps: 7"), r"headline_cost_bps 7.0 must be one of costs_bps"),
         (("max_pairs: 4", "max_pairz: 4"), r"selection\.max_pairz: unknown key"),
