@@ -1,6 +1,8 @@
 """Choose the default SAE by measurement: train TopK SAEs at candidate layers and widths, report their quality,
 and score the peers they produce on returns *before* the forward window only.
 
+Candidates already trained in ``out_dir/candidates`` by an interrupted run are reused, not retrained.
+
 Rule: among the candidates that meet the quality floor (explained variance >= 0.80, LM loss recovered >= 85%,
 dead latents <= 50%), the one whose companies' 5 nearest neighbours (cosine of log1p sum-pooled features) have the
 highest mean monthly-return correlation over ``returns_window`` (default 2010-01 to 2017-05, before the 2017
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from finsae._io import write_json
+from finsae.extract.sae import load_sae
 from finsae.extract.train import collect_activations, evaluate_sae, train_topk_sae
 
 logger = logging.getLogger(__name__)
@@ -59,10 +62,14 @@ def train_and_select(loaded, texts: Sequence[str], tickers: Sequence[str], out_d
         for width in widths:
             name = f"{hook.replace('blocks.', 'L').replace('.hook_', '-')}-{width}"
             folder = out / "candidates" / name
-            logger.info("training %s on %d tokens", name, int(train_mask.sum()))
-            sae = train_topk_sae(acts[hook][train_mask], hook_name=hook, d_sae=width, k=k, context_size=max_length,
-                                 model_name=loaded.model_id, epochs=epochs, batch_size=batch_size, seed=seed,
-                                 autocast=False, out_dir=folder)
+            if (folder / "cfg.json").is_file():  # trained by an earlier, interrupted run: reuse it
+                logger.info("reusing the trained candidate %s", folder)
+                sae = load_sae(folder)
+            else:
+                logger.info("training %s on %d tokens", name, int(train_mask.sum()))
+                sae = train_topk_sae(acts[hook][train_mask], hook_name=hook, d_sae=width, k=k,
+                                     context_size=max_length, model_name=loaded.model_id, epochs=epochs,
+                                     batch_size=batch_size, seed=seed, autocast=False, out_dir=folder)
             quality = evaluate_sae(model, sae, held_texts, max_length=max_length,
                                    acts=acts[hook][~train_mask])
             record = {"candidate": name, "hook": hook, "d_sae": width, "k": k, **quality.to_dict(),
