@@ -4,6 +4,7 @@ pooling against a direct per-token computation, masking, batching, chunking, the
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sae_lens import SAE, TopKSAE, TopKSAEConfig
@@ -143,5 +144,12 @@ def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
     sel = json.loads((tmp_path / "sae" / "selection.json").read_text())
     assert sel["chosen"] in set(table["candidate"]) and saved.cfg.metadata.hook_name == sel["chosen"].replace(
         "L", "blocks.", 1).rsplit("-", 1)[0].replace("-", ".hook_")
-    q = evaluate_sae(model, saved, texts[:10], max_length=16)
+    q = evaluate_sae(model, saved, texts[:10], max_length=16, loss_batch_tokens=32)
     assert 0 < q.explained_variance <= 1 and q.ce_clean <= q.ce_zero
+    # an interrupted run resumes: candidates already saved are reused, not retrained
+    weights = tmp_path / "candidates" / table.loc[0, "candidate"] / "sae_weights.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, layers=[0, 1], widths=[64],
+                             k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
+    assert weights.stat().st_mtime_ns == before
+    pd.testing.assert_frame_equal(again, table)
