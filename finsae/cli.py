@@ -177,7 +177,11 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
     sae_model = load_sae(sae_dir, dtype=dtype)
     fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
                         overlap=overlap, batch_tokens=batch_tokens, progress=True)
-    atomic_write(out / "features.npz", lambda p: sp.save_npz(p, fs.matrix))
+    def save_matrix(path: Path) -> None:
+        with open(path, "wb") as fh:  # a file handle: save_npz would append ".npz" to the temporary name
+            sp.save_npz(fh, fs.matrix)
+
+    atomic_write(out / "features.npz", save_matrix)
     write_parquet(fs.to_frame(), out / "documents.parquet")
     write_json({**fs.manifest, "sae": str(sae_dir), "vintage": vintage, "skipped": fs.skipped,
                 "missing_text": list(universe.missing_text(vintage))}, out / "manifest.json")
