@@ -29,6 +29,15 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=8192)
     args = parser.parse_args()
 
+    a, w = torch.randn(8192, 640), torch.randn(640, 2048)
+    for dt in (torch.float32, torch.bfloat16):  # bf16 is fast only on CPUs with bf16 instructions
+        x, y = a.to(dt), w.to(dt)
+        torch.mm(x, y)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            torch.mm(x, y)
+        print(f"matmul 8192x640 @ 640x2048 in {str(dt).replace('torch.', '')}: "
+              f"{3 * 2 * 8192 * 640 * 2048 / (time.perf_counter() - t0) / 1e9:,.1f} GFLOP/s")
     texts = list(load_universe().descriptions("2017"))[: args.docs]
     t0 = time.perf_counter()
     loaded = load_model(dtype=args.dtype)
