@@ -173,7 +173,7 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
     universe = load_universe(companies)
     texts = universe.descriptions(vintage)
     sae_dir = _sae_source(sae)
-    loaded = load_model(model_source, tl_name=tl_name, dtype=dtype)
+    loaded = load_model(model_source, tl_name=tl_name, dtype=dtype, lazy=True)
     sae_model = load_sae(sae_dir, dtype=dtype)
     fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
                         overlap=overlap, batch_tokens=batch_tokens, progress=True)

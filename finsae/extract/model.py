@@ -15,13 +15,15 @@ Three sources:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
+from finsae._io import file_sha256
 from finsae._paths import cache_dir
 from finsae.errors import DataError, ProviderError
 
@@ -31,6 +33,9 @@ DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_TL_NAME = "google/gemma-3-270m"
 MODEL_DIR_ENV = "FINSAE_MODEL_DIR"
 HUB_HOST = ("huggingface.co", 443)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+#: Version of the processed-weights cache layout (bump to invalidate it).
+HOOKED_FORMAT = 1
 
 
 def check_hub(what: str, timeout: float = 3.0) -> None:
@@ -47,13 +52,36 @@ def check_hub(what: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-@dataclass(frozen=True)
 class LoadedModel:
-    """A HookedTransformer and what identifies its weights (for cache keys)."""
+    """A HookedTransformer and what identifies its weights (for cache keys).
 
-    model: object
-    model_id: str
-    weight_hash: str
+    ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and local
+    directories), :func:`load_model` returns at once and the weights are read on first access of ``model``, so a
+    feature-cache hit never loads them.
+    """
+
+    __slots__ = ("_loader", "_model", "model_id", "weight_hash")
+
+    def __init__(self, model: object | None, model_id: str, weight_hash: str,
+                 loader: Callable[[], object] | None = None) -> None:
+        if model is None and loader is None:
+            raise ValueError("LoadedModel needs a model or a loader")
+        self._model, self._loader = model, loader
+        self.model_id, self.weight_hash = model_id, weight_hash
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> object:
+        if self._model is None:
+            assert self._loader is not None
+            self._model = self._loader()
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.model_id!r}, weights={self.weight_hash!r}, loaded={self.loaded})"
 
 
 def _offline() -> None:
@@ -111,11 +139,103 @@ def _weights_hash(model) -> str:
     return digest.hexdigest()
 
 
-def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, device: str | None = None,
-               dtype: str = "float32") -> LoadedModel:
-    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens name)."""
+def _directory_hash(path: Path) -> str:
+    """Hash of a Hugging Face directory's config and weight files (names and contents)."""
+    digest = hashlib.blake2b(digest_size=16)
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES))
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
+        raise DataError(f"{path} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    for p in files:
+        digest.update(p.name.encode() + b"\x00" + file_sha256(p).encode())
+    return digest.hexdigest()
+
+
+def _hooked_dir(tl_name: str, source_hash: str) -> Path:
+    import transformer_lens
+
+    version = getattr(transformer_lens, "__version__", "unknown")
+    key = hashlib.sha256(f"{tl_name}|{source_hash}|{version}|{HOOKED_FORMAT}".encode()).hexdigest()[:20]
+    base = os.environ.get(MODEL_DIR_ENV)
+    return (Path(base).expanduser() if base else cache_dir() / "models") / "hooked" / key
+
+
+def save_hooked(model, folder: Path) -> None:
+    """Save a HookedTransformer's processed weights (safetensors, float32) and config (JSON) atomically."""
     import torch
+    from safetensors.torch import save_file
+
+    cfg = {k: ({"__dtype__": str(v).removeprefix("torch.")} if isinstance(v, torch.dtype) else v)
+           for k, v in model.cfg.to_dict().items()}
+    cfg["device"] = None
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    work = folder.parent / f".{folder.name}.tmp{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        save_file(state, str(work / "model.safetensors"))
+        (work / "config.json").write_text(json.dumps(cfg, default=str))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def load_hooked(folder: Path, tokenizer, *, device: str, dtype) -> object:
+    """Rebuild a HookedTransformer saved by :func:`save_hooked` (no weight processing, no random init)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    raw = json.loads((folder / "config.json").read_text())
+    cfg = {k: (getattr(torch, v["__dtype__"]) if isinstance(v, dict) and "__dtype__" in v else v) for k, v in raw.items()}
+    cfg.update(init_weights=False, device=device, dtype=dtype)
+    model = HookedTransformer(HookedTransformerConfig.from_dict(cfg), tokenizer, move_to_device=False)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> object:
+    """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present; otherwise
+    through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
+    import gc
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _offline()
+    torch_dtype = getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    hooked = _hooked_dir(tl_name, source_hash)
+    if (hooked / "config.json").is_file() and (hooked / "model.safetensors").is_file():
+        try:
+            return load_hooked(hooked, tokenizer, device=device, dtype=torch_dtype)
+        except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
+            logger.warning("cached TransformerLens weights in %s are unreadable (%s): rebuilding", hooked, exc)
     from transformer_lens import HookedTransformer
+
+    hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
+    model = HookedTransformer.from_pretrained(tl_name, hf_model=hf, tokenizer=tokenizer, device="cpu",
+                                              dtype=torch.float32)
+    del hf
+    gc.collect()
+    try:
+        save_hooked(model, hooked)
+    except OSError as exc:  # a read-only cache only costs speed
+        logger.warning("cannot cache TransformerLens weights in %s: %s", hooked, exc)
+    if torch_dtype != torch.float32:
+        model = model.to(torch_dtype, print_details=False)
+    return model.to(device, print_details=False).eval()
+
+
+def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, device: str | None = None,
+               dtype: str = "float32", lazy: bool = False) -> LoadedModel:
+    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens name).
+
+    With ``lazy=True`` the weights of the default model or a local directory are read only when
+    ``LoadedModel.model`` is first used; a hub model is always loaded at once (its identity needs its weights).
+    """
+    import torch
 
     if dtype not in ("float32", "bfloat16"):
         raise DataError(f"dtype must be 'float32' or 'bfloat16', not {dtype!r}")
@@ -123,30 +243,29 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = Path(source).expanduser()
     if source == DEFAULT_MODEL or path.is_dir():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        _offline()
         if source == DEFAULT_MODEL:
             path, source_hash = ensure_default_checkpoint()
             tl_name = tl_name or DEFAULT_TL_NAME
+            model_id = f"{tl_name}@{source_hash}"
         else:
             if not (path / "config.json").is_file():
                 raise DataError(f"{path} is not a Hugging Face model directory (no config.json)")
             if not tl_name:
                 raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its architecture")
-            source_hash = None
-        hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = HookedTransformer.from_pretrained(tl_name, hf_model=hf, tokenizer=tokenizer, device=device,
-                                                  dtype=torch_dtype)
-        model_id = f"{tl_name}@{source_hash or path}"
-        weight_hash = source_hash or _weights_hash(model)
-    else:
-        check_hub(f"model {source!r}")
-        try:
-            model = HookedTransformer.from_pretrained(source, device=device, dtype=torch_dtype)
-        except Exception as exc:
-            raise ProviderError(f"cannot load model {source!r} from the hub: {exc}") from exc
-        model_id, weight_hash = source, _weights_hash(model)
+            source_hash = _directory_hash(path)
+            model_id = f"{tl_name}@{path.resolve()}"
+        name = str(tl_name)
+        loaded = LoadedModel(None, model_id, f"{source_hash}:{dtype}",
+                             loader=lambda: _load_local(path, name, source_hash, device, dtype))
+        if not lazy:
+            loaded.model  # noqa: B018 - load now
+        return loaded
+    from transformer_lens import HookedTransformer
+
+    check_hub(f"model {source!r}")
+    try:
+        model = HookedTransformer.from_pretrained(source, device=device, dtype=torch_dtype)
+    except Exception as exc:
+        raise ProviderError(f"cannot load model {source!r} from the hub: {exc}") from exc
     model.eval()
-    return LoadedModel(model, model_id, f"{weight_hash}:{dtype}")
+    return LoadedModel(model, source, f"{_weights_hash(model)}:{dtype}")

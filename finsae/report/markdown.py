@@ -59,7 +59,10 @@ def _design_heading(info: DesignInfo, frequency: str, rows: pd.DataFrame) -> str
 
 
 def benchmark_markdown(result: BenchmarkResult) -> str:
-    """The benchmark as markdown: one table per design and frequency, with the data limits."""
+    """The benchmark as markdown: one table per design and frequency, with the data limits (a config with text
+    methods gets :func:`text_benchmark_markdown`)."""
+    if len(result.verdict):
+        return text_benchmark_markdown(result)
     parts = [f"## Benchmark `{result.name}`: co-movement of returns inside peer groups", ""]
     table = result.table
     for info in result.designs:
@@ -119,3 +122,92 @@ def backtest_markdown(result: BacktestResult) -> str:
         "every method equally.",
     ]
     return "\n".join(text) + "\n"
+
+
+def _cell(r: pd.Series) -> str:
+    ci = (f" [{_f(r.pair_weighted_ci_low, 2)}, {_f(r.pair_weighted_ci_high, 2)}]"
+          if not np.isnan(r.pair_weighted_ci_low) else "")
+    mark = "" if bool(r.get("matched", True)) else " (unmatched)"
+    return f"{_f(r.pair_weighted)}{ci} @{r.pair_density:.1%}{mark}"
+
+
+def verdict_lines(verdict: pd.DataFrame) -> list[str]:
+    """One sentence per (design, frequency, level, match): who leads, and whether the CI separates it."""
+    lines = []
+    for v in verdict.itertuples(index=False):
+        where = f"{v.design}/{v.frequency}, {METHOD_NAMES.get(v.level, v.level)} granularity by {v.match}"
+        if v.best_text is None or (isinstance(v.best_text, float) and np.isnan(v.best_text)):
+            lines.append(f"- {where}: no text grouping reached the target granularity.")
+            continue
+        ref = METHOD_NAMES.get(v.level, v.level)
+        diff = f"{v.difference:+.3f} [{v.difference_ci_low:+.3f}, {v.difference_ci_high:+.3f}]"
+        sep = "the CI excludes zero" if v.separated else "the CI includes zero: not separated"
+        flag = " (LOOK-AHEAD design)" if v.text_look_ahead else ""
+        if v.leader == v.level:
+            lines.append(f"- {where}{flag}: **{ref} leads** ({_f(v.taxonomy_pair_weighted)}); best text method "
+                         f"`{v.best_text}` {_f(v.best_text_pair_weighted)}, difference {diff}: {sep}.")
+        else:
+            lines.append(f"- {where}{flag}: **`{v.leader}` leads** ({_f(v.best_text_pair_weighted)}) over {ref} "
+                         f"({_f(v.taxonomy_pair_weighted)}), difference {diff}: {sep}.")
+    return lines
+
+
+def text_benchmark_markdown(result: BenchmarkResult) -> str:
+    """The text benchmark: per design and frequency, one table per matching rule (rows: granularity levels;
+    columns: the taxonomy level itself, each text method, the hybrid and random groups), the ranking metrics,
+    the parameter selection and the verdict lines."""
+    t = result.table
+    parts = [f"## Benchmark `{result.name}`: peer groups from text vs taxonomies at matched granularity", ""]
+    for info in result.designs:
+        for frequency in t.loc[t["design"] == info.name, "frequency"].unique():
+            w = t[(t["design"] == info.name) & (t["frequency"] == frequency)]
+            parts += [_design_heading(info, frequency, w), ""]
+            allp = w[w["method"] == "all_pairs"]
+            if len(allp):
+                parts += [f"All pairs: {_f(allp.iloc[0].pair_weighted)}.", ""]
+            text = w[w["method_kind"].isin(["text", "hybrid", "random"])]
+            methods = list(dict.fromkeys(text["text_method"]))
+            for match in [m for m in ("density", "count") if m in set(text["match"])]:
+                cols = ["level", "taxonomy", *methods]
+                lines = [f"Matched by {'pair density' if match == 'density' else 'number of groups'} "
+                         "(pair-weighted correlation [95% CI] @ pair density in the window):", "",
+                         "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                for level in dict.fromkeys(text["level"]):
+                    ref = w[(w["method"] == level) & (w["method_kind"] == "taxonomy")]
+                    cells = [METHOD_NAMES.get(level, level), _cell(ref.iloc[0]) if len(ref) else "n/a"]
+                    for m in methods:
+                        row = text[(text["text_method"] == m) & (text["level"] == level)
+                                   & (text["match"].isin([match, "same_sizes"]))]
+                        cells.append(_cell(row.iloc[0]) if len(row) else "")
+                    lines.append("| " + " | ".join(cells) + " |")
+                parts += [*lines, ""]
+            if len(result.ranking):
+                r = result.ranking[(result.ranking["design"] == info.name) & (result.ranking["frequency"] == frequency)]
+                ks = [c for c in r.columns if c.startswith("top")]
+                lines = ["Ranking (no clustering): mean return correlation of each company's k most similar companies, "
+                         "and Spearman of similarity vs correlation over all pairs (taxonomies: same group = 1):", "",
+                         "| method | transform | companies | " + " | ".join(ks) + " | Spearman |",
+                         "|" + "---|" * (4 + len(ks))]
+                for x in r.itertuples(index=False):
+                    d = x._asdict()
+                    lines.append(f"| {METHOD_NAMES.get(x.method, x.method)} | {x.transform} | {x.n_companies} | "
+                                 + " | ".join(_f(d[k]) for k in ks) + f" | {_f(x.spearman)} |")
+                parts += [*lines, ""]
+            if len(result.verdict):
+                v = result.verdict[(result.verdict["design"] == info.name) & (result.verdict["frequency"] == frequency)]
+                parts += ["Verdict (leader among groupings that hit the target granularity; difference = best text "
+                          "method minus the taxonomy, company-bootstrap 95% CI):", "", *verdict_lines(v), ""]
+    if len(result.selection):
+        s = result.selection[result.selection["chosen"]]
+        sel = ", ".join(f"`{r.method}` ({r.vintage} text): {r.transform} + {r.clusterer}" for r in s.itertuples())
+        first = result.selection.iloc[0]
+        parts += [f"Chosen on {first.frequency} returns {first.window_start:%Y-%m-%d} to {first.window_end:%Y-%m-%d} "
+                  f"only (groups at {METHOD_NAMES.get(first.level, first.level)} {first.match}): {sel}.", ""]
+    parts.append(
+        "Text groups are cut to each taxonomy level's number of groups or pair density on the companies with text "
+        "in the design's vintage (no returns involved); 'unmatched' marks cuts that could not get within one group "
+        "or 5% of the target (single-linkage merges can be large) and they are not eligible to lead. "
+        "Pair-weighted: every within-group pair counts once; CI: bootstrap over groups. Random: the level's labels "
+        "shuffled over the companies (one draw; the null percentile uses many). Taxonomy codes are snapshots "
+        "(SIC about 2018, GICS about 2020): this flatters the taxonomies in the forward design.")
+    return "\n".join(parts) + "\n"

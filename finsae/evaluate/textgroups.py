@@ -1,0 +1,179 @@
+"""The text side of the benchmark: features of a design's text vintage -> transforms -> (selected) clusterer ->
+groups at every matched granularity, plus the hybrid and random groups.
+
+Everything here is a function of the formation text and taxonomy codes, except the optional selection of
+transform/clusterer, which reads returns of the selection window only (checked to end before any forward
+design's window starts).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from finsae.config import BenchmarkConfig, TextMethodConfig
+from finsae.data import Prices, Universe, log_returns
+from finsae.errors import ConfigError, DataError
+from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
+from finsae.evaluate.selection import Selection, select_text_params
+from finsae.extract.documents import TextFeatures, document_features
+from finsae.group.cluster import n_groups, pair_density
+from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
+from finsae.group.similarity import FeatureTransform
+from finsae.group.taxonomy import taxonomy_labels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextMethodResult:
+    """One text method on one vintage: its features, the chosen transform/clusterer and the transformed rows."""
+
+    config: TextMethodConfig
+    features: TextFeatures
+    transform: str
+    clusterer: str
+    z: np.ndarray
+    selection: Selection | None
+
+    @property
+    def tickers(self) -> pd.Index:
+        return self.features.tickers
+
+    def similarity(self) -> np.ndarray:
+        return self.z @ self.z.T
+
+
+@dataclass
+class VintageGroups:
+    """All text groupings of one vintage."""
+
+    vintage: str
+    targets: dict[str, GranularityTarget]
+    methods: dict[str, TextMethodResult]
+    groupings: list[TextGrouping]
+    kinds: dict[str, str] = field(default_factory=dict)  # grouping name -> text / hybrid / random
+
+    @staticmethod
+    def name(g: TextGrouping) -> str:
+        return f"{g.method}@{g.level}:{g.match}"
+
+    def selections(self) -> pd.DataFrame:
+        frames = [m.selection.table.assign(vintage=self.vintage) for m in self.methods.values() if m.selection]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def labels_frame(self) -> pd.DataFrame:
+        frames = [g.to_frame().assign(name=self.name(g), kind=self.kinds[self.name(g)], vintage=self.vintage)
+                  for g in self.groupings]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _transform(features: TextFeatures, kind: str, n_components: int | None) -> np.ndarray:
+    return FeatureTransform(kind, n_components=n_components).fit_transform(features.matrix)
+
+
+class TextStage:
+    """Builds (and memoises per vintage) the text groupings of a benchmark config."""
+
+    def __init__(self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None) -> None:
+        self.cfg, self.universe, self.prices, self.progress = cfg, universe, prices, progress
+        self._vintages: dict[str, VintageGroups] = {}
+        self._selection_corr: CorrelationMatrix | None = None
+
+    def selection_corr(self) -> CorrelationMatrix:
+        if self._selection_corr is None:
+            sel, ev = self.cfg.selection, self.cfg.evaluation
+            panel = log_returns(self.prices, pd.Timestamp(sel.start), pd.Timestamp(sel.end), sel.frequency,
+                                tickers=self.universe.tickers, min_obs_share=ev.min_obs_share,
+                                max_drop_share=ev.max_drop_share)
+            self._selection_corr = correlation_matrix(panel)
+        return self._selection_corr
+
+    def check_selection_window(self, design_name: str, start: pd.Timestamp, look_ahead: bool) -> None:
+        """A forward design may not choose parameters on returns that overlap its window."""
+        selecting = any("select" in (m.transform, m.clusterer) for m in self.cfg.text_methods)
+        if selecting and not look_ahead and pd.Timestamp(self.cfg.selection.end) >= start:
+            raise ConfigError(f"selection.end {self.cfg.selection.end} is not before design {design_name!r} starts "
+                              f"({start.date()}): the forward design would choose parameters on its own returns")
+
+    def vintage(self, vintage: str) -> VintageGroups:
+        if vintage not in self._vintages:
+            self._vintages[vintage] = self._build(vintage)
+        return self._vintages[vintage]
+
+    def _method(self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]) -> TextMethodResult:
+        feats = document_features(self.universe, vintage, m.features, model=m.model, tl_name=m.tl_name, sae=m.sae,
+                                  pooling=m.pooling, progress=self.progress)
+        sel_cfg = self.cfg.selection
+        transforms = list(sel_cfg.transforms) if m.transform == "select" else [m.transform]
+        clusterers = list(sel_cfg.clusterers) if m.clusterer == "select" else [m.clusterer]
+        zs: dict[str, np.ndarray] = {}
+        for t in transforms:
+            try:
+                zs[t] = _transform(feats, t, m.n_components)
+            except DataError as exc:  # e.g. log1p of signed embeddings: not a candidate for this method
+                if m.transform != "select":
+                    raise
+                logger.info("%s: transform %s skipped (%s)", m.name, t, exc)
+        selection = None
+        if len(zs) * len(clusterers) > 1:
+            level = sel_cfg.level
+            target = targets.get(level) or granularity_targets(self.universe, feats.tickers, [level])[level]
+            selection = select_text_params(m.name, zs, feats.tickers, clusterers, target, sel_cfg.match,
+                                           self.selection_corr(), seed=self.cfg.evaluation.seed)
+            transform, clusterer = selection.transform, selection.clusterer
+        else:
+            transform, clusterer = next(iter(zs)), clusterers[0]
+        return TextMethodResult(m, feats, transform, clusterer, zs[transform], selection)
+
+    def _build(self, vintage: str) -> VintageGroups:
+        cfg = self.cfg
+        levels = list(cfg.granularity.levels)
+        methods: dict[str, TextMethodResult] = {}
+        targets: dict[str, GranularityTarget] = {}
+        groupings: list[TextGrouping] = []
+        kinds: dict[str, str] = {}
+        for m in cfg.text_methods:
+            res = self._method(m, vintage, targets)
+            if not targets:
+                targets = granularity_targets(self.universe, res.tickers, levels)
+            elif not res.tickers.equals(next(iter(methods.values())).tickers):
+                raise DataError(f"text method {m.name!r} covers different companies than the others")
+            methods[m.name] = res
+            grouper = PeerGrouper(res.z, res.tickers, res.clusterer, seed=cfg.evaluation.seed)
+            for level in levels:
+                for match in cfg.granularity.match:
+                    g = grouper.grouping(m.name, targets[level], match)
+                    g.params.update(transform=res.transform)
+                    groupings.append(g)
+                    kinds[VintageGroups.name(g)] = "text"
+        if cfg.hybrid is not None and methods:
+            base = methods[cfg.hybrid.method]
+            parents = taxonomy_labels(self.universe, cfg.hybrid.parent)
+            parent_groups = targets.get(cfg.hybrid.parent) or granularity_targets(
+                self.universe, base.tickers, [cfg.hybrid.parent])[cfg.hybrid.parent]
+            grouper = PeerGrouper(base.z, base.tickers, "average", parents=parents)
+            name = f"{cfg.hybrid.method}_in_{cfg.hybrid.parent}"
+            for level in levels:
+                if targets[level].n_groups <= parent_groups.n_groups:
+                    continue  # not finer than the parent level: nothing to sub-divide
+                for match in cfg.granularity.match:
+                    g = grouper.grouping(name, targets[level], match)
+                    g.params.update(transform=base.transform)
+                    groupings.append(g)
+                    kinds[VintageGroups.name(g)] = "hybrid"
+        if cfg.random_groups and methods:
+            tickers = next(iter(methods.values())).tickers
+            rng = np.random.default_rng(cfg.evaluation.seed)
+            for level in levels:
+                labels = taxonomy_labels(self.universe, level).reindex(tickers)
+                shuffled = pd.Series(labels.to_numpy()[rng.permutation(len(labels))], index=tickers, name="random")
+                codes = pd.factorize(shuffled)[0]
+                g = TextGrouping("random", level, "same_sizes", shuffled.astype("string"), n_groups(codes),
+                                 pair_density(codes), {"clusterer": "permuted " + level})
+                groupings.append(g)
+                kinds[VintageGroups.name(g)] = "random"
+        return VintageGroups(vintage, targets, methods, groupings, kinds)

@@ -1,0 +1,86 @@
+"""Features of a universe's descriptions for one text vintage: SAE (cached), sentence embeddings (cached), TF-IDF.
+
+One entry point, :func:`document_features`, used by the benchmark and the API. Companies without text in the
+vintage get no row (``TextFeatures.tickers`` lists the rows).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from finsae.data.universe import Universe
+from finsae.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KINDS = ("sae", "minilm", "tfidf")
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """Feature matrix (rows = ``tickers``) of one vintage's texts, with what produced it."""
+
+    kind: str
+    vintage: str
+    tickers: pd.Index
+    matrix: sp.csr_matrix | np.ndarray
+    names: np.ndarray
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.matrix.shape[0] != len(self.tickers):
+            raise DataError(f"{self.kind} features have {self.matrix.shape[0]} rows for {len(self.tickers)} tickers")
+
+    def to_frame(self) -> pd.DataFrame:
+        dense = self.matrix.toarray() if sp.issparse(self.matrix) else self.matrix
+        return pd.DataFrame(dense, index=self.tickers, columns=self.names)
+
+
+def document_features(universe: Universe, vintage: str, kind: str, *, model: str = "gemma-3-270m",
+                      tl_name: str | None = None, sae: str | Path | None = None, pooling: str = "sum",
+                      progress: bool | None = None) -> TextFeatures:
+    """Features of ``universe``'s ``vintage`` descriptions: ``sae`` (pooled SAE latents through the feature
+    cache; the language model is loaded only if some shard is missing), ``minilm`` (all-MiniLM-L6-v2 sentence
+    embeddings, cached) or ``tfidf`` (fitted on these texts: formation-time only)."""
+    if kind not in FEATURE_KINDS:
+        raise DataError(f"unknown features {kind!r}; choose one of {list(FEATURE_KINDS)}")
+    texts = universe.descriptions(vintage)
+    if texts.empty:
+        raise DataError(f"universe {universe.source} has no {vintage!r} descriptions")
+    tickers = pd.Index(texts.index, name="ticker")
+    if kind == "sae":
+        from finsae.extract.cache import cached_extract
+        from finsae.extract.model import load_model
+        from finsae.extract.sae import DEFAULT_SAE_DIR, load_sae
+
+        sae_dir = Path(sae) if sae is not None else DEFAULT_SAE_DIR
+        loaded = load_model(model, tl_name=tl_name, lazy=True)
+        sae_model = load_sae(sae_dir)
+        fs = cached_extract(loaded, sae_model, list(texts), list(tickers), pooling=pooling, progress=progress)
+        if fs.skipped:
+            raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "
+                            f"{dict(list(fs.skipped.items())[:5])}")
+        rows = pd.Index(fs.doc_ids).get_indexer(tickers)
+        names = np.array([f"sae_{i}" for i in range(fs.matrix.shape[1])], dtype=object)
+        return TextFeatures(kind, vintage, tickers, fs.matrix[rows].tocsr(), names,
+                            {"model": loaded.model_id, "sae": str(sae_dir), "pooling": pooling,
+                             "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")})
+    if kind == "minilm":
+        from finsae.extract.featurizers import EmbeddingFeaturizer
+
+        emb = EmbeddingFeaturizer(cache=True)
+        matrix = emb.fit_transform(list(texts))
+        return TextFeatures(kind, vintage, tickers, matrix, emb.get_feature_names_out(),
+                            {"model": emb.model, "cache": getattr(emb, "cache_path_", None)})
+    from finsae.extract.featurizers import tfidf_vectorizer
+
+    vec = tfidf_vectorizer()
+    matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
+    return TextFeatures(kind, vintage, tickers, matrix, vec.get_feature_names_out(),
+                        {"max_df": vec.max_df, "min_df": vec.min_df, "vocabulary": len(vec.vocabulary_)})

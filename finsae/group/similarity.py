@@ -1,0 +1,110 @@
+"""Feature transforms for similarity: companies are compared by the cosine of transformed feature vectors.
+
+``FeatureTransform`` is a scikit-learn transformer fitted on formation-time documents only (its IDF weights and
+PCA basis never see later text). For a pooled feature matrix ``X`` (documents x latents, non-negative for SAE
+features):
+
+* ``raw``: ``X``;
+* ``log1p``: ``log(1 + X)`` (damps a few very strong latents);
+* ``binary``: ``1[X > 0]`` (which latents fire at all);
+* ``idf``: ``log(1 + X) * idf_j`` with ``idf_j = log((1 + n) / (1 + df_j)) + 1`` (scikit-learn's smoothed IDF,
+  ``df_j`` = documents where latent ``j`` is active in the fitting set): frequent, generic latents say little
+  about a company.
+
+Then, optionally, PCA to ``n_components`` (fitted on the same documents), and rows are scaled to unit length so
+that ``Z @ Z.T`` is the cosine similarity. All-zero rows stay zero (similarity 0 to everyone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA, TruncatedSVD
+
+from finsae.errors import DataError
+
+TRANSFORMS = ("raw", "log1p", "binary", "idf")
+
+
+def _check_matrix(X: object) -> sp.csr_matrix | np.ndarray:
+    if sp.issparse(X):
+        x = sp.csr_matrix(X, dtype=np.float64)
+        values = x.data
+    else:
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2:
+            raise DataError(f"features must be a 2-D matrix, got shape {x.shape}")
+        values = x
+    if not np.isfinite(values).all():
+        raise DataError("features contain NaN or infinite values")
+    return x
+
+
+def l2_normalize(z: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero."""
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+
+
+class FeatureTransform(TransformerMixin, BaseEstimator):
+    """Transform + optional PCA + L2 normalisation (see the module docstring).
+
+    Parameters:
+        kind: the transform, one of :data:`TRANSFORMS`.
+        n_components: PCA dimension (``None`` = no PCA); sparse input uses ``TruncatedSVD`` (no centring, as is
+            usual for sparse text matrices).
+        random_state: seed of the randomized PCA/SVD solver.
+
+    Attributes (after ``fit``): ``idf_`` (``idf`` only), ``pca_`` (with ``n_components``), ``n_features_in_``.
+    """
+
+    def __init__(self, kind: str = "log1p", n_components: int | None = None, random_state: int = 0) -> None:
+        self.kind = kind
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def _elementwise(self, x: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.ndarray:
+        if self.kind not in TRANSFORMS:
+            raise DataError(f"unknown transform {self.kind!r}; choose one of {list(TRANSFORMS)}")
+        if self.kind == "raw":
+            return x
+        if self.kind == "binary":
+            return (x > 0).astype(np.float64) if sp.issparse(x) else (x > 0).astype(np.float64)
+        if (x.data if sp.issparse(x) else x).min(initial=0.0) < 0:
+            raise DataError(f"transform {self.kind!r} needs non-negative features; use 'raw' for embeddings")
+        return x.log1p() if sp.issparse(x) else np.log1p(x)
+
+    def fit(self, X: object, y: object = None) -> FeatureTransform:
+        x = _check_matrix(X)
+        self.n_features_in_ = x.shape[1]
+        z = self._elementwise(x)
+        if self.kind == "idf":
+            df = np.asarray((x > 0).sum(axis=0)).ravel()
+            self.idf_ = np.log((1.0 + x.shape[0]) / (1.0 + df)) + 1.0
+            z = z @ sp.diags(self.idf_) if sp.issparse(z) else z * self.idf_
+        if self.n_components is not None:
+            if not 1 <= self.n_components < min(x.shape):
+                raise DataError(f"n_components={self.n_components} must be between 1 and {min(x.shape) - 1}")
+            cls = TruncatedSVD if sp.issparse(z) else PCA
+            self.pca_ = cls(n_components=self.n_components, random_state=self.random_state).fit(z)
+        return self
+
+    def transform(self, X: object) -> np.ndarray:  # type: ignore[override]
+        if not hasattr(self, "n_features_in_"):
+            raise DataError("FeatureTransform is not fitted; call fit first")
+        x = _check_matrix(X)
+        if x.shape[1] != self.n_features_in_:
+            raise DataError(f"features have {x.shape[1]} columns, the transform was fitted on {self.n_features_in_}")
+        z = self._elementwise(x)
+        if self.kind == "idf":
+            z = z @ sp.diags(self.idf_) if sp.issparse(z) else z * self.idf_
+        if self.n_components is not None:
+            z = self.pca_.transform(z)
+        z = z.toarray() if sp.issparse(z) else np.asarray(z)
+        return l2_normalize(z)
+
+
+def cosine_similarity(z: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows of an L2-normalised matrix (``FeatureTransform`` output): ``Z @ Z.T``."""
+    return np.clip(z @ z.T, -1.0, 1.0)
