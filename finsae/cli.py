@@ -168,13 +168,14 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
 
     from finsae._io import atomic_write, write_json, write_parquet
     from finsae.data import load_universe
-    from finsae.extract import cached_extract, load_model, load_sae
+    from finsae.extract import cached_extract, load_model
+    from finsae.extract.sae import SAEHandle
 
     universe = load_universe(companies)
     texts = universe.descriptions(vintage)
     sae_dir = _sae_source(sae)
     loaded = load_model(model_source, tl_name=tl_name, dtype=dtype, lazy=True)
-    sae_model = load_sae(sae_dir, dtype=dtype)
+    sae_model = SAEHandle(sae_dir, dtype=dtype)
     fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
                         overlap=overlap, batch_tokens=batch_tokens, progress=True)
     def save_matrix(path: Path) -> None:

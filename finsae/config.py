@@ -55,6 +55,7 @@ class EvaluationConfig(_Strict):
     seed: int = 0
     min_obs_share: float = Field(0.9, gt=0.0, le=1.0)
     max_drop_share: float = Field(0.25, ge=0.0, le=1.0)
+    null_for_count_matched: bool = False
 
 
 TRANSFORM_NAMES = ("raw", "log1p", "binary", "idf")

@@ -18,6 +18,7 @@ from finsae.extract import (
     chunk_tokens,
     extract_features,
     load_sae,
+    sae_hash,
 )
 
 from .conftest import HOOK, WORDS
@@ -153,3 +154,41 @@ def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
                              k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
     assert weights.stat().st_mtime_ns == before
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_cache_hit_through_handles_loads_neither_model_nor_sae(model, sae, tmp_path, monkeypatch):
+    from finsae.extract import SAEHandle
+
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache"))  # the SAE digest memo lives there
+    folder = tmp_path / "sae"
+    sae.save_model(str(folder))
+    ids = [f"D{k}" for k in range(len(DOCS))]
+    handle = SAEHandle(folder)
+    assert (handle.d_sae, handle.hook_name, handle.context_size) == (96, HOOK, 16)
+    first = cached_extract(LoadedModel(model, "tiny", "w0"), handle, DOCS, ids, root=tmp_path / "f")
+    direct = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, root=tmp_path / "g")
+    np.testing.assert_allclose(first.matrix.toarray(), direct.matrix.toarray(), rtol=1e-6)
+    assert handle.digest == sae_hash(sae)  # same cache identity as the loaded SAE
+
+    def no_load():
+        raise AssertionError("the model was loaded on a cache hit")
+
+    fresh = SAEHandle(folder)
+    again = cached_extract(LoadedModel(None, "tiny", "w0", loader=no_load), fresh, DOCS, ids, root=tmp_path / "f")
+    assert again.manifest["shards_from_cache"] == again.manifest["shards"]
+    assert fresh._sae is None  # digest from the memo, weights never read
+    np.testing.assert_array_equal(again.matrix.toarray(), first.matrix.toarray())
+    with pytest.raises(DataError, match="no sae_lens SAE"):
+        SAEHandle(tmp_path / "nowhere")
+
+
+def test_processed_weights_round_trip(model, tmp_path):
+    import torch
+
+    from finsae.extract.model import load_hooked, save_hooked
+
+    save_hooked(model, tmp_path / "hooked")
+    again = load_hooked(tmp_path / "hooked", model.tokenizer, device="cpu", dtype=torch.float32)
+    tokens = model.to_tokens(DOCS[:3])
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(tokens).numpy(), again(tokens).numpy())

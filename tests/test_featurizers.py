@@ -69,3 +69,18 @@ def test_sae_featurizer_rows_and_empty_texts(monkeypatch, model, sae):
     assert f.get_feature_names_out()[0] == "sae_0"
     state = pickle.loads(pickle.dumps(f)).__dict__
     assert "model_" not in state and "sae_" not in state
+
+
+def test_embedding_cache_hit_and_corruption(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
+    e = EmbeddingFeaturizer(cache=True).fit()
+    x = e.transform(TEXTS)
+    path = tmp_path / "embeddings"
+    files = list(path.glob("*.npy"))
+    assert len(files) == 1 and e.cache_path_ == str(files[0])
+    np.testing.assert_array_equal(np.load(files[0]), x)
+    np.testing.assert_array_equal(EmbeddingFeaturizer(cache=True).fit().transform(TEXTS), x)  # a hit
+    files[0].write_bytes(b"garbage")  # unreadable: recomputed, not a crash
+    np.testing.assert_allclose(EmbeddingFeaturizer(cache=True).fit().transform(TEXTS), x, atol=1e-6)
+    EmbeddingFeaturizer(cache=True).fit().transform(TEXTS[:2])  # other texts: another entry
+    assert len(list(path.glob("*.npy"))) == 2

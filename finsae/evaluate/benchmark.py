@@ -20,7 +20,7 @@ from finsae._io import run_manifest, write_json, write_parquet, write_text
 from finsae.config import BenchmarkConfig, DesignConfig
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
-from finsae.evaluate.ranking import same_group_similarity, similarity_spearman, topk_neighbour_correlation
+from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
 from finsae.evaluate.textgroups import TextStage, VintageGroups
 from finsae.group.taxonomy import taxonomy_labels
 
@@ -91,7 +91,10 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
 
     def score(name: str, labels: pd.Series, extra: dict) -> None:
         progress.set_postfix_str(f"{info.name}/{frequency}/{name}")
-        result = comovement(corr, labels, null_draws=ev.null_draws, bootstrap_draws=ev.bootstrap_draws,
+        # count-matched text groups: no permutation null (their giant groups make it slow and it says nothing
+        # the density-matched rows do not)
+        draws = 0 if extra.get("match") == "count" and not ev.null_for_count_matched else ev.null_draws
+        result = comovement(corr, labels, null_draws=draws, bootstrap_draws=ev.bootstrap_draws,
                             seed=ev.seed, method=name)
         out["rows"].append({**keys, "n_periods": panel.n_periods, **extra, **result.to_dict()})
         out["strata"].append(result.strata.assign(**keys, method=name))
@@ -124,24 +127,24 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
                   info: DesignInfo) -> list[dict]:
     ks = tuple(cfg.ranking.ks)
     rows = []
+    first = next(iter(text.methods.values()))
+    tickers = first.tickers  # every text method covers the same companies (those with text in the vintage)
+    ref = SpearmanReference(tickers, corr)
+    n_companies = int(tickers.isin(corr.tickers).sum())
     for name, m in text.methods.items():
         sim = m.similarity()
-        topk = topk_neighbour_correlation(sim, m.tickers, corr, ks)
+        topk = topk_neighbour_correlation(sim, tickers, corr, ks)
         rows.append({**keys, "method": name, "method_kind": "text", "text_look_ahead": info.text_look_ahead,
-                     "transform": m.transform, "n_companies": int(m.tickers.isin(corr.tickers).sum()),
-                     **{f"top{k}": v for k, v in topk.items()},
-                     "spearman": similarity_spearman(sim, m.tickers, corr)})
-    # taxonomies ranked on the same companies as the text methods (those with text and returns)
-    first = next(iter(text.methods.values()))
-    tickers = corr.tickers[corr.tickers.isin(first.tickers)]
-    for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):
+                     "transform": m.transform, "n_companies": n_companies, **{f"top{k}": v for k, v in topk.items()},
+                     "spearman": ref.spearman(sim)})
+    for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):  # on the same companies
         if name == "all_pairs":
             continue
         sim = same_group_similarity(taxonomy_labels(universe, name), tickers)
         topk = topk_neighbour_correlation(sim, tickers, corr, ks, tie_seed=cfg.evaluation.seed)
         rows.append({**keys, "method": name, "method_kind": "taxonomy", "text_look_ahead": False,
-                     "transform": "same group", "n_companies": len(tickers),
-                     **{f"top{k}": v for k, v in topk.items()}, "spearman": similarity_spearman(sim, tickers, corr)})
+                     "transform": "same group", "n_companies": n_companies,
+                     **{f"top{k}": v for k, v in topk.items()}, "spearman": ref.spearman(sim)})
     return rows
 
 

@@ -36,6 +36,10 @@ SIZE_STRATA: tuple[tuple[str, int, float], ...] = (
 )
 
 
+#: Above this share of N^2 within-group pairs, null draws use dense block sums instead of gathering pairs.
+DENSE_NULL_SHARE = 0.1
+
+
 def pairwise_correlation(returns: np.ndarray, min_periods: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Pairwise-complete Pearson correlation of the columns of ``returns`` (T x N, NaN = missing).
 
@@ -206,6 +210,20 @@ def null_distribution(corr: CorrelationMatrix, codes: np.ndarray, draws: int,
         return null_pw, null_cw
     fixed_counts = np.bincount(wg, minlength=k).astype(np.float64) if corr._all_valid else None
     n = len(codes)
+    if len(wi) > n * n * DENSE_NULL_SHARE:  # many pairs: block sums of the permuted matrix are cheaper
+        import scipy.sparse as sp
+
+        labelled = np.flatnonzero(codes >= 0)
+        for d in range(draws):
+            q = rng.permutation(n)
+            rows = q[labelled]  # company q[i] takes the label of company i
+            lab = codes[labelled]
+            member = sp.csr_matrix((np.ones(len(rows)), (lab, rows)), shape=(k, n))
+            sums = 0.5 * np.bincount(lab, weights=(member @ corr._c0)[lab, rows], minlength=k)
+            counts = fixed_counts if fixed_counts is not None else \
+                0.5 * np.bincount(lab, weights=(member @ corr._valid)[lab, rows], minlength=k)
+            null_pw[d], null_cw[d] = _means(sums, counts)
+        return null_pw, null_cw
     for d in range(draws):
         q = rng.permutation(n)
         null_pw[d], null_cw[d] = _means(*_group_sums(corr, q[wi], q[wj], wg, k, fixed_counts))
@@ -367,16 +385,26 @@ class PairedDifference:
         return {**asdict(self), "separated": self.separated}
 
 
-def _pair_values(corr: CorrelationMatrix, labels: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    codes, _, _ = encode_labels(corr, labels)
-    wi, wj, _ = within_pairs(codes)
-    vals = corr.values[wi, wj]
-    ok = ~np.isnan(vals)
-    return wi[ok], wj[ok], vals[ok]
+def _weighted_sums(corr: CorrelationMatrix, codes: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For company weights ``w`` (draws x N): ``sum_{i<j, same group} w_i w_j C_ij`` and ``sum w_i w_j`` over the
+    pairs with a valid correlation, per draw. One quadratic form per group: ``(W_k C_k W_k^T) / 2``."""
+    num = np.zeros(len(w))
+    den = np.zeros(len(w))
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]
+    bounds = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if b - a < 2:
+            continue
+        idx = order[a:b]
+        wk = w[:, idx]
+        num += 0.5 * np.einsum("dj,dj->d", wk @ corr._c0[np.ix_(idx, idx)], wk)
+        den += 0.5 * np.einsum("dj,dj->d", wk @ corr._valid[np.ix_(idx, idx)], wk)
+    return num, den
 
 
 def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, draws: int = 1000, seed: int = 0,
-                      chunk: int = 100) -> PairedDifference:
+                      chunk: int = 250) -> PairedDifference:
     """Difference of pair-weighted means ``PW(a) - PW(b)`` with a company bootstrap.
 
     A draw resamples the ``N`` companies with replacement; company ``i`` drawn ``w_i`` times enters every pair
@@ -384,20 +412,22 @@ def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, dr
     mean is ``sum w_i w_j C_ij / sum w_i w_j`` over each grouping's within-group pairs. Resampling companies
     (not groups) applies to two different groupings alike, which makes the CI of the difference paired.
     """
-    ai, aj, av = _pair_values(corr, a)
-    bi, bj, bv = _pair_values(corr, b)
-    diff = (av.mean() if len(av) else np.nan) - (bv.mean() if len(bv) else np.nan)
+    codes_a, _, _ = encode_labels(corr, a)
+    codes_b, _, _ = encode_labels(corr, b)
+    ones = np.ones((1, len(corr.tickers)))
+    (na, da), (nb, db) = _weighted_sums(corr, codes_a, ones), _weighted_sums(corr, codes_b, ones)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = float(na[0] / da[0] - nb[0] / db[0])
     lo = hi = np.nan
-    if draws > 0 and len(av) and len(bv):
+    if draws > 0 and da[0] > 0 and db[0] > 0:
         rng = np.random.default_rng(seed)
         n = len(corr.tickers)
         out = np.empty(draws)
         for start in range(0, draws, chunk):
             m = min(chunk, draws - start)
-            w = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float32)
-            wa = w[:, ai] * w[:, aj]
-            wb = w[:, bi] * w[:, bj]
+            w = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
+            (na, da), (nb, db) = _weighted_sums(corr, codes_a, w), _weighted_sums(corr, codes_b, w)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[start: start + m] = (wa @ av) / wa.sum(axis=1) - (wb @ bv) / wb.sum(axis=1)
+                out[start: start + m] = na / da - nb / db
         lo, hi = np.nanpercentile(out, [2.5, 97.5])
-    return PairedDifference(str(a.name), str(b.name), float(diff), float(lo), float(hi), draws)
+    return PairedDifference(str(a.name), str(b.name), diff, float(lo), float(hi), draws)

@@ -45,35 +45,61 @@ def topk_neighbour_correlation(similarity: np.ndarray, tickers: pd.Index, corr: 
                                ks: tuple[int, ...] = (1, 5, 10), *, tie_seed: int | None = None) -> dict[int, float]:
     """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``.
 
-    Ties are broken by position, or at random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
-    breaking by position would pick neighbours by ticker order)."""
+    Ties are broken arbitrarily, or at random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
+    an arbitrary rule would pick neighbours by ticker order)."""
     s, c = _aligned(similarity, tickers, corr)
-    if tie_seed is not None:
+    n = len(s)
+    if n < 2:
+        return {k: float("nan") for k in ks}
+    s = s.copy()
+    np.fill_diagonal(s, -np.inf)  # never one's own neighbour
+    if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
         rng = np.random.default_rng(tie_seed)
-        order = np.lexsort((rng.random(s.shape), -s), axis=1) if s.size else np.zeros(s.shape, int)
-    else:
-        order = np.argsort(-s, axis=1, kind="stable")
-    order = np.array([row[row != i] for i, row in enumerate(order)]) if len(order) else order  # drop self
+        gaps = np.diff(np.unique(s[np.isfinite(s)]))
+        scale = gaps.min() / 4 if len(gaps) else 1.0
+        s = s + scale * rng.random(s.shape)
+    kmax = min(max(ks), n - 1)
+    top = np.argpartition(-s, kmax - 1, axis=1)[:, :kmax]  # the kmax most similar, then in order
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
     out = {}
     for k in ks:
-        vals = np.take_along_axis(c, order[:, :k], axis=1)
+        vals = np.take_along_axis(c, top[:, :k], axis=1)
         out[k] = float(np.nanmean(vals))
     return out
+
+
+class SpearmanReference:
+    """Ranks of the pairwise return correlations of ``tickers`` (pairs ``i < j`` with a valid correlation),
+    computed once and reused for every similarity matrix on the same companies."""
+
+    def __init__(self, tickers: pd.Index, corr: CorrelationMatrix) -> None:
+        from scipy.stats import rankdata
+
+        self.tickers = pd.Index(tickers)
+        _, c = _aligned(np.zeros((len(self.tickers), len(self.tickers))), self.tickers, corr)
+        self.rows = self.tickers.get_indexer(corr.tickers)
+        self.rows = self.rows[self.rows >= 0]
+        iu, ju = np.triu_indices(len(c), k=1)
+        y = c[iu, ju]
+        ok = ~np.isnan(y)
+        self.iu, self.ju = iu[ok], ju[ok]
+        self.ry = rankdata(y[ok])
+
+    def spearman(self, similarity: np.ndarray) -> float:
+        from scipy.stats import rankdata
+
+        if len(self.ry) < 3:
+            return float("nan")
+        s = similarity[np.ix_(self.rows, self.rows)]
+        return float(np.corrcoef(rankdata(s[self.iu, self.ju]), self.ry)[0, 1])
 
 
 def similarity_spearman(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> float:
     """Spearman rank correlation between pairwise similarity and pairwise return correlation over all pairs
     ``i < j`` with a valid correlation (ties get average ranks, as in ``scipy.stats.spearmanr``)."""
-    from scipy.stats import rankdata
-
-    s, c = _aligned(similarity, tickers, corr)
-    iu, ju = np.triu_indices(len(s), k=1)
-    x, y = s[iu, ju], c[iu, ju]
-    ok = ~np.isnan(y)
-    if ok.sum() < 3:
-        return float("nan")
-    rx, ry = rankdata(x[ok]), rankdata(y[ok])
-    return float(np.corrcoef(rx, ry)[0, 1])
+    if similarity.shape != (len(tickers), len(tickers)):
+        raise DataError(f"similarity is {similarity.shape}, expected {(len(tickers), len(tickers))}")
+    return SpearmanReference(tickers, corr).spearman(similarity)
 
 
 def same_group_similarity(labels: pd.Series, tickers: pd.Index) -> np.ndarray:

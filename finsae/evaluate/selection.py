@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from finsae.evaluate.comovement import CorrelationMatrix, comovement
+from finsae.group.cluster import cosine_distance_matrix
 from finsae.group.peers import GranularityTarget, PeerGrouper
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def select_text_params(method: str, transformed: dict[str, np.ndarray], tickers:
     ``tickers``) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection window only)."""
     rows = []
     for transform, z in transformed.items():
+        distance = cosine_distance_matrix(z) if set(clusterers) & {"average", "mst"} else None
         for clusterer in clusterers:
-            g = PeerGrouper(z, tickers, clusterer, seed=seed).grouping(method, target, match)
+            g = PeerGrouper(z, tickers, clusterer, seed=seed, distance=distance).grouping(method, target, match)
             res = comovement(corr, g.labels, null_draws=0, bootstrap_draws=0, method=method)
             rows.append({"method": method, "transform": transform, "clusterer": clusterer, "level": target.level,
                          "match": match, "n_groups": g.n_groups, "formation_density": g.density,

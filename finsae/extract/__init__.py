@@ -3,13 +3,15 @@
 from finsae.extract.cache import cached_extract, config_key, sae_hash
 from finsae.extract.features import POOLINGS, FeatureSet, chunk_tokens, extract_features, hook_layer
 from finsae.extract.model import DEFAULT_MODEL, LoadedModel, load_model
-from finsae.extract.sae import check_compatible, load_sae
+from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle, check_compatible, load_sae
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_SAE_DIR",
     "POOLINGS",
     "FeatureSet",
     "LoadedModel",
+    "SAEHandle",
     "cached_extract",
     "check_compatible",
     "chunk_tokens",

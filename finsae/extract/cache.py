@@ -75,14 +75,23 @@ def _load_shard(path: Path, pooling: str) -> FeatureSet:
 def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
                    max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
                    shard_size: int = 256, root: str | Path | None = None, progress: bool | None = None) -> FeatureSet:
-    """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring)."""
+    """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring).
+
+    ``sae`` is a sae_lens SAE or a :class:`finsae.extract.sae.SAEHandle` (then nothing is loaded on a full hit)."""
+    from finsae.extract.sae import SAEHandle
+
     check_pooling(pooling)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
+    handle = sae if isinstance(sae, SAEHandle) else None
+    if handle is not None:  # identity from files: sae_lens and the weights are loaded only on a cache miss
+        context, d_sae, digest, dtype = handle.context_size, handle.d_sae, handle.digest, f"torch.{handle.dtype}"
+    else:
+        context, d_sae = getattr(sae.cfg.metadata, "context_size", None), int(sae.cfg.d_sae)
+        digest, dtype = sae_hash(sae), str(next(sae.parameters()).dtype)
     if max_length is None:
-        max_length = int(getattr(sae.cfg.metadata, "context_size", None) or 512)
-    key = config_key(loaded.model_id, loaded.weight_hash, sae_hash(sae), pooling, max_length, overlap,
-                     str(next(sae.parameters()).dtype))
+        max_length = int(context or 512)
+    key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype)
     folder = Path(root) if root is not None else cache_dir() / "features" / key
     folder.mkdir(parents=True, exist_ok=True)
     write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": pooling,
@@ -103,10 +112,10 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
                 logger.warning("feature shard %s is unreadable (%s): recomputing", path.name, exc)
         keep, skipped_pos = clean_texts(chunk)
         if keep:
-            fs = extract_features(loaded.model, sae, chunk, doc_ids=ids, pooling=pooling, max_length=max_length,
+            fs = extract_features(loaded.model, handle.sae if handle else sae, chunk, doc_ids=ids, pooling=pooling, max_length=max_length,
                                   overlap=overlap, batch_tokens=batch_tokens, progress=progress)
         else:  # nothing to encode in this shard
-            fs = FeatureSet(sp.csr_matrix((0, int(sae.cfg.d_sae)), dtype=np.float32), [], pooling,
+            fs = FeatureSet(sp.csr_matrix((0, d_sae), dtype=np.float32), [], pooling,
                             np.zeros(0, np.int64), np.zeros(0, np.int64), {ids[k]: r for k, r in skipped_pos.items()})
         computed_seconds += fs.manifest.get("seconds", 0.0)
         _save_shard(path, fs)
@@ -123,7 +132,7 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
     if parts and parts[0].manifest.get("hook"):
         manifest["hook"] = parts[0].manifest["hook"]
     return FeatureSet(sp.vstack([p.matrix for p in parts], format="csr", dtype=np.float32) if parts else
-                      sp.csr_matrix((0, int(sae.cfg.d_sae)), dtype=np.float32),
+                      sp.csr_matrix((0, d_sae), dtype=np.float32),
                       [d for p in parts for d in p.doc_ids], pooling,
                       np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int64),
                       np.concatenate([p.n_chunks for p in parts]) if parts else np.zeros(0, np.int64),

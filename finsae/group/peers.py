@@ -107,13 +107,14 @@ class PeerGrouper:
     each parent group."""
 
     def __init__(self, z: np.ndarray, tickers: pd.Index, clusterer: str = "average", *,
-                 parents: pd.Series | None = None, seed: int = 0) -> None:
+                 parents: pd.Series | None = None, seed: int = 0, distance: np.ndarray | None = None) -> None:
         if clusterer not in CLUSTERERS:
             raise DataError(f"unknown clusterer {clusterer!r}; choose one of {list(CLUSTERERS)}")
         if len(z) != len(tickers):
             raise DataError(f"{len(z)} feature rows for {len(tickers)} tickers")
         self.z, self.tickers, self.clusterer, self.seed = z, pd.Index(tickers), clusterer, seed
         self.parents = parents
+        self._distance = distance  # optional precomputed cosine distance of z (shared between clusterers)
         self._seq: MergeSequence | None = None
         self._members: np.ndarray | None = None
 
@@ -125,11 +126,12 @@ class PeerGrouper:
                 codes = label_codes(self.parents, self.tickers)
                 self._members = codes >= 0
                 self._seq = hybrid_merges(self.z, codes)
-            elif self.clusterer == "mst":
-                i, j, w = mst_edges(cosine_distance_matrix(self.z))
-                self._seq = MergeSequence.build(len(self.z), i, j, w)
             else:
-                self._seq = linkage_merges(cosine_distance_matrix(self.z), "average")
+                d = self._distance if self._distance is not None else cosine_distance_matrix(self.z)
+                if self.clusterer == "mst":
+                    self._seq = MergeSequence.build(len(self.z), *mst_edges(d))
+                else:
+                    self._seq = linkage_merges(d, "average")
         return self._seq
 
     def labels_for(self, target: GranularityTarget, match: str) -> tuple[np.ndarray, dict]:
