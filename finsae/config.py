@@ -49,6 +49,22 @@ class DesignConfig(_Strict):
         return self
 
 
+class RollingConfig(_Strict):
+    """Rolling design: at each formation date, peers from every company's latest text published by then,
+    tested on the window that follows.
+
+    Formation dates: every ``every_months`` months from the first publication date, or (default) each
+    publication date of ``vintages``. A window starts the day after its formation date and ends
+    ``horizon_months`` later, at the next formation date, or when the prices end, whichever is first."""
+
+    name: str = Field(min_length=1)
+    vintages: list[str] | None = None  # None = every vintage with a publication date
+    every_months: int | None = Field(None, ge=1)
+    horizon_months: int | None = Field(12, ge=1)  # None = until the next formation date
+    min_months: int = Field(6, ge=1)  # shorter windows are skipped
+    frequencies: list[Literal["monthly", "daily"]] = Field(default_factory=lambda: ["monthly"], min_length=1)
+
+
 class EvaluationConfig(_Strict):
     null_draws: int = Field(500, ge=0, le=100_000)
     bootstrap_draws: int = Field(2000, ge=0, le=1_000_000)
@@ -142,7 +158,8 @@ class BenchmarkConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
-    designs: list[DesignConfig] = Field(min_length=1)
+    designs: list[DesignConfig] = Field(default_factory=list)
+    rolling: list[RollingConfig] = Field(default_factory=list)
     taxonomies: list[str] = Field(min_length=1)
     text_methods: list[TextMethodConfig] = Field(default_factory=list)
     granularity: GranularityConfig = Field(default_factory=GranularityConfig)
@@ -164,6 +181,11 @@ class BenchmarkConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent_text(self) -> BenchmarkConfig:
+        if not self.designs and not self.rolling:
+            raise ValueError("give at least one design (designs) or rolling design (rolling)")
+        names = [d.name for d in self.designs] + [r.name for r in self.rolling]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate design names {names}")
         names = [m.name for m in self.text_methods]
         if self.hybrid is not None:
             if self.hybrid.method not in names:

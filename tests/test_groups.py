@@ -372,3 +372,44 @@ def test_text_config_errors_name_the_key(tmp_path):
     path.write_text(textwrap.dedent(TEXT_CONFIG).replace("levels: [sic2, gics_industry]", "levels: [sic9]"))
     with pytest.raises(ConfigError, match="granularity.levels"):
         load_benchmark_config(path)
+
+
+def test_universe_snapshot_takes_each_companys_latest_text_by_the_date():
+    from finsae.data.universe import universe_from_frame
+
+    table = pd.DataFrame({"ticker": ["A", "A", "B", "C"], "description": ["a old", "a new", "b old", "c later"],
+                          "as_of": ["2015-01-31", "2016-01-31", "2015-03-31", "2017-01-31"]})
+    u = universe_from_frame(table).snapshot(pd.Timestamp("2016-06-30"))
+    snap = u.descriptions("asof_2016-06-30")
+    assert snap.to_dict() == {"A": "a new", "B": "b old"}  # C's text is not published yet
+    assert u.vintage("asof_2016-06-30").published == pd.Timestamp("2016-01-31")
+    with pytest.raises(DataError, match="no dated text vintage"):
+        u.snapshot(pd.Timestamp("2014-01-01"))
+
+
+def test_rolling_design_forms_at_each_date_and_tests_on_the_next_window(tmp_path):
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=2)  # 2015-01 .. 2017-12
+    path = _text_files(tmp_path, prices.close)
+    companies = pd.read_csv(tmp_path / "companies.csv")
+    later = companies.assign(as_of="2016-12-31")  # every company re-describes itself a year later
+    pd.concat([companies, later]).to_csv(tmp_path / "companies.csv", index=False)
+    text = TEXT_CONFIG.replace('''designs:
+  - name: forward
+    text_vintage: "2016-01-01"
+    start: 2016-01-04
+    end: 2017-12-31
+    frequencies: [daily]
+''', '''rolling:
+  - name: roll
+    horizon_months: 12
+    frequencies: [daily]
+''')
+    path.write_text(text)
+    res = run_benchmark(load_benchmark_config(path), tmp_path / "out")
+    windows = res.table.groupby("design")[["start", "end"]].first()
+    assert list(windows.index) == ["roll:2016-01-01", "roll:2016-12-31"]
+    assert windows.loc["roll:2016-01-01", "start"] >= pd.Timestamp("2016-01-02")
+    assert windows.loc["roll:2016-01-01", "end"] <= pd.Timestamp("2016-12-31")
+    assert windows.loc["roll:2016-12-31", "start"] >= pd.Timestamp("2017-01-01")
+    assert not res.table["text_look_ahead"].any()
+    assert set(res.verdict["design"]) == {"roll:2016-01-01", "roll:2016-12-31"}

@@ -122,6 +122,26 @@ class Universe:
             out[f"has_text_{name}"] = out.index.isin(self.descriptions(name).index)
         return out
 
+    def snapshot(self, date: pd.Timestamp, vintages: list[str] | None = None, name: str | None = None) -> Universe:
+        """The universe plus one vintage holding, for every company, its latest text among ``vintages`` (default:
+        all dated vintages) published on or before ``date``. The new vintage (named ``name``, default
+        ``asof_<date>``) is dated by the latest publication it uses, so it never looks past ``date``."""
+        date = pd.Timestamp(date)
+        names = vintages if vintages is not None else [v for v, tv in self.vintages.items() if tv.published is not None]
+        usable = {v: self.vintage(v).published for v in names}
+        usable = {v: p for v, p in usable.items() if p is not None and p <= date}
+        name = name or f"asof_{date:%Y-%m-%d}"
+        if not usable:
+            raise DataError(f"universe {self.source}: no dated text vintage published on or before {date.date()}")
+        rows = self.texts[self.texts["vintage"].isin(list(usable))].copy()
+        rows["published"] = rows["vintage"].map(usable)
+        latest = rows.sort_values(["ticker", "published"]).drop_duplicates("ticker", keep="last")
+        new = latest[["ticker", "text"]].assign(vintage=name)[["ticker", "vintage", "text"]]
+        texts = pd.concat([self.texts[self.texts["vintage"] != name], new], ignore_index=True)
+        vintage = TextVintage(name, latest["published"].max(), f"latest text per company as of {date.date()} "
+                              f"from {sorted(usable)}")
+        return Universe(self.companies, texts, {**self.vintages, name: vintage}, self.source)
+
     def subset(self, tickers: pd.Index | list[str]) -> Universe:
         """The universe restricted to ``tickers`` (all of which must be present)."""
         tickers = pd.Index(tickers)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from finsae._io import run_manifest, write_json, write_parquet, write_text
 from finsae.config import BenchmarkConfig, DesignConfig
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
+from finsae.errors import DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
 from finsae.evaluate.textgroups import TextStage, VintageGroups
@@ -176,6 +177,41 @@ def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, 
     return out
 
 
+def rolling_designs(cfg: BenchmarkConfig, universe: Universe, prices: Prices) -> tuple[Universe, list[DesignConfig]]:
+    """The designs of ``cfg.rolling``, and the universe with one as-of snapshot vintage per formation date."""
+    out = []
+    for r in cfg.rolling:
+        names = r.vintages if r.vintages is not None else list(universe.vintages)
+        undated = [v for v in names if universe.vintage(v).published is None]
+        if undated:
+            logger.warning("rolling %s: vintages %s have no publication date and are skipped", r.name, undated)
+        published = sorted({universe.vintage(v).published for v in names if v not in undated})
+        if not published:
+            raise DataError(f"rolling design {r.name!r}: none of the vintages {names} has a publication date")
+        if r.every_months is not None:
+            dates = list(pd.date_range(published[0], prices.end, freq=pd.DateOffset(months=r.every_months)))
+        else:
+            dates = list(published)
+        for k, date in enumerate(dates):
+            start = date + pd.Timedelta(days=1)
+            ends = [prices.end]
+            if r.horizon_months is not None:
+                ends.append(start + pd.DateOffset(months=r.horizon_months) - pd.Timedelta(days=1))
+            if k + 1 < len(dates):
+                ends.append(dates[k + 1])
+            end = min(ends)
+            if end < start + pd.DateOffset(months=r.min_months) - pd.Timedelta(days=1):
+                logger.warning("rolling %s: formation on %s leaves less than %d months of prices; skipped",
+                               r.name, date.date(), r.min_months)
+                continue
+            vintage = f"{r.name}_asof_{date:%Y-%m-%d}"
+            universe = universe.snapshot(date, [v for v in names if v not in undated], name=vintage)
+            out.append(DesignConfig(name=f"{r.name}:{date:%Y-%m-%d}", text_vintage=vintage, start=start.date(),
+                                    end=end.date(), frequencies=r.frequencies,
+                                    note=f"Rolling: each company's latest text published by {date.date()}."))
+    return universe, out
+
+
 def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless ``write=False``."""
@@ -184,11 +220,15 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     t0 = time.perf_counter()
     universe = load_universe(cfg.data.companies)
     prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks)
-    designs = tuple(DesignInfo.from_config(d, universe) for d in cfg.designs)
+    universe, rolling = rolling_designs(cfg, universe, prices)
+    design_cfgs = [*cfg.designs, *rolling]
+    if not design_cfgs:
+        raise DataError("no design has a window with prices: nothing to evaluate")
+    designs = tuple(DesignInfo.from_config(d, universe) for d in design_cfgs)
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": []}
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
-    total = sum(len(d.frequencies) for d in cfg.designs) * len(cfg.taxonomies)
+    total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
 
     def result() -> BenchmarkResult:
         def frame(key: str) -> pd.DataFrame:
@@ -203,7 +243,7 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                                out if write else None, frame("ranking"), frame("verdict"), selections)
 
     with tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
-        for design, info in zip(cfg.designs, designs, strict=True):
+        for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
                 text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
