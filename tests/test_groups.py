@@ -413,3 +413,23 @@ def test_rolling_design_forms_at_each_date_and_tests_on_the_next_window(tmp_path
     assert windows.loc["roll:2016-12-31", "start"] >= pd.Timestamp("2017-01-01")
     assert not res.table["text_look_ahead"].any()
     assert set(res.verdict["design"]) == {"roll:2016-01-01", "roll:2016-12-31"}
+
+
+def test_greedy_density_fill_skips_overshooting_merges_and_keeps_cut_groups_whole():
+    from finsae.group.cluster import linkage_merges
+
+    x, _ = blobs(n_per=30, k=5, seed=11, spread=1.5)
+    z = unit(x)
+    d = 1 - z @ z.T
+    np.fill_diagonal(d, 0)
+    seq = linkage_merges(np.clip(d, 0, 2))
+    n = len(z)
+    target = 0.08 * n * (n - 1) / 2
+    labels, taken, _ = seq.greedy_labels(target)
+    _, counts = np.unique(labels, return_counts=True)
+    pairs = (counts * (counts - 1) / 2).sum()
+    assert abs(pairs - target) <= 0.05 * target
+    # before the first skipped merge the greedy groups equal the plain cut
+    first_cut = int(np.searchsorted(np.cumsum(seq.new_pairs), target, side="right"))
+    greedy_prefix, _, _ = seq.greedy_labels(float(np.cumsum(seq.new_pairs)[first_cut - 1]))
+    assert adjusted_rand_score(greedy_prefix, seq.labels(first_cut)) == 1.0

@@ -17,8 +17,11 @@ distance is the cosine distance ``d_ij = 1 - z_i . z_j``. Labels are integers ``
 **Matched granularity.** A tree clusterer is a sequence of merges in increasing distance; after ``m`` merges of
 ``n`` points there are ``n - m`` groups and the number of within-group pairs is the running sum of
 ``size_a * size_b`` over the merges. :func:`merges_for_target` picks the ``m`` that hits a requested number of
-groups exactly, or the pair density ``sum_k n_k (n_k - 1) / 2 / (n (n - 1) / 2)`` as closely as the merge
-sizes allow. Spherical k-means is matched on density by bisection on ``k``.
+groups exactly. A pair density ``sum_k n_k (n_k - 1) / 2 / (n (n - 1) / 2)`` cannot always be hit by one cut
+(a single merge of two large groups adds many pairs at once), so :meth:`MergeSequence.greedy_labels` takes the
+merges in increasing distance and skips those that would exceed a pair budget: every group is still a union
+of tree neighbours. The budget is the target's pair count, or 5% above it when that lands closer. Spherical k-means is matched on
+density by bisection on ``k``.
 """
 
 from __future__ import annotations
@@ -112,6 +115,34 @@ class MergeSequence:
             labels = np.where(members, labels, -1)
             labels = _relabel(labels)
         return labels
+
+
+    def greedy_labels(self, max_pairs: float, members: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
+        """Labels from the merges taken in increasing height, skipping any merge that would take the number of
+        within-group pairs above ``max_pairs`` (so groups keep growing where that is still possible). Returns
+        the labels, the number of merges taken and the height of the last one."""
+        parent = np.arange(self.n)
+        size = np.ones(self.n, dtype=np.int64)
+        pairs, taken, height = 0, 0, 0.0
+        for r in range(len(self.a)):
+            ra, rb = _find(parent, self.a[r]), _find(parent, self.b[r])
+            if ra == rb:
+                continue
+            add = int(size[ra] * size[rb])
+            if pairs + add > max_pairs:
+                continue
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+            size[ra] += size[rb]
+            pairs += add
+            taken += 1
+            height = float(self.height[r])
+        roots = np.array([_find(parent, i) for i in range(self.n)])
+        labels = _first_appearance(np.unique(roots, return_inverse=True)[1])
+        if members is not None:
+            labels = _relabel(np.where(members, labels, -1))
+        return labels, taken, height
 
 
 def _find(parent: np.ndarray, i: int) -> int:

@@ -27,7 +27,6 @@ from finsae.group.cluster import (
     hybrid_merges,
     kmeans_for_density,
     linkage_merges,
-    merges_for_target,
     mst_edges,
     n_groups,
     pair_density,
@@ -147,11 +146,19 @@ class PeerGrouper:
         if match == "count":
             members = int(self._members.sum()) if self._members is not None else seq.n
             m = int(np.clip(members - target.n_groups, 0, len(seq.a)))
-        else:
-            m = merges_for_target(seq, density=target.density, n_total=n_total)
-        labels = seq.labels(m, self._members)
-        threshold = float(seq.height[m - 1]) if m > 0 else 0.0
-        return labels, {"merges": m, "cut_distance": round(threshold, 6)}
+            labels = seq.labels(m, self._members)
+            return labels, {"merges": m, "cut_distance": round(float(seq.height[m - 1]) if m > 0 else 0.0, 6)}
+        want = target.density * n_total * (n_total - 1) / 2
+        best = None
+        for budget in (want, want * (1 + DENSITY_TOLERANCE)):  # fill up to the target; if short, up to +5%
+            labels, m, height = seq.greedy_labels(budget, self._members)
+            miss = abs(pair_density(labels) - target.density)
+            if best is None or miss < best[0]:
+                best = (miss, labels, m, height)
+            if miss <= DENSITY_TOLERANCE * target.density:
+                break
+        _, labels, m, height = best
+        return labels, {"merges": m, "last_merge_distance": round(height, 6), "rule": "greedy fill"}
 
     def grouping(self, method: str, target: GranularityTarget, match: str) -> TextGrouping:
         codes, params = self.labels_for(target, match)
