@@ -203,14 +203,16 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
 @click.option("--k", type=int, default=32, show_default=True, help="Active latents per token (TopK).")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--eval-docs", type=int, default=60, show_default=True, help="Held-out documents for the LM-loss check.")
+@click.option("--dead-window", type=int, default=1000, show_default=True,
+              help="Training steps without firing after which a latent is dead and AuxK revives it.")
 @click.option("--returns-start", default="2010-01-01", show_default=True, help="Peers are scored on monthly returns from ...")
 @click.option("--returns-end", default="2017-05-31", show_default=True, help="... to here (before the text is used).")
 @click.option("--prices", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for candidates, the chosen SAE and selection.json.")
 @_friendly
 def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, layers: str, widths: str,
-              k: int, epochs: int, eval_docs: int, returns_start: str, returns_end: str, prices: Path | None,
-              out: Path) -> None:
+              k: int, epochs: int, eval_docs: int, dead_window: int, returns_start: str, returns_end: str,
+              prices: Path | None, out: Path) -> None:
     """Train TopK SAEs (sae_lens) at candidate layers/widths and choose one by measured quality and peers."""
     from finsae.data import load_prices, load_universe, log_returns
     from finsae.evaluate import correlation_matrix
@@ -224,7 +226,7 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
     loaded = load_model(model_source, tl_name=tl_name)
     table = train_and_select(loaded, list(texts), list(texts.index), out, layers=[int(x) for x in layers.split(",")],
                              widths=[int(x) for x in widths.split(",")], k=k, epochs=epochs, corr=corr,
-                             eval_docs=eval_docs)
+                             eval_docs=eval_docs, dead_feature_window=dead_window)
     cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0", "top1_corr_pre",
                         "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen") if c in table]
     click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

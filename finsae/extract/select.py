@@ -41,7 +41,7 @@ def pooled_sums(sae, acts: np.ndarray, rows: np.ndarray, n_rows: int, batch: int
 def train_and_select(loaded, texts: Sequence[str], tickers: Sequence[str], out_dir: str | Path, *,
                      layers: Sequence[int], widths: Sequence[int], k: int = 32, hook_kind: str = "hook_resid_post",
                      epochs: int = 5, batch_size: int = 1024, max_length: int = 512, holdout: float = 0.2, seed: int = 0,
-                     corr=None, eval_docs: int = 150) -> pd.DataFrame:
+                     corr=None, eval_docs: int = 150, dead_feature_window: int = 1000) -> pd.DataFrame:
     """Train every (layer, width) candidate, evaluate it, choose by the module's rule; return the figures."""
     from finsae.evaluate.ranking import cosine_similarity_matrix, topk_neighbour_correlation
 
@@ -69,7 +69,8 @@ def train_and_select(loaded, texts: Sequence[str], tickers: Sequence[str], out_d
                 logger.info("training %s on %d tokens", name, int(train_mask.sum()))
                 sae = train_topk_sae(acts[hook][train_mask], hook_name=hook, d_sae=width, k=k,
                                      context_size=max_length, model_name=loaded.model_id, epochs=epochs,
-                                     batch_size=batch_size, seed=seed, autocast=False, out_dir=folder)
+                                     batch_size=batch_size, seed=seed, autocast=False, out_dir=folder,
+                                     dead_feature_window=dead_feature_window)
             quality = evaluate_sae(model, sae, held_texts, max_length=max_length,
                                    acts=acts[hook][~train_mask])
             record = {"candidate": name, "hook": hook, "d_sae": width, "k": k, **quality.to_dict(),
@@ -92,6 +93,7 @@ def train_and_select(loaded, texts: Sequence[str], tickers: Sequence[str], out_d
     write_json({"rule": __doc__.split("Rule: ")[1].split("Every candidate")[0].strip().replace("\n", " "),
                 "chosen": chosen, "candidates": table.to_dict(orient="records"),
                 "returns_window": None if corr is None else [str(corr.start.date()), str(corr.end.date())],
-                "holdout_share": holdout, "seed": seed, "epochs": epochs, "model": loaded.model_id},
+                "holdout_share": holdout, "seed": seed, "epochs": epochs, "model": loaded.model_id,
+                "dead_feature_window": dead_feature_window},
                final / "selection.json")
     return table

@@ -64,8 +64,11 @@ def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *,
 
 def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
                    model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4, seed: int = 0,
-                   autocast: bool = True, out_dir: str | Path | None = None):
-    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if given)."""
+                   autocast: bool = True, out_dir: str | Path | None = None, dead_feature_window: int = 1000):
+    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if given).
+
+    ``dead_feature_window``: steps without firing after which a latent counts as dead and the AuxK loss starts
+    pulling it towards the residual (sae_lens' default 1,000 steps exceeds a short run on a small corpus)."""
     import tempfile
 
     import torch
@@ -94,7 +97,8 @@ def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32,
     trainer_cfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=batch_size, lr=lr,
                                    lr_end=lr / 10, lr_scheduler_name="cosineannealing", autocast=autocast,
                                    logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
-                                   save_final_checkpoint=False, n_batches_for_norm_estimate=10)
+                                   save_final_checkpoint=False, n_batches_for_norm_estimate=10,
+                                   dead_feature_window=dead_feature_window)
     trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
