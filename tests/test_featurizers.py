@@ -79,7 +79,9 @@ def test_embedding_cache_hit_and_corruption(tmp_path, monkeypatch):
     files = list(path.glob("*.npy"))
     assert len(files) == 1 and e.cache_path_ == str(files[0])
     np.testing.assert_array_equal(np.load(files[0]), x)
-    np.testing.assert_array_equal(EmbeddingFeaturizer(cache=True).fit().transform(TEXTS), x)  # a hit
+    hit = EmbeddingFeaturizer(cache=True).fit()
+    np.testing.assert_array_equal(hit.transform(TEXTS), x)  # a hit ...
+    assert getattr(hit, "model_", None) is None  # ... that never loaded the model
     files[0].write_bytes(b"garbage")  # unreadable: recomputed, not a crash
     np.testing.assert_allclose(EmbeddingFeaturizer(cache=True).fit().transform(TEXTS), x, atol=1e-6)
     EmbeddingFeaturizer(cache=True).fit().transform(TEXTS[:2])  # other texts: another entry

@@ -160,8 +160,11 @@ def within_pairs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """All within-group pairs ``(i, j, group)`` with ``i < j`` of integer group codes (-1 = no group)."""
     order = np.argsort(codes, kind="stable")
     order = order[codes[order] >= 0]
+    if len(order) == 0:
+        empty = np.array([], dtype=np.int64)
+        return empty, empty, empty
     sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(order) else np.array([], int)
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     ends = np.r_[starts[1:], len(order)]
     parts_i, parts_j, parts_g = [], [], []
     for a, b in zip(starts, ends, strict=True):
@@ -385,22 +388,37 @@ class PairedDifference:
         return {**asdict(self), "separated": self.separated}
 
 
-def _weighted_sums(corr: CorrelationMatrix, codes: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For company weights ``w`` (draws x N): ``sum_{i<j, same group} w_i w_j C_ij`` and ``sum w_i w_j`` over the
-    pairs with a valid correlation, per draw. One quadratic form per group: ``(W_k C_k W_k^T) / 2``."""
-    num = np.zeros(len(w))
-    den = np.zeros(len(w))
-    order = np.argsort(codes, kind="stable")
-    order = order[codes[order] >= 0]
-    bounds = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        if b - a < 2:
-            continue
-        idx = order[a:b]
-        wk = w[:, idx]
-        num += 0.5 * np.einsum("dj,dj->d", wk @ corr._c0[np.ix_(idx, idx)], wk)
-        den += 0.5 * np.einsum("dj,dj->d", wk @ corr._valid[np.ix_(idx, idx)], wk)
-    return num, den
+class _PairWeights:
+    """Within-group pair structure of one grouping, for fast weighted sums over many company-weight draws.
+
+    ``sum_{i<j, same group} w_i w_j X_ij`` for ``X`` = the correlations (``C0``, 0 where undefined) and the
+    valid-pair indicator: groups of at least ``dense_min`` members as dense quadratic forms ``w_k X_k w_k^T / 2``
+    (BLAS), all other pairs through one sparse upper-triangular matrix ``U`` as ``sum_i w_i (U w)_i``."""
+
+    def __init__(self, corr: CorrelationMatrix, codes: np.ndarray, dense_min: int = 400) -> None:
+        import scipy.sparse as sp
+
+        n = len(codes)
+        sizes = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0, int)
+        big = np.flatnonzero(sizes >= dense_min)
+        self.blocks = []
+        for g in big:
+            idx = np.flatnonzero(codes == g)
+            self.blocks.append((idx, corr._c0[np.ix_(idx, idx)], corr._valid[np.ix_(idx, idx)]))
+        small = np.where(np.isin(codes, big), -1, codes)
+        wi, wj, _ = within_pairs(small)
+        self.upper_c = sp.csr_matrix((corr._c0[wi, wj], (wi, wj)), shape=(n, n))
+        self.upper_v = sp.csr_matrix((corr._valid[wi, wj], (wi, wj)), shape=(n, n))
+
+    def sums(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted correlation sum and weighted valid-pair count per row of ``w`` (draws x N)."""
+        num = np.einsum("dn,nd->d", w, self.upper_c @ w.T)
+        den = np.einsum("dn,nd->d", w, self.upper_v @ w.T)
+        for idx, c, v in self.blocks:
+            wk = w[:, idx]
+            num += 0.5 * np.einsum("dj,dj->d", wk @ c, wk)
+            den += 0.5 * np.einsum("dj,dj->d", wk @ v, wk)
+        return num, den
 
 
 def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, draws: int = 1000, seed: int = 0,
@@ -414,8 +432,9 @@ def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, dr
     """
     codes_a, _, _ = encode_labels(corr, a)
     codes_b, _, _ = encode_labels(corr, b)
+    pa, pb = _PairWeights(corr, codes_a), _PairWeights(corr, codes_b)
     ones = np.ones((1, len(corr.tickers)))
-    (na, da), (nb, db) = _weighted_sums(corr, codes_a, ones), _weighted_sums(corr, codes_b, ones)
+    (na, da), (nb, db) = pa.sums(ones), pb.sums(ones)
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = float(na[0] / da[0] - nb[0] / db[0])
     lo = hi = np.nan
@@ -426,7 +445,7 @@ def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, dr
         for start in range(0, draws, chunk):
             m = min(chunk, draws - start)
             w = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
-            (na, da), (nb, db) = _weighted_sums(corr, codes_a, w), _weighted_sums(corr, codes_b, w)
+            (na, da), (nb, db) = pa.sums(w), pb.sums(w)
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[start: start + m] = na / da - nb / db
         lo, hi = np.nanpercentile(out, [2.5, 97.5])

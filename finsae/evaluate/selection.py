@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from finsae.evaluate.comovement import CorrelationMatrix, comovement
-from finsae.group.cluster import cosine_distance_matrix
 from finsae.group.peers import GranularityTarget, PeerGrouper
 
 logger = logging.getLogger(__name__)
@@ -34,13 +33,14 @@ class Selection:
         return self.table.copy()
 
 
-def select_text_params(method: str, transformed: dict[str, np.ndarray], tickers: pd.Index, clusterers: list[str],
-                       target: GranularityTarget, match: str, corr: CorrelationMatrix, *, seed: int = 0) -> Selection:
-    """Score every (transform, clusterer) of ``transformed`` (transform name -> L2-normalised rows for
-    ``tickers``) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection window only)."""
+def select_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.ndarray]], tickers: pd.Index,
+                       clusterers: list[str], target: GranularityTarget, match: str, corr: CorrelationMatrix, *,
+                       seed: int = 0) -> Selection:
+    """Score every (transform, clusterer) of ``transformed`` (transform name -> (L2-normalised rows for
+    ``tickers``, their cosine distances)) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection
+    window only)."""
     rows = []
-    for transform, z in transformed.items():
-        distance = cosine_distance_matrix(z) if set(clusterers) & {"average", "mst"} else None
+    for transform, (z, distance) in transformed.items():
         for clusterer in clusterers:
             g = PeerGrouper(z, tickers, clusterer, seed=seed, distance=distance).grouping(method, target, match)
             res = comovement(corr, g.labels, null_draws=0, bootstrap_draws=0, method=method)

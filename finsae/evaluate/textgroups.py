@@ -20,7 +20,7 @@ from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
 from finsae.evaluate.selection import Selection, select_text_params
 from finsae.extract.documents import TextFeatures, document_features
-from finsae.group.cluster import n_groups, pair_density
+from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
 from finsae.group.similarity import FeatureTransform
 from finsae.group.taxonomy import taxonomy_labels
@@ -38,13 +38,14 @@ class TextMethodResult:
     clusterer: str
     z: np.ndarray
     selection: Selection | None
+    distance: np.ndarray  # cosine distance of z (clipped to [0, 2])
 
     @property
     def tickers(self) -> pd.Index:
         return self.features.tickers
 
     def similarity(self) -> np.ndarray:
-        return self.z @ self.z.T
+        return 1.0 - self.distance
 
 
 @dataclass
@@ -82,6 +83,8 @@ class TextStage:
         self.cfg, self.universe, self.prices, self.progress = cfg, universe, prices, progress
         self._vintages: dict[str, VintageGroups] = {}
         self._selection_corr: CorrelationMatrix | None = None
+        self._feature_cache: dict[tuple, TextFeatures] = {}
+        self._transform_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def selection_corr(self) -> CorrelationMatrix:
         if self._selection_corr is None:
@@ -104,16 +107,31 @@ class TextStage:
             self._vintages[vintage] = self._build(vintage)
         return self._vintages[vintage]
 
+    def _features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
+        key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage)
+        if key not in self._feature_cache:  # methods that differ only in grouping share their features
+            self._feature_cache[key] = document_features(self.universe, vintage, m.features, model=m.model,
+                                                         tl_name=m.tl_name, sae=m.sae, pooling=m.pooling,
+                                                         progress=self.progress)
+        return self._feature_cache[key]
+
+    def _transformed(self, m: TextMethodConfig, vintage: str, transform: str) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised rows and their cosine distance matrix, computed once per features and transform."""
+        key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage, transform, m.n_components)
+        if key not in self._transform_cache:
+            z = _transform(self._features(m, vintage), transform, m.n_components)
+            self._transform_cache[key] = (z, cosine_distance_matrix(z))
+        return self._transform_cache[key]
+
     def _method(self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]) -> TextMethodResult:
-        feats = document_features(self.universe, vintage, m.features, model=m.model, tl_name=m.tl_name, sae=m.sae,
-                                  pooling=m.pooling, progress=self.progress)
+        feats = self._features(m, vintage)
         sel_cfg = self.cfg.selection
         transforms = list(sel_cfg.transforms) if m.transform == "select" else [m.transform]
         clusterers = list(sel_cfg.clusterers) if m.clusterer == "select" else [m.clusterer]
-        zs: dict[str, np.ndarray] = {}
+        zs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for t in transforms:
             try:
-                zs[t] = _transform(feats, t, m.n_components)
+                zs[t] = self._transformed(m, vintage, t)
             except DataError as exc:  # e.g. log1p of signed embeddings: not a candidate for this method
                 if m.transform != "select":
                     raise
@@ -127,7 +145,8 @@ class TextStage:
             transform, clusterer = selection.transform, selection.clusterer
         else:
             transform, clusterer = next(iter(zs)), clusterers[0]
-        return TextMethodResult(m, feats, transform, clusterer, zs[transform], selection)
+        z, distance = zs[transform]
+        return TextMethodResult(m, feats, transform, clusterer, z, selection, distance)
 
     def _build(self, vintage: str) -> VintageGroups:
         cfg = self.cfg
@@ -143,7 +162,7 @@ class TextStage:
             elif not res.tickers.equals(next(iter(methods.values())).tickers):
                 raise DataError(f"text method {m.name!r} covers different companies than the others")
             methods[m.name] = res
-            grouper = PeerGrouper(res.z, res.tickers, res.clusterer, seed=cfg.evaluation.seed)
+            grouper = PeerGrouper(res.z, res.tickers, res.clusterer, seed=cfg.evaluation.seed, distance=res.distance)
             for level in levels:
                 for match in cfg.granularity.match:
                     g = grouper.grouping(m.name, targets[level], match)
@@ -155,7 +174,7 @@ class TextStage:
             parents = taxonomy_labels(self.universe, cfg.hybrid.parent)
             parent_groups = targets.get(cfg.hybrid.parent) or granularity_targets(
                 self.universe, base.tickers, [cfg.hybrid.parent])[cfg.hybrid.parent]
-            grouper = PeerGrouper(base.z, base.tickers, "average", parents=parents)
+            grouper = PeerGrouper(base.z, base.tickers, "average", parents=parents, distance=base.distance)
             name = f"{cfg.hybrid.method}_in_{cfg.hybrid.parent}"
             for level in levels:
                 if targets[level].n_groups <= parent_groups.n_groups:

