@@ -164,6 +164,7 @@ class BenchmarkConfig(_Strict):
     text_methods: list[TextMethodConfig] = Field(default_factory=list)
     granularity: GranularityConfig = Field(default_factory=GranularityConfig)
     hybrid: HybridConfig | None = None
+    headline_method: str | None = None  # the text method each verdict reports on (default: the first)
     random_groups: bool = True
     selection: TextSelectionConfig = Field(default_factory=TextSelectionConfig)
     ranking: RankingConfig = Field(default_factory=RankingConfig)
@@ -187,6 +188,8 @@ class BenchmarkConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate design names {names}")
         names = [m.name for m in self.text_methods]
+        if self.headline_method is not None and self.headline_method not in names:
+            raise ValueError(f"headline_method {self.headline_method!r} is not one of the text_methods {names}")
         if self.hybrid is not None:
             if self.hybrid.method not in names:
                 raise ValueError(f"hybrid.method {self.hybrid.method!r} is not one of the text_methods {names}")

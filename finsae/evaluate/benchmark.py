@@ -83,7 +83,9 @@ class BenchmarkResult:
 def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: str, cfg: BenchmarkConfig,
                 progress: tqdm, text: VintageGroups | None = None) -> dict[str, list]:
     ev = cfg.evaluation
-    panel = log_returns(prices, info.start, info.end, frequency, tickers=universe.tickers,
+    # with text methods, every method (taxonomies too) is scored on the same companies: those with text
+    tickers = universe.tickers if text is None else next(iter(text.methods.values())).tickers
+    panel = log_returns(prices, info.start, info.end, frequency, tickers=tickers,
                         min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
     corr = correlation_matrix(panel)
     keys = {"design": info.name, "frequency": frequency}
@@ -92,6 +94,7 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
 
     def score(name: str, labels: pd.Series, extra: dict) -> None:
         progress.set_postfix_str(f"{info.name}/{frequency}/{name}")
+        labels = labels[labels.index.isin(tickers)]
         # count-matched text groups: no permutation null (their giant groups make it slow and it says nothing
         # the density-matched rows do not)
         draws = 0 if extra.get("match") == "count" and not ev.null_for_count_matched else ev.null_draws
@@ -150,27 +153,35 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
 
 
 def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, pd.Series], keys: dict) -> list[dict]:
-    """Per matched granularity: the leader by pair-weighted correlation, and its paired difference to the
-    taxonomy that defines the granularity (company bootstrap CI)."""
+    """Per matched granularity: the leader by pair-weighted correlation; the paired difference (company
+    bootstrap CI) to the taxonomy defining the granularity of the best text grouping and of the headline
+    method's grouping."""
     out = []
+    draws, seed = cfg.ranking.difference_draws, cfg.evaluation.seed
+    headline = cfg.headline_method or (cfg.text_methods[0].name if cfg.text_methods else None)
     comparable = rows[rows["method_kind"].isin(["text", "hybrid"]) & rows["matched"].fillna(False).astype(bool)]
     for level in cfg.granularity.levels:
         ref = rows[(rows["method"] == level)].iloc[0]
         for match in cfg.granularity.match:
+            row = {**keys, "level": level, "match": match, "taxonomy_pair_weighted": ref["pair_weighted"],
+                   "taxonomy_pair_density": ref["pair_density"]}
+            head = rows[(rows["text_method"] == headline) & (rows["level"] == level) & (rows["match"] == match)]
+            if len(head):
+                h = head.iloc[0]
+                d = paired_difference(corr, labels[h["method"]], labels[level], draws=draws, seed=seed)
+                row.update(headline=h["method"], headline_pair_weighted=h["pair_weighted"],
+                           headline_matched=bool(h["matched"]), headline_difference=d.difference,
+                           headline_ci_low=d.ci_low, headline_ci_high=d.ci_high, headline_separated=d.separated)
             cands = comparable[(comparable["level"] == level) & (comparable["match"] == match)]
-            if cands.empty:  # no text grouping reached the target: nothing comparable to report
-                out.append({**keys, "level": level, "match": match, "leader": None, "best_text": None,
-                            "taxonomy_pair_weighted": ref["pair_weighted"],
-                            "taxonomy_pair_density": ref["pair_density"]})
+            if cands.empty:  # no text grouping reached the target granularity: nothing comparable to report
+                out.append({**row, "leader": None, "best_text": None})
                 continue
             best_text = cands.loc[cands["pair_weighted"].idxmax()]
             leader = best_text["method"] if best_text["pair_weighted"] > ref["pair_weighted"] else level
-            diff = paired_difference(corr, labels[best_text["method"]], labels[level],
-                                     draws=cfg.ranking.difference_draws, seed=cfg.evaluation.seed)
-            out.append({**keys, "level": level, "match": match, "leader": leader,
-                        "best_text": best_text["method"], "best_text_pair_weighted": best_text["pair_weighted"],
+            diff = paired_difference(corr, labels[best_text["method"]], labels[level], draws=draws, seed=seed)
+            out.append({**row, "leader": leader, "best_text": best_text["method"],
+                        "n_candidates": len(cands), "best_text_pair_weighted": best_text["pair_weighted"],
                         "best_text_pair_density": best_text["pair_density"],
-                        "taxonomy_pair_weighted": ref["pair_weighted"], "taxonomy_pair_density": ref["pair_density"],
                         "difference": diff.difference, "difference_ci_low": diff.ci_low,
                         "difference_ci_high": diff.ci_high, "separated": diff.separated,
                         "text_look_ahead": bool(best_text["text_look_ahead"])})

@@ -132,23 +132,36 @@ def _cell(r: pd.Series) -> str:
 
 
 def verdict_lines(verdict: pd.DataFrame) -> list[str]:
-    """One sentence per (design, frequency, level, match): who leads, and whether the CI separates it."""
+    """One sentence per (design, frequency, level, match): who leads, whether the CI separates the best text
+    grouping from the taxonomy, and where the headline method stands."""
     lines = []
+
+    def ci(d: float, lo: float, hi: float) -> str:
+        return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
     for v in verdict.itertuples(index=False):
-        where = f"{v.design}/{v.frequency}, {METHOD_NAMES.get(v.level, v.level)} granularity by {v.match}"
-        if v.best_text is None or (isinstance(v.best_text, float) and np.isnan(v.best_text)):
-            lines.append(f"- {where}: no text grouping reached the target granularity.")
-            continue
+        d = v._asdict()
         ref = METHOD_NAMES.get(v.level, v.level)
-        diff = f"{v.difference:+.3f} [{v.difference_ci_low:+.3f}, {v.difference_ci_high:+.3f}]"
+        where = f"{v.design}/{v.frequency}, {ref} granularity by {v.match}"
+        flag = " (LOOK-AHEAD design)" if d.get("text_look_ahead") is True else ""
+        head = ""
+        if isinstance(d.get("headline"), str):
+            sep = "separated" if d["headline_separated"] else "not separated"
+            unmatched = "" if d["headline_matched"] else ", missed the target granularity"
+            head = (f" Headline `{d['headline']}`: {_f(d['headline_pair_weighted'])}, "
+                    f"{ci(d['headline_difference'], d['headline_ci_low'], d['headline_ci_high'])} ({sep}{unmatched}).")
+        if not isinstance(d.get("best_text"), str):
+            lines.append(f"- {where}: no text grouping reached the target granularity.{head}")
+            continue
+        diff = ci(v.difference, v.difference_ci_low, v.difference_ci_high)
         sep = "the CI excludes zero" if v.separated else "the CI includes zero: not separated"
-        flag = " (LOOK-AHEAD design)" if v.text_look_ahead else ""
+        of = f"best of {int(v.n_candidates)} text groupings"
         if v.leader == v.level:
-            lines.append(f"- {where}{flag}: **{ref} leads** ({_f(v.taxonomy_pair_weighted)}); best text method "
-                         f"`{v.best_text}` {_f(v.best_text_pair_weighted)}, difference {diff}: {sep}.")
+            lines.append(f"- {where}{flag}: **{ref} leads** ({_f(v.taxonomy_pair_weighted)}); {of} "
+                         f"`{v.best_text}` {_f(v.best_text_pair_weighted)}, difference {diff}: {sep}.{head}")
         else:
-            lines.append(f"- {where}{flag}: **`{v.leader}` leads** ({_f(v.best_text_pair_weighted)}) over {ref} "
-                         f"({_f(v.taxonomy_pair_weighted)}), difference {diff}: {sep}.")
+            lines.append(f"- {where}{flag}: **`{v.leader}` leads** ({_f(v.best_text_pair_weighted)}, {of}) over "
+                         f"{ref} ({_f(v.taxonomy_pair_weighted)}), difference {diff}: {sep}.{head}")
     return lines
 
 
@@ -195,8 +208,10 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                 parts += [*lines, ""]
             if len(result.verdict):
                 v = result.verdict[(result.verdict["design"] == info.name) & (result.verdict["frequency"] == frequency)]
-                parts += ["Verdict (leader among groupings that hit the target granularity; difference = best text "
-                          "method minus the taxonomy, company-bootstrap 95% CI):", "", *verdict_lines(v), ""]
+                parts += ["Verdict (leader among the text groupings that hit the target granularity; difference = "
+                          "text grouping minus the taxonomy, company-bootstrap 95% CI; the best of several text "
+                          "groupings is chosen after seeing the window, so its CI is optimistic - the headline "
+                          "method's is not):", "", *verdict_lines(v), ""]
     if len(result.selection):
         s = result.selection[result.selection["chosen"]]
         sel = ", ".join(f"`{r.method}` ({r.vintage} text): {r.transform} + {r.clusterer}" for r in s.itertuples())
@@ -204,7 +219,8 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
         parts += [f"Chosen on {first.frequency} returns {first.window_start:%Y-%m-%d} to {first.window_end:%Y-%m-%d} "
                   f"only (groups at {METHOD_NAMES.get(first.level, first.level)} {first.match}): {sel}.", ""]
     parts.append(
-        "Text groups are cut to each taxonomy level's number of groups or pair density on the companies with text "
+        "Every method, taxonomies included, is scored on the same companies: those with text in the design's "
+        "vintage and usable returns in the window. Text groups are cut to each taxonomy level's number of groups or pair density on the companies with text "
         "in the design's vintage (no returns involved); 'unmatched' marks cuts that could not get within one group "
         "or 5% of the target (single-linkage merges can be large) and they are not eligible to lead. "
         "Pair-weighted: every within-group pair counts once; CI: bootstrap over groups. Random: the level's labels "
