@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 run: setup
+	$(BIN)/finsae benchmark --config backtests/forward_2017.yaml
 	$(BIN)/finsae benchmark --config backtests/baselines.yaml
 	$(BIN)/finsae backtest --config backtests/pairs.yaml
 
