@@ -22,6 +22,7 @@ run: setup
 	$(BIN)/finsae benchmark --config backtests/forward_2017.yaml
 	$(BIN)/finsae benchmark --config backtests/baselines.yaml
 	$(BIN)/finsae backtest --config backtests/pairs.yaml
+	$(BIN)/finsae backtest --config backtests/pairs_forward.yaml
 
 lint: setup
 	$(BIN)/ruff check finsae tests benchmarks

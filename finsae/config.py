@@ -257,6 +257,17 @@ class PlaceboConfig(_Strict):
     seed: int = 0
 
 
+class TextGroupsConfig(_Strict):
+    """Peer groups written by ``finsae benchmark`` (``groups_<vintage>.parquet``) to trade inside.
+
+    A grouping formed from text may only be traded after the text was published: the backtest refuses a start
+    on or before the vintage's publication date unless ``allow_look_ahead`` (then every output is marked)."""
+
+    file: Path
+    names: list[str] = Field(min_length=1)
+    allow_look_ahead: bool = False
+
+
 class PairsBacktestConfig(_Strict):
     """``finsae backtest``: walk-forward pairs trading inside the peer groups of each method."""
 
@@ -265,7 +276,8 @@ class PairsBacktestConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     start: dt.date
     end: dt.date
-    methods: list[str] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=list)
+    text_groups: TextGroupsConfig | None = None
     formation_days: int = Field(252, ge=20)
     trading_days: int = Field(126, ge=5)
     max_fill_days: int = Field(5, ge=0)
@@ -298,7 +310,18 @@ class PairsBacktestConfig(_Strict):
             raise ValueError(f"end {self.end} must be after start {self.start}")
         if self.headline_cost_bps not in self.costs_bps:
             raise ValueError(f"headline_cost_bps {self.headline_cost_bps} must be one of costs_bps {self.costs_bps}")
+        if not self.methods and self.text_groups is None:
+            raise ValueError("give taxonomy methods, text_groups, or both")
+        if self.text_groups is not None:
+            clash = set(self.methods) & set(self.text_groups.names)
+            if clash or len(set(self.text_groups.names)) != len(self.text_groups.names):
+                raise ValueError(f"text_groups.names repeat or clash with methods: {sorted(clash) or self.text_groups.names}")
         return self
+
+    @property
+    def all_methods(self) -> list[str]:
+        """Taxonomy methods, then text groupings, in config order."""
+        return [*self.methods, *(self.text_groups.names if self.text_groups else [])]
 
 
 def _format_errors(exc: ValidationError) -> str:
@@ -331,7 +354,11 @@ def _load(path: str | Path, model: type[_Strict]) -> _Strict:
         key: (base / value if value is not None and not value.is_absolute() else value)
         for key, value in (("companies", cfg.data.companies), ("prices", cfg.data.prices))
     })
-    return cfg.model_copy(update={"data": data})
+    update: dict = {"data": data}
+    groups = getattr(cfg, "text_groups", None)
+    if groups is not None and not groups.file.is_absolute():
+        update["text_groups"] = groups.model_copy(update={"file": base / groups.file})
+    return cfg.model_copy(update=update)
 
 
 def load_benchmark_config(path: str | Path) -> BenchmarkConfig:

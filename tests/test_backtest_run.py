@@ -126,3 +126,39 @@ def test_single_member_groups_have_no_candidates(toy):
     w = res.windows
     assert (w["candidates"] == 0).all() and (w["selected"] == 0).all()
     assert (res.daily["gross"] == 0).all() and res.summary.loc[0, "trades"] == 0
+
+
+def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
+    companies = pd.read_csv(toy / "companies.csv").assign(as_of="2015-06-30")
+    companies.to_csv(toy / "companies.csv", index=False)
+    tickers = companies["ticker"]
+    good = [f"t:{t[1]}" for t in tickers]  # the true co-integrated groups
+    scrambled = [f"s:{k % 3}" for k in range(len(tickers))]  # groups cutting across them
+    frame = pd.concat([
+        pd.DataFrame({"ticker": tickers, "group": good, "name": "text@good", "vintage": "2015-06-30"}),
+        pd.DataFrame({"ticker": tickers, "group": scrambled, "name": "text@bad", "vintage": "2015-06-30"}),
+    ])
+    frame.to_parquet(toy / "groups.parquet")
+    base = CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic2]")
+    (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, names: [text@good, text@bad]}\n")
+    res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out")
+    s = res.summary.set_index("method")
+    assert list(s.index) == ["sic2", "text@good", "text@bad"] and not s["look_ahead"].any()
+    assert s.loc["text@good", "pairs_traded"] > 0
+    # the true groups are the sic2 groups: identical trading
+    assert np.isclose(s.loc["text@good", "sharpe_gross"], s.loc["sic2", "sharpe_gross"])
+    # a start on or before the text's publication is look-ahead: refused unless allowed, then marked
+    early = base.replace("start: 2015-07-01", "start: 2015-06-30")
+    (toy / "pairs.yaml").write_text(early + "text_groups: {file: groups.parquet, names: [text@good]}\n")
+    with pytest.raises(ConfigError, match="would look ahead"):
+        run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out2")
+    (toy / "pairs.yaml").write_text(
+        early + "text_groups: {file: groups.parquet, names: [text@good], allow_look_ahead: true}\n")
+    marked = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out3", write=False)
+    assert marked.summary.set_index("method").loc["text@good", "look_ahead"]
+    (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, names: [text@nope]}\n")
+    with pytest.raises(ConfigError, match="no grouping 'text@nope'"):
+        run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out4")
+    (toy / "pairs.yaml").write_text(base + "text_groups: {file: missing.parquet, names: [text@good]}\n")
+    with pytest.raises(ConfigError, match="run the benchmark that writes it first"):
+        run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out5")

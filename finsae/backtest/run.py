@@ -48,6 +48,7 @@ from finsae.backtest.metrics import annual_return, annual_volatility, max_drawdo
 from finsae.backtest.pairs import all_pairs, pair_position, pair_tests, select_pairs
 from finsae.config import PairsBacktestConfig
 from finsae.data import load_prices, load_universe
+from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import percentile_of, within_pairs
 from finsae.group.taxonomy import taxonomy_labels
 
@@ -134,6 +135,37 @@ def _random_pairs(rng: np.random.Generator, usable_pos: np.ndarray, k: int) -> n
     return chosen
 
 
+def load_text_groups(cfg: PairsBacktestConfig, universe, start: pd.Timestamp) -> dict[str, tuple[pd.Series, bool]]:
+    """Group labels (ticker -> group) of each ``cfg.text_groups.names`` entry, and whether trading them from
+    ``start`` looks ahead (the text vintage was published on or after ``start``)."""
+    tg = cfg.text_groups
+    assert tg is not None
+    if not tg.file.is_file():
+        raise ConfigError(f"text_groups.file {tg.file} not found: run the benchmark that writes it first "
+                          "(e.g. finsae benchmark --config backtests/forward_2017.yaml)")
+    table = pd.read_parquet(tg.file)
+    need = {"ticker", "group", "name", "vintage"}
+    if not need <= set(table.columns):
+        raise DataError(f"{tg.file}: not a groups file (needs columns {sorted(need)}, has {list(table.columns)})")
+    out = {}
+    for name in tg.names:
+        rows = table[table["name"] == name]
+        if rows.empty:
+            raise ConfigError(f"text_groups: no grouping {name!r} in {tg.file}; it has e.g. "
+                              f"{sorted(table['name'].unique())[:8]}")
+        vintage = str(rows["vintage"].iloc[0])
+        published = universe.vintage(vintage).published if vintage in universe.vintages else None
+        ahead = published is None or published >= start
+        if ahead and not tg.allow_look_ahead:
+            raise ConfigError(f"text_groups: {name!r} comes from text vintage {vintage!r} (published "
+                              f"{published.date() if published is not None else 'on an unknown date'}), not before the "
+                              f"backtest start {start.date()}: trading it would look ahead (set allow_look_ahead to "
+                              "run it anyway, marked)")
+        out[name] = (pd.Series(rows["group"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"),
+                               name=name, dtype="string"), bool(ahead))
+    return out
+
+
 def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None = None, *,
                        write: bool = True) -> BacktestResult:
     """Run the walk-forward pairs backtest of ``cfg``; write the results folder unless ``write=False``."""
@@ -148,13 +180,18 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     rules = TradingRules(cfg.trading.entry_z, cfg.trading.exit_z, cfg.trading.stop_z, cfg.trading.borrow_bps,
                          cfg.periods_per_year)
     labels = {m: taxonomy_labels(universe, m) for m in cfg.methods}
+    look_ahead: dict[str, bool] = dict.fromkeys(cfg.methods, False)
+    if cfg.text_groups is not None:
+        for name, (lab, ahead) in load_text_groups(cfg, universe, pd.Timestamp(cfg.start)).items():
+            labels[name], look_ahead[name] = lab, ahead
+    methods = cfg.all_methods
     rng = np.random.default_rng(cfg.placebo.seed)
     sel = cfg.selection
     costs = list(cfg.costs_bps)
 
     books: list[tuple[str, str, int]] = []  # (method, kind, draw)
     book_index: dict[tuple[str, str, int], int] = {}
-    for m in cfg.methods:
+    for m in methods:
         for kind, draws in (("method", 1), ("random_pairs", cfg.placebo.draws),
                             ("random_groups", 0 if m == "all_pairs" else cfg.placebo.draws)):
             for d in range(draws):
@@ -194,7 +231,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
                                 max_half_life=sel.max_half_life, max_pairs=sel.max_pairs)
             return pos[keep]
 
-        for m in cfg.methods:
+        for m in methods:
             if m == "all_pairs":
                 cand = np.arange(len(pvalue))
                 wi = wj = None
@@ -232,7 +269,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
             net_all[c].append(portfolio_returns(paths.net(c, rules)[1:], paths.active[1:], cb, n_books))
         dates_all.append(close.index[w.trading])
 
-        method_cols = np.flatnonzero(np.isin(cb, [book_index[(m, "method", 0)] for m in cfg.methods]))
+        method_cols = np.flatnonzero(np.isin(cb, [book_index[(m, "method", 0)] for m in methods]))
         selection_parts.append(pd.DataFrame({
             "method": [books[b][0] for b in cb[method_cols]], "window": w.label(),
             "y": np.asarray(elig_tickers)[ci[method_cols]], "x": np.asarray(elig_tickers)[cj[method_cols]],
@@ -250,7 +287,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     selections = pd.concat(selection_parts, ignore_index=True)
     rf = (1 + cfg.rf_annual) ** (1 / cfg.periods_per_year) - 1
 
-    for m in cfg.methods:
+    for m in methods:
         b = book_index[(m, "method", 0)]
         part = pd.DataFrame({"method": m, "date": dates, "gross": gross[:, b]})
         for c in costs:
@@ -261,7 +298,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     trades_per_window = trades.groupby(["method", "window"]).size().rename("trades")
     windows_frame = windows_frame.join(trades_per_window, on=["method", "window"]).fillna({"trades": 0})
     labels_by_date = np.concatenate([np.full(len(d), w.label()) for d, w in zip(dates_all, windows, strict=True)])
-    per_window = daily.assign(window=np.tile(labels_by_date, len(cfg.methods))).groupby(["method", "window"])
+    per_window = daily.assign(window=np.tile(labels_by_date, len(methods))).groupby(["method", "window"])
     head_col = f"net_{cfg.headline_cost_bps:g}bp"
     windows_frame = windows_frame.join(
         per_window[["gross", head_col]].agg(lambda r: float(np.prod(1 + r) - 1))
@@ -279,8 +316,9 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
 
     summary = pd.DataFrame([
         _summary_row(m, book_index[(m, "method", 0)], gross, net, turnover, trades, windows_frame, placebo, cfg, rf)
-        for m in cfg.methods
+        for m in methods
     ])
+    summary["look_ahead"] = summary["method"].map(look_ahead).astype(bool)
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     result = BacktestResult(cfg.name, summary, daily, windows_frame, placebo, trades, selections, cfg,
                             out if write else None)

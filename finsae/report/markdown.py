@@ -92,7 +92,8 @@ def backtest_markdown(result: BacktestResult) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in s.itertuples(index=False):
         d = r._asdict()
-        cells = [METHOD_NAMES.get(r.method, r.method), _f(r.sharpe_gross, 2)]
+        name = METHOD_NAMES.get(r.method, r.method) + (" (LOOK-AHEAD)" if d.get("look_ahead") else "")
+        cells = [name, _f(r.sharpe_gross, 2)]
         cells += [_f(d[f"sharpe_net_{c:g}bp"], 2) for c in costs]
         cells.append(f"[{_f(r.sharpe_net_ci_low, 2)}, {_f(r.sharpe_net_ci_high, 2)}]")
         for kind in ("random_pairs", "random_groups"):
