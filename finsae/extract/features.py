@@ -172,6 +172,26 @@ def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[
                          shape=shape, dtype=np.float32)
 
 
+def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int):
+    """Yield ``(chunks, tokens, mask, feats)`` per length-sorted batch: the padded tokens, the mask of pooled
+    positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass stops
+    at the hook's block."""
+    import torch
+
+    tok = model.tokenizer
+    stop = hook_layer(hook) + 1
+    dtype = next(sae.parameters()).dtype
+    device = next(sae.parameters()).device
+    with torch.inference_mode():
+        for batch in _batches(chunks, batch_tokens):
+            tokens, pool = padded_batch(tok, batch)
+            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
+            acts = cache[hook].to(device=device, dtype=dtype)
+            feats = sae.encode(acts).float()  # [batch, width, d_sae]
+            mask = pool.to(feats.device)
+            yield batch, tokens, mask, feats * mask[..., None]
+
+
 def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
                      pooling: str = "sum", max_length: int | None = None, overlap: int = 0,
                      batch_tokens: int = 4096, progress: bool | None = None) -> FeatureSet:
@@ -200,9 +220,7 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
     d_sae = int(sae.cfg.d_sae)
-    stop = hook_layer(hook) + 1
     dtype = next(sae.parameters()).dtype
-    device = next(sae.parameters()).device
     how = "max" if pooling in ("max", "binary") else "sum"
     parts_r, parts_c, parts_v = [], [], []
     n_tokens = np.zeros(n_rows, dtype=np.int64)
@@ -211,13 +229,7 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     t0 = time.perf_counter()
     with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="extract",
                                        disable=None if progress is None else not progress) as bar:
-        for batch in _batches(chunks, batch_tokens):
-            tokens, pool = padded_batch(tok, batch)
-            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
-            acts = cache[hook].to(device=device, dtype=dtype)
-            feats = sae.encode(acts).float()  # [batch, width, d_sae]
-            mask = pool.to(feats.device)
-            feats = feats * mask[..., None]
+        for batch, _, mask, feats in encoded_batches(model, sae, hook, chunks, batch_tokens):
             if pooling in ("sum", "mean"):
                 pooled = feats.sum(dim=1)
             elif pooling in ("max", "binary"):
