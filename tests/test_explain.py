@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
+from finsae.errors import DataError
 from finsae.explain import latent_labels
 from finsae.extract import LoadedModel
 
@@ -61,3 +64,60 @@ def test_latent_labels_match_brute_force(model, sae, tmp_path, monkeypatch):
     again = latent_labels(LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded")), sae, DOCS, ids,
                           n_examples=3)
     assert again.table["label"].tolist() == res.table["label"].tolist()
+
+
+def synthetic_activity(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n, d = 120, 40
+    x = (rng.random((n, d)) < 0.1) * rng.random((n, d)) * 3
+    members = np.zeros(n, dtype=bool)
+    members[:20] = True
+    x[:20, 0] = 2.0 + rng.random(20)  # latent 0: every member, no one else
+    x[20:, 0] = 0.0
+    x[:20, 1] = (rng.random(20) < 0.8) * 1.5  # latent 1: most members
+    x[20:, 1] = 0.0
+    x[:, 2] = 1.0  # latent 2: everyone (generic)
+    return sp.csr_matrix(x), members
+
+
+def test_group_explanation_finds_the_distinguishing_latents():
+    from finsae.explain.groups import explain_group
+
+    x, members = synthetic_activity()
+    labels = pd.Series({0: "bank", 1: "loans", 2: "company"})
+    e = explain_group(x, members, labels=labels, top=3, group="banks")
+    assert list(e.latents["latent"][:2]) == [0, 1] and 2 not in set(e.latents["latent"])
+    assert list(e.latents["label"][:2]) == ["bank", "loans"]
+    a = (x.toarray() > 0)
+    p_in, p_out = a[members, 1].mean(), a[~members, 1].mean()
+    n = len(members)
+    expected = p_in * np.log((p_in + 1 / n) / (p_out + 1 / n))
+    assert np.isclose(e.latents.set_index("latent").loc[1, "score"], expected)
+    assert e.precision == 1.0 and e.recall == 1.0 and "bank" in e.rule
+    with pytest.raises(DataError, match="some but not all"):
+        explain_group(x, np.zeros(n, dtype=bool))
+
+
+def test_pair_explanation_terms_sum_to_the_cosine():
+    from finsae.explain.groups import explain_pair
+    from finsae.group.similarity import FeatureTransform
+
+    x, _ = synthetic_activity(1)
+    z = FeatureTransform("raw").fit_transform(x)
+    table = explain_pair(z, 0, 1, top=40)
+    assert np.isclose(table["contribution"].sum(), z[0] @ z[1])
+    assert np.isclose(table["share"].sum(), 1.0)
+    assert table["latent"].iloc[0] == 0  # the strong shared latent leads
+
+
+def test_faithfulness_explaining_latents_matter_more_than_random_ones():
+    from finsae.explain.groups import explain_group, faithfulness
+    from finsae.group.similarity import FeatureTransform
+
+    x, members = synthetic_activity(2)
+    z = FeatureTransform("raw").fit_transform(x)
+    e = explain_group(x, members, top=2)
+    f = faithfulness(z, x, members, e.latents["latent"].to_numpy(), draws=30, pool=10)
+    assert f.drop_explaining > 0.3 and f.faithful and f.percentile == 100.0
+    g = faithfulness(z, x, members, np.array([5, 6]), draws=30, pool=10)  # arbitrary latents: not faithful
+    assert not g.faithful
