@@ -10,6 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from finsae.backtest.run import BacktestResult
     from finsae.evaluate.benchmark import BenchmarkResult, DesignInfo
+    from finsae.explain.run import ExplanationResult
 
 METHOD_NAMES: dict[str, str] = {
     "all_pairs": "All pairs",
@@ -228,3 +229,27 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
         "shuffled over the companies (one draw; the null percentile uses many). Taxonomy codes are snapshots "
         "(SIC about 2018, GICS about 2020): this flatters the taxonomies in the forward design.")
     return "\n".join(parts) + "\n"
+
+
+def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str:
+    """The largest groups of an explained grouping: members, top latents with labels, rule quality,
+    faithfulness; and the share of faithful groups."""
+    f = result.faithfulness.set_index("group")
+    g = result.groups
+    order = f.sort_values("n_members", ascending=False).index[:max_groups]
+    lines = [f"## Explanations of `{result.grouping}`", "",
+             f"{len(f)} groups of 3 or more companies; the explaining latents are faithful (ablating them lowers "
+             f"the within-group cosine more than 95% of ablations of random latents with similar document "
+             f"frequency) for **{result.faithful_share:.0%}** of them.", "",
+             "| group | members | top latents (label: share in group / outside) | rule precision / recall | "
+             "cosine drop: explaining / random |", "|---|---|---|---|---|"]
+    for group in order:
+        rows = g[g["group"] == group].sort_values("rank").head(4)
+        latents = "; ".join(f"{r.label} ({r.p_in:.0%} / {r.p_out:.0%})" for r in rows.itertuples())
+        members = str(f.at[group, "members"])
+        members = members if len(members) <= 60 else members[:57] + "..."
+        first = rows.iloc[0] if len(rows) else None
+        rule = "n/a" if first is None else f"{first.precision:.2f} / {first.recall:.2f}"
+        lines.append(f"| {group} | {members} | {latents} | {rule} | "
+                     f"{f.at[group, 'drop_explaining']:.3f} / {f.at[group, 'drop_random_mean']:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,322 @@
+"""One self-contained HTML report (plots embedded as PNG) from results folders.
+
+Sections (each an element id, so tests and links can find them): ``benchmark`` (density-matched table and a
+plot of pair-weighted correlation by method and granularity with CIs), ``ranking`` (top-k neighbour
+correlation), ``pairs`` (equity curves gross and net, Sharpe with CI against the placebo distribution),
+``sizes`` (group size distribution), ``groups`` (every explained group with members, latents and rule) and
+``lookup`` (a company's peers under each method, and why).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finsae.errors import DataError
+from finsae.report.markdown import METHOD_NAMES
+
+logger = logging.getLogger(__name__)
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;
+color:#222;line-height:1.4}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .45rem;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.note{color:#555;font-size:.9rem}img{max-width:100%}details{margin:.3rem 0}summary{cursor:pointer}
+nav a{margin-right:1rem}.best{font-weight:bold}#lookup-out table{min-width:60%}code{background:#f6f6f6}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _name(m: str) -> str:
+    return METHOD_NAMES.get(m, m)
+
+
+def _esc(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _benchmark_section(results: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = pd.read_parquet(results / "comovement.parquet")
+    w = t[(t["design"] == t["design"].iloc[0]) & (t["frequency"] == t["frequency"].iloc[0])]
+    design, freq = w["design"].iloc[0], w["frequency"].iloc[0]
+    parts = [f'<section id="benchmark"><h2>Benchmark: co-movement inside peer groups</h2>'
+             f'<p class="note">Design <code>{_esc(design)}</code>, {freq} log returns '
+             f'{w["start"].iloc[0]:%Y-%m-%d} to {w["end"].iloc[0]:%Y-%m-%d}, {int(w["n_companies"].iloc[0])} '
+             "companies. Pair-weighted correlation inside groups, 95% CI over groups; text methods cut to each "
+             "taxonomy level's pair density.</p>"]
+    if "method_kind" not in w or not (w["method_kind"] == "text").any():
+        rows = "".join(f"<tr><td>{_esc(_name(r.method))}</td><td>{r.pair_weighted:.3f}</td>"
+                       f"<td>{r.pair_density:.2%}</td></tr>" for r in w.itertuples())
+        parts.append(f"<table><tr><th>method</th><th>pair-weighted</th><th>density</th></tr>{rows}</table>")
+        return "".join(parts) + "</section>"
+    dens = w[w["match"].isin(["density", "same_sizes"])]
+    levels = list(dict.fromkeys(dens["level"]))
+    methods = list(dict.fromkeys(dens["text_method"].dropna()))
+    head = "".join(f"<th>{_esc(m)}</th>" for m in ["level", "taxonomy", *methods])
+    body = []
+    for level in levels:
+        ref = w[(w["method"] == level) & (w["method_kind"] == "taxonomy")]
+        vals = {"taxonomy": float(ref["pair_weighted"].iloc[0]) if len(ref) else np.nan}
+        for m in methods:
+            r = dens[(dens["text_method"] == m) & (dens["level"] == level)]
+            vals[m] = float(r["pair_weighted"].iloc[0]) if len(r) else np.nan
+        best = max((v for v in vals.values() if not np.isnan(v)), default=np.nan)
+        cells = "".join(f'<td class="{"best" if v == best else ""}">{"" if np.isnan(v) else f"{v:.3f}"}</td>'
+                        for v in vals.values())
+        body.append(f"<tr><td>{_esc(_name(level))}</td>{cells}</tr>")
+    parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    series = ["taxonomy", *methods]
+    width = 0.8 / len(series)
+    for k, m in enumerate(series):
+        ys, lo, hi = [], [], []
+        for level in levels:
+            r = (w[(w["method"] == level) & (w["method_kind"] == "taxonomy")] if m == "taxonomy"
+                 else dens[(dens["text_method"] == m) & (dens["level"] == level)])
+            if len(r):
+                y = float(r["pair_weighted"].iloc[0])
+                ys.append(y)
+                lo.append(y - float(r["pair_weighted_ci_low"].iloc[0]))
+                hi.append(float(r["pair_weighted_ci_high"].iloc[0]) - y)
+            else:
+                ys.append(np.nan)
+                lo.append(0)
+                hi.append(0)
+        x = np.arange(len(levels)) + (k - len(series) / 2 + 0.5) * width
+        ax.bar(x, ys, width, label=m, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2)
+    allp = w[w["method"] == "all_pairs"]
+    if len(allp):
+        ax.axhline(float(allp["pair_weighted"].iloc[0]), color="k", ls="--", lw=1, label="all pairs")
+    ax.set_xticks(np.arange(len(levels)), [_name(lv) for lv in levels], rotation=20, ha="right")
+    ax.set_ylabel("pair-weighted correlation")
+    ax.set_title("Density-matched peer groups: within-group return correlation (95% CI over groups)")
+    ax.legend(ncol=4, fontsize=8)
+    parts.append(_png(fig))
+    verdict_path = results / "verdict.parquet"
+    if verdict_path.is_file():
+        from finsae.report.markdown import verdict_lines
+
+        v = pd.read_parquet(verdict_path)
+        v = v[(v["design"] == design) & (v["frequency"] == freq)]
+        items = "".join(f"<li>{_esc(line[2:]).replace('**', '')}</li>" for line in verdict_lines(v))
+        parts.append(f"<h3>Verdict</h3><ul class='note'>{items}</ul>")
+    return "".join(parts) + "</section>"
+
+
+def _ranking_section(results: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path = results / "ranking.parquet"
+    if not path.is_file():
+        return ""
+    r = pd.read_parquet(path)
+    r = r[(r["design"] == r["design"].iloc[0]) & (r["frequency"] == r["frequency"].iloc[0])]
+    ks = [c for c in r.columns if c.startswith("top")]
+    head = "".join(f"<th>{c}</th>" for c in ["method", *ks, "Spearman"])
+    rows = "".join("<tr><td>" + _esc(_name(x["method"])) + "</td>" + "".join(f"<td>{x[k]:.3f}</td>" for k in ks)
+                   + f"<td>{x['spearman']:.3f}</td></tr>" for _, x in r.iterrows())
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for _, x in r.iterrows():
+        ax.plot([int(k[3:]) for k in ks], [x[k] for k in ks], marker="o", label=_name(x["method"]),
+                ls="-" if x["method_kind"] == "text" else ":")
+    ax.set_xlabel("k nearest companies")
+    ax.set_ylabel("mean return correlation")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Top-k neighbour correlation")
+    return (f'<section id="ranking"><h2>Ranking: do the most similar companies co-move?</h2>'
+            f"<table><tr>{head}</tr>{rows}</table>{_png(fig)}</section>")
+
+
+def _pairs_section(pairs: Path | None) -> str:
+    import matplotlib.pyplot as plt
+
+    if pairs is None or not (pairs / "summary.parquet").is_file():
+        return ('<section id="pairs"><h2>Pairs trading</h2><p class="note">No backtest results given '
+                "(finsae report --pairs DIR).</p></section>")
+    s = pd.read_parquet(pairs / "summary.parquet")
+    daily = pd.read_parquet(pairs / "daily.parquet")
+    placebo = pd.read_parquet(pairs / "placebo.parquet")
+    net_col = next(c for c in daily.columns if c.startswith("net_") and c != "net_0bp" and "10" in c) \
+        if any("10" in c for c in daily.columns) else "net_0bp"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for m, g in daily.groupby("method", sort=False):
+        for ax, col in zip(axes, ["gross", net_col], strict=True):
+            ax.plot(g["date"], np.cumsum(g[col].to_numpy()), label=_name(str(m)), lw=1)
+    axes[0].set_title("cumulative return, gross")
+    axes[1].set_title(f"cumulative return, {net_col.replace('_', ' ')}")
+    axes[1].legend(fontsize=7)
+    curves = _png(fig)
+    sharpe_col = "sharpe_" + net_col
+    fig, ax = plt.subplots(figsize=(12, 4))
+    methods = list(s["method"])
+    for k, m in enumerate(methods):
+        pl = placebo[(placebo["method"] == m) & (placebo["kind"] == "random_pairs")][sharpe_col].dropna()
+        if len(pl):
+            ax.violinplot(pl, positions=[k], widths=0.7, showextrema=False)
+    ax.errorbar(np.arange(len(methods)), s[sharpe_col],
+                yerr=[s[sharpe_col] - s["sharpe_net_ci_low"], s["sharpe_net_ci_high"] - s[sharpe_col]],
+                fmt="o", color="crimson", capsize=3, label="method (95% CI)")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(methods)), [_name(m) for m in methods], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(f"Sharpe, {net_col.replace('_', ' ')}")
+    ax.set_title("Sharpe ratio with CI against random-pairs placebos (violins)")
+    ax.legend()
+    rows = "".join(f"<tr><td>{_esc(_name(r.method))}</td><td>{r.sharpe_gross:.2f}</td><td>{getattr(r, sharpe_col):.2f}"
+                   f" [{r.sharpe_net_ci_low:.2f}, {r.sharpe_net_ci_high:.2f}]</td><td>{r.random_pairs_percentile:.0f}"
+                   f"</td><td>{r.pairs_traded}</td></tr>" for r in s.itertuples())
+    table = ("<table><tr><th>method</th><th>Sharpe gross</th><th>Sharpe net [95% CI]</th><th>random pairs pct</th>"
+             f"<th>pairs traded</th></tr>{rows}</table>")
+    return (f'<section id="pairs"><h2>Pairs trading inside peer groups</h2>{table}{curves}{_png(fig)}'
+            "</section>")
+
+
+def _sizes_section(results: Path, names: list[str]) -> str:
+    import matplotlib.pyplot as plt
+
+    files = sorted(results.glob("groups_*.parquet"))
+    if not files:
+        return ""
+    g = pd.read_parquet(files[0])
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    bins = np.unique(np.round(np.logspace(0, 3, 20)))
+    for name in names:
+        sizes = g[g["name"] == name]["group"].value_counts()
+        if len(sizes):
+            ax.hist(sizes, bins=bins, histtype="step", lw=1.5, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("group size (companies)")
+    ax.set_ylabel("groups")
+    ax.legend(fontsize=7)
+    ax.set_title("Group size distribution (density-matched at GICS industry)")
+    return f'<section id="sizes"><h2>Group sizes</h2>{_png(fig)}</section>'
+
+
+def _groups_section(expl: Path | None) -> str:
+    if expl is None or not (expl / "groups.parquet").is_file():
+        return ('<section id="groups"><h2>Groups and their explanations</h2><p class="note">No explanations '
+                "given (finsae explain, then finsae report --explanations DIR).</p></section>")
+    g = pd.read_parquet(expl / "groups.parquet")
+    f = pd.read_parquet(expl / "faithfulness.parquet").set_index("group")
+    manifest = json.loads((expl / "manifest.json").read_text()) if (expl / "manifest.json").is_file() else {}
+    items = []
+    for group in f.sort_values("n_members", ascending=False).index:
+        rows = g[g["group"] == group].sort_values("rank")
+        latents = "".join(f"<tr><td>{int(r.latent)}</td><td>{_esc(r.label)}</td><td>{r.p_in:.0%}</td>"
+                          f"<td>{r.p_out:.1%}</td><td>{r.lift:.1f}</td></tr>" for r in rows.itertuples())
+        first = rows.iloc[0] if len(rows) else None
+        fa = f.loc[group]
+        rule = _esc(first.rule) if first is not None else ""
+        items.append(
+            f"<details><summary><b>{_esc(group)}</b> ({int(fa['n_members'])} companies): "
+            f"{_esc(', '.join(rows['label'].head(3)))}</summary>"
+            f"<p>Members: {_esc(fa['members'])}</p>"
+            f"<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>{latents}</table>"
+            f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p><pre>{rule}</pre>"
+            f"<p class='note'>Faithfulness: ablating the top latents lowers the within-group cosine by "
+            f"{fa['drop_explaining']:.3f}, random latents of similar frequency by {fa['drop_random_mean']:.3f} "
+            f"(95th pct {fa['drop_random_p95']:.3f}): {'faithful' if fa['faithful'] else 'not faithful'}.</p>"
+            "</details>")
+    share = float(f["faithful"].mean())
+    return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(manifest.get("grouping", ""))}'
+            f"</code></h2><p>{len(f)} groups; the explaining latents are faithful for <b>{share:.0%}</b> of them."
+            f"</p>{''.join(items)}</section>")
+
+
+def _lookup_section(results: Path, names: list[str], expl: Path | None) -> str:
+    files = sorted(results.glob("groups_*.parquet"))
+    if not files:
+        return ""
+    g = pd.read_parquet(files[0])
+    peers: dict[str, dict[str, list[str]]] = {}
+    for name in names:
+        rows = g[g["name"] == name]
+        members = rows.groupby("group")["ticker"].apply(list)
+        for ticker, group in zip(rows["ticker"], rows["group"], strict=True):
+            if pd.notna(group):
+                others = [t for t in members[group] if t != ticker]
+                peers.setdefault(ticker, {})[name] = others[:25] + (["..."] if len(others) > 25 else [])
+    why: dict[str, str] = {}
+    if expl is not None and (expl / "groups.parquet").is_file():
+        e = pd.read_parquet(expl / "groups.parquet")
+        top = e[e["rank"] < 3].groupby("group")["label"].apply(lambda x: "; ".join(x))
+        grouping = json.loads((expl / "manifest.json").read_text()).get("grouping") if (expl / "manifest.json").is_file() else None
+        rows = g[g["name"] == grouping]
+        for ticker, group in zip(rows["ticker"], rows["group"], strict=True):
+            if group in top.index:
+                why[ticker] = str(top[group])
+    data = json.dumps({"peers": peers, "why": why, "names": names}).replace("</", "<\\/")
+    options = "".join(f'<option value="{_esc(t)}">' for t in sorted(peers))
+    script = """
+<script>
+const LOOKUP = __DATA__;
+function showPeers() {
+  const t = document.getElementById('ticker').value.trim().toUpperCase();
+  const out = document.getElementById('lookup-out');
+  const p = LOOKUP.peers[t];
+  if (!p) { out.textContent = t ? ('No peers for ' + t + ' (unknown ticker or no text).') : ''; return; }
+  let rows = '';
+  for (const n of LOOKUP.names) { rows += '<tr><td>' + n + '</td><td>' + ((p[n] || []).join(', ') || '(alone)') + '</td></tr>'; }
+  const why = LOOKUP.why[t] ? '<p>Why (top latents of its SAE group): ' + LOOKUP.why[t].replace(/</g, '&lt;') + '</p>' : '';
+  out.innerHTML = '<table><tr><th>method</th><th>peers</th></tr>' + rows + '</table>' + why;
+}
+document.getElementById('ticker').addEventListener('input', showPeers);
+showPeers();
+</script>""".replace("__DATA__", data)
+    return (f'<section id="lookup"><h2>Company lookup</h2><label>Ticker: <input id="ticker" list="tickers" '
+            f'value="JPM"></label><datalist id="tickers">{options}</datalist><div id="lookup-out"></div>'
+            f"{script}</section>")
+
+
+def build_report(results: str | Path, *, pairs: str | Path | None = None, explanations: str | Path | None = None,
+                 title: str = "finsae report") -> str:
+    """The report's HTML (see the module docstring)."""
+    results = Path(results)
+    if not (results / "comovement.parquet").is_file():
+        raise DataError(f"{results} is not a benchmark results folder (no comovement.parquet)")
+    pairs_dir = Path(pairs) if pairs is not None else None
+    expl = Path(explanations) if explanations is not None else None
+    names = []
+    files = sorted(results.glob("groups_*.parquet"))
+    if files:
+        all_names = pd.read_parquet(files[0], columns=["name"])["name"].unique()
+        names = [n for n in all_names if n.endswith("@gics_industry:density")]
+    sections = [_benchmark_section(results), _ranking_section(results), _pairs_section(pairs_dir),
+                _sizes_section(results, names), _groups_section(expl), _lookup_section(results, names, expl)]
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup"))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f"<body><h1>{_esc(title)}</h1><p class='note'>From <code>{_esc(results)}</code>"
+            f"{f' and <code>{_esc(pairs_dir)}</code>' if pairs_dir else ''}.</p><nav>{nav}</nav>"
+            f"{''.join(sections)}</body></html>")
+
+
+def write_report(results: str | Path, out: str | Path, **kwargs) -> Path:
+    """Build the report and write it atomically to ``out``."""
+    from finsae._io import write_text
+
+    out = Path(out)
+    write_text(build_report(results, **kwargs), out)
+    logger.info("report written to %s", out)
+    return out
