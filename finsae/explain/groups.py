@@ -139,12 +139,14 @@ def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: 
     if len(rows) < 2:
         raise DataError(f"group {group!r} needs at least 2 members for a within-group cosine")
     latents = np.asarray(latents, dtype=np.int64)
-    base = _within_mean_cosine(z, rows)
+    zg = z[rows]  # only the group's rows matter
+    every = np.arange(len(rows))
+    base = _within_mean_cosine(zg, every)
 
     def ablated(cols: np.ndarray) -> float:
-        zz = z.copy()
+        zz = zg.copy()
         zz[:, cols] = 0.0
-        return base - _within_mean_cosine(zz, rows)
+        return base - _within_mean_cosine(zz, every)
 
     drop = ablated(latents)
     df = np.asarray(_activity(features).mean(axis=0)).ravel()
