@@ -93,6 +93,8 @@ class TextMethodConfig(_Strict):
     transform: Literal["raw", "log1p", "binary", "idf", "select"] = "log1p"
     n_components: int | None = Field(None, ge=1)
     clusterer: Literal["average", "mst", "kmeans", "select"] = "average"
+    # candidates for transform: select (default: selection.transforms)
+    transforms: list[Literal["raw", "log1p", "binary", "idf"]] | None = Field(None, min_length=1)
 
 
 class GranularityConfig(_Strict):

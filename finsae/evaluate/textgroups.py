@@ -126,7 +126,7 @@ class TextStage:
     def _method(self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]) -> TextMethodResult:
         feats = self._features(m, vintage)
         sel_cfg = self.cfg.selection
-        transforms = list(sel_cfg.transforms) if m.transform == "select" else [m.transform]
+        transforms = list(m.transforms or sel_cfg.transforms) if m.transform == "select" else [m.transform]
         clusterers = list(sel_cfg.clusterers) if m.clusterer == "select" else [m.clusterer]
         zs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for t in transforms:
