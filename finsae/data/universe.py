@@ -106,7 +106,8 @@ class Universe:
         """Non-empty texts of one vintage, indexed by ticker (companies without text are absent)."""
         self.vintage(vintage)
         rows = self.texts[self.texts["vintage"] == vintage]
-        return pd.Series(rows["text"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"), name=vintage)
+        return pd.Series(rows["text"].to_numpy(), index=pd.Index(rows["ticker"].to_numpy(), dtype=object, name="ticker"),
+                         name=vintage)
 
     def missing_text(self, vintage: str) -> pd.Index:
         """Tickers with no (or only blank) text in ``vintage``."""

@@ -98,6 +98,8 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
         # count-matched text groups: no permutation null (their giant groups make it slow and it says nothing
         # the density-matched rows do not)
         draws = 0 if extra.get("match") == "count" and not ev.null_for_count_matched else ev.null_draws
+        if extra.get("method_kind") == "random":
+            draws = 0  # a random grouping against random groupings: nothing to learn
         result = comovement(corr, labels, null_draws=draws, bootstrap_draws=ev.bootstrap_draws,
                             seed=ev.seed, method=name)
         out["rows"].append({**keys, "n_periods": panel.n_periods, **extra, **result.to_dict()})
@@ -178,7 +180,8 @@ def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, 
                 continue
             best_text = cands.loc[cands["pair_weighted"].idxmax()]
             leader = best_text["method"] if best_text["pair_weighted"] > ref["pair_weighted"] else level
-            diff = paired_difference(corr, labels[best_text["method"]], labels[level], draws=draws, seed=seed)
+            diff = d if row.get("headline") == best_text["method"] else paired_difference(
+                corr, labels[best_text["method"]], labels[level], draws=draws, seed=seed)
             out.append({**row, "leader": leader, "best_text": best_text["method"],
                         "n_candidates": len(cands), "best_text_pair_weighted": best_text["pair_weighted"],
                         "best_text_pair_density": best_text["pair_density"],

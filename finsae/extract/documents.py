@@ -53,7 +53,7 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
     texts = universe.descriptions(vintage)
     if texts.empty:
         raise DataError(f"universe {universe.source} has no {vintage!r} descriptions")
-    tickers = pd.Index(texts.index, name="ticker")
+    tickers = pd.Index(texts.index.to_numpy(), dtype=object, name="ticker")
     if kind == "sae":
         from finsae.extract.cache import cached_extract
         from finsae.extract.model import load_model

@@ -162,7 +162,7 @@ class PeerGrouper:
 
     def grouping(self, method: str, target: GranularityTarget, match: str) -> TextGrouping:
         codes, params = self.labels_for(target, match)
-        labels = pd.Series(pd.array([f"{method}:{c}" if c >= 0 else pd.NA for c in codes], dtype="string"),
+        labels = pd.Series(np.array([f"{method}:{c}" if c >= 0 else None for c in codes], dtype=object),
                            index=self.tickers, name=method)
         k, dens = n_groups(codes), pair_density(codes)
         return TextGrouping(method, target.level, match, labels, k, dens,
