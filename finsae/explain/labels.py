@@ -7,7 +7,9 @@ One pass over a corpus (the same chunks and forward pass as extraction) collects
 * the ``n_examples`` strongest activations, each with its document and a snippet of the text around it.
 
 The label is the ``n_label_tokens`` tokens with the highest ``mass[j, t] * log(N / count[t])`` (``N`` = pooled
-tokens in the corpus): tokens the latent fires on a lot, down-weighted when they are everywhere. Results are
+tokens in the corpus): tokens the latent fires on a lot, down-weighted when they are everywhere. Where those are
+only function words (the latent reads context, not the word), the two commonest content words around its
+strongest examples are added: ``of (near: banking, services)``. Results are
 cached under ``<finsae cache>/labels/`` by a key over the model, the SAE, the chunking and the texts.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
 from finsae._io import write_parquet
@@ -62,7 +67,7 @@ def _clean_token(text: str) -> str:
 def _labels_key(model_id: str, weight_hash: str, sae_digest: str, max_length: int, ids: Sequence[str],
                 texts: Sequence[str], n_examples: int, n_label_tokens: int) -> str:
     digest = hashlib.sha256(json.dumps([model_id, weight_hash, sae_digest, max_length, n_examples, n_label_tokens,
-                                        "v1"]).encode())
+                                        "v2"]).encode())
     for d, t in zip(ids, texts, strict=True):
         digest.update(b"\x00" + str(d).encode() + b"\x01" + str(t).encode())
     return digest.hexdigest()[:32]
@@ -153,26 +158,9 @@ def _compute(model, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_e
     n_pooled = max(int(count.sum()), 1)
     idf = np.log(n_pooled / np.maximum(count, 1))
     scored = mass.multiply(idf[None, :]).tocsr()
-    rows = []
-    for j in range(d_sae):
-        lo, hi = scored.indptr[j], scored.indptr[j + 1]
-        cols, vals = scored.indices[lo:hi], scored.data[lo:hi]
-        words: list[str] = []
-        for c in cols[np.argsort(-vals, kind="stable")]:
-            if int(c) in special:
-                continue
-            word = _clean_token(tok.decode([int(c)]))
-            if word and word not in words and any(ch.isalnum() for ch in word):
-                words.append(word)
-            if len(words) == n_label_tokens:
-                break
-        m_lo, m_hi = mass.indptr[j], mass.indptr[j + 1]
-        rows.append({"latent": j, "label": " / ".join(words) if words else "(never active)",
-                     "top_tokens": words, "n_active_tokens": int(active[j]),
-                     "activation_mass": float(mass.data[m_lo:m_hi].sum())})
-    table = pd.DataFrame(rows).set_index("latent", drop=False)
     ids = [str(doc_ids[k]) for k in keep]
     examples = []
+    context_words: dict[int, Counter] = {}
     tv, tc, tp = top_val.numpy(), top_chunk.numpy(), top_pos.numpy()
     for j in range(d_sae):
         for r in range(n_examples):
@@ -185,6 +173,33 @@ def _compute(model, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_e
             right = tok.decode(chunk.tokens[pos + 1: pos + 1 + context // 2])
             examples.append({"latent": j, "rank": r, "value": float(tv[r, j]), "doc_id": ids[chunk.doc],
                              "token": mid, "snippet": f"{left}[[{mid}]]{right}".replace("\n", " ")})
+            context_words.setdefault(j, Counter()).update(
+                {w for w in re.findall(r"[a-z][a-z]+", f"{left} {right}".lower()) if w not in ENGLISH_STOP_WORDS})
+    rows = []
+    for j in range(d_sae):
+        lo, hi = scored.indptr[j], scored.indptr[j + 1]
+        cols, vals = scored.indices[lo:hi], scored.data[lo:hi]
+        words: list[str] = []
+        marks: list[str] = []  # punctuation-only tokens, if nothing better
+        for c in cols[np.argsort(-vals, kind="stable")]:
+            if int(c) in special:
+                continue
+            word = _clean_token(tok.decode([int(c)]))
+            if word and word not in words and any(ch.isalnum() for ch in word):
+                words.append(word)
+            elif word and word not in marks and len(marks) < n_label_tokens:
+                marks.append(f"'{word}'")
+            if len(words) == n_label_tokens:
+                break
+        label = " / ".join(words or marks) if active[j] else "(never active)"
+        if active[j] and (not words or all(w in ENGLISH_STOP_WORDS for w in words)):
+            near = [w for w, _ in context_words.get(j, Counter()).most_common(2)]  # function words: add context
+            if near:
+                label += f" (near: {', '.join(near)})"
+        m_lo, m_hi = mass.indptr[j], mass.indptr[j + 1]
+        rows.append({"latent": j, "label": label, "top_tokens": words, "n_active_tokens": int(active[j]),
+                     "activation_mass": float(mass.data[m_lo:m_hi].sum())})
+    table = pd.DataFrame(rows).set_index("latent", drop=False)
     return LatentLabels(table, pd.DataFrame(examples, columns=["latent", "rank", "value", "doc_id", "token",
                                                                 "snippet"]))
 
