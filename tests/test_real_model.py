@@ -40,3 +40,35 @@ def test_real_descriptions_pool_and_peers_make_sense(real):
     within = np.mean([sim[i, j] for g in (banks, chips) for i in g for j in g if i != j])
     across = np.mean([sim[i, j] for i in banks for j in chips])
     assert within > across  # banks resemble banks and chip makers chip makers more than each other
+
+
+def test_known_groups_are_explained_by_latents_that_name_them(real, tmp_path, monkeypatch):
+    """Banks, REITs and chip makers (GICS) on a sample of the real descriptions: their explaining latents'
+    labels name banking, real estate and semiconductors."""
+    import pandas as pd
+
+    from finsae.explain import latent_labels
+    from finsae.explain.groups import explain_group
+
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
+    loaded, sae = real
+    u = load_universe()
+    texts = u.descriptions("2017")
+    gics = u.companies["gics"].reindex(texts.index)
+    groups = {"banks": gics.str[:6] == "401010", "reits": gics.str[:4] == "6010", "chips": gics.str[:6] == "453010"}
+    chosen = pd.Index([])
+    for mask in groups.values():
+        chosen = chosen.union(texts.index[mask.fillna(False).to_numpy()][:25])
+    others = texts.index.difference(chosen).to_series().sample(120, random_state=0).index
+    tickers = chosen.union(others)
+    docs = list(texts.loc[tickers])
+    fs = extract_features(loaded.model, sae, docs, doc_ids=list(tickers), batch_tokens=8192)
+    labels = latent_labels(loaded, sae, docs, list(tickers), cache=False).labels()
+    expect = {"banks": ("bank", "loan", "deposit"), "reits": ("estate", "reit", "propert", "real"),
+              "chips": ("semiconductor", "chip", "circuit")}
+    for name, mask in groups.items():
+        members = mask.reindex(tickers).fillna(False).to_numpy()
+        e = explain_group(fs.matrix, members, labels=labels, top=8, group=name)
+        text = " ".join(e.latents["label"]).lower()
+        assert any(word in text for word in expect[name]), (name, list(e.latents["label"]))
+        assert e.recall > 0.6
