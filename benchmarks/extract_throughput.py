@@ -64,6 +64,35 @@ def main() -> None:
             t0 = time.perf_counter()
             loaded.model.run_with_cache(x, names_filter=hook, stop_at_layer=layer + 1)
             print(f"forward to {hook}: {n / (time.perf_counter() - t0):,.0f} tokens/s (64 documents, padded batch)")
+    hf_forward_comparison(loaded, x, n)
+
+
+def hf_forward_comparison(loaded, x: torch.Tensor, n: int, layer: int = 3) -> None:
+    """The same padded batch through the Hugging Face model truncated after ``layer`` (its output read by a
+    forward hook, before any final norm) against TransformerLens' ``blocks.<layer>.hook_resid_post``."""
+    from transformers import AutoModelForCausalLM
+
+    from finsae.extract.model import default_checkpoint_dir
+
+    hf = AutoModelForCausalLM.from_pretrained(str(default_checkpoint_dir()), torch_dtype=torch.float32).eval()
+    inner = hf.model
+    inner.layers = inner.layers[: layer + 1]
+    captured = {}
+    inner.layers[layer].register_forward_hook(lambda mod, inp, out: captured.update(x=out[0] if isinstance(out, tuple) else out))
+    hook = f"blocks.{layer}.hook_resid_post"
+    with torch.inference_mode():
+        _, cache = loaded.model.run_with_cache(x, names_filter=hook, stop_at_layer=layer + 1)
+        inner(input_ids=x)
+        ref, got = cache[hook], captured["x"]
+        rel = float((got - ref).norm() / ref.norm())
+        for name, fn in (("TransformerLens", lambda: loaded.model.run_with_cache(x, names_filter=hook,
+                                                                                 stop_at_layer=layer + 1)),
+                         ("transformers (truncated)", lambda: inner(input_ids=x))):
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            print(f"forward to {hook} with {name}: {n / (time.perf_counter() - t0):,.0f} tokens/s")
+    print(f"transformers vs TransformerLens activations at {hook}: relative difference {rel:.1e}")
 
 
 if __name__ == "__main__":
