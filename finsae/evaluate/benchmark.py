@@ -226,6 +226,15 @@ def rolling_designs(cfg: BenchmarkConfig, universe: Universe, prices: Prices) ->
     return universe, out
 
 
+def _text_provenance(stage: TextStage | None) -> dict:
+    """Per vintage and text method: what produced the features and what the selection chose."""
+    if stage is None:
+        return {}
+    return {v: {name: {"features": m.features.source, "transform": m.transform, "clusterer": m.clusterer,
+                       "companies": len(m.tickers)} for name, m in groups.methods.items()}
+            for v, groups in stage._vintages.items()}
+
+
 def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless ``write=False``."""
@@ -284,7 +293,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
         write_text(benchmark_markdown(res), out / "table.md")
         write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source, "prices": prices.source},
                                 time.perf_counter() - t0, n_companies=len(universe),
-                                prices_window=[str(prices.start.date()), str(prices.end.date())]),
+                                prices_window=[str(prices.start.date()), str(prices.end.date())],
+                                text_methods=_text_provenance(text_stage)),
                    out / "manifest.json")
         logger.info("benchmark %s written to %s", cfg.name, out)
     return res
