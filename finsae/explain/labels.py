@@ -105,8 +105,7 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
                       n_label_tokens=n_label_tokens, context=context, max_length=max_length,
                       batch_tokens=batch_tokens, progress=progress)
     if cache:
-        write_parquet(result.table.reset_index(drop=True), folder / "labels.parquet")
-        write_parquet(result.examples, folder / "examples.parquet")
+        save_labels(result, folder)
     return result
 
 

@@ -209,23 +209,13 @@ def linkage_merges(d: np.ndarray, method: str = "average") -> MergeSequence:
     return MergeSequence.build(n, a, b, tree[:, 2])
 
 
-def merges_for_target(seq: MergeSequence, *, n_clusters: int | None = None, density: float | None = None,
-                      n_total: int | None = None) -> int:
-    """Number of merges that gives ``n_clusters`` groups, or the pair density nearest ``density`` (over
-    ``n_total`` companies, default ``seq.n``). Exactly one target must be given."""
-    if (n_clusters is None) == (density is None):
-        raise DataError("give exactly one of n_clusters and density")
-    if n_clusters is not None:
-        lo = seq.n - len(seq.a)  # groups when every merge is done
-        if not lo <= n_clusters <= seq.n:
-            raise DataError(f"n_clusters={n_clusters} is not reachable: between {lo} and {seq.n} groups possible")
-        return seq.n - n_clusters
-    assert density is not None
-    n_total = n_total or seq.n
-    if not 0.0 <= density <= 1.0:
-        raise DataError(f"density must be in [0, 1], got {density}")
-    pairs = np.concatenate([[0], np.cumsum(seq.new_pairs)]) / (n_total * (n_total - 1) / 2)
-    return int(np.argmin(np.abs(pairs - density)))
+def merges_for_target(seq: MergeSequence, *, n_clusters: int) -> int:
+    """Number of merges that leaves exactly ``n_clusters`` groups (pair densities are matched by
+    :meth:`MergeSequence.greedy_labels` instead: a single cut can jump past them)."""
+    lo = seq.n - len(seq.a)  # groups when every merge is done
+    if not lo <= n_clusters <= seq.n:
+        raise DataError(f"n_clusters={n_clusters} is not reachable: between {lo} and {seq.n} groups possible")
+    return seq.n - n_clusters
 
 
 # --- estimators ------------------------------------------------------------------------------------------------
