@@ -269,6 +269,50 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
     click.echo(f"report written to {path.resolve()}")
 
 
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"), show_default=True,
+              help="Benchmark results folder.")
+@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
+@click.option("--explanations", type=click.Path(path_type=Path), multiple=True,
+              help="Explanations folder(s) from finsae explain (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Export folder to write.")
+@click.option("--k", type=int, default=20, show_default=True, help="Peers per company in peers.parquet.")
+@click.option("--vintage", default=None, help="Formation text vintage (default: the first design's).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+@_friendly
+def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path, k: int, vintage: str | None,
+           overwrite: bool) -> None:
+    """Write a versioned export (parquet tables + manifest.json, schema-checked) any tool can read."""
+    from finsae.export import export_run
+
+    res = export_run(results, out, pairs=pairs, explanations=list(explanations), k=k, vintage=vintage,
+                     overwrite=overwrite, progress=True)
+    click.echo(res.to_frame().to_string(index=False))
+    click.echo(f"export (schema {res.manifest['schema_version']}) written to {res.path}")
+
+
+@cli.command()
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), required=True, help="Export folder to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
+              help="File whose first line is the API key (default: the FINSAE_API_KEY environment variable).")
+@_friendly
+def serve(export_dir: Path, host: str, port: int, api_key_file: Path | None) -> None:
+    """Serve peers, similarities and explanations of an export over HTTP (read-only, API key required)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise click.UsageError(f"finsae serve needs the serve extra ({exc.name} is missing): "
+                               "pip install 'finsae[serve]'") from None
+    from finsae.serve import read_api_key
+    from finsae.serve import serve as run_service
+
+    key = read_api_key(api_key_file)
+    run_service(export_dir, host=host, port=port, api_key=key)
+
+
 @cli.command("sae-eval")
 @click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE).")
 @click.option("--model", "model_source", default="gemma-3-270m", show_default=True)

@@ -1,0 +1,383 @@
+"""Write a versioned export of a model run: parquet tables plus ``manifest.json``, readable without finsae.
+
+An export is made from a ``finsae benchmark`` results folder (its manifest names the universe, the text methods,
+their feature sources and the transform each method used), optionally with a pairs backtest folder and
+``finsae explain`` folders. Layout (schema version :data:`SCHEMA_VERSION`; columns in ``export_schema.json``):
+
+* ``companies.parquet``: one row per company of the universe (ticker, name, codes, GICS names, ``has_text``).
+* ``groups.parquet``: long table ``grouping, method, level, match, kind, group, ticker`` with every text grouping
+  of the benchmark's formation vintage and the taxonomy groupings of the benchmark's levels.
+* ``vectors.parquet``: ``method, ticker, dim, value``: the non-zero entries of each text method's unit-length
+  company vectors (the method's transform fitted on the formation text). The cosine similarity of two companies
+  is the sum of products of their entries with equal ``dim``.
+* ``peers.parquet``: ``method, ticker, rank, peer, similarity``: each company's ``k`` most similar companies
+  (ties broken by universe order).
+* ``dimensions.parquet``: ``method, dim, label``: what a dimension of an interpretable method means (an SAE
+  latent's label, a TF-IDF term); pair explanations name the shared dimensions with it.
+* ``latents.parquet``, ``group_explanations.parquet``, ``group_faithfulness.parquet``: SAE latent labels and group
+  explanations (with explanation folders).
+* ``benchmark_*.parquet`` and ``backtest_*.parquet``: the benchmark's and the pairs backtest's result tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from finsae._io import file_sha256, write_json, write_parquet
+from finsae.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: Version of the export layout; bumped on any change a reader could notice (a column renamed, removed or
+#: retyped, a table removed). Adding a table or a column keeps the major version.
+SCHEMA_VERSION = "1.0"
+
+_TAXONOMY_FAMILY = {"gics": "gics", "sic": "sic", "yahoo": "yahoo"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_run` wrote: the folder, the manifest and rows per table."""
+
+    path: Path
+    manifest: dict
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"table": name, **{k: v for k, v in info.items() if k != "columns"}}
+                             for name, info in self.manifest["tables"].items()])
+
+
+def top_peers(sims: np.ndarray, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the ``k`` largest entries of ``sims`` (the cosine similarities of company ``row`` to every
+    company) other than ``row`` itself, and their values; ties broken by position (the universe order)."""
+    sims = np.array(sims, dtype=np.float64).ravel()
+    sims[row] = -np.inf
+    k = min(k, len(sims) - 1)
+    if k <= 0:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+    # candidates: everything at least as similar as the k-th largest, then an exact (similarity, position) sort
+    kth = np.partition(sims, len(sims) - k)[len(sims) - k]
+    cand = np.flatnonzero(sims >= kth)
+    order = cand[np.lexsort((cand, -sims[cand]))][:k]
+    return order, sims[order]
+
+
+def similarity_matrix(z: sp.csr_matrix) -> np.ndarray:
+    """``z @ z.T`` as a dense float64 array (BLAS on dense rows unless ``z`` is very sparse)."""
+    if z.nnz > 0.05 * z.shape[0] * z.shape[1]:
+        d = z.toarray().astype(np.float64)
+        return d @ d.T
+    z64 = z.astype(np.float64)
+    return (z64 @ z64.T).toarray()
+
+
+def _results_manifest(results: Path) -> dict:
+    path = results / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{results} is not a finsae benchmark results folder (no manifest.json); "
+                          "run finsae benchmark --config ... first")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("text_methods"):
+        raise ConfigError(f"the benchmark in {results} has no text methods: nothing to export (peers and "
+                          "similarities come from text features)")
+    return manifest
+
+
+def _pick_vintage(manifest: dict, vintage: str | None) -> str:
+    available = list(manifest["text_methods"])
+    if vintage is not None:
+        if vintage not in available:
+            raise ConfigError(f"the benchmark has no text groups for vintage {vintage!r}; available: {available}")
+        return vintage
+    for design in manifest["config"].get("designs", []):  # the first design's formation text: the headline
+        if design.get("text_vintage") in available:
+            return str(design["text_vintage"])
+    return available[0]
+
+
+def _universe(manifest: dict, companies: str | Path | None):
+    from finsae.data import load_universe
+
+    recorded = manifest.get("data", {}).get("companies", {})
+    path = companies if companies is not None else recorded.get("path")
+    if path is not None and not Path(path).is_file():
+        raise DataError(f"the benchmark's companies table {path} is missing; pass the table it was run on")
+    if path is not None and recorded.get("sha256") and file_sha256(path) != recorded["sha256"]:
+        raise DataError(f"companies table {path} differs from the one the benchmark was run on "
+                        f"(sha256 {recorded['sha256'][:12]}...): rerun finsae benchmark on it")
+    return load_universe(path)
+
+
+def _method_vectors(manifest: dict, universe, vintage: str, progress: bool | None) -> dict[str, tuple]:
+    """Each text method's unit-length company vectors, recomputed from the (cached) features with the transform the
+    benchmark used; a feature source that no longer matches the benchmark's is an error, not a silent change."""
+    from finsae.config import TextMethodConfig
+    from finsae.extract.documents import document_features
+    from finsae.group.similarity import FeatureTransform
+
+    configs = {m["name"]: TextMethodConfig(**m) for m in manifest["config"]["text_methods"]}
+    used = manifest["text_methods"][vintage]
+    features: dict[tuple, object] = {}
+    out: dict[str, tuple] = {}
+    for name, info in used.items():
+        m = configs[name]
+        key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling)
+        if key not in features:
+            features[key] = document_features(universe, vintage, m.features, model=m.model, tl_name=m.tl_name,
+                                              sae=m.sae, pooling=m.pooling, progress=progress)
+        feats = features[key]
+        recorded = (info.get("features") or {}).get("cache")
+        now = feats.source.get("cache")
+        if recorded and now and Path(str(recorded)).name != Path(str(now)).name:
+            raise DataError(f"text method {name!r}: the benchmark used features {Path(str(recorded)).name}, but they now "
+                            f"resolve to {Path(str(now)).name} (a different model, SAE or text): rerun finsae benchmark "
+                            "before exporting")
+        z = FeatureTransform(info["transform"], n_components=m.n_components).fit_transform(feats.matrix)
+        # dimensions keep a meaning (a latent, a term) unless PCA mixed them; minilm's never had one
+        names = feats.names if m.n_components is None and m.features in ("sae", "tfidf") else None
+        out[name] = (feats.tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)),
+                     {"features": m.features, "transform": info["transform"], "clusterer": info.get("clusterer"),
+                      "interpretable": names is not None,
+                      "source": {k: str(v) for k, v in feats.source.items() if v is not None}}, names)
+    return out
+
+
+def _vectors_frame(vectors: dict[str, tuple]) -> pd.DataFrame:
+    frames = []
+    for name, (tickers, z, _, _) in vectors.items():
+        coo = z.tocoo()
+        frames.append(pd.DataFrame({"method": name, "ticker": tickers.to_numpy()[coo.row],
+                                    "dim": coo.col.astype(np.int32), "value": coo.data.astype(np.float32)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _peers_frame(vectors: dict[str, tuple], k: int) -> pd.DataFrame:
+    frames = []
+    for name, (tickers, z, _, _) in vectors.items():
+        names = tickers.to_numpy()
+        full = similarity_matrix(z)
+        rows, peers, sims, ranks = [], [], [], []
+        for i in range(len(names)):
+            order, s = top_peers(full[i], i, k)
+            rows.append(np.full(len(order), i))
+            peers.append(order)
+            sims.append(s)
+            ranks.append(np.arange(1, len(order) + 1))
+        r = np.concatenate(rows)
+        frames.append(pd.DataFrame({"method": name, "ticker": names[r], "rank": np.concatenate(ranks).astype(np.int32),
+                                    "peer": names[np.concatenate(peers)], "similarity": np.concatenate(sims)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _dimensions_frame(vectors: dict[str, tuple], labels: pd.DataFrame | None) -> pd.DataFrame:
+    """What each dimension of an interpretable method means: an SAE latent's label (``latent j`` without
+    explanations) or a TF-IDF term."""
+    frames = []
+    by_latent = (pd.Series(labels["label"].to_numpy(), index=labels["latent"].to_numpy())
+                 if labels is not None else None)
+    for name, (_, z, info, names) in vectors.items():
+        if names is None:
+            continue
+        dims = np.arange(z.shape[1])
+        if info["features"] == "sae":
+            text = [f"latent {j}" for j in dims]
+            if by_latent is not None:
+                text = [str(by_latent.get(j, t)) for j, t in zip(dims, text, strict=True)]
+        else:
+            text = [str(x) for x in names]
+        frames.append(pd.DataFrame({"method": name, "dim": dims.astype(np.int32), "label": text}))
+    if not frames:
+        return pd.DataFrame({"method": pd.Series(dtype=object), "dim": pd.Series(dtype=np.int32),
+                             "label": pd.Series(dtype=object)})
+    return pd.concat(frames, ignore_index=True)
+
+
+def _groups_frame(results: Path, manifest: dict, universe, vintage: str) -> pd.DataFrame:
+    from finsae.group.taxonomy import taxonomy_labels
+
+    path = results / f"groups_{vintage}.parquet"
+    if not path.is_file():
+        raise ConfigError(f"{results} has no {path.name}: rerun finsae benchmark (it writes the text groups)")
+    text = pd.read_parquet(path).rename(columns={"name": "grouping"})
+    text = text[["grouping", "method", "level", "match", "kind", "group", "ticker"]]
+    levels = manifest["config"].get("granularity", {}).get("levels", [])
+    frames = [text]
+    for level in levels:
+        labels = taxonomy_labels(universe, level).dropna()
+        family = level.split("_")[0]
+        frames.append(pd.DataFrame({"grouping": level, "method": _TAXONOMY_FAMILY.get(family, family), "level": level,
+                                    "match": "taxonomy", "kind": "taxonomy", "group": labels.astype(str).to_numpy(),
+                                    "ticker": labels.index.to_numpy()}))
+    out = pd.concat(frames, ignore_index=True)
+    return out.astype({c: object for c in out.columns})
+
+
+def _explanation_frames(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    expl, faith, labels, names = [], [], None, []
+    for d in dirs:
+        info_path = d / "manifest.json"
+        if not info_path.is_file():
+            raise ConfigError(f"{d} is not a finsae explain folder (no manifest.json)")
+        grouping = json.loads(info_path.read_text())["grouping"]
+        names.append(grouping)
+        g = pd.read_parquet(d / "groups.parquet")
+        expl.append(g.drop(columns=["members"], errors="ignore").assign(grouping=grouping))
+        f = pd.read_parquet(d / "faithfulness.parquet")
+        faith.append(f.drop(columns=["members"], errors="ignore").assign(grouping=grouping))
+        lab = pd.read_parquet(d / "latent_labels.parquet")
+        if labels is None:
+            labels = lab
+        elif not labels["label"].equals(lab["label"]):
+            raise DataError(f"explanation folders {dirs[0]} and {d} use different latent labels (different SAEs?)")
+    lead = ["grouping", "group", "rank", "latent", "label"]
+    e = pd.concat(expl, ignore_index=True)
+    e = e[lead + [c for c in e.columns if c not in lead]]
+    f = pd.concat(faith, ignore_index=True)
+    f = f[["grouping"] + [c for c in f.columns if c != "grouping"]]
+    lab = labels.assign(top_tokens=labels["top_tokens"].map(lambda t: ", ".join(map(str, t))))
+    return e, f, lab, names
+
+
+def _copy_table(src: Path, dst: Path) -> pd.DataFrame:
+    table = pd.read_parquet(src)
+    for c in table.columns:  # mixed-type object columns (e.g. bool/None) stored as strings, readable anywhere
+        if table[c].dtype == object and not table[c].map(lambda v: isinstance(v, str) or v is None).all():
+            table[c] = table[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    write_parquet(table, dst)
+    return table
+
+
+def _column_types(table: pd.DataFrame) -> dict[str, str]:
+    out = {}
+    for c, dtype in table.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            out[c] = "boolean"
+        elif pd.api.types.is_integer_dtype(dtype):
+            out[c] = "integer"
+        elif pd.api.types.is_float_dtype(dtype):
+            out[c] = "number"
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            out[c] = "timestamp"
+        else:
+            out[c] = "string"
+    return out
+
+
+def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None = None,
+               explanations: list[str | Path] | str | Path | None = None, vintage: str | None = None, k: int = 20,
+               companies: str | Path | None = None, overwrite: bool = False,
+               progress: bool | None = None) -> ExportResult:
+    """Export the benchmark results folder ``results`` (plus the pairs backtest folder ``pairs`` and ``finsae
+    explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
+
+    The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is either
+    the previous export or the complete new one, never a mix."""
+    import finsae
+
+    t0 = time.perf_counter()
+    results, out = Path(results), Path(out)
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists: pass overwrite=True (--overwrite) to replace it")
+    manifest = _results_manifest(results)
+    vintage = _pick_vintage(manifest, vintage)
+    universe = _universe(manifest, companies)
+    expl_dirs = [Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])]
+    vectors = _method_vectors(manifest, universe, vintage, progress)
+
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tables: dict[str, pd.DataFrame] = {}
+    companies_frame = universe.to_frame().reset_index()
+    texts = universe.descriptions(vintage).index
+    companies_frame["has_text"] = companies_frame["ticker"].isin(texts)
+    keep = ["ticker", "name", "cik", "sic", "gics", "gics_sector", "gics_industry_group", "gics_industry",
+            "gics_sub_industry", "has_text"]
+    companies_frame = companies_frame[[c for c in keep if c in companies_frame]]
+    companies_frame = companies_frame.astype({c: object for c in companies_frame.columns if c != "has_text"})
+    tables["companies"] = companies_frame
+    tables["groups"] = _groups_frame(results, manifest, universe, vintage)
+    tables["vectors"] = _vectors_frame(vectors)
+    tables["peers"] = _peers_frame(vectors, k)
+    explained: list[str] = []
+    lab = None
+    if expl_dirs:
+        e, f, lab, explained = _explanation_frames(expl_dirs)
+        tables["group_explanations"], tables["group_faithfulness"], tables["latents"] = e, f, lab
+    tables["dimensions"] = _dimensions_frame(vectors, lab)
+    for name, table in tables.items():
+        write_parquet(table, tmp / f"{name}.parquet")
+    for src, name in [("comovement", "benchmark_comovement"), ("ranking", "benchmark_ranking"),
+                      ("verdict", "benchmark_verdict")]:
+        if (results / f"{src}.parquet").is_file():
+            tables[name] = _copy_table(results / f"{src}.parquet", tmp / f"{name}.parquet")
+    pairs_info = None
+    if pairs is not None:
+        pairs = Path(pairs)
+        if not (pairs / "summary.parquet").is_file():
+            raise ConfigError(f"{pairs} is not a finsae backtest results folder (no summary.parquet)")
+        for src in ("summary", "windows", "daily"):
+            if (pairs / f"{src}.parquet").is_file():
+                tables[f"backtest_{src}"] = _copy_table(pairs / f"{src}.parquet", tmp / f"backtest_{src}.parquet")
+        pm = json.loads((pairs / "manifest.json").read_text()) if (pairs / "manifest.json").is_file() else {}
+        pairs_info = {"path": str(pairs), "config": pm.get("config", {}).get("name"),
+                      "window": [pm.get("config", {}).get("start"), pm.get("config", {}).get("end")]}
+
+    cfg = manifest["config"]
+    headline = cfg.get("headline_method") or cfg["text_methods"][0]["name"]
+    default_grouping = explained[0] if explained else f"{headline}@{cfg['granularity']['levels'][0]}:density"
+    explainable = sorted((n for n, v in vectors.items() if v[2]["interpretable"]),
+                         key=lambda n: vectors[n][2]["features"] != "sae")  # SAE methods first
+    out_manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "finsae_version": finsae.__version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "vintage": vintage,
+        "methods": {n: v[2] for n, v in vectors.items()},
+        "headline_method": headline,
+        "explain_method": explainable[0] if explainable else None,
+        "default_grouping": default_grouping,
+        "explained_groupings": explained,
+        "k": k,
+        "data": {
+            "companies": manifest.get("data", {}).get("companies"),
+            "prices": manifest.get("data", {}).get("prices"),
+            "prices_window": manifest.get("prices_window"),
+            "designs": [{key: d.get(key) for key in ("name", "start", "end", "text_vintage")}
+                        for d in cfg.get("designs", [])],
+            "n_companies": len(universe),
+            "n_with_text": int(len(texts)),
+        },
+        "source": {"results": str(results), "benchmark": cfg.get("name"), "backtest": pairs_info},
+        "tables": {name: {"file": f"{name}.parquet", "rows": len(table), "columns": _column_types(table),
+                          "sha256": file_sha256(tmp / f"{name}.parquet")}
+                   for name, table in tables.items()},
+    }
+    write_json(out_manifest, tmp / "manifest.json")
+    from finsae.export.schema import validate_export
+
+    validate_export(tmp)
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    logger.info("export of %s written to %s in %.1f s", results, out, time.perf_counter() - t0)
+    return ExportResult(out, out_manifest)

@@ -1,0 +1,132 @@
+"""The JSON Schema of an export (``export_schema.json``, shipped with the package) and its validator.
+
+The schema validates ``manifest.json``; ``$defs/tables/<name>`` is the JSON Schema of one row of each table, so
+a reader in any language can check rows with a standard JSON Schema validator. :func:`validate_export` checks
+the manifest, every table's file hash, each table's parquet column types against its row schema, the enumerated
+values of whole columns, and a sample of rows with ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finsae._io import file_sha256
+from finsae.errors import DataError
+
+SCHEMA_FILE = "export_schema.json"
+
+
+class ExportError(DataError):
+    """An export folder that does not match its schema."""
+
+
+@lru_cache(maxsize=1)
+def export_schema() -> dict:
+    """The export JSON Schema (a dict)."""
+    return json.loads(resources.files("finsae.export").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def _arrow_kind(t: pa.DataType) -> str:
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "timestamp"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+def _allowed(prop: dict) -> set[str] | None:
+    types = prop.get("type")
+    if types is None:
+        return None
+    allowed = {types} if isinstance(types, str) else set(types)
+    if "number" in allowed:
+        allowed.add("integer")
+    if "string" in allowed:
+        allowed.add("timestamp")  # timestamps are written as ISO strings in JSON
+    return allowed
+
+
+def _json_value(v: object) -> object:
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
+
+
+def validate_export(path: str | Path, *, sample_rows: int = 500) -> dict:
+    """Check the export folder ``path`` against the schema; return its manifest. Raises :class:`ExportError`
+    naming the file, table and column at fault."""
+    import jsonschema
+
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise ExportError(f"{path} is not a finsae export: no manifest.json")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{mpath} is not valid JSON: {exc}") from None
+    schema = export_schema()
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(manifest), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.path)) or "(top level)"
+        raise ExportError(f"{mpath}: {where}: {e.message}")
+    row_schemas = schema["$defs"]["tables"]
+    for name, info in manifest["tables"].items():
+        file = path / info["file"]
+        if not file.is_file():
+            raise ExportError(f"table {name!r}: {file} is missing")
+        if file_sha256(file) != info["sha256"]:
+            raise ExportError(f"table {name!r}: {file} does not match the sha256 in the manifest (changed after export?)")
+        pf = pq.ParquetFile(file)
+        if pf.metadata.num_rows != info["rows"]:
+            raise ExportError(f"table {name!r}: {pf.metadata.num_rows} rows, manifest says {info['rows']}")
+        row_schema = row_schemas.get(name)
+        if row_schema is None:
+            continue  # a table added in a later minor version: readers ignore it
+        arrow = pf.schema_arrow
+        missing = [c for c in row_schema.get("required", []) if c not in arrow.names]
+        if missing:
+            raise ExportError(f"table {name!r} ({file.name}) lacks required column(s) {missing}")
+        props = row_schema.get("properties", {})
+        table = None
+        for col, prop in props.items():
+            if col not in arrow.names:
+                continue
+            kind = _arrow_kind(arrow.field(col).type)
+            allowed = _allowed(prop)
+            if allowed is not None and kind not in allowed:
+                raise ExportError(f"table {name!r}: column {col!r} has type {kind}, schema allows {sorted(allowed)}")
+            if "enum" in prop:
+                table = table if table is not None else pq.read_table(file)
+                values = set(table.column(col).unique().to_pylist())
+                bad = sorted(map(str, values - set(prop["enum"])))
+                if bad:
+                    raise ExportError(f"table {name!r}: column {col!r} has values {bad[:5]} outside {prop['enum']}")
+        if sample_rows and info["rows"]:
+            first = next(pf.iter_batches(batch_size=sample_rows))
+            validator = jsonschema.Draft202012Validator(row_schema)
+            for i, row in enumerate(first.to_pylist()):
+                err = next(iter(validator.iter_errors({k: _json_value(v) for k, v in row.items()})), None)
+                if err is not None:
+                    raise ExportError(f"table {name!r}, row {i}: {'/'.join(map(str, err.path)) or 'row'}: {err.message}")
+    return manifest
