@@ -360,11 +360,16 @@ def _load(path: str | Path, model: type[_Strict]) -> _Strict:
     groups = getattr(cfg, "text_groups", None)
     if groups is not None and not groups.file.is_absolute():
         update["text_groups"] = groups.model_copy(update={"file": base / groups.file})
+    methods = getattr(cfg, "text_methods", None)
+    if methods:  # SAE folders, like data files, are relative to the config's folder
+        update["text_methods"] = [m.model_copy(update={"sae": base / m.sae}) if m.sae is not None
+                                  and not m.sae.is_absolute() else m for m in methods]
     return cfg.model_copy(update=update)
 
 
 def load_benchmark_config(path: str | Path) -> BenchmarkConfig:
-    """Read and validate a benchmark config; data paths become absolute (relative to the config's folder)."""
+    """Read and validate a benchmark config; data paths and SAE folders become absolute (relative to the config's
+    folder)."""
     return _load(path, BenchmarkConfig)  # type: ignore[return-value]
 
 

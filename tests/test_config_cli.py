@@ -63,6 +63,15 @@ def test_relative_data_paths_resolve_against_config(toy_files):
     assert cfg.data.companies == toy_files / "companies.csv"
 
 
+def test_shipped_forward_config_points_at_the_shipped_saes():
+    root = Path(__file__).parent.parent
+    cfg = load_benchmark_config(root / "backtests" / "forward_2017.yaml")
+    saes = {m.name: m.sae for m in cfg.text_methods if m.features == "sae"}
+    assert saes["sae"] is None  # the default SAE
+    assert saes["sae_5120"] == (root / "backtests" / ".." / "finsae" / "sae" / "gemma-3-270m-l3-5120")
+    assert (saes["sae_5120"] / "cfg.json").is_file()
+
+
 @pytest.mark.parametrize(("edit", "pattern"), [
     (("null_draws: 20", "null_drawz: 20"), r"evaluation\.null_drawz: unknown key"),
     (("name: toy", "name: toy\ncolour: red"), r"colour: unknown key"),

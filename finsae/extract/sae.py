@@ -10,7 +10,7 @@ from finsae.errors import DataError, ProviderError
 logger = logging.getLogger(__name__)
 
 #: The SAE shipped with the package (trained by ``finsae train-sae`` on the bundled 2017 descriptions).
-DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-default"
+DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-l3-2048"
 
 
 def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu", dtype: str | None = None):
