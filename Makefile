@@ -26,6 +26,7 @@ run: setup
 	$(BIN)/finsae explain --results results/forward_2017 --grouping sae@gics_industry:density
 	$(BIN)/finsae report --results results/forward_2017 --pairs results/pairs_forward \
 		--explanations results/forward_2017/explanations/sae@gics_industry_density --out results/report.html
+	$(BIN)/finsae export --results results/forward_2017 --pairs results/pairs_forward --overwrite
 
 lint: setup
 	$(BIN)/ruff check finsae tests benchmarks
@@ -34,4 +35,4 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) results exports .pytest_cache .ruff_cache

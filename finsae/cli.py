@@ -274,18 +274,22 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
               help="Benchmark results folder.")
 @click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
 @click.option("--explanations", type=click.Path(path_type=Path), multiple=True,
-              help="Explanations folder(s) from finsae explain (repeatable).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Export folder to write.")
+              help="Explanations folder(s) from finsae explain (repeatable; default: every folder under "
+                   "<results>/explanations).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Export folder to write (default: exports/<results folder name>).")
 @click.option("--k", type=int, default=20, show_default=True, help="Peers per company in peers.parquet.")
 @click.option("--vintage", default=None, help="Formation text vintage (default: the first design's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @_friendly
-def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path, k: int, vintage: str | None,
-           overwrite: bool) -> None:
+def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path | None, k: int,
+           vintage: str | None, overwrite: bool) -> None:
     """Write a versioned export (parquet tables + manifest.json, schema-checked) any tool can read."""
     from finsae.export import export_run
 
-    res = export_run(results, out, pairs=pairs, explanations=list(explanations), k=k, vintage=vintage,
+    found = list(explanations) or sorted(p.parent for p in (results / "explanations").glob("*/manifest.json"))
+    out = out or Path("exports") / results.name
+    res = export_run(results, out, pairs=pairs, explanations=found, k=k, vintage=vintage,
                      overwrite=overwrite, progress=True)
     click.echo(res.to_frame().to_string(index=False))
     click.echo(f"export (schema {res.manifest['schema_version']}) written to {res.path}")
