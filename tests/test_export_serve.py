@@ -199,7 +199,7 @@ SIGNATURES = {
     "build_run": ["config", "out", "pairs", "explain_level", "companies"],
     "Run.peers": ["self", "ticker", "k", "method"],
     "Run.similarity": ["self", "a", "b", "method"],
-    "Run.explain_pair": ["self", "a", "b", "top", "method"],
+    "Run.explain_pair": ["self", "a", "b", "top", "method", "rank_by"],
     "Run.explain_group": ["self", "group_id", "grouping"],
     "Run.groups": ["self", "method", "granularity", "match"],
     "Run.grouping": ["self", "name"],
@@ -210,8 +210,8 @@ FIELDS = {
     "Peer": ["rank", "ticker", "name", "similarity"],
     "PeerList": ["ticker", "method", "k", "peers"],
     "Similarity": ["a", "b", "method", "similarity"],
-    "SharedLatent": ["latent", "label", "contribution", "share"],
-    "PairExplanation": ["a", "b", "method", "similarity", "latents"],
+    "SharedLatent": ["latent", "label", "contribution", "share", "excess"],
+    "PairExplanation": ["a", "b", "method", "similarity", "baseline", "rank_by", "latents"],
     "GroupLatent": ["rank", "latent", "label", "p_in", "p_out", "lift", "score"],
     "Group": ["grouping", "group_id", "size", "members", "latents", "rule", "rule_precision", "rule_recall", "faithful"],
     "Company": ["ticker", "name", "sic", "gics", "gics_sector", "gics_industry", "has_text"],
@@ -249,6 +249,16 @@ def test_run_answers_match_the_exported_tables(built):
     e = run.explain_pair("t00", a, top=1000)
     assert np.isclose(e.similarity, s.similarity) and np.isclose(sum(x.contribution for x in e.latents), s.similarity)
     assert all(x.label for x in e.latents)  # TF-IDF terms name the shared dimensions
+    # excess terms: contribution minus the dimension's squared mean, ranked largest first
+    vec = pd.read_parquet(built["out"] / "vectors.parquet")
+    dense = vec[vec["method"] == "tfidf"].pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
+    mean = dense.mean(axis=0)
+    for x in e.latents:
+        assert np.isclose(x.excess, x.contribution - mean[x.latent] ** 2)
+    assert [x.excess for x in e.latents] == sorted((x.excess for x in e.latents), reverse=True)
+    assert np.isclose(e.baseline, float(mean @ mean))
+    by_term = run.explain_pair("t00", a, top=3, rank_by="contribution")
+    assert [x.contribution for x in by_term.latents] == sorted((x.contribution for x in e.latents), reverse=True)[:3]
     g = run.explain_group(run.grouping().labels.iloc[0])
     assert g.size >= 1 and g.grouping == GROUPING
     assert run.groups("gics", "gics_industry").n_groups == 5  # five industries in the toy codes

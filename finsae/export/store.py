@@ -88,29 +88,39 @@ class Similarity:
 
 @dataclass(frozen=True)
 class SharedLatent:
-    """One dimension's term ``z_a[j] * z_b[j]`` of a pair's cosine similarity (``latent`` = ``j``: an SAE latent or
-    a TF-IDF term's column; ``label`` says what it means)."""
+    """One dimension's term of a pair's cosine similarity (``latent`` = ``j``: an SAE latent or a TF-IDF term's
+    column; ``label`` says what it means): ``contribution = z_a[j] * z_b[j]``, its ``share`` of the similarity,
+    and ``excess = contribution - mean_j**2`` (``mean_j``: the dimension's mean over all companies), how much more
+    it contributes than it does to a typical pair."""
 
     latent: int
     label: str
     contribution: float
     share: float | None
+    excess: float
 
 
 @dataclass(frozen=True)
 class PairExplanation:
-    """Why two companies are similar: the shared latents with the largest terms of their cosine similarity
-    (the terms of all latents sum to ``similarity``)."""
+    """Why two companies are similar.
+
+    The cosine similarity is the sum of per-dimension terms ``z_a[j] * z_b[j]``. Latents active for almost every
+    company contribute to every pair, so the latents are ranked by ``excess``, the term minus what the latent
+    gives a typical pair (``mean_j**2``, ``mean`` = the mean unit-length vector); the excesses of all
+    dimensions sum to ``similarity - baseline`` with ``baseline = |mean|**2``, close to the mean similarity of
+    two random companies. ``rank_by="contribution"`` ranks by the raw terms, which sum to ``similarity``."""
 
     a: str
     b: str
     method: str
     similarity: float
+    baseline: float
+    rank_by: str
     latents: tuple[SharedLatent, ...]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
-                            columns=["latent", "label", "contribution", "share"])
+                            columns=["latent", "label", "contribution", "share", "excess"])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -220,6 +230,7 @@ class ExportedRun:
         tables = self.manifest["tables"]
         self._expl = read("group_explanations") if "group_explanations" in tables else None
         self._faith = read("group_faithfulness") if "group_faithfulness" in tables else None
+        self._means: dict[str, np.ndarray] = {}
         dims = read("dimensions")
         self._dim_labels: dict[str, np.ndarray] = {}
         for method, d in dims.groupby("method", sort=False):
@@ -295,9 +306,13 @@ class ExportedRun:
         """Methods whose dimensions have a meaning (SAE latents, TF-IDF terms)."""
         return tuple(self._dim_labels)
 
-    def explain_pair(self, a: str, b: str, top: int = 8, method: str | None = None) -> PairExplanation:
-        """The shared dimensions (SAE latents by default, or TF-IDF terms) with the largest terms ``z_a[j] *
-        z_b[j]`` of the cosine similarity of ``a`` and ``b``; all terms sum to the similarity."""
+    def explain_pair(self, a: str, b: str, top: int = 8, method: str | None = None,
+                     rank_by: str = "excess") -> PairExplanation:
+        """The ``top`` shared dimensions (SAE latents by default, or TF-IDF terms) behind the cosine similarity of
+        ``a`` and ``b``, ranked by ``excess`` over a typical pair (default) or by ``contribution``; see
+        :class:`PairExplanation`."""
+        if rank_by not in ("excess", "contribution"):
+            raise ConfigError(f"rank_by must be 'excess' or 'contribution', got {rank_by!r}")
         method = method or self.explain_method
         if method is None:
             raise UnknownNameError("this export has no interpretable method (SAE or TF-IDF without PCA): nothing "
@@ -313,11 +328,21 @@ class ExportedRun:
         idx, vals = terms.indices, terms.data
         keep = vals > 0
         idx, vals = idx[keep], vals[keep]
-        order = np.lexsort((idx, -vals))[:max(0, int(top))]
+        mean = self._mean(method)
+        excess = vals - mean[idx] ** 2
+        key = excess if rank_by == "excess" else vals
+        order = np.lexsort((idx, -key))[:max(0, int(top))]
         labels = self._dim_labels[method]
         latents = tuple(SharedLatent(int(idx[o]), str(labels[idx[o]]), float(vals[o]),
-                                     float(vals[o] / cosine) if cosine > 0 else None) for o in order)
-        return PairExplanation(self._tickers[method][i], self._tickers[method][j], method, cosine, latents)
+                                     float(vals[o] / cosine) if cosine > 0 else None, float(excess[o]))
+                        for o in order)
+        return PairExplanation(self._tickers[method][i], self._tickers[method][j], method, cosine,
+                               float(mean @ mean), rank_by, latents)
+
+    def _mean(self, method: str) -> np.ndarray:
+        if method not in self._means:
+            self._means[method] = np.asarray(self._z[method].mean(axis=0)).ravel()
+        return self._means[method]
 
     def grouping(self, name: str | None = None) -> Grouping:
         """A grouping by its name (e.g. ``sae@gics_industry:density`` or ``gics_industry``)."""

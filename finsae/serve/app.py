@@ -14,7 +14,7 @@ import hmac
 import logging
 import os
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 API_KEY_ENV = "FINSAE_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 MIN_KEY_LENGTH = 16
+
+
+class RankBy(StrEnum):
+    excess = "excess"
+    contribution = "contribution"
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,10 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     @app.get("/explain/pair", dependencies=auth, responses=errors, response_model=PairExplanation,
              summary="Shared SAE latents behind a pair's similarity")
     def explain_pair(a: TickerQ, b: TickerQ, top: Annotated[int, Query(ge=1, le=50)] = 8,
-                     method: Annotated[Method | None, Query(description="default: the SAE method")] = None) -> dict:
-        return asdict(run.explain_pair(a, b, top=top, method=method.value if method else None))
+                     method: Annotated[Method | None, Query(description="default: the SAE method")] = None,
+                     rank_by: Annotated[RankBy, Query(description="excess over a typical pair, or raw term")]
+                     = RankBy.excess) -> dict:
+        return asdict(run.explain_pair(a, b, top=top, method=method.value if method else None, rank_by=rank_by.value))
 
     @app.get("/groups/{group_id}", dependencies=auth, responses=errors, response_model=Group, summary="One peer group and its explanation")
     def group(group_id: Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:@\- ]+$")],
