@@ -10,7 +10,7 @@ Typical use::
     run = api.load_run("exports/forward_2017")          # an export folder (finsae export / api.export_run)
     run.peers("JPM", k=5)                               # PeerList: rank, ticker, name, similarity
     run.similarity("JPM", "BAC")                        # Similarity (cosine, headline method)
-    run.explain_pair("JPM", "BAC")                      # PairExplanation: shared SAE latents and their labels
+    run.explain_pair("JPM", "BAC")                      # PairExplanation: shared SAE latents, ranked by excess
     run.groups("sae", "gics_industry")                  # Grouping: ticker -> group id
     run.explain_group("sae:12")                         # Group: members, latents, rule, faithfulness
 

@@ -108,6 +108,19 @@ def test_pair_explanation_terms_sum_to_the_cosine():
     assert np.isclose(table["contribution"].sum(), z[0] @ z[1])
     assert np.isclose(table["share"].sum(), 1.0)
     assert table["latent"].iloc[0] == 0  # the strong shared latent leads
+    # excess over a typical pair: all latents' excesses sum to cosine - |mean|^2; an always-on latent drops
+    mean = z.mean(axis=0)
+    full = explain_pair(z, 0, 1, top=z.shape[1], mean=mean)
+    assert np.allclose(full["excess"], full["contribution"] - mean[full["latent"]] ** 2)
+    unshared = np.ones(z.shape[1], dtype=bool)
+    unshared[full["latent"]] = False
+    assert np.isclose(full["excess"].sum() - (mean[unshared] ** 2).sum(), z[0] @ z[1] - mean @ mean)
+    assert list(full["excess"]) == sorted(full["excess"], reverse=True)
+    zz = np.hstack([z, np.full((len(z), 1), 3.0)])  # a latent equally strong in every company
+    zz /= np.linalg.norm(zz, axis=1, keepdims=True)
+    plain = explain_pair(zz, 0, 1, top=1)
+    ranked = explain_pair(zz, 0, 1, top=1, mean=zz.mean(axis=0))
+    assert plain["latent"].iloc[0] == z.shape[1] and ranked["latent"].iloc[0] != z.shape[1]
 
 
 def test_faithfulness_explaining_latents_matter_more_than_random_ones():

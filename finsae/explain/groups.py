@@ -89,18 +89,29 @@ def explain_group(features: object, members: np.ndarray, *, labels: pd.Series | 
     return GroupExplanation(group, n_in, table, rule, float(precision), float(recall))
 
 
-def explain_pair(z: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None, top: int = 8) -> pd.DataFrame:
+def explain_pair(z: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None, top: int = 8,
+                 mean: np.ndarray | None = None) -> pd.DataFrame:
     """The shared latents behind the cosine of rows ``a`` and ``b`` of L2-normalised ``z``: ``latent, label,
-    contribution`` (``z_aj * z_bj``) and ``share`` of the cosine, largest first."""
+    contribution`` (``z_aj * z_bj``) and ``share`` of the cosine, largest first.
+
+    With ``mean`` (the mean row of ``z`` over all companies) also ``excess = z_aj * z_bj - mean_j**2``, the term
+    minus what latent ``j`` gives a typical pair, and rows are ranked by it: latents active for nearly everyone
+    add to every pair's cosine and explain nothing about this one. The excesses of all latents sum to
+    ``cosine - |mean|**2``."""
     z = np.asarray(z, dtype=np.float64)
     terms = z[a] * z[b]
     cosine = float(terms.sum())
-    order = np.argsort(-terms, kind="stable")[:top]
-    order = order[terms[order] > 0]
+    excess = terms - np.asarray(mean, dtype=np.float64) ** 2 if mean is not None else None
+    key = excess if excess is not None else terms
+    shared = np.flatnonzero(terms > 0)
+    order = shared[np.lexsort((shared, -key[shared]))][:max(0, top)]
     names = (labels.reindex(order).fillna("").astype(str).to_numpy() if labels is not None
              else np.array([f"latent {j}" for j in order]))
-    return pd.DataFrame({"latent": order, "label": names, "contribution": terms[order],
-                         "share": terms[order] / cosine if cosine > 0 else np.nan})
+    out = pd.DataFrame({"latent": order, "label": names, "contribution": terms[order],
+                        "share": terms[order] / cosine if cosine > 0 else np.nan})
+    if excess is not None:
+        out["excess"] = excess[order]
+    return out
 
 
 def _within_mean_cosine(z: np.ndarray, rows: np.ndarray) -> float:

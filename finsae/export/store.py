@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from finsae.errors import ConfigError, DataError
+from finsae.explain.groups import explain_pair
 from finsae.export.build import top_peers
 from finsae.export.schema import validate_export
 
@@ -323,21 +324,18 @@ class ExportedRun:
                                    f"{list(self._dim_labels)}")
         i, j = self._vector_row(a, method), self._vector_row(b, method)
         z = self._z[method]
-        terms = z[i].multiply(z[j]).tocsr()
-        cosine = float(terms.sum())
-        idx, vals = terms.indices, terms.data
-        keep = vals > 0
-        idx, vals = idx[keep], vals[keep]
-        mean = self._mean(method)
-        excess = vals - mean[idx] ** 2
-        key = excess if rank_by == "excess" else vals
-        order = np.lexsort((idx, -key))[:max(0, int(top))]
-        labels = self._dim_labels[method]
-        latents = tuple(SharedLatent(int(idx[o]), str(labels[idx[o]]), float(vals[o]),
-                                     float(vals[o] / cosine) if cosine > 0 else None, float(excess[o]))
-                        for o in order)
+        labels = pd.Series(self._dim_labels[method])
+        mean = self._mean(method) if rank_by == "excess" else None
+        table = explain_pair(z[[i, j]].toarray(), 0, 1, labels=labels, top=int(top), mean=mean)
+        cosine = float(z[i].multiply(z[j]).sum())
+        excess = (table["excess"].to_numpy() if mean is not None
+                  else table["contribution"].to_numpy() - self._mean(method)[table["latent"].to_numpy()] ** 2)
+        latents = tuple(SharedLatent(int(r.latent), str(r.label), float(r.contribution),
+                                     float(r.share) if cosine > 0 else None, float(e))
+                        for r, e in zip(table.itertuples(), excess, strict=True))
+        m = self._mean(method)
         return PairExplanation(self._tickers[method][i], self._tickers[method][j], method, cosine,
-                               float(mean @ mean), rank_by, latents)
+                               float(m @ m), rank_by, latents)
 
     def _mean(self, method: str) -> np.ndarray:
         if method not in self._means:
