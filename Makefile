@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[llm,embed,serve,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[llm,embed,serve,ray,dev]"
 	touch $@
 
 run: setup

@@ -158,9 +158,14 @@ def _sae_source(sae: str | None) -> Path:
 @click.option("--batch-tokens", type=int, default=8192, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/features"), show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: missing shards on a Ray cluster, one model replica per worker.")
+@click.option("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU).")
+@click.option("--address", default=None, help="Ray cluster address (default: a local cluster).")
 @_friendly
 def extract(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, sae: str | None,
-            pooling: str, max_length: int | None, overlap: int, batch_tokens: int, dtype: str, out: Path) -> None:
+            pooling: str, max_length: int | None, overlap: int, batch_tokens: int, dtype: str, out: Path,
+            backend: str, workers: int | None, address: str | None) -> None:
     """Pooled SAE features of a universe's descriptions (cached: a second run is a cache hit)."""
     import json
 
@@ -177,7 +182,8 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
     loaded = load_model(model_source, tl_name=tl_name, dtype=dtype, lazy=True)
     sae_model = SAEHandle(sae_dir, dtype=dtype)
     fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
-                        overlap=overlap, batch_tokens=batch_tokens, progress=True)
+                        overlap=overlap, batch_tokens=batch_tokens, progress=True, backend=backend, workers=workers,
+                        address=address)
     def save_matrix(path: Path) -> None:
         with open(path, "wb") as fh:  # a file handle: save_npz would append ".npz" to the temporary name
             sp.save_npz(fh, fs.matrix)
@@ -188,6 +194,8 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
                 "missing_text": list(universe.missing_text(vintage))}, out / "manifest.json")
     m = fs.manifest
     rate = f", {m['tokens'] / m['compute_seconds']:.0f} tokens/s" if m.get("compute_seconds") else ""
+    if m.get("wall_seconds"):
+        rate += f" per worker, {m['workers']} Ray workers, {m['wall_seconds']:.0f} s wall"
     click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} shards "
                f"from cache{rate}; {len(universe.missing_text(vintage))} companies without {vintage} text")
     click.echo(f"features written to {out} ({json.dumps({'shape': list(fs.matrix.shape), 'nnz': int(fs.matrix.nnz)})})")

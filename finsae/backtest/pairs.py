@@ -70,10 +70,28 @@ class PairTests:
         return frame
 
 
+def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: np.ndarray, maxlag: int | None,
+                autolag: Autolag, both_orderings: bool) -> dict[str, np.ndarray]:
+    """Engle-Granger results of pairs ``bounds[0]:bounds[1]`` (one task of :func:`pair_tests`)."""
+    sl = slice(*bounds)
+    res = engle_granger(cols[i[sl]], cols[j[sl]], maxlag=maxlag, autolag=autolag)
+    out = {"pvalue_ij": res.pvalue, "stat": res.stat, "half_life": res.half_life, "hedge_ratio": res.hedge_ratio,
+           "lags": res.lags, "collinear": res.collinear, "valid": res.valid}
+    if both_orderings:
+        rev = engle_granger(cols[j[sl]], cols[i[sl]], maxlag=maxlag, autolag=autolag)
+        out["pvalue_ji"] = rev.pvalue
+        out["collinear"] = out["collinear"] | rev.collinear
+        out["valid"] = out["valid"] & rev.valid
+    return out
+
+
 def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: int | None = 1,
                autolag: Autolag = None, both_orderings: bool = False, chunk_pairs: int = 50_000,
-               progress: bool = False) -> PairTests:
-    """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N), in chunks of pairs."""
+               progress: bool = False, backend=None) -> PairTests:
+    """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N), in chunks of pairs.
+
+    ``backend`` (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the
+    same computation either way, so the results are identical."""
     x = np.asarray(log_prices, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"log_prices must be a (T, N) array, got shape {x.shape}")
@@ -81,29 +99,25 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
     j = np.asarray(j, dtype=np.int64)
     n = len(i)
     cols = x.T.copy()  # (N, T): one contiguous row per stock
-    fields = {k: np.empty(n) for k in ("pvalue_ij", "stat", "half_life", "hedge_ratio")}
-    lags = np.empty(n, dtype=np.int64)
-    collinear = np.empty(n, dtype=bool)
-    valid = np.empty(n, dtype=bool)
-    pvalue_ji = np.empty(n) if both_orderings else None
-    for start in tqdm(range(0, n, chunk_pairs), desc="pair tests", unit="chunk", disable=None if progress else True):
-        sl = slice(start, start + chunk_pairs)
-        res = engle_granger(cols[i[sl]], cols[j[sl]], maxlag=maxlag, autolag=autolag)
-        fields["pvalue_ij"][sl] = res.pvalue
-        fields["stat"][sl] = res.stat
-        fields["half_life"][sl] = res.half_life
-        fields["hedge_ratio"][sl] = res.hedge_ratio
-        lags[sl] = res.lags
-        collinear[sl] = res.collinear
-        valid[sl] = res.valid
-        if pvalue_ji is not None:
-            rev = engle_granger(cols[j[sl]], cols[i[sl]], maxlag=maxlag, autolag=autolag)
-            pvalue_ji[sl] = rev.pvalue
-            collinear[sl] |= rev.collinear
-            valid[sl] &= rev.valid
-    pvalue = fields["pvalue_ij"] if pvalue_ji is None else np.fmax(fields["pvalue_ij"], pvalue_ji)
-    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, fields["stat"], fields["half_life"],
-                     fields["hedge_ratio"], lags, collinear, valid, fields["pvalue_ij"], pvalue_ji)
+    bounds = [(start, min(start + chunk_pairs, n)) for start in range(0, n, chunk_pairs)]
+    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag, "both_orderings": both_orderings}
+    if backend is None or backend.name == "local":
+        parts = [_test_chunk(b, **shared) for b in tqdm(bounds, desc="pair tests", unit="chunk",
+                                                        disable=None if progress else True)]
+    else:
+        parts = backend.map(_test_chunk, bounds, shared=shared)
+    if parts:
+        f = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    else:
+        f = {k: np.empty(0) for k in ("pvalue_ij", "stat", "half_life", "hedge_ratio")}
+        f.update(lags=np.empty(0, np.int64), collinear=np.empty(0, bool), valid=np.empty(0, bool))
+        if both_orderings:
+            f["pvalue_ji"] = np.empty(0)
+    pvalue_ji = f.get("pvalue_ji") if both_orderings else None
+    pvalue = f["pvalue_ij"] if pvalue_ji is None else np.fmax(f["pvalue_ij"], pvalue_ji)
+    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"], f["hedge_ratio"],
+                     f["lags"].astype(np.int64), f["collinear"].astype(bool), f["valid"].astype(bool), f["pvalue_ij"],
+                     pvalue_ji)
 
 
 def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, *, fdr: float = 0.05,

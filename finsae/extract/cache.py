@@ -14,6 +14,7 @@ import io
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,20 +73,44 @@ def _load_shard(path: Path, pooling: str) -> FeatureSet:
                           json.loads(str(z["skipped"])), json.loads(str(z["manifest"])))
 
 
-def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
-                   max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
-                   shard_size: int = 256, root: str | Path | None = None, progress: bool | None = None) -> FeatureSet:
-    """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring).
+@dataclass(frozen=True)
+class Shard:
+    """One shard of a cached extraction: its file and its documents (in input order)."""
 
-    ``sae`` is a sae_lens SAE or a :class:`finsae.extract.sae.SAEHandle` (then nothing is loaded on a full hit)."""
+    index: int
+    path: Path
+    ids: tuple[str, ...]
+    texts: tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Everything that decides an extraction's shards: the cache folder (config key) and the shards."""
+
+    key: str
+    folder: Path
+    pooling: str
+    max_length: int
+    overlap: int
+    batch_tokens: int
+    d_sae: int
+    shards: tuple[Shard, ...]
+
+
+def plan_shards(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
+                max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096, shard_size: int = 256,
+                root: str | Path | None = None) -> ShardPlan:
+    """The cache folder and shards of an extraction, without loading the model or (for an
+    :class:`~finsae.extract.sae.SAEHandle`) the SAE."""
     from finsae.extract.sae import SAEHandle
 
     check_pooling(pooling)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
-    handle = sae if isinstance(sae, SAEHandle) else None
-    if handle is not None:  # identity from files: sae_lens and the weights are loaded only on a cache miss
-        context, d_sae, digest, dtype = handle.context_size, handle.d_sae, handle.digest, f"torch.{handle.dtype}"
+    if shard_size < 1:
+        raise DataError(f"shard_size must be at least 1, got {shard_size}")
+    if isinstance(sae, SAEHandle):  # identity from files: sae_lens and the weights are loaded only on a miss
+        context, d_sae, digest, dtype = sae.context_size, sae.d_sae, sae.digest, f"torch.{sae.dtype}"
     else:
         context, d_sae = getattr(sae.cfg.metadata, "context_size", None), int(sae.cfg.d_sae)
         digest, dtype = sae_hash(sae), str(next(sae.parameters()).dtype)
@@ -93,47 +118,110 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
         max_length = int(context or 512)
     key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype)
     folder = Path(root) if root is not None else cache_dir() / "features" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": pooling,
-                "max_length": max_length, "overlap": overlap}, folder / "config.json")
-    parts: list[FeatureSet] = []
-    hits = 0
-    computed_seconds = 0.0
-    for start in range(0, len(texts), shard_size):
-        ids = [str(d) for d in doc_ids[start: start + shard_size]]
-        chunk = list(texts[start: start + shard_size])
-        path = folder / f"{_shard_key(key, ids, chunk)}.npz"
-        if path.is_file():
-            try:
-                parts.append(_load_shard(path, pooling))
-                hits += 1
-                continue
-            except Exception as exc:  # truncated or foreign file: recompute it, never crash
-                logger.warning("feature shard %s is unreadable (%s): recomputing", path.name, exc)
-        keep, skipped_pos = clean_texts(chunk)
-        if keep:
-            fs = extract_features(loaded.model, handle.sae if handle else sae, chunk, doc_ids=ids, pooling=pooling, max_length=max_length,
-                                  overlap=overlap, batch_tokens=batch_tokens, progress=progress)
-        else:  # nothing to encode in this shard
-            fs = FeatureSet(sp.csr_matrix((0, d_sae), dtype=np.float32), [], pooling,
-                            np.zeros(0, np.int64), np.zeros(0, np.int64), {ids[k]: r for k, r in skipped_pos.items()})
-        computed_seconds += fs.manifest.get("seconds", 0.0)
-        _save_shard(path, fs)
-        parts.append(fs)
-    logger.info("features: %d shard(s), %d from cache, in %s", len(parts), hits, folder)
+    shards = []
+    for n, start in enumerate(range(0, len(texts), shard_size)):
+        ids = tuple(str(d) for d in doc_ids[start: start + shard_size])
+        chunk = tuple(texts[start: start + shard_size])
+        shards.append(Shard(n, folder / f"{_shard_key(key, ids, chunk)}.npz", ids, chunk))
+    return ShardPlan(key, folder, pooling, max_length, overlap, batch_tokens, d_sae, tuple(shards))
+
+
+def read_shard(shard: Shard, pooling: str) -> FeatureSet | None:
+    """The cached features of ``shard``, or None when its file is missing or unreadable (then it is recomputed)."""
+    if not shard.path.is_file():
+        return None
+    try:
+        return _load_shard(shard.path, pooling)
+    except Exception as exc:  # truncated or foreign file: recompute it, never crash
+        logger.warning("feature shard %s is unreadable (%s): recomputing", shard.path.name, exc)
+        return None
+
+
+def compute_shard(loaded, sae, plan: ShardPlan, shard: Shard, progress: bool | None = None) -> FeatureSet:
+    """Encode one shard and write it to the cache atomically."""
+    from finsae.extract.sae import SAEHandle
+
+    keep, skipped_pos = clean_texts(list(shard.texts))
+    if keep:
+        model_sae = sae.sae if isinstance(sae, SAEHandle) else sae
+        fs = extract_features(loaded.model, model_sae, list(shard.texts), doc_ids=list(shard.ids), pooling=plan.pooling,
+                              max_length=plan.max_length, overlap=plan.overlap, batch_tokens=plan.batch_tokens,
+                              progress=progress)
+    else:  # nothing to encode in this shard
+        fs = FeatureSet(sp.csr_matrix((0, plan.d_sae), dtype=np.float32), [], plan.pooling,
+                        np.zeros(0, np.int64), np.zeros(0, np.int64), {shard.ids[k]: r for k, r in skipped_pos.items()})
+    _save_shard(shard.path, fs)
+    return fs
+
+
+def assemble(loaded, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int, compute_seconds: float,
+             **extra: object) -> FeatureSet:
+    """One :class:`FeatureSet` from the shards' features, in input order, with the extraction's manifest."""
+    logger.info("features: %d shard(s), %d from cache, in %s", len(parts), hits, plan.folder)
     skipped: dict[str, str] = {}
     for p in parts:
         skipped.update(p.skipped)
     tokens = sum(p.manifest.get("tokens", 0) for p in parts)
-    manifest = {"model": loaded.model_id, "weights": loaded.weight_hash, "cache": str(folder), "shards": len(parts),
-                "shards_from_cache": hits, "pooling": pooling, "max_length": max_length, "overlap": overlap,
+    manifest = {"model": loaded.model_id, "weights": loaded.weight_hash, "cache": str(plan.folder),
+                "shards": len(parts), "shards_from_cache": hits, "pooling": plan.pooling,
+                "max_length": plan.max_length, "overlap": plan.overlap,
                 "documents": sum(len(p.doc_ids) for p in parts), "skipped": len(skipped), "tokens": tokens,
-                "compute_seconds": round(computed_seconds, 3)}
-    if parts and parts[0].manifest.get("hook"):
-        manifest["hook"] = parts[0].manifest["hook"]
+                "compute_seconds": round(compute_seconds, 3), **extra}
+    hooks = [p.manifest["hook"] for p in parts if p.manifest.get("hook")]
+    if hooks:
+        manifest["hook"] = hooks[0]
+    d_sae = plan.d_sae
     return FeatureSet(sp.vstack([p.matrix for p in parts], format="csr", dtype=np.float32) if parts else
                       sp.csr_matrix((0, d_sae), dtype=np.float32),
-                      [d for p in parts for d in p.doc_ids], pooling,
+                      [d for p in parts for d in p.doc_ids], plan.pooling,
                       np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int64),
                       np.concatenate([p.n_chunks for p in parts]) if parts else np.zeros(0, np.int64),
                       skipped, manifest)
+
+
+def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
+                   max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
+                   shard_size: int = 256, root: str | Path | None = None, progress: bool | None = None,
+                   backend: str = "local", workers: int | None = None, address: str | None = None) -> FeatureSet:
+    """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring).
+
+    ``sae`` is a sae_lens SAE or a :class:`finsae.extract.sae.SAEHandle` (then nothing is loaded on a full hit).
+    ``backend="ray"`` computes the missing shards on a Ray cluster (:mod:`finsae.extract.distributed`: one model
+    replica per worker, ``workers`` of them, the cluster at ``address`` or a local one); the features are the
+    same as with the local backend."""
+    plan = plan_shards(loaded, sae, texts, doc_ids, pooling=pooling, max_length=max_length, overlap=overlap,
+                       batch_tokens=batch_tokens, shard_size=shard_size, root=root)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": plan.pooling,
+                "max_length": plan.max_length, "overlap": plan.overlap}, plan.folder / "config.json")
+    parts: dict[int, FeatureSet] = {}
+    for shard in plan.shards:
+        fs = read_shard(shard, plan.pooling)
+        if fs is not None:
+            parts[shard.index] = fs
+    hits = len(parts)
+    missing = [s for s in plan.shards if s.index not in parts]
+    computed_seconds = 0.0
+    extra: dict[str, object] = {"backend": backend}
+    if backend == "local":
+        for shard in missing:
+            fs = compute_shard(loaded, sae, plan, shard, progress=progress)
+            computed_seconds += fs.manifest.get("seconds", 0.0)
+            parts[shard.index] = fs
+    elif backend == "ray":
+        from finsae.extract.distributed import ray_compute_shards
+
+        if missing:
+            stats = ray_compute_shards(loaded, sae, plan, missing, workers=workers, address=address, progress=progress)
+            computed_seconds = stats["seconds"]
+            extra.update(workers=stats["workers"], wall_seconds=stats["wall_seconds"])
+        for shard in missing:
+            fs = read_shard(shard, plan.pooling)
+            if fs is None:
+                raise DataError(f"shard {shard.path.name} was reported done by a Ray worker but is not readable here: "
+                                "on a multi-node cluster the cache folder must be on a shared file system "
+                                "($FINSAE_CACHE_DIR)")
+            parts[shard.index] = fs
+    else:
+        raise DataError(f"unknown backend {backend!r}; choose 'local' or 'ray'")
+    return assemble(loaded, plan, [parts[s.index] for s in plan.shards], hits, computed_seconds, **extra)

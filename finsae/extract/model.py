@@ -60,14 +60,15 @@ class LoadedModel:
     feature-cache hit never loads them.
     """
 
-    __slots__ = ("_loader", "_model", "model_id", "weight_hash")
+    __slots__ = ("_loader", "_model", "model_id", "spec", "weight_hash")
 
     def __init__(self, model: object | None, model_id: str, weight_hash: str,
-                 loader: Callable[[], object] | None = None) -> None:
+                 loader: Callable[[], object] | None = None, spec: dict | None = None) -> None:
         if model is None and loader is None:
             raise ValueError("LoadedModel needs a model or a loader")
         self._model, self._loader = model, loader
         self.model_id, self.weight_hash = model_id, weight_hash
+        self.spec = spec  # load_model arguments that rebuild it in another process (None: not rebuildable)
 
     @property
     def loaded(self) -> bool:
@@ -256,7 +257,8 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
             model_id = f"{tl_name}@{path.resolve()}"
         name = str(tl_name)
         loaded = LoadedModel(None, model_id, f"{source_hash}:{dtype}",
-                             loader=lambda: _load_local(path, name, source_hash, device, dtype))
+                             loader=lambda: _load_local(path, name, source_hash, device, dtype),
+                             spec={"source": source, "tl_name": tl_name, "dtype": dtype})
         if not lazy:
             loaded.model  # noqa: B018 - load now
         return loaded
@@ -268,4 +270,5 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
     except Exception as exc:
         raise ProviderError(f"cannot load model {source!r} from the hub: {exc}") from exc
     model.eval()
-    return LoadedModel(model, source, f"{_weights_hash(model)}:{dtype}")
+    return LoadedModel(model, source, f"{_weights_hash(model)}:{dtype}",
+                       spec={"source": source, "tl_name": tl_name, "dtype": dtype})

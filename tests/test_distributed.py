@@ -1,0 +1,127 @@
+"""The Ray backend on a local Ray cluster (2 worker processes on this machine): extraction equals the
+single-process run exactly, a worker killed mid-run is replaced, a failed job resumes without recomputing
+finished shards, and the pairs tests / placebo draws match the local run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from finsae.errors import ProviderError
+from finsae.extract import LoadedModel, cached_extract
+from finsae.extract.cache import compute_shard
+
+ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra (pip install 'finsae[ray]')")
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
+
+DOCS = [f"{a} {b} company serves customers in ohio" for a in ("banks lend money", "oil gas drilling",
+                                                            "software cloud services", "real estate trusts own offices")
+        for b in ("and more", "for clients", "with stores")]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _same(a, b) -> None:
+    assert a.doc_ids == b.doc_ids
+    assert a.matrix.shape == b.matrix.shape
+    assert (a.matrix != b.matrix).nnz == 0  # exactly equal, not close
+    assert np.array_equal(a.n_tokens, b.n_tokens) and a.skipped == b.skipped
+
+
+def test_ray_extraction_with_two_workers_equals_the_local_run(model, sae, tmp_path, cluster):
+    ids = [f"D{i}" for i in range(len(DOCS))]
+    docs = [*DOCS[:5], "   ", *DOCS[5:]]  # a blank one is skipped the same way
+    ids = [*ids[:5], "BLANK", *ids[5:]]
+    local = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "local")
+    dist = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "ray",
+                          backend="ray", workers=2)
+    _same(local, dist)
+    assert dist.manifest["workers"] == 2 and dist.manifest["shards_from_cache"] == 0
+    assert sorted(p.name for p in (tmp_path / "local").glob("*.npz")) == sorted(p.name for p in (tmp_path / "ray").glob("*.npz"))
+    again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "ray",
+                           backend="ray", workers=2)
+    assert again.manifest["shards_from_cache"] == again.manifest["shards"]  # a full hit starts no worker
+    _same(local, again)
+
+
+def _crash_once(marker_dir: Path, crash_index: int):
+    """A compute function whose worker process dies the first time it meets shard ``crash_index``; every shard
+    computed leaves a marker file, so the test can count recomputations."""
+
+    def compute(loaded, sae, plan, shard):
+        if shard.index == crash_index and not (marker_dir / "crashed").exists():
+            (marker_dir / "crashed").touch()
+            os._exit(1)  # the worker process dies mid-shard, as on a killed node
+        fs = compute_shard(loaded, sae, plan, shard)
+        (marker_dir / f"computed-{shard.index}-{os.getpid()}-{len(list(marker_dir.iterdir()))}").touch()
+        return fs
+
+    return compute
+
+
+def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tmp_path, cluster):
+    from finsae.extract.cache import plan_shards, read_shard
+    from finsae.extract.distributed import ray_compute_shards
+
+    ids = [f"D{i}" for i in range(len(DOCS))]
+    loaded = LoadedModel(model, "tiny", "w0")
+    plan = plan_shards(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
+    plan.folder.mkdir(parents=True)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stats = ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=2, compute=_crash_once(markers, 2))
+    assert stats["failures"] == 1
+    computed = [p.name.split("-")[1] for p in markers.glob("computed-*")]
+    assert sorted(map(int, computed)) == list(range(len(plan.shards)))  # each shard computed exactly once
+    local = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "local")
+    parts = [read_shard(s, plan.pooling) for s in plan.shards]
+    assert all(p is not None for p in parts)
+    dist = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
+    assert dist.manifest["shards_from_cache"] == len(plan.shards)
+    _same(local, dist)
+
+
+def test_a_failed_job_resumes_without_recomputing_finished_shards(model, sae, tmp_path, cluster):
+    from finsae.extract.cache import plan_shards
+    from finsae.extract.distributed import ray_compute_shards
+
+    ids = [f"D{i}" for i in range(len(DOCS))]
+    loaded = LoadedModel(model, "tiny", "w0")
+    plan = plan_shards(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
+    plan.folder.mkdir(parents=True)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with pytest.raises(ProviderError, match="a rerun computes only the rest"):
+        ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, max_failures=0,
+                           compute=_crash_once(markers, 3))
+    finished = {p.name: p.stat().st_mtime_ns for p in plan.folder.glob("*.npz")}
+    assert 0 < len(finished) < len(plan.shards)  # the job died part way
+    resumed = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache", backend="ray", workers=2)
+    assert resumed.manifest["shards_from_cache"] == len(finished)
+    for name, mtime in finished.items():
+        assert (plan.folder / name).stat().st_mtime_ns == mtime  # finished shards were not rewritten
+    _same(cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "local"), resumed)
+
+
+def test_a_worker_error_names_the_shard(model, sae, tmp_path, cluster):
+    def broken(loaded, sae, plan, shard):
+        raise ValueError("tokenizer exploded")
+
+    from finsae.extract.cache import plan_shards
+    from finsae.extract.distributed import ray_compute_shards
+
+    loaded = LoadedModel(model, "tiny", "w0")
+    plan = plan_shards(loaded, sae, DOCS[:2], ["A", "B"], shard_size=2, root=tmp_path / "c")
+    with pytest.raises(ProviderError, match=r"failed on a Ray worker: ValueError\('tokenizer exploded'\)"):
+        ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, compute=broken)
