@@ -123,14 +123,22 @@ def benchmark(config_path: Path, output: Path | None) -> None:
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, help="Pairs backtest config (YAML).")
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Results folder (default: output_dir/name from the config).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="Run pair tests and placebo draws locally or as Ray tasks (default: the config's backend).")
+@click.option("--workers", type=int, default=None, help="Ray tasks at once (default: the cluster's CPUs).")
+@click.option("--address", default=None, help="Ray cluster address (default: a local cluster).")
 @_friendly
-def backtest(config_path: Path, output: Path | None) -> None:
+def backtest(config_path: Path, output: Path | None, backend: str | None, workers: int | None,
+             address: str | None) -> None:
     """Walk-forward pairs trading inside each method's peer groups, with costs and placebos."""
     from finsae.backtest.run import run_pairs_backtest
     from finsae.config import load_pairs_config
     from finsae.report.markdown import backtest_markdown
 
     cfg = load_pairs_config(config_path)
+    if backend or workers or address:
+        update = {k: v for k, v in (("kind", backend), ("workers", workers), ("address", address)) if v is not None}
+        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update=update)})
     result = run_pairs_backtest(cfg, output)
     click.echo(backtest_markdown(result))
     click.echo(f"results written to {result.output_dir}")

@@ -270,6 +270,16 @@ class TextGroupsConfig(_Strict):
     allow_look_ahead: bool = False
 
 
+class BackendConfig(_Strict):
+    """Where the pair tests and placebo draws run: ``local`` (this process) or ``ray`` (Ray tasks; ``address``
+    joins a cluster, default a local one). Results are identical either way."""
+
+    kind: Literal["local", "ray"] = "local"
+    workers: int | None = Field(None, ge=1)
+    address: str | None = None
+    placebo_chunk: int = Field(25, ge=1)  # placebo draws per task
+
+
 class PairsBacktestConfig(_Strict):
     """``finsae backtest``: walk-forward pairs trading inside the peer groups of each method."""
 
@@ -289,6 +299,7 @@ class PairsBacktestConfig(_Strict):
     costs_bps: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0], min_length=1)
     headline_cost_bps: float = 10.0
     placebo: PlaceboConfig = Field(default_factory=PlaceboConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
     bootstrap_draws: int = Field(2000, ge=0)
     periods_per_year: float = Field(252.0, gt=0.0)
     rf_annual: float = 0.0

@@ -125,3 +125,49 @@ def test_a_worker_error_names_the_shard(model, sae, tmp_path, cluster):
     plan = plan_shards(loaded, sae, DOCS[:2], ["A", "B"], shard_size=2, root=tmp_path / "c")
     with pytest.raises(ProviderError, match=r"failed on a Ray worker: ValueError\('tokenizer exploded'\)"):
         ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, compute=broken)
+
+
+# --------------------------------------------------------------------------------------- pairs backtest on Ray
+
+def test_pair_tests_on_ray_equal_the_local_run(cluster):
+    from finsae.backtest.pairs import all_pairs, pair_tests
+    from finsae.parallel import RayBackend
+
+    rng = np.random.default_rng(3)
+    logp = np.cumsum(rng.normal(0, 0.01, (200, 14)), axis=0)
+    logp[:, 1] = logp[:, 0] + rng.normal(0, 0.005, 200)  # one co-integrated pair
+    i, j = all_pairs(14)
+    local = pair_tests(logp, i, j, maxlag=None, autolag="aic", both_orderings=True, chunk_pairs=10)
+    backend = RayBackend(workers=2)
+    dist = pair_tests(logp, i, j, maxlag=None, autolag="aic", both_orderings=True, chunk_pairs=10, backend=backend)
+    backend.close()
+    for field in ("pvalue", "stat", "half_life", "hedge_ratio", "lags", "collinear", "valid", "pvalue_ij", "pvalue_ji"):
+        assert np.array_equal(getattr(local, field), getattr(dist, field), equal_nan=True), field
+    assert local.pvalue[0] < 0.01
+
+
+def test_pairs_backtest_on_ray_equals_the_local_run(tmp_path, monkeypatch, cluster):
+    import pandas as pd
+
+    from finsae.backtest.run import run_pairs_backtest
+    from finsae.config import load_pairs_config
+
+    from .test_backtest_run import CONFIG, synthetic_market
+
+    prices = synthetic_market()
+    prices.reset_index().to_parquet(tmp_path / "prices.parquet")
+    sic = {0: "2834", 1: "6021", 2: "7372"}
+    gics = {0: "35202010", 1: "40101015", 2: "45103010"}
+    pd.DataFrame({"ticker": prices.columns, "description": "x", "sic": [sic[int(c[1])] for c in prices.columns],
+                  "gics": [gics[int(c[1])] for c in prices.columns]}).to_csv(tmp_path / "companies.csv", index=False)
+    config = CONFIG.replace("placebo: {draws: 3, seed: 1}", "placebo: {draws: 7, seed: 1}")
+    (tmp_path / "local.yaml").write_text(config)
+    (tmp_path / "ray.yaml").write_text(config + "backend: {kind: ray, workers: 2, placebo_chunk: 2}\n")
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache_local"))
+    local = run_pairs_backtest(load_pairs_config(tmp_path / "local.yaml"), tmp_path / "out_local")
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache_ray"))  # pair tests recomputed on Ray, not read
+    dist = run_pairs_backtest(load_pairs_config(tmp_path / "ray.yaml"), tmp_path / "out_ray")
+    assert list((tmp_path / "cache_ray" / "pairtests").glob("*.parquet"))
+    for name in ("summary", "daily", "windows", "placebo", "trades", "selections"):
+        pd.testing.assert_frame_equal(getattr(local, name), getattr(dist, name), check_exact=True, obj=name)
+    assert len(local.placebo) > 0 and local.placebo["sharpe_gross"].notna().any()

@@ -51,6 +51,7 @@ from finsae.data import load_prices, load_universe
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import percentile_of, within_pairs
 from finsae.group.taxonomy import taxonomy_labels
+from finsae.parallel import get_backend
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _tests_key(logp: np.ndarray, tickers: list[str], cfg: PairsBacktestConfig) -
     return h.hexdigest()[:32]
 
 
-def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBacktestConfig) -> pd.DataFrame:
+def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBacktestConfig, backend=None) -> pd.DataFrame:
     """p-value, half-life and usability of every pair of columns of ``logp`` (all-pairs order), from the cache
     when present. A corrupt cache file is recomputed."""
     path = cache_dir() / "pairtests" / f"{_tests_key(logp, tickers, cfg)}.parquet"
@@ -112,7 +113,7 @@ def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBackte
             logger.warning("pair-test cache %s is unreadable (%s): recomputing", path, exc)
     i, j = all_pairs(len(tickers))
     res = pair_tests(logp, i, j, maxlag=cfg.selection.maxlag, autolag=cfg.selection.autolag,
-                     both_orderings=cfg.selection.both_orderings)
+                     both_orderings=cfg.selection.both_orderings, backend=backend)
     table = pd.DataFrame({"pvalue": res.pvalue, "half_life": res.half_life.astype(np.float32),
                           "usable": res.valid & ~res.collinear})
     write_parquet(table, path)
@@ -208,76 +209,93 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     net_all: dict[float, list[np.ndarray]] = {c: [] for c in costs}
     dates_all: list[pd.DatetimeIndex] = []
 
-    for w in tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None):
-        form = close.iloc[w.formation].ffill(limit=cfg.max_fill_days) if cfg.max_fill_days else close.iloc[w.formation]
-        complete = form.notna().all(axis=0).to_numpy()
-        jumps = np.abs(np.diff(np.log(form.to_numpy()), axis=0))
-        calm = ~(np.nan_to_num(jumps) > cfg.max_abs_log_return).any(axis=0) if cfg.max_abs_log_return else complete
-        eligible = np.flatnonzero(complete & calm)
-        elig_tickers = list(tickers[eligible])
-        n_e = len(eligible)
-        logp = np.log(form.to_numpy()[:, eligible])
-        tests = cached_all_pair_tests(logp, elig_tickers, cfg)
-        pvalue = tests["pvalue"].to_numpy()
-        half_life = tests["half_life"].to_numpy().astype(np.float64)
-        usable = tests["usable"].to_numpy()
-        i_all, j_all = all_pairs(n_e)
-        usable_pos = np.flatnonzero(usable)
+    backend = get_backend(cfg.backend.kind, cfg.backend.workers, cfg.backend.address)
+    try:
+        for w in tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None):
+            form = close.iloc[w.formation].ffill(limit=cfg.max_fill_days) if cfg.max_fill_days else close.iloc[w.formation]
+            complete = form.notna().all(axis=0).to_numpy()
+            jumps = np.abs(np.diff(np.log(form.to_numpy()), axis=0))
+            calm = ~(np.nan_to_num(jumps) > cfg.max_abs_log_return).any(axis=0) if cfg.max_abs_log_return else complete
+            eligible = np.flatnonzero(complete & calm)
+            elig_tickers = list(tickers[eligible])
+            n_e = len(eligible)
+            logp = np.log(form.to_numpy()[:, eligible])
+            tests = cached_all_pair_tests(logp, elig_tickers, cfg, backend)
+            pvalue = tests["pvalue"].to_numpy()
+            half_life = tests["half_life"].to_numpy().astype(np.float64)
+            usable = tests["usable"].to_numpy()
+            i_all, j_all = all_pairs(n_e)
+            usable_pos = np.flatnonzero(usable)
 
-        picked: list[tuple[int, np.ndarray]] = []  # (book, positions in all-pairs order)
+            picked: list[tuple[int, np.ndarray]] = []  # (book, positions in all-pairs order)
 
-        def choose(pos: np.ndarray, p=pvalue, hl=half_life, ok=usable) -> np.ndarray:
-            keep = select_pairs(p[pos], hl[pos], ok[pos], fdr=sel.fdr, min_half_life=sel.min_half_life,
-                                max_half_life=sel.max_half_life, max_pairs=sel.max_pairs)
-            return pos[keep]
+            def choose(pos: np.ndarray, p=pvalue, hl=half_life, ok=usable) -> np.ndarray:
+                keep = select_pairs(p[pos], hl[pos], ok[pos], fdr=sel.fdr, min_half_life=sel.min_half_life,
+                                    max_half_life=sel.max_half_life, max_pairs=sel.max_pairs)
+                return pos[keep]
 
-        for m in methods:
-            if m == "all_pairs":
-                cand = np.arange(len(pvalue))
-                wi = wj = None
-            else:
-                codes = _method_codes(labels[m], pd.Index(elig_tickers))
-                wi, wj, _ = within_pairs(codes)
-                cand = pair_position(wi, wj, n_e)
-            chosen = choose(cand)
-            picked.append((book_index[(m, "method", 0)], chosen))
-            window_rows.append({"method": m, "window": w.label(), "formation_start": w.formation_start,
-                                "formation_end": w.formation_end, "trading_start": w.trading_start,
-                                "trading_end": w.trading_end, "eligible": n_e, "screened_jumps": int((complete & ~calm).sum()),
-                                "candidates": len(cand),
-                                "candidates_significant_at_5pct": int(np.sum(pvalue[cand] < 0.05)),
-                                "selected": len(chosen)})
-            for d in range(cfg.placebo.draws):
-                picked.append((book_index[(m, "random_pairs", d)], _random_pairs(rng, usable_pos, len(chosen))))
-                if wi is not None:
-                    q = rng.permutation(n_e)  # company q[a] takes the label of company a: same group sizes
-                    a, b = q[wi], q[wj]
-                    picked.append((book_index[(m, "random_groups", d)],
-                                   choose(pair_position(np.minimum(a, b), np.maximum(a, b), n_e))))
+            for m in methods:
+                if m == "all_pairs":
+                    cand = np.arange(len(pvalue))
+                    wi = wj = None
+                else:
+                    codes = _method_codes(labels[m], pd.Index(elig_tickers))
+                    wi, wj, _ = within_pairs(codes)
+                    cand = pair_position(wi, wj, n_e)
+                chosen = choose(cand)
+                picked.append((book_index[(m, "method", 0)], chosen))
+                window_rows.append({"method": m, "window": w.label(), "formation_start": w.formation_start,
+                                    "formation_end": w.formation_end, "trading_start": w.trading_start,
+                                    "trading_end": w.trading_end, "eligible": n_e, "screened_jumps": int((complete & ~calm).sum()),
+                                    "candidates": len(cand),
+                                    "candidates_significant_at_5pct": int(np.sum(pvalue[cand] < 0.05)),
+                                    "selected": len(chosen)})
+                for d in range(cfg.placebo.draws):
+                    picked.append((book_index[(m, "random_pairs", d)], _random_pairs(rng, usable_pos, len(chosen))))
+                    if wi is not None:
+                        q = rng.permutation(n_e)  # company q[a] takes the label of company a: same group sizes
+                        a, b = q[wi], q[wj]
+                        picked.append((book_index[(m, "random_groups", d)],
+                                       choose(pair_position(np.minimum(a, b), np.maximum(a, b), n_e))))
 
-        pos = np.concatenate([p for _, p in picked])
-        ci, cj = i_all[pos], j_all[pos]
-        cb = np.concatenate([np.full(len(p), book) for book, p in picked])
-        intercept, hedge, sigma = fit_spreads(logp[:, ci], logp[:, cj])
-        trade_rows = close.iloc[w.formation.stop - 1: w.trading.stop].to_numpy()[:, eligible]
-        trade_rows[0] = form.to_numpy()[-1, eligible]  # the last known formation close (gap-filled)
-        paths = simulate_pairs(trade_rows[:, ci], trade_rows[:, cj], intercept, hedge, sigma, rules)
-        gross = portfolio_returns(paths.gross[1:], paths.active[1:], cb, n_books)
-        gross_all.append(gross)
-        turnover_all.append(portfolio_returns(paths.traded[1:], paths.active[1:], cb, n_books))
-        for c in costs:
-            net_all[c].append(portfolio_returns(paths.net(c, rules)[1:], paths.active[1:], cb, n_books))
-        dates_all.append(close.index[w.trading])
+            trade_rows = close.iloc[w.formation.stop - 1: w.trading.stop].to_numpy()[:, eligible]
+            trade_rows[0] = form.to_numpy()[-1, eligible]  # the last known formation close (gap-filled)
+            shared = {"logp": logp, "trade_rows": trade_rows, "i_all": i_all, "j_all": j_all, "rules": rules,
+                      "costs": costs}
+            method_books = {book_index[(m, "method", 0)] for m in methods}
+            own = simulate_books([bp for bp in picked if bp[0] in method_books], **shared)  # paths kept: trades
+            placebo = [bp for bp in picked if bp[0] not in method_books]
+            chunk = cfg.backend.placebo_chunk * 2 * max(1, len(methods))
+            parts = backend.map(simulate_books, [placebo[k:k + chunk] for k in range(0, len(placebo), chunk)],
+                                shared=shared)
+            n_rows = len(trade_rows) - 1
+            gross = np.zeros((n_rows, n_books))
+            turnover = np.zeros((n_rows, n_books))
+            net_w = {c: np.zeros((n_rows, n_books)) for c in costs}
+            for part in [own, *parts]:
+                gross[:, part["books"]] = part["gross"]
+                turnover[:, part["books"]] = part["turnover"]
+                for c in costs:
+                    net_w[c][:, part["books"]] = part["net"][c]
+            gross_all.append(gross)
+            turnover_all.append(turnover)
+            for c in costs:
+                net_all[c].append(net_w[c])
+            dates_all.append(close.index[w.trading])
+            pos, ci, cj, cb = own["pos"], own["ci"], own["cj"], own["cb"]
+            intercept, hedge, sigma, paths = own["intercept"], own["hedge"], own["sigma"], own["paths"]
 
-        method_cols = np.flatnonzero(np.isin(cb, [book_index[(m, "method", 0)] for m in methods]))
-        selection_parts.append(pd.DataFrame({
-            "method": [books[b][0] for b in cb[method_cols]], "window": w.label(),
-            "y": np.asarray(elig_tickers)[ci[method_cols]], "x": np.asarray(elig_tickers)[cj[method_cols]],
-            "pvalue": pvalue[pos[method_cols]], "half_life": half_life[pos[method_cols]],
-            "intercept": intercept[method_cols], "hedge_ratio": hedge[method_cols], "spread_sd": sigma[method_cols],
-        }))
-        trade_parts.append(_trades(paths, method_cols, cb, books, rules, cfg.headline_cost_bps, ci, cj,
-                                   elig_tickers, close.index[w.formation.stop - 1: w.trading.stop], w.label()))
+            method_cols = np.flatnonzero(np.isin(cb, [book_index[(m, "method", 0)] for m in methods]))
+            selection_parts.append(pd.DataFrame({
+                "method": [books[b][0] for b in cb[method_cols]], "window": w.label(),
+                "y": np.asarray(elig_tickers)[ci[method_cols]], "x": np.asarray(elig_tickers)[cj[method_cols]],
+                "pvalue": pvalue[pos[method_cols]], "half_life": half_life[pos[method_cols]],
+                "intercept": intercept[method_cols], "hedge_ratio": hedge[method_cols], "spread_sd": sigma[method_cols],
+            }))
+            trade_parts.append(_trades(paths, method_cols, cb, books, rules, cfg.headline_cost_bps, ci, cj,
+                                       elig_tickers, close.index[w.formation.stop - 1: w.trading.stop], w.label()))
+    finally:
+        backend.close()
 
     dates = dates_all[0].append(dates_all[1:]) if len(dates_all) > 1 else dates_all[0]
     gross = np.vstack(gross_all)
@@ -332,6 +350,30 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
                    out / "manifest.json")
         logger.info("backtest %s written to %s", cfg.name, out)
     return result
+
+
+def simulate_books(picked: list[tuple[int, np.ndarray]], *, logp: np.ndarray, trade_rows: np.ndarray,
+                   i_all: np.ndarray, j_all: np.ndarray, rules: TradingRules, costs: list[float]) -> dict:
+    """Trade the pairs of some books (a method, or a chunk of placebo draws) over one window: each book's daily
+    returns gross, net of each cost, and its turnover (rows x books, columns in ``books`` order).
+
+    Every pair is simulated on its own and each book's returns sum only its own pairs, so a book's numbers do not
+    depend on which other books share the call: chunks of placebo draws (e.g. as Ray tasks) give the same
+    numbers as one call with everything."""
+    books = np.array([b for b, _ in picked], dtype=np.int64)
+    pos = np.concatenate([p for _, p in picked]) if picked else np.zeros(0, dtype=np.int64)
+    ci, cj = i_all[pos], j_all[pos]
+    local = np.concatenate([np.full(len(p), k) for k, (_, p) in enumerate(picked)]) if picked else np.zeros(0, int)
+    cb = books[local] if len(local) else np.zeros(0, dtype=np.int64)
+    intercept, hedge, sigma = fit_spreads(logp[:, ci], logp[:, cj])
+    paths = simulate_pairs(trade_rows[:, ci], trade_rows[:, cj], intercept, hedge, sigma, rules)
+    nb = len(books)
+    out = {"books": books, "pos": pos, "ci": ci, "cj": cj, "cb": cb, "intercept": intercept, "hedge": hedge,
+           "sigma": sigma, "paths": paths,
+           "gross": portfolio_returns(paths.gross[1:], paths.active[1:], local, nb),
+           "turnover": portfolio_returns(paths.traded[1:], paths.active[1:], local, nb),
+           "net": {c: portfolio_returns(paths.net(c, rules)[1:], paths.active[1:], local, nb) for c in costs}}
+    return out
 
 
 def _trades(paths: PairPaths, cols: np.ndarray, book: np.ndarray, books: list, rules: TradingRules, head: float,
