@@ -75,6 +75,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
     cfg = _text_files(tmp, prices.close)
     companies = pd.read_csv(tmp / "companies.csv", dtype=str)
     companies.loc[29, "description"] = ""  # one company without text: in the universe, without a vector
+    companies.loc[28, "description"] = "company serves clients"  # only words every company uses: a zero vector
     companies.to_csv(tmp / "companies.csv", index=False)
     text = cfg.read_text().replace("levels: [sic2, gics_industry]", "levels: [gics_sector, gics_industry]")
     text = text.replace("transform: select\n", "transform: idf\n").replace("clusterer: select\n", "clusterer: average\n")
@@ -110,9 +111,11 @@ def test_peers_table_is_the_brute_force_top_k_of_the_vectors(built):
     vec = pd.read_parquet(built["out"] / "vectors.parquet")
     peers = pd.read_parquet(built["out"] / "peers.parquet")
     companies = pd.read_parquet(built["out"] / "companies.parquet")
-    order = [t for t in companies["ticker"] if t in set(vec["ticker"])]
-    dense = vec.pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0).reindex(order).to_numpy()
-    assert np.allclose(np.linalg.norm(dense, axis=1), 1.0, atol=1e-5)
+    order = list(companies.loc[companies["has_text"], "ticker"])
+    dense = vec.pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
+    dense = dense.reindex(order, fill_value=0.0).to_numpy()
+    norms = np.linalg.norm(dense, axis=1)
+    assert np.allclose(norms[np.array(order) != "T28"], 1.0, atol=1e-5) and norms[order.index("T28")] == 0
     for i, t in enumerate(order):
         sims = dense @ dense[i]
         brute = sorted((j for j in range(len(order)) if j != i), key=lambda j: (-sims[j], j))[:5]
@@ -251,8 +254,9 @@ def test_run_answers_match_the_exported_tables(built):
     assert all(x.label for x in e.latents)  # TF-IDF terms name the shared dimensions
     # excess terms: contribution minus the dimension's squared mean, ranked largest first
     vec = pd.read_parquet(built["out"] / "vectors.parquet")
+    with_text = [t for t in pd.read_parquet(built["out"] / "companies.parquet").query("has_text")["ticker"]]
     dense = vec[vec["method"] == "tfidf"].pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
-    mean = dense.mean(axis=0)
+    mean = dense.reindex(with_text, fill_value=0.0).mean(axis=0)  # zero vectors count
     for x in e.latents:
         assert np.isclose(x.excess, x.contribution - mean[x.latent] ** 2)
     assert [x.excess for x in e.latents] == sorted((x.excess for x in e.latents), reverse=True)
@@ -265,6 +269,17 @@ def test_run_answers_match_the_exported_tables(built):
     assert run.groups("tfidf", "gics_industry").name == GROUPING
     frame = run.peers("T00", k=3).to_frame()
     assert list(frame.columns) == ["rank", "ticker", "name", "similarity"] and len(frame) == 3
+
+
+def test_a_zero_vector_company_has_peers_at_similarity_zero(built):
+    run = api.load_run(built["out"])
+    vec = pd.read_parquet(built["out"] / "vectors.parquet")
+    assert "T28" not in set(vec.loc[vec["method"] == "tfidf", "ticker"])  # no non-zero entry
+    got = run.peers("T28", k=4)
+    assert [p.similarity for p in got.peers] == [0.0] * 4
+    assert [p.ticker for p in got.peers] == ["T00", "T01", "T02", "T03"]  # ties: universe order
+    assert run.similarity("T28", "T00").similarity == 0.0
+    assert run.explain_pair("T28", "T00").latents == ()
 
 
 def test_run_errors_name_what_is_missing(built):

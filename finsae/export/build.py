@@ -143,11 +143,13 @@ def _method_vectors(manifest: dict, universe, vintage: str, progress: bool | Non
                             f"resolve to {Path(str(now)).name} (a different model, SAE or text): rerun finsae benchmark "
                             "before exporting")
         z = FeatureTransform(info["transform"], n_components=m.n_components).fit_transform(feats.matrix)
+        order = np.argsort(universe.tickers.get_indexer(feats.tickers), kind="stable")  # universe order: ties
+        tickers, z = feats.tickers[order], np.asarray(z)[order]
         # dimensions keep a meaning (a latent, a term) unless PCA mixed them; minilm's never had one
         names = feats.names if m.n_components is None and m.features in ("sae", "tfidf") else None
-        out[name] = (feats.tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)),
+        out[name] = (tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)),
                      {"features": m.features, "transform": info["transform"], "clusterer": info.get("clusterer"),
-                      "interpretable": names is not None,
+                      "interpretable": names is not None, "dims": int(z.shape[1]), "companies": int(z.shape[0]),
                       "source": {k: str(v) for k, v in feats.source.items() if v is not None}}, names)
     return out
 

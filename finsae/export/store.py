@@ -211,11 +211,16 @@ class ExportedRun:
         self._z: dict[str, sp.csr_matrix] = {}
         self._row: dict[str, dict[str, int]] = {}
         order = {t: i for i, t in enumerate(self._companies.index)}
+        with_text = self._companies.index[self._companies["has_text"].astype(bool).to_numpy()]
         for method in self.methods:
             v = vectors[vectors["method"] == method]
-            tickers = pd.Index(sorted(v["ticker"].astype(str).unique(), key=order.__getitem__), dtype=object)
+            # every company with text has a vector (an all-zero one has no rows in vectors.parquet)
+            tickers = pd.Index(sorted(set(with_text) | set(v["ticker"].astype(str)), key=order.__getitem__),
+                               dtype=object)
             rows = tickers.get_indexer(v["ticker"].astype(str).to_numpy())
-            dim = int(v["dim"].max()) + 1 if len(v) else 0
+            if (rows < 0).any():
+                raise DataError(f"{self.path}: vectors.parquet names tickers not in companies.parquet")
+            dim = int(self.manifest["methods"][method]["dims"])
             self._z[method] = sp.csr_matrix((v["value"].to_numpy(np.float64), (rows, v["dim"].to_numpy())),
                                             shape=(len(tickers), dim))
             self._tickers[method] = tickers
