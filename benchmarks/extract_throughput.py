@@ -6,6 +6,7 @@ resident memory. Also reports the forward pass alone at a few hook depths, becau
 instructions the depth of the hook decides the speed.
 
     python benchmarks/extract_throughput.py [--docs 1484] [--sae DIR] [--dtype float32] [--batch-tokens 8192]
+        [--compile both|on|off]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--sae", default=str(DEFAULT_SAE_DIR))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch-tokens", type=int, default=8192)
+    parser.add_argument("--compile", default="both", choices=["both", "on", "off"],
+                        help="end-to-end run with eager blocks, compiled blocks, or both (compared)")
     args = parser.parse_args()
 
     a, w = torch.randn(8192, 640), torch.randn(640, 2048)
@@ -44,11 +47,24 @@ def main() -> None:
     sae = load_sae(args.sae, dtype=args.dtype)
     print(f"device cpu, {torch.get_num_threads()} threads, dtype {args.dtype}; load {time.perf_counter() - t0:.1f} s; "
           f"SAE {sae.cfg.metadata.hook_name} d_sae={sae.cfg.d_sae}")
-    fs = extract_features(loaded.model, sae, texts, batch_tokens=args.batch_tokens, progress=False)
-    m = fs.manifest
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"end to end: {m['documents']} documents, {m['tokens']:,} tokens in {m['seconds']:.1f} s = "
-          f"{m['tokens_per_second']:,.0f} tokens/s; peak RSS {peak:,.0f} MiB")
+    runs = {}
+    for compiled in ([False, True] if args.compile == "both" else [args.compile == "on"]):
+        if compiled:  # compile once on a few documents, timed apart (inductor caches kernels on disk afterwards)
+            t0 = time.perf_counter()
+            extract_features(loaded.model, sae, texts[:40], batch_tokens=args.batch_tokens, compile=True)
+            print(f"torch.compile of the blocks + 40 documents: {time.perf_counter() - t0:.1f} s")
+        fs = extract_features(loaded.model, sae, texts, batch_tokens=args.batch_tokens, progress=False,
+                              compile=compiled)
+        m = fs.manifest
+        runs[compiled] = fs
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"end to end{' (compiled blocks)' if compiled else ' (eager)'}: {m['documents']} documents, "
+              f"{m['tokens']:,} tokens in {m['seconds']:.1f} s = {m['tokens_per_second']:,.0f} tokens/s; "
+              f"peak RSS {peak:,.0f} MiB")
+    if len(runs) == 2:
+        a, b = runs[False].matrix.toarray(), runs[True].matrix.toarray()
+        print(f"compiled vs eager features: max abs difference {abs(a - b).max():.2e} "
+              f"(largest value {abs(a).max():.1f}); same active latents: {bool(((a > 0) == (b > 0)).all())}")
     sample = texts[:64]
     tok = loaded.model.tokenizer
     ids = [tok(x, add_special_tokens=False)["input_ids"][:255] for x in sample]

@@ -23,7 +23,12 @@ import scipy.sparse as sp
 from finsae._io import atomic_write, write_json
 from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.features import FeatureSet, check_pooling, clean_texts, extract_features
+from finsae.extract.features import (
+    FeatureSet,
+    check_pooling,
+    clean_texts,
+    extract_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +45,15 @@ def sae_hash(sae) -> str:
 
 
 def config_key(model_id: str, weight_hash: str, sae_digest: str, pooling: str, max_length: int, overlap: int,
-               sae_dtype: str = "float32") -> str:
-    payload = json.dumps({"model": model_id, "weights": weight_hash, "sae": sae_digest, "pooling": pooling,
-                          "max_length": max_length, "overlap": overlap, "sae_dtype": sae_dtype, "version": 1},
-                         sort_keys=True)
+               sae_dtype: str = "float32", compiled: bool = False) -> str:
+    """The feature cache's folder name. Compiled blocks (``torch.compile``) reassociate float sums, and TopK turns
+    some of those 1e-7 differences into a different active latent on near-tied tokens, so their features are
+    cached apart (the eager key is unchanged)."""
+    fields = {"model": model_id, "weights": weight_hash, "sae": sae_digest, "pooling": pooling,
+              "max_length": max_length, "overlap": overlap, "sae_dtype": sae_dtype, "version": 1}
+    if compiled:
+        fields["forward"] = "torch.compile"
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -95,11 +105,12 @@ class ShardPlan:
     batch_tokens: int
     d_sae: int
     shards: tuple[Shard, ...]
+    compile: bool = False
 
 
 def plan_shards(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
                 max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096, shard_size: int = 256,
-                root: str | Path | None = None) -> ShardPlan:
+                root: str | Path | None = None, compile: bool = False) -> ShardPlan:
     """The cache folder and shards of an extraction, without loading the model or (for an
     :class:`~finsae.extract.sae.SAEHandle`) the SAE."""
     from finsae.extract.sae import SAEHandle
@@ -116,14 +127,14 @@ def plan_shards(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *,
         digest, dtype = sae_hash(sae), str(next(sae.parameters()).dtype)
     if max_length is None:
         max_length = int(context or 512)
-    key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype)
+    key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype, bool(compile))
     folder = Path(root) if root is not None else cache_dir() / "features" / key
     shards = []
     for n, start in enumerate(range(0, len(texts), shard_size)):
         ids = tuple(str(d) for d in doc_ids[start: start + shard_size])
         chunk = tuple(texts[start: start + shard_size])
         shards.append(Shard(n, folder / f"{_shard_key(key, ids, chunk)}.npz", ids, chunk))
-    return ShardPlan(key, folder, pooling, max_length, overlap, batch_tokens, d_sae, tuple(shards))
+    return ShardPlan(key, folder, pooling, max_length, overlap, batch_tokens, d_sae, tuple(shards), bool(compile))
 
 
 def read_shard(shard: Shard, pooling: str) -> FeatureSet | None:
@@ -138,7 +149,7 @@ def read_shard(shard: Shard, pooling: str) -> FeatureSet | None:
 
 
 def compute_shard(loaded, sae, plan: ShardPlan, shard: Shard, progress: bool | None = None) -> FeatureSet:
-    """Encode one shard and write it to the cache atomically."""
+    """Encode one shard (compiled blocks if ``plan.compile``) and write it to the cache atomically."""
     from finsae.extract.sae import SAEHandle
 
     keep, skipped_pos = clean_texts(list(shard.texts))
@@ -146,7 +157,7 @@ def compute_shard(loaded, sae, plan: ShardPlan, shard: Shard, progress: bool | N
         model_sae = sae.sae if isinstance(sae, SAEHandle) else sae
         fs = extract_features(loaded.model, model_sae, list(shard.texts), doc_ids=list(shard.ids), pooling=plan.pooling,
                               max_length=plan.max_length, overlap=plan.overlap, batch_tokens=plan.batch_tokens,
-                              progress=progress)
+                              progress=progress, compile=plan.compile)
     else:  # nothing to encode in this shard
         fs = FeatureSet(sp.csr_matrix((0, plan.d_sae), dtype=np.float32), [], plan.pooling,
                         np.zeros(0, np.int64), np.zeros(0, np.int64), {shard.ids[k]: r for k, r in skipped_pos.items()})
@@ -163,6 +174,7 @@ def assemble(loaded, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int, co
         skipped.update(p.skipped)
     tokens = sum(p.manifest.get("tokens", 0) for p in parts)
     manifest = {"model": loaded.model_id, "weights": loaded.weight_hash, "cache": str(plan.folder),
+                "compiled": plan.compile,
                 "shards": len(parts), "shards_from_cache": hits, "pooling": plan.pooling,
                 "max_length": plan.max_length, "overlap": plan.overlap,
                 "documents": sum(len(p.doc_ids) for p in parts), "skipped": len(skipped), "tokens": tokens,
@@ -182,15 +194,17 @@ def assemble(loaded, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int, co
 def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, pooling: str = "sum",
                    max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
                    shard_size: int = 256, root: str | Path | None = None, progress: bool | None = None,
-                   backend: str = "local", workers: int | None = None, address: str | None = None) -> FeatureSet:
+                   backend: str = "local", workers: int | None = None, address: str | None = None,
+                   compile: bool = False) -> FeatureSet:
     """:func:`finsae.extract.features.extract_features` through the shard cache (see the module docstring).
 
     ``sae`` is a sae_lens SAE or a :class:`finsae.extract.sae.SAEHandle` (then nothing is loaded on a full hit).
     ``backend="ray"`` computes the missing shards on a Ray cluster (:mod:`finsae.extract.distributed`: one model
     replica per worker, ``workers`` of them, the cluster at ``address`` or a local one); the features are the
-    same as with the local backend."""
+    same as with the local backend. ``compile=True`` runs the blocks through ``torch.compile`` (about 1.45x faster
+    on this project's CPU; cached under its own key, see :func:`config_key`)."""
     plan = plan_shards(loaded, sae, texts, doc_ids, pooling=pooling, max_length=max_length, overlap=overlap,
-                       batch_tokens=batch_tokens, shard_size=shard_size, root=root)
+                       batch_tokens=batch_tokens, shard_size=shard_size, root=root, compile=compile)
     plan.folder.mkdir(parents=True, exist_ok=True)
     write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": plan.pooling,
                 "max_length": plan.max_length, "overlap": plan.overlap}, plan.folder / "config.json")

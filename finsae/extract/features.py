@@ -10,7 +10,8 @@ contribute. With ``f_t`` the SAE activations (``d_sae``) of pooled token ``t``:
 
 Chunks are sorted by length and batched up to ``batch_tokens`` padded tokens. Right padding needs no attention
 mask in a causal model: no real token attends to a later position. The forward pass stops at the hook's block
-(``stop_at_layer``) and caches only the hook (``names_filter``). Activations are pooled batch by batch; the
+(``stop_at_layer``; for a ``hook_resid_post`` hook the blocks are called directly, optionally compiled, see
+:class:`ResidualForward`) and caches only the hook (``names_filter``). Activations are pooled batch by batch; the
 [tokens x d_sae] matrix of the whole corpus is never held.
 """
 
@@ -172,33 +173,87 @@ def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[
                          shape=shape, dtype=np.float32)
 
 
-def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int):
+class ResidualForward:
+    """The residual stream after block ``layer`` (``blocks.<layer>.hook_resid_post``), computed by calling
+    TransformerLens' embedding and blocks directly: the same modules and arguments as ``HookedTransformer.forward``
+    with ``stop_at_layer`` (tested equal), without hook bookkeeping, and with each block optionally compiled by
+    ``torch.compile`` (inductor fuses the elementwise work between matrix products: end to end 1.45x faster on this
+    project's 2-core CPU; the residual equals eager to about 3e-7 relative, float reassociation, but TopK turns
+    some of that into a different active latent on near-tied tokens). Compiling needs a C++ compiler; a failure
+    is an error that says to run without compiling."""
+
+    def __init__(self, model, layer: int, compile: bool = False) -> None:
+        self.model, self.layer = model, layer
+        self.blocks = list(model.blocks[: layer + 1])
+        self.compiled = False
+        if compile:
+            cache = getattr(model, "_finsae_compiled_blocks", None)
+            if cache is None:
+                import torch
+
+                cache = [torch.compile(b, dynamic=True) for b in model.blocks]
+                object.__setattr__(model, "_finsae_compiled_blocks", cache)
+            self.blocks = cache[: layer + 1]
+            self.compiled = True
+
+    def _run(self, tokens, blocks):
+        import torch
+
+        # one grad mode always (compiled graphs are guarded on it): no_grad outside inference mode, because dynamo
+        # mis-guards numpy-derived constants (e.g. attention scales) under inference mode
+        with torch.inference_mode(False), torch.no_grad():
+            residual, _, shortformer, mask = self.model.input_to_embed(tokens.clone())
+            for blk in blocks:
+                residual = blk(residual, shortformer_pos_embed=shortformer, attention_mask=mask)
+        return residual
+
+    def __call__(self, tokens):
+        if not self.compiled:
+            return self._run(tokens, self.blocks)
+        try:
+            return self._run(tokens, self.blocks)
+        except Exception as exc:  # inductor needs a working C++ toolchain
+            from finsae.errors import ProviderError
+
+            raise ProviderError(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); extract without "
+                                "compiling (compile=False, no --compile)") from exc
+
+
+def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
     """Yield ``(chunks, tokens, mask, feats)`` per length-sorted batch: the padded tokens, the mask of pooled
     positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass stops
-    at the hook's block."""
+    at the hook's block; a ``hook_resid_post`` hook is read from :class:`ResidualForward` (``compile`` applies),
+    any other hook through ``run_with_cache``."""
     import torch
 
     tok = model.tokenizer
     stop = hook_layer(hook) + 1
     dtype = next(sae.parameters()).dtype
     device = next(sae.parameters()).device
+    direct = ResidualForward(model, stop - 1, compile) if hook.endswith(".hook_resid_post") else None
     with torch.inference_mode():
         for batch in _batches(chunks, batch_tokens):
             tokens, pool = padded_batch(tok, batch)
-            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
-            acts = cache[hook].to(device=device, dtype=dtype)
-            feats = sae.encode(acts).float()  # [batch, width, d_sae]
+            tokens = tokens.to(model.cfg.device)
+            if direct is not None:
+                acts = direct(tokens)
+            else:
+                _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=stop)
+                acts = cache[hook]
+            feats = sae.encode(acts.to(device=device, dtype=dtype)).float()  # [batch, width, d_sae]
             mask = pool.to(feats.device)
             yield batch, tokens, mask, feats * mask[..., None]
 
 
 def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
                      pooling: str = "sum", max_length: int | None = None, overlap: int = 0,
-                     batch_tokens: int = 4096, progress: bool | None = None) -> FeatureSet:
+                     batch_tokens: int = 4096, progress: bool | None = None,
+                     compile: bool = False) -> FeatureSet:
     """Pooled SAE features of ``texts`` with a TransformerLens ``model`` and a sae_lens ``sae``.
 
     ``max_length`` defaults to the SAE's training context size (or 512 if unknown). Texts that are missing or
-    blank are skipped and listed in ``FeatureSet.skipped``, never encoded as zero rows.
+    blank are skipped and listed in ``FeatureSet.skipped``, never encoded as zero rows. ``compile``: run the
+    blocks through ``torch.compile`` (:class:`ResidualForward`).
     """
     import torch
 
@@ -226,10 +281,13 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     n_tokens = np.zeros(n_rows, dtype=np.int64)
     n_chunks = np.bincount([c.doc for c in chunks], minlength=n_rows)
     total = sum(len(c.tokens) - c.pooled_from for c in chunks)
+    if compile not in (True, False):
+        raise DataError(f"compile must be True or False, not {compile!r}")
+    use_compile = bool(compile)
     t0 = time.perf_counter()
     with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="extract",
                                        disable=None if progress is None else not progress) as bar:
-        for batch, _, mask, feats in encoded_batches(model, sae, hook, chunks, batch_tokens):
+        for batch, _, mask, feats in encoded_batches(model, sae, hook, chunks, batch_tokens, use_compile):
             if pooling in ("sum", "mean"):
                 pooled = feats.sum(dim=1)
             elif pooling in ("max", "binary"):
@@ -256,6 +314,7 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     manifest = {"hook": hook, "pooling": pooling, "max_length": max_length, "overlap": overlap,
                 "batch_tokens": batch_tokens, "dtype": str(dtype).replace("torch.", ""), "d_sae": d_sae,
                 "documents": n_rows, "skipped": len(skipped_pos), "tokens": int(n_tokens.sum()),
-                "seconds": round(seconds, 3), "tokens_per_second": round(float(n_tokens.sum()) / max(seconds, 1e-9), 1)}
+                "seconds": round(seconds, 3), "tokens_per_second": round(float(n_tokens.sum()) / max(seconds, 1e-9), 1),
+                "compiled": use_compile}
     return FeatureSet(matrix, [ids[k] for k in keep], pooling, n_tokens, n_chunks,
                       {ids[k]: reason for k, reason in skipped_pos.items()}, manifest)
