@@ -191,6 +191,11 @@ class ResidualForward:
             if cache is None:
                 import torch
 
+                for block in model.blocks:  # numpy scalars (TransformerLens' default attention scale) become
+                    attn = getattr(block, "attn", None)  # tensors that dynamo mis-guards in inference mode
+                    if isinstance(getattr(attn, "attn_scale", None), np.generic):
+                        attn.attn_scale = float(attn.attn_scale)  # same value, exactly
+
                 cache = [torch.compile(b, dynamic=True) for b in model.blocks]
                 object.__setattr__(model, "_finsae_compiled_blocks", cache)
             self.blocks = cache[: layer + 1]
@@ -199,10 +204,8 @@ class ResidualForward:
     def _run(self, tokens, blocks):
         import torch
 
-        # one grad mode always (compiled graphs are guarded on it): no_grad outside inference mode, because dynamo
-        # mis-guards numpy-derived constants (e.g. attention scales) under inference mode
-        with torch.inference_mode(False), torch.no_grad():
-            residual, _, shortformer, mask = self.model.input_to_embed(tokens.clone())
+        with torch.inference_mode():  # one grad mode always: compiled graphs are guarded on it
+            residual, _, shortformer, mask = self.model.input_to_embed(tokens)
             for blk in blocks:
                 residual = blk(residual, shortformer_pos_embed=shortformer, attention_mask=mask)
         return residual
