@@ -171,7 +171,7 @@ def _sae_source(sae: str | None) -> Path:
 @click.option("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU).")
 @click.option("--address", default=None, help="Ray cluster address (default: a local cluster).")
 @click.option("--compile", "compile_blocks", is_flag=True,
-              help="Run the blocks through torch.compile (about 1.45x faster on CPU; features cached apart).")
+              help="Run the blocks through torch.compile (about 1.4x faster on CPU; features cached apart).")
 @_friendly
 def extract(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, sae: str | None,
             pooling: str, max_length: int | None, overlap: int, batch_tokens: int, dtype: str, out: Path,

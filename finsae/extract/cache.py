@@ -201,7 +201,7 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
     ``sae`` is a sae_lens SAE or a :class:`finsae.extract.sae.SAEHandle` (then nothing is loaded on a full hit).
     ``backend="ray"`` computes the missing shards on a Ray cluster (:mod:`finsae.extract.distributed`: one model
     replica per worker, ``workers`` of them, the cluster at ``address`` or a local one); the features are the
-    same as with the local backend. ``compile=True`` runs the blocks through ``torch.compile`` (about 1.45x faster
+    same as with the local backend. ``compile=True`` runs the blocks through ``torch.compile`` (about 1.4x faster
     on this project's CPU; cached under its own key, see :func:`config_key`)."""
     plan = plan_shards(loaded, sae, texts, doc_ids, pooling=pooling, max_length=max_length, overlap=overlap,
                        batch_tokens=batch_tokens, shard_size=shard_size, root=root, compile=compile)

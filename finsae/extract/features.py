@@ -177,7 +177,7 @@ class ResidualForward:
     """The residual stream after block ``layer`` (``blocks.<layer>.hook_resid_post``), computed by calling
     TransformerLens' embedding and blocks directly: the same modules and arguments as ``HookedTransformer.forward``
     with ``stop_at_layer`` (tested equal), without hook bookkeeping, and with each block optionally compiled by
-    ``torch.compile`` (inductor fuses the elementwise work between matrix products: end to end 1.45x faster on this
+    ``torch.compile`` (inductor fuses the elementwise work between matrix products: end to end about 1.4x faster on this
     project's 2-core CPU; the residual equals eager to about 3e-7 relative, float reassociation, but TopK turns
     some of that into a different active latent on near-tied tokens). Compiling needs a C++ compiler; a failure
     is an error that says to run without compiling."""
