@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import emit, machine
 
 
 def _extract(workers: int, docs: list[str], ids: list[str], root: Path, shard_size: int) -> tuple[float, object]:
@@ -51,7 +50,7 @@ def main() -> None:
 
     texts = load_universe().descriptions("2017")
     docs, ids = list(texts.iloc[: args.docs]), list(texts.index[: args.docs])
-    result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    result: dict = {"machine": machine(),
                     "documents": len(docs)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -89,11 +88,7 @@ def main() -> None:
         print(json.dumps(result["pair_tests"]), flush=True)
     finally:
         ray.shutdown()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ keep-alive connection (sequential), and once more from ``--concurrency`` paralle
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import secrets
 import socket
 import subprocess
@@ -25,6 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from _common import emit, machine
 
 
 def _free_port() -> int:
@@ -111,13 +110,9 @@ def main() -> None:
         "sequential": _stats(seq),
         "concurrent": {**_stats(par), "clients": args.concurrency, "requests_per_s": round(len(par) / wall, 1)},
         "target_p95_ms": 20.0, "meets_target": _stats(seq)["p95_ms"] < 20.0,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,32 @@ from finsae.errors import ConfigError, ProviderError
 logger = logging.getLogger(__name__)
 
 
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the Ray backend needs Ray: pip install 'finsae[ray]'") from None
+    return ray
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to the cluster at ``address`` (or start a local one); True if this call started it."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ProviderError(f"cannot start or reach {where}: {exc}") from exc
+    return True
+
+
 @dataclass(frozen=True)
 class LocalBackend:
     """Run everything in this process."""
@@ -46,8 +72,6 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_task: float = 1.0) -> None:
-        from finsae.extract.distributed import ensure_ray, import_ray
-
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.ray = import_ray()

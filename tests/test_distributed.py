@@ -70,9 +70,9 @@ def _crash_once(marker_dir: Path, crash_index: int):
     return compute
 
 
-def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tmp_path, cluster):
-    from finsae.extract.cache import plan_shards, read_shard
-    from finsae.extract.distributed import ray_compute_shards
+def _planned(model, sae, tmp_path: Path):
+    """The tiny model, DOCS in shards of 2 under tmp_path/cache, and an empty marker folder."""
+    from finsae.extract.cache import plan_shards
 
     ids = [f"D{i}" for i in range(len(DOCS))]
     loaded = LoadedModel(model, "tiny", "w0")
@@ -80,6 +80,14 @@ def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tm
     plan.folder.mkdir(parents=True)
     markers = tmp_path / "markers"
     markers.mkdir()
+    return loaded, ids, plan, markers
+
+
+def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tmp_path, cluster):
+    from finsae.extract.cache import read_shard
+    from finsae.extract.distributed import ray_compute_shards
+
+    loaded, ids, plan, markers = _planned(model, sae, tmp_path)
     stats = ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=2, compute=_crash_once(markers, 2))
     assert stats["failures"] == 1
     computed = [p.name.split("-")[1] for p in markers.glob("computed-*")]
@@ -93,15 +101,9 @@ def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tm
 
 
 def test_a_failed_job_resumes_without_recomputing_finished_shards(model, sae, tmp_path, cluster):
-    from finsae.extract.cache import plan_shards
     from finsae.extract.distributed import ray_compute_shards
 
-    ids = [f"D{i}" for i in range(len(DOCS))]
-    loaded = LoadedModel(model, "tiny", "w0")
-    plan = plan_shards(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
-    plan.folder.mkdir(parents=True)
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    loaded, ids, plan, markers = _planned(model, sae, tmp_path)
     with pytest.raises(ProviderError, match="a rerun computes only the rest"):
         ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, max_failures=0,
                            compute=_crash_once(markers, 3))

@@ -90,19 +90,21 @@ def explain_group(features: object, members: np.ndarray, *, labels: pd.Series | 
 
 
 def explain_pair(z: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None, top: int = 8,
-                 mean: np.ndarray | None = None) -> pd.DataFrame:
+                 mean: np.ndarray | None = None, rank_by: str = "excess") -> pd.DataFrame:
     """The shared latents behind the cosine of rows ``a`` and ``b`` of L2-normalised ``z``: ``latent, label,
     contribution`` (``z_aj * z_bj``) and ``share`` of the cosine, largest first.
 
     With ``mean`` (the mean row of ``z`` over all companies) also ``excess = z_aj * z_bj - mean_j**2``, the term
     minus what latent ``j`` gives a typical pair, and rows are ranked by it: latents active for nearly everyone
     add to every pair's cosine and explain nothing about this one. The excesses of all latents sum to
-    ``cosine - |mean|**2``."""
+    ``cosine - |mean|**2``. ``rank_by="contribution"`` keeps the ``excess`` column but ranks by the raw terms."""
+    if rank_by not in ("excess", "contribution"):
+        raise DataError(f"rank_by must be 'excess' or 'contribution', got {rank_by!r}")
     z = np.asarray(z, dtype=np.float64)
     terms = z[a] * z[b]
     cosine = float(terms.sum())
     excess = terms - np.asarray(mean, dtype=np.float64) ** 2 if mean is not None else None
-    key = excess if excess is not None else terms
+    key = excess if excess is not None and rank_by == "excess" else terms
     shared = np.flatnonzero(terms > 0)
     order = shared[np.lexsort((shared, -key[shared]))][:max(0, top)]
     names = (labels.reindex(order).fillna("").astype(str).to_numpy() if labels is not None

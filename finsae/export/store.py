@@ -40,8 +40,15 @@ class UnknownNameError(ConfigError, LookupError):
     """An unknown method, grouping or group."""
 
 
+class _Result:
+    """``to_dict()`` for the result dataclasses (what the HTTP service returns as JSON)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Company:
+class Company(_Result):
     ticker: str
     name: str | None
     sic: str | None
@@ -60,7 +67,7 @@ class Peer:
 
 
 @dataclass(frozen=True)
-class PeerList:
+class PeerList(_Result):
     """The ``k`` companies most similar to ``ticker`` under ``method`` (cosine of the method's vectors)."""
 
     ticker: str
@@ -72,19 +79,13 @@ class PeerList:
         return pd.DataFrame([dataclasses.asdict(p) for p in self.peers],
                             columns=["rank", "ticker", "name", "similarity"])
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class Similarity:
+class Similarity(_Result):
     a: str
     b: str
     method: str
     similarity: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class SharedLatent:
 
 
 @dataclass(frozen=True)
-class PairExplanation:
+class PairExplanation(_Result):
     """Why two companies are similar.
 
     The cosine similarity is the sum of per-dimension terms ``z_a[j] * z_b[j]``. Latents active for almost every
@@ -123,9 +124,6 @@ class PairExplanation:
         return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
                             columns=["latent", "label", "contribution", "share", "excess"])
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class GroupLatent:
@@ -142,7 +140,7 @@ class GroupLatent:
 
 
 @dataclass(frozen=True)
-class Group:
+class Group(_Result):
     """One peer group: members, and (for explained groupings) its latents, rule and faithfulness."""
 
     grouping: str
@@ -158,9 +156,6 @@ class Group:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
                             columns=[f.name for f in dataclasses.fields(GroupLatent)])
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -329,18 +324,15 @@ class ExportedRun:
                                    f"{list(self._dim_labels)}")
         i, j = self._vector_row(a, method), self._vector_row(b, method)
         z = self._z[method]
-        labels = pd.Series(self._dim_labels[method])
-        mean = self._mean(method) if rank_by == "excess" else None
-        table = explain_pair(z[[i, j]].toarray(), 0, 1, labels=labels, top=int(top), mean=mean)
+        mean = self._mean(method)
+        table = explain_pair(z[[i, j]].toarray(), 0, 1, labels=pd.Series(self._dim_labels[method]), top=int(top),
+                             mean=mean, rank_by=rank_by)
         cosine = float(z[i].multiply(z[j]).sum())
-        excess = (table["excess"].to_numpy() if mean is not None
-                  else table["contribution"].to_numpy() - self._mean(method)[table["latent"].to_numpy()] ** 2)
         latents = tuple(SharedLatent(int(r.latent), str(r.label), float(r.contribution),
-                                     float(r.share) if cosine > 0 else None, float(e))
-                        for r, e in zip(table.itertuples(), excess, strict=True))
-        m = self._mean(method)
+                                     float(r.share) if cosine > 0 else None, float(r.excess))
+                        for r in table.itertuples())
         return PairExplanation(self._tickers[method][i], self._tickers[method][j], method, cosine,
-                               float(m @ m), rank_by, latents)
+                               float(mean @ mean), rank_by, latents)
 
     def _mean(self, method: str) -> np.ndarray:
         if method not in self._means:
