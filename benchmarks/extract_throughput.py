@@ -64,7 +64,8 @@ def main() -> None:
     if len(runs) == 2:
         a, b = runs[False].matrix.toarray(), runs[True].matrix.toarray()
         print(f"compiled vs eager features: max abs difference {abs(a - b).max():.2e} "
-              f"(largest value {abs(a).max():.1f}); same active latents: {bool(((a > 0) == (b > 0)).all())}")
+              f"(largest value {abs(a).max():.1f}); active in one only: {int(((a > 0) != (b > 0)).sum())} of "
+              f"{int((a > 0).sum())} pooled entries")
     sample = texts[:64]
     tok = loaded.model.tokenizer
     ids = [tok(x, add_special_tokens=False)["input_ids"][:255] for x in sample]
