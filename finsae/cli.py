@@ -298,7 +298,8 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
               help="Export folder to write (default: exports/<results folder name>).")
 @click.option("--k", type=int, default=20, show_default=True, help="Peers per company in peers.parquet.")
 @click.option("--vintage", default=None, help="Formation text vintage (default: the first design's).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing export folder (only one finsae export wrote, holding only export files).")
 @_friendly
 def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path | None, k: int,
            vintage: str | None, overwrite: bool) -> None:

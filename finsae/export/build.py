@@ -17,6 +17,8 @@ their feature sources and the transform each method used), optionally with a pai
 * ``latents.parquet``, ``group_explanations.parquet``, ``group_faithfulness.parquet``: SAE latent labels and group
   explanations (with explanation folders).
 * ``benchmark_*.parquet`` and ``backtest_*.parquet``: the benchmark's and the pairs backtest's result tables.
+* ``.finsae-export``: the marker that says the folder is an export: ``overwrite=True`` (``--overwrite``) replaces
+  only a folder with this marker (or an export manifest, for exports made before it) and nothing but export files.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from finsae._io import file_sha256, write_json, write_parquet
+from finsae._io import file_sha256, fresh_sibling, replace_dir, write_json, write_parquet, write_text
 from finsae.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,55 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
 
 _TAXONOMY_FAMILY = {"gics": "gics", "sic": "sic", "yahoo": "yahoo"}
+
+#: The file that marks a folder as a finsae export (``--overwrite`` replaces nothing else).
+EXPORT_MARKER = ".finsae-export"
+
+
+def _export_files(folder: Path) -> set[str] | None:
+    """The names of the files an export folder consists of (marker, manifest, its tables), or None when
+    ``folder`` is not an export (no marker and no export manifest)."""
+    names = {EXPORT_MARKER, "manifest.json"}
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("tables"), dict):
+        names |= {str(t.get("file")) for t in manifest["tables"].values() if isinstance(t, dict)}
+        if "schema_version" in manifest:
+            return names
+    return names if (folder / EXPORT_MARKER).is_file() else None
+
+
+def check_export_target(out: Path, overwrite: bool, inputs: dict[str, Path | None]) -> None:
+    """Refuse an export folder ``out`` that would lose or mix the user's files: ``out`` must not contain or lie
+    inside an input folder (``inputs``: label -> folder); an existing ``out`` is replaced only with ``overwrite``,
+    only when it is a finsae export, and only when it holds nothing but the export's own files."""
+    target = out.resolve()
+    for label, folder in inputs.items():
+        if folder is None:
+            continue
+        src = Path(folder).resolve()
+        if target == src or src.is_relative_to(target) or target.is_relative_to(src):
+            raise ConfigError(f"export folder {out} and the {label} folder {folder} overlap (one contains the "
+                              "other): write the export to a folder of its own")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already exists: pass overwrite=True (--overwrite) to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder (a file or a link): refusing to replace it")
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    own = _export_files(out)
+    if own is None:
+        raise ConfigError(f"{out} is not a finsae export (no {EXPORT_MARKER} marker or export manifest.json): "
+                          "--overwrite replaces only an export folder; choose another --out")
+    strangers = [e for e in entries if e not in own]
+    if strangers:
+        raise ConfigError(f"{out} holds files that are not part of the export ({strangers[:5]}): move them away "
+                          "or choose another --out; --overwrite deletes nothing but an export")
 
 
 @dataclass(frozen=True)
@@ -283,25 +334,37 @@ def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None
     explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
 
     The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is either
-    the previous export or the complete new one, never a mix."""
-    import finsae
-
+    the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
+    ``overwrite`` and only when it is an export (see :func:`check_export_target`)."""
     t0 = time.perf_counter()
     results, out = Path(results), Path(out)
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists: pass overwrite=True (--overwrite) to replace it")
+    expl_dirs = [Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])]
+    check_export_target(out, overwrite, {"results": results, "pairs": Path(pairs) if pairs is not None else None,
+                                         **{f"explanations {i + 1}": d for i, d in enumerate(expl_dirs)}})
     manifest = _results_manifest(results)
     vintage = _pick_vintage(manifest, vintage)
     universe = _universe(manifest, companies)
-    expl_dirs = [Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])]
     vectors = _method_vectors(manifest, universe, vintage, progress)
 
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_sibling(out, "partial")
+    try:
+        out_manifest = _write_export(tmp, results, manifest, universe, vintage, vectors, expl_dirs, pairs, k)
+        check_export_target(out, overwrite, {})  # again: nothing may have appeared in it meanwhile
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("export of %s written to %s in %.1f s", results, out, time.perf_counter() - t0)
+    return ExportResult(out, out_manifest)
+
+
+def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: str, vectors: dict[str, tuple],
+                  expl_dirs: list[Path], pairs: str | Path | None, k: int) -> dict:
+    """Write every table, the manifest and the marker of an export into the (new, empty) folder ``tmp``."""
+    import finsae
+
     tables: dict[str, pd.DataFrame] = {}
     companies_frame = universe.to_frame().reset_index()
     texts = universe.descriptions(vintage).index
@@ -369,17 +432,9 @@ def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None
                    for name, table in tables.items()},
     }
     write_json(out_manifest, tmp / "manifest.json")
+    write_text(f"finsae export, schema {SCHEMA_VERSION}: finsae export --overwrite replaces this folder\n",
+               tmp / EXPORT_MARKER)
     from finsae.export.schema import validate_export
 
     validate_export(tmp)
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-    logger.info("export of %s written to %s in %.1f s", results, out, time.perf_counter() - t0)
-    return ExportResult(out, out_manifest)
+    return out_manifest
