@@ -1,12 +1,15 @@
 """The co-movement benchmark: every grouping of a config, in every design window and return frequency.
 
 One correlation matrix per (design, frequency); every grouping is scored on it by
-:func:`finsae.evaluate.comovement.comovement`. Results are written after each window so nothing computed is lost
-if a later window fails.
+:func:`finsae.evaluate.comovement.comovement`. The results folder is written into a fresh hidden sibling (tables
+after each window) and swapped in whole at the end (:func:`finsae._io.staged_results`): the folder is the previous
+run or the new one, never a mix; every table carries the run id of the manifest. A failed run leaves the folder as
+it was and keeps the windows it finished in ``<folder>.failed-<run id>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -16,7 +19,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from finsae._io import run_manifest, write_json, write_parquet, write_text
+from finsae._io import (
+    check_results_target,
+    run_manifest,
+    staged_results,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from finsae.config import BenchmarkConfig, DesignConfig
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
 from finsae.errors import DataError
@@ -249,6 +259,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
         raise DataError("no design has a window with prices: nothing to evaluate")
     designs = tuple(DesignInfo.from_config(d, universe) for d in design_cfgs)
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
+    if write:
+        check_results_target(out)  # before any work: the folder must be ours to replace
     acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": []}
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
@@ -265,7 +277,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
         return BenchmarkResult(cfg.name, frame("rows"), frame("strata"), frame("dropped"), designs,
                                out if write else None, frame("ranking"), frame("verdict"), selections)
 
-    with tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
+    with (staged_results(out) if write else contextlib.nullcontext((None, None))) as (folder, run_id), \
+            tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
@@ -274,27 +287,29 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                 progress.total += len(design.frequencies) * (len(text.groupings) + len(
                     [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))
                 if write:
-                    write_parquet(text.labels_frame(), out / f"groups_{info.text_vintage}.parquet")
+                    write_parquet(text.labels_frame(), folder / f"groups_{info.text_vintage}.parquet", run_id)
             for frequency in design.frequencies:
                 got = _run_window(universe, prices, info, frequency, cfg, progress, text)
                 for key, items in got.items():
                     acc[key] += items
-                if write:  # after every window: a later failure loses nothing already computed
+                if write:  # after every window: a later failure keeps them in <out>.failed-<run id>
                     res = result()
-                    write_parquet(res.table, out / "comovement.parquet")
-                    write_parquet(res.strata, out / "size_strata.parquet")
-                    write_parquet(res.dropped, out / "dropped.parquet")
+                    write_parquet(res.table, folder / "comovement.parquet", run_id)
+                    write_parquet(res.strata, folder / "size_strata.parquet", run_id)
+                    write_parquet(res.dropped, folder / "dropped.parquet", run_id)
                     if text is not None:
-                        write_parquet(res.ranking, out / "ranking.parquet")
-                        write_parquet(res.verdict, out / "verdict.parquet")
-                        write_parquet(res.selection, out / "selection.parquet")
-    res = result()
+                        write_parquet(res.ranking, folder / "ranking.parquet", run_id)
+                        write_parquet(res.verdict, folder / "verdict.parquet", run_id)
+                        write_parquet(res.selection, folder / "selection.parquet", run_id)
+        res = result()
+        if write:
+            write_text(benchmark_markdown(res), folder / "table.md")
+            write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source,
+                                                                  "prices": prices.source},
+                                    time.perf_counter() - t0, run_id=run_id, n_companies=len(universe),
+                                    prices_window=[str(prices.start.date()), str(prices.end.date())],
+                                    text_methods=_text_provenance(text_stage)),
+                       folder / "manifest.json")
     if write:
-        write_text(benchmark_markdown(res), out / "table.md")
-        write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source, "prices": prices.source},
-                                time.perf_counter() - t0, n_companies=len(universe),
-                                prices_window=[str(prices.start.date()), str(prices.end.date())],
-                                text_methods=_text_provenance(text_stage)),
-                   out / "manifest.json")
         logger.info("benchmark %s written to %s", cfg.name, out)
     return res

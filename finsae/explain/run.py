@@ -116,7 +116,12 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
         write_parquet(faith, out / "faithfulness.parquet")
         write_parquet(labels.table.reset_index(drop=True), out / "latent_labels.parquet")
         write_parquet(labels.examples, out / "latent_examples.parquet")
-        write_json({"grouping": grouping, "vintage": vintage, "transform": transform, "groups": len(groups),
+        try:  # which benchmark run the groups came from: export refuses explanations of another run
+            run_id = json.loads((results / "manifest.json").read_text()).get("run_id")
+        except (OSError, ValueError):
+            run_id = None
+        write_json({"grouping": grouping, "results_run_id": run_id, "vintage": vintage, "transform": transform,
+                    "groups": len(groups),
                     "min_size": min_size, "top": top, "draws": draws, "faithful_share": result.faithful_share,
                     "seconds": round(time.perf_counter() - t0, 1), "features": feats.source}, out / "manifest.json")
     logger.info("%s: %d groups explained, %.0f%% faithful", grouping, len(groups), 100 * result.faithful_share)

@@ -35,7 +35,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from finsae._io import file_sha256, fresh_sibling, replace_dir, write_json, write_parquet, write_text
+from finsae._io import (
+    check_run_tables,
+    file_sha256,
+    fresh_sibling,
+    replace_dir,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from finsae.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -137,7 +145,11 @@ def _results_manifest(results: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{results} is not a finsae benchmark results folder (no manifest.json); "
                           "run finsae benchmark --config ... first")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    check_run_tables(results, manifest)  # every table from the run the manifest describes
     if not manifest.get("text_methods"):
         raise ConfigError(f"the benchmark in {results} has no text methods: nothing to export (peers and "
                           "similarities come from text features)")
@@ -275,13 +287,19 @@ def _groups_frame(results: Path, manifest: dict, universe, vintage: str) -> pd.D
     return out.astype({c: object for c in out.columns})
 
 
-def _explanation_frames(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+def _explanation_frames(dirs: list[Path], run_id: str | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     expl, faith, labels, names = [], [], None, []
     for d in dirs:
         info_path = d / "manifest.json"
         if not info_path.is_file():
             raise ConfigError(f"{d} is not a finsae explain folder (no manifest.json)")
-        grouping = json.loads(info_path.read_text())["grouping"]
+        info = json.loads(info_path.read_text())
+        made_from = info.get("results_run_id")
+        if run_id and made_from and made_from != run_id:
+            raise DataError(f"explanations {d} were made from another benchmark run ({made_from}) than the results "
+                            f"being exported ({run_id}): rerun finsae explain, or leave them out")
+        grouping = info["grouping"]
         names.append(grouping)
         g = pd.read_parquet(d / "groups.parquet")
         expl.append(g.drop(columns=["members"], errors="ignore").assign(grouping=grouping))
@@ -380,7 +398,7 @@ def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: s
     explained: list[str] = []
     lab = None
     if expl_dirs:
-        e, f, lab, explained = _explanation_frames(expl_dirs)
+        e, f, lab, explained = _explanation_frames(expl_dirs, manifest.get("run_id"))
         tables["group_explanations"], tables["group_faithfulness"], tables["latents"] = e, f, lab
     tables["dimensions"] = _dimensions_frame(vectors, lab)
     for name, table in tables.items():
@@ -398,6 +416,8 @@ def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: s
             if (pairs / f"{src}.parquet").is_file():
                 tables[f"backtest_{src}"] = _copy_table(pairs / f"{src}.parquet", tmp / f"backtest_{src}.parquet")
         pm = json.loads((pairs / "manifest.json").read_text()) if (pairs / "manifest.json").is_file() else {}
+        if pm.get("run_id"):  # a backtest folder written through staged_results: one run, or refuse
+            check_run_tables(pairs, pm)
         pairs_info = {"path": str(pairs), "config": pm.get("config", {}).get("name"),
                       "window": [pm.get("config", {}).get("start"), pm.get("config", {}).get("end")]}
 
