@@ -7,8 +7,9 @@ relative to the config file's folder.
 from __future__ import annotations
 
 import datetime as dt
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,8 +18,29 @@ from finsae.errors import ConfigError
 from finsae.group.taxonomy import TAXONOMIES
 
 
+def _numeric_fields(model: type[BaseModel]) -> set[str]:
+    """Names of the fields of ``model`` typed int or float (optionally None), where a YAML boolean is a mistake."""
+    out = set()
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        args = set(get_args(ann)) - {type(None)} if get_origin(ann) in (Union, types.UnionType) else {ann}
+        if args and args <= {int, float}:
+            out.add(name)
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """``null_draws: true`` would be read as 1: a YAML boolean where a number belongs is an error."""
+        if isinstance(data, dict):
+            for name in _numeric_fields(cls):
+                if isinstance(data.get(name), bool):
+                    raise ValueError(f"{name} must be a number, not the boolean {str(data[name]).lower()}")
+        return data
 
 
 class DataConfig(_Strict):
@@ -28,6 +50,7 @@ class DataConfig(_Strict):
     prices: Path | None = None
     nonpositive_prices: Literal["raise", "nan"] = "raise"
     bad_ticks: Literal["nan", "keep"] = "nan"
+    splits: Literal["raise", "repair", "keep"] = "raise"  # split-like jumps: error, adjust, or real moves
 
 
 class DesignConfig(_Strict):
@@ -219,7 +242,16 @@ class BenchmarkConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """Formation-window pair selection: Engle-Granger test, BH-FDR within each method's candidates, half-life."""
+    """Formation-window pair selection: Engle-Granger test, BH-FDR within each method's candidates, half-life.
+
+    ``orderings``: which Engle-Granger orderings decide a pair: ``first`` tests ``y`` = the first stock in
+    universe order only; ``both`` tests both and requires both to pass (the larger p-value goes into the FDR
+    control; the ordering with the smaller p-value is traded); ``best`` takes the smaller p-value and its
+    ordering (about twice the false positives of one test). ``i1_screen``: both legs must look I(1) in the
+    formation window (ADF with ``i1_lags`` lags does not reject a unit root in the log price at ``i1_alpha``
+    and rejects it in the first difference). ``max_pairs_per_stock``: a stock takes part in at most that many of
+    a window's selected pairs (best first). Pairs whose hedge ratio is not positive are never selected.
+    """
 
     fdr: float = Field(0.05, gt=0.0, le=1.0)
     min_half_life: float = Field(1.0, ge=0.0)
@@ -227,7 +259,11 @@ class SelectionConfig(_Strict):
     max_pairs: int | None = Field(20, ge=1)
     maxlag: int | None = Field(1, ge=0)
     autolag: Literal["aic", "bic"] | None = None
-    both_orderings: bool = False
+    orderings: Literal["first", "both", "best"] = "both"
+    i1_screen: bool = True
+    i1_alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    i1_lags: int = Field(1, ge=0)
+    max_pairs_per_stock: int | None = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _half_life(self) -> SelectionConfig:
@@ -237,10 +273,14 @@ class SelectionConfig(_Strict):
 
 
 class TradingConfig(_Strict):
+    """Co-integration trading rules (z-scores of the tested spread), leg notional and delisting."""
+
     entry_z: float = Field(2.0, gt=0.0)
     exit_z: float = 0.5
     stop_z: float = 4.0
     borrow_bps: float = Field(50.0, ge=0.0)
+    gross_notional: float = Field(2.0, gt=0.0)  # long + short notional per unit of capital
+    delisting_return: float = Field(0.0, gt=-1.0)  # a leg's simple return on the day it is closed after delisting
 
     @model_validator(mode="after")
     def _thresholds(self) -> TradingConfig:
@@ -252,6 +292,18 @@ class TradingConfig(_Strict):
         except DataError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+
+class DistanceConfig(_Strict):
+    """The distance method of Gatev, Goetzmann and Rouwenhorst (2006) inside the same groups: the ``max_pairs``
+    pairs with the smallest sum of squared deviations of normalised prices over the formation window (at most
+    ``selection.max_pairs_per_stock`` per stock), opened at ``entry_z`` formation standard deviations of the
+    normalised spread, closed when the paths cross (``exit_z`` 0), no stop; same costs and capital bases."""
+
+    enabled: bool = True
+    entry_z: float = Field(2.0, gt=0.0)
+    exit_z: float = 0.0
+    max_pairs: int = Field(20, ge=1)
 
 
 class PlaceboConfig(_Strict):
@@ -296,6 +348,8 @@ class PairsBacktestConfig(_Strict):
     max_abs_log_return: float | None = Field(1.0, gt=0.0)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     trading: TradingConfig = Field(default_factory=TradingConfig)
+    distance: DistanceConfig = Field(default_factory=DistanceConfig)
+    headline_basis: Literal["committed", "employed"] = "committed"
     costs_bps: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0], min_length=1)
     headline_cost_bps: float = 10.0
     placebo: PlaceboConfig = Field(default_factory=PlaceboConfig)
@@ -348,12 +402,27 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader for which a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}); a key may be given once",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load(path: str | Path, model: type[_Strict]) -> _Strict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

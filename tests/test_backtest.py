@@ -20,6 +20,7 @@ from finsae.backtest.metrics import (
     annual_return,
     annual_volatility,
     max_drawdown,
+    monthly_excess_bps,
     sharpe_ci,
     sharpe_ratio,
     stationary_bootstrap_indices,
@@ -42,8 +43,8 @@ def test_toy_backtest_matches_hand_computation():
     np.testing.assert_allclose(paths.z[:, 0], np.log(y[:, 0] / x[:, 0]) / 0.1)
     assert paths.target[:, 0].tolist() == [0, -1, -1, 0, 0, 0]
     assert paths.held[:, 0].tolist() == [0, 0, -1, -1, 0, 0]  # the row-1 signal executes at the row-2 close
-    r3 = -((102 / 120 - 1) - (101 / 100 - 1))  # short spread: -(r_y - r_x)
-    r4 = -((103 / 102 - 1) - (100 / 101 - 1))
+    r3 = -(np.log(102 / 120) - np.log(101 / 100))  # short spread, b = 1, gross notional 2: -(dlog y - dlog x)
+    r4 = -(np.log(103 / 102) - np.log(100 / 101))
     np.testing.assert_allclose(paths.gross[:, 0], [0, 0, 0, r3, r4, 0], atol=1e-15)
     assert paths.traded[:, 0].tolist() == [0, 0, 2, 0, 2, 0]
     borrow = 0.005 / 252
@@ -67,17 +68,63 @@ def test_stop_loss_and_no_reentry_after_stop():
     assert paths.target[:, 0].tolist() == [0, -1, 0, 0, 0, 0, 0]  # stopped at row 2; row 3 (z=2.2) not re-entered
 
 
-def test_window_end_closes_positions_and_ended_stock_closes_at_last_price():
+def test_window_end_closes_positions_and_ended_stock_closes_on_its_first_day_without_a_price():
     y = np.array([100.0, 125.0, 124.0, 123.0, 122.0, 121.0])[:, None]  # stays above entry until the end
-    x = np.full_like(y, 100.0)
+    x = np.array([100.0, 100.0, 100.0, 100.0, 101.0, 102.0])[:, None]
     paths = simulate_pairs(y, x, np.zeros(1), np.ones(1), np.full(1, 0.1), RULES)
     assert paths.held[-1, 0] == 0 and paths.held[-2, 0] == -1
     y2 = y.copy()
     y2[4:] = np.nan  # the stock's prices end at row 3
     ended = simulate_pairs(y2, x, np.zeros(1), np.ones(1), np.full(1, 0.1), RULES)
-    assert ended.held[:, 0].tolist() == [0, 0, -1, 0, 0, 0]
-    assert ended.traded[3, 0] == 2  # exit at the row-3 close, its last price
-    assert (ended.gross[4:, 0] == 0).all()
+    assert ended.held[:, 0].tolist() == [0, 0, -1, -1, 0, 0]  # closed at row 4, the first row without a price
+    assert ended.traded[3, 0] == 0 and ended.traded[4, 0] == 2
+    # row 4: y at its last price (return 0), the x leg closes at the row-4 close
+    assert ended.gross[4, 0] == pytest.approx(-(0.0 - np.log(101 / 100)))
+    assert (ended.gross[5:, 0] == 0).all()
+    # a delisting return is that leg's return on the closing row
+    hit = simulate_pairs(y2, x, np.zeros(1), np.ones(1), np.full(1, 0.1), RULES, delisting_return=-0.3)
+    assert hit.gross[4, 0] == pytest.approx(-(np.log(0.7) - np.log(101 / 100)))
+
+
+def test_a_stock_that_stops_trading_changes_nothing_before_its_last_price_day():
+    rng = np.random.default_rng(4)
+    n, k = 40, 6
+    x = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, k)), axis=0))
+    y = x * np.exp(rng.normal(0, 0.05, (n, k)))
+    a, b, s = np.zeros(k), np.ones(k), np.full(k, 0.05)
+    last = 25  # the y stocks' last price row
+    full = simulate_pairs(y, x, a, b, s, RULES)
+    assert (full.held[last] != 0).any()  # some pair is open when its y stock stops
+    stopped_y = y.copy()
+    stopped_y[last + 1:] = np.nan
+    stopped = simulate_pairs(stopped_y, x, a, b, s, RULES)
+    for name in ("target", "held", "gross", "traded", "short_held", "active"):
+        np.testing.assert_array_equal(getattr(stopped, name)[: last + 1], getattr(full, name)[: last + 1], err_msg=name)
+    for cost in (0, 10):
+        np.testing.assert_array_equal(stopped.net(cost, RULES)[: last + 1], full.net(cost, RULES)[: last + 1])
+    assert (stopped.held[last + 1:] == 0).all()
+
+
+def test_open_position_pnl_is_notional_times_the_change_of_the_tested_spread():
+    rng = np.random.default_rng(5)
+    n = 30
+    b = np.array([0.4, 1.0, 2.5])
+    lx = np.log(60) + np.cumsum(rng.normal(0, 0.02, (n, 3)), axis=0)
+    ly = 0.3 + b * lx + 0.08 * np.sin(np.arange(n) / 3)[:, None] + rng.normal(0, 0.01, (n, 3))
+    a, s = np.full(3, 0.3), np.full(3, 0.03)
+    for g in (1.0, 2.0):
+        paths = simulate_pairs(np.exp(ly), np.exp(lx), a, b, s, RULES, gross_notional=g)
+        assert (paths.held != 0).any()
+        spread = ly - b * lx
+        d_spread = np.vstack([np.zeros((1, 3)), np.diff(spread, axis=0)])
+        prev = np.vstack([np.zeros((1, 3)), paths.held[:-1]])
+        np.testing.assert_allclose(paths.gross, prev * g / (1 + b) * d_spread, atol=1e-14)
+        # traded notional: g per unit change of the position; short notional: the short leg's weight
+        np.testing.assert_allclose(paths.traded, g * np.abs(paths.held - prev))
+        w_short = np.where(prev > 0, g * b / (1 + b), g / (1 + b))
+        np.testing.assert_allclose(paths.short_held, np.abs(prev) * w_short)
+    with pytest.raises(DataError, match="hedge ratio <= 0"):
+        simulate_pairs(np.exp(ly), np.exp(lx), a, np.array([0.4, -1.0, 2.5]), s, RULES)
 
 
 def test_no_look_ahead_in_signals_positions_and_hedge():
@@ -98,6 +145,34 @@ def test_no_look_ahead_in_signals_positions_and_hedge():
         np.testing.assert_array_equal(alt.target[: t0 + 1], base.target[: t0 + 1])  # signals up to row t0
         np.testing.assert_array_equal(alt.held[: t0 + 2], base.held[: t0 + 2])  # positions executed by row t0+1
         np.testing.assert_array_equal(alt.gross[: t0 + 1], base.gross[: t0 + 1])
+
+
+def test_distance_method_ssd_spread_and_exit_at_the_crossing():
+    from finsae.backtest.engine import distance_ssd, fit_distance
+    from finsae.backtest.pairs import select_distance
+
+    rng = np.random.default_rng(2)
+    p = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, (50, 5)), axis=0))
+    norm = p / p[0]
+    i, j = np.triu_indices(5, k=1)
+    brute = np.array([((norm[:, a] - norm[:, b]) ** 2).sum() for a, b in zip(i, j, strict=True)])
+    np.testing.assert_allclose(distance_ssd(norm, i, j), brute, rtol=1e-10, atol=1e-12)
+    # the smallest SSDs first, at most one pair per stock
+    order = np.argsort(brute)
+    picked = select_distance(brute, np.ones(len(i), dtype=bool), i, j, max_pairs=3, max_per_stock=1)
+    assert picked[0] == order[0]
+    stocks = np.concatenate([i[picked], j[picked]])
+    assert len(stocks) == len(set(stocks))
+    a, b, s = fit_distance(np.log(p[:, [0]]), np.log(p[:, [1]]))
+    assert b[0] == 1.0 and a[0] == pytest.approx(np.log(p[-1, 0] / p[-1, 1]))
+    spread = np.log(p[:, 0] / p[:, 1])
+    assert s[0] == pytest.approx(np.std(spread - spread[0], ddof=1))
+    # GGR rules: open at 2 sd, close when the normalised paths cross (z back to 0), no stop
+    rules = TradingRules(entry_z=2.0, exit_z=0.0, stop_z=np.inf)
+    y = np.array([100.0, 100.0, 123.0, 150.0, 110.0, 99.0, 100.0])[:, None]
+    x = np.full_like(y, 100.0)
+    paths = simulate_pairs(y, x, np.zeros(1), np.ones(1), np.full(1, 0.1), rules)
+    assert paths.target[:, 0].tolist() == [0, 0, -1, -1, -1, 0, 0]  # z 4.05 keeps the position: no stop
 
 
 def test_rules_validation():
@@ -149,6 +224,19 @@ def test_portfolio_splits_capital_over_active_pairs():
     np.testing.assert_allclose(out, [[0.02, 0.0], [0.02, 0.05]])
 
 
+def test_committed_capital_gives_every_selected_pair_its_share_and_idle_capital_the_risk_free_rate():
+    r = np.array([[0.01, 0.03, 0.0], [0.02, 0.0, 0.05]])
+    active = np.array([[True, True, False], [True, False, True]])
+    out = portfolio_returns(r, active, np.array([0, 0, 1]), 3, basis="committed", rf=0.001)
+    # book 0: two pairs of 1/2 each; book 1: one pair; book 2: no pair, all capital at the risk-free rate
+    np.testing.assert_allclose(out, [[0.02, 0.001, 0.001], [(0.02 + 0.001) / 2, 0.05, 0.001]])
+    # n_selected counts pairs that are not among the columns (e.g. a pair that never had prices)
+    out4 = portfolio_returns(r, active, np.array([0, 0, 1]), 2, basis="committed", n_selected=np.array([4, 1]))
+    np.testing.assert_allclose(out4[:, 0], [0.04 / 4, 0.02 / 4])
+    with pytest.raises(DataError, match="basis"):
+        portfolio_returns(r, active, np.array([0, 0, 1]), 2, basis="invested")
+
+
 # ---------------------------------------------------------------- metrics against direct formulas
 
 
@@ -168,6 +256,18 @@ def test_metrics_equal_direct_formulas():
     assert np.isnan(sharpe_ratio(np.zeros(10)))
     with pytest.raises(DataError, match="missing"):
         sharpe_ratio(np.array([0.1, np.nan]))
+
+
+def test_monthly_excess_return_in_basis_points():
+    dates = pd.to_datetime(["2019-01-30", "2019-01-31", "2019-02-01", "2019-02-04", "2019-03-01"])
+    r = np.array([0.01, -0.005, 0.002, 0.003, -0.01])
+    jan, feb, mar = 1.01 * 0.995 - 1, 1.002 * 1.003 - 1, -0.01
+    assert monthly_excess_bps(r, dates) == pytest.approx((jan + feb + mar) / 3 * 1e4)
+    rf = 0.0001
+    want = ((jan - (1.0001**2 - 1)) + (feb - (1.0001**2 - 1)) + (mar - rf)) / 3 * 1e4
+    assert monthly_excess_bps(r, dates, rf) == pytest.approx(want)
+    with pytest.raises(DataError, match="5 returns but 4 dates"):
+        monthly_excess_bps(r, dates[:4])
 
 
 def test_stationary_bootstrap_blocks_and_ci():

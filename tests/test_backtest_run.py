@@ -60,26 +60,93 @@ def toy(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def _row(res, method: str, strategy: str = "coint", basis: str = "committed") -> pd.Series:
+    s = res.summary
+    rows = s[(s["method"] == method) & (s["strategy"] == strategy) & (s["basis"] == basis)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
 def test_backtest_runs_and_writes_every_table(toy):
     cfg = load_pairs_config(toy / "pairs.yaml")
     res = run_pairs_backtest(cfg, toy / "out")
-    assert list(res.summary["method"]) == ["all_pairs", "sic2", "gics_sector"]
+    keys = list(res.summary[["method", "strategy", "basis"]].itertuples(index=False, name=None))
+    assert keys == [(m, st, b) for st in ("coint", "distance") for m in ("all_pairs", "sic2", "gics_sector")
+                    for b in ("committed", "employed")]
     for name in ("summary", "daily", "windows", "placebo", "trades", "selections"):
         assert (toy / "out" / f"{name}.parquet").is_file()
-    assert (toy / "out" / "table.md").read_text().startswith("## Pairs backtest `toy_pairs`")
+    text = (toy / "out" / "table.md").read_text()
+    assert text.startswith("## Pairs backtest `toy_pairs`")
+    assert "committed capital (headline basis)" in text and "distance (Gatev et al. 2006)" in text
     # within-group pairs of co-integrated groups are selected, and they trade
     sel = res.selections[res.selections["method"] == "sic2"]
     assert len(sel) > 0 and (sel["y"].str[:2] == sel["x"].str[:2]).all()
-    assert res.summary.set_index("method").loc["sic2", "trades"] > 0
+    assert _row(res, "sic2")["trades"] > 0 and _row(res, "sic2", "distance")["trades"] > 0
+    for col in ("bp_month_net", "bp_month_gross", "distinct_stocks", "top_stock_pnl_share", "ex_top_sharpe_net"):
+        assert np.isfinite(float(_row(res, "sic2")[col])), col
     # net returns are gross minus costs: never higher
     d = res.daily
     assert (d["net_10bp"] <= d["gross"] + 1e-15).all() and (d["net_0bp"] <= d["gross"] + 1e-15).all()
-    # placebo books: 3 draws each; all_pairs has no random-group placebo (one group)
-    counts = res.placebo.groupby(["method", "kind"]).size().to_dict()
-    assert counts[("sic2", "random_groups")] == 3 and ("all_pairs", "random_groups") not in counts
+    # placebo books: 3 draws each per strategy and basis; all_pairs has no random-group placebo (one group)
+    counts = res.placebo.groupby(["method", "strategy", "kind", "basis"]).size().to_dict()
+    assert counts[("sic2", "coint", "random_groups", "committed")] == 3
+    assert counts[("sic2", "distance", "random_pairs", "employed")] == 3
+    assert not any(k[0] == "all_pairs" and k[2] == "random_groups" for k in counts)
     # a second run uses the cached pair tests and gives identical results
     again = run_pairs_backtest(cfg, toy / "out2")
     pd.testing.assert_frame_equal(again.summary, res.summary)
+
+
+def test_selection_trades_the_tested_spread_with_both_orderings_the_i1_screen_and_the_cap(toy):
+    cfg = load_pairs_config(toy / "pairs.yaml")
+    assert cfg.selection.orderings == "both" and cfg.selection.i1_screen and cfg.selection.max_pairs_per_stock == 2
+    res = run_pairs_backtest(cfg, write=False)
+    sel = res.selections
+    coint = sel[sel["strategy"] == "coint"]
+    assert len(coint) > 0
+    assert (coint["hedge_ratio"] > 0).all()  # no traded pair has b <= 0
+    assert (res.trades.loc[res.trades["strategy"] == "coint", "hedge_ratio"] > 0).all()
+    # with the I(1) screen on, no traded leg is stationary on its own in its formation window
+    alpha = cfg.selection.i1_alpha
+    assert (coint["y_adf_pvalue"] >= alpha).all() and (coint["x_adf_pvalue"] >= alpha).all()
+    # the cap: no stock in more than 2 of a method's pairs in a window
+    for _, g in sel.groupby(["method", "strategy", "window"]):
+        assert pd.concat([g["y"], g["x"]]).value_counts().max() <= 2
+    # the traded ordering is the one with the smaller p-value, and both orderings were tested
+    from finsae.backtest.pairs import pair_tests
+
+    close = pd.read_parquet(toy / "prices.parquet").set_index("date")
+    w = res.windows.iloc[0]
+    form = np.log(close.loc[w.formation_start:w.formation_end])
+    for r in coint[coint["window"] == w.window].head(5).itertuples():
+        cols = form[[r.y, r.x]].to_numpy()
+        t = pair_tests(cols, np.array([0]), np.array([1]), maxlag=1, both_orderings=True)
+        assert t.pvalue_ij[0] <= t.pvalue_ji[0] + 1e-15  # y on x is the better ordering
+        assert r.pvalue == pytest.approx(max(t.pvalue_ij[0], t.pvalue_ji[0]), rel=1e-9)  # both must pass
+        assert r.hedge_ratio == pytest.approx(t.hedge_ratio[0], rel=1e-9)
+    # without the screen and the cap, with one ordering, the toy market does select stationary legs / stacks
+    loose = CONFIG.replace("selection: {fdr: 0.2, max_half_life: 30, max_pairs: 4}",
+                           "selection: {fdr: 0.2, max_half_life: 30, max_pairs: 4, orderings: first, "
+                           "i1_screen: false, max_pairs_per_stock: null}")
+    (toy / "pairs.yaml").write_text(loose)
+    res2 = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
+    assert len(res2.selections) != len(sel) or not res2.selections.equals(sel)
+
+
+def test_concentration_figures_recompute_the_book_without_its_top_stock(toy):
+    from finsae.backtest.metrics import sharpe_ratio
+
+    cfg = load_pairs_config(toy / "pairs.yaml")
+    res = run_pairs_backtest(cfg, write=False)
+    row = _row(res, "all_pairs")
+    top = row["top_stock"]
+    assert isinstance(top, str) and top
+    traded = res.trades[(res.trades["method"] == "all_pairs") & (res.trades["strategy"] == "coint")]
+    assert row["distinct_stocks"] == len(set(traded["y"]) | set(traded["x"]))
+    assert np.isfinite(row["ex_top_sharpe_net"]) and np.isfinite(row["top_stock_pnl_share"])
+    d = res.daily[(res.daily["method"] == "all_pairs") & (res.daily["strategy"] == "coint")
+                  & (res.daily["basis"] == "committed")]
+    assert row["sharpe_net_10bp"] == pytest.approx(sharpe_ratio(d["net_10bp"].to_numpy()))
 
 
 def test_prices_inside_a_trading_window_do_not_change_its_selection(toy):
@@ -117,6 +184,31 @@ def test_backtest_cli_and_config_errors(toy):
             load_pairs_config(toy / "bad.yaml")
 
 
+def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
+    from finsae.backtest.engine import PairPaths, TradingRules
+    from finsae.backtest.run import PairBlock, _book_series, _stock_pnl
+
+    rules = TradingRules(borrow_bps=0.0)
+    # one window, three pairs (A,B), (A,C), (D,E) over two rows (row 0 is the formation end)
+    gross = np.array([[0.0, 0.0, 0.0], [0.02, 0.01, -0.01], [0.01, 0.0, 0.03]])
+    active = np.array([[False] * 3, [True, True, True], [True, False, True]])
+    z = np.zeros_like(gross)
+    paths = PairPaths(z, z, z, gross, np.zeros_like(gross), np.zeros_like(gross), active)
+    blk = PairBlock(np.arange(3), np.array([0, 0, 3]), np.array([1, 2, 4]), np.zeros(3, dtype=int), z[0], z[0] + 1,
+                    z[0] + 1, paths)
+    blocks = [(0, blk, ["A", "B", "C", "D", "E"], 3)]
+    pnl = _stock_pnl(blocks, "committed", 0.0, rules)
+    assert pnl["A"] == pytest.approx((0.03 + 0.01) / 3) and pnl["D"] == pytest.approx(0.02 / 3)
+    full = _book_series(blocks, [2], "committed", 0.0, rules, 0.0)
+    np.testing.assert_allclose(full, [(0.02 + 0.01 - 0.01) / 3, (0.01 + 0.03) / 3])
+    ex_a = _book_series(blocks, [2], "committed", 0.0, rules, 0.0, exclude="A")  # only (D,E) is left, all capital
+    np.testing.assert_allclose(ex_a, [-0.01, 0.03])
+    emp = _book_series(blocks, [2], "employed", 0.0, rules, 0.0)
+    np.testing.assert_allclose(emp, [0.02 / 3, 0.04 / 2])
+    pnl_emp = _stock_pnl(blocks, "employed", 0.0, rules)
+    assert pnl_emp["B"] == pytest.approx(0.02 / 3 + 0.01 / 2)
+
+
 def test_single_member_groups_have_no_candidates(toy):
     companies = pd.read_csv(toy / "companies.csv", dtype=str)
     companies["sic"] = [f"{2000 + k}" for k in range(len(companies))]  # every company alone in its SIC code
@@ -125,7 +217,7 @@ def test_single_member_groups_have_no_candidates(toy):
     res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
     w = res.windows
     assert (w["candidates"] == 0).all() and (w["selected"] == 0).all()
-    assert (res.daily["gross"] == 0).all() and res.summary.loc[0, "trades"] == 0
+    assert (res.daily["gross"] == 0).all() and (res.summary["trades"] == 0).all()
 
 
 def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
@@ -142,7 +234,8 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
     base = CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic2]")
     (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, names: [text@good, text@bad]}\n")
     res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out")
-    s = res.summary.set_index("method")
+    s = res.headline()
+    s = s[s["strategy"] == "coint"].set_index("method")
     assert list(s.index) == ["sic2", "text@good", "text@bad"] and not s["look_ahead"].any()
     assert s.loc["text@good", "pairs_traded"] > 0
     # the true groups are the sic2 groups: identical trading
@@ -155,7 +248,7 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
     (toy / "pairs.yaml").write_text(
         early + "text_groups: {file: groups.parquet, names: [text@good], allow_look_ahead: true}\n")
     marked = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out3", write=False)
-    assert marked.summary.set_index("method").loc["text@good", "look_ahead"]
+    assert marked.summary.set_index("method").loc["text@good", "look_ahead"].all()
     (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, names: [text@nope]}\n")
     with pytest.raises(ConfigError, match="no grouping 'text@nope'"):
         run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out4")

@@ -12,21 +12,33 @@ all three fitted by OLS of ``log y`` on ``log x`` **over the formation window on
   does not change.
 * A target set at the close of row ``t`` is executed at the close of row ``t + 1``: ``held[t + 1] = target[t]``.
   The return of row ``t`` (close ``t-1`` to close ``t``) is earned by ``held[t - 1]``.
-* Positions are dollar-neutral: one unit of capital per open pair holds one unit of notional long and one short,
-  so the pair's return on row ``t`` is ``held[t-1] * (r^y_t - r^x_t)`` with simple returns ``r`` (legs reset to
-  equal notional each day).
-* Every position is closed at the window's last close (``target[R-1] = 0``). A stock whose prices end inside the
-  window is closed at its last price (prices are carried forward after it, so later returns are 0, and the
-  position is set flat from that row).
-* Costs: ``cost_bps`` per unit of traded notional (each leg counts), charged on the execution row; a short-borrow
-  fee of ``borrow_bps`` a year on the short notional, charged per held row as ``borrow_bps / 1e4 / P``.
-* Portfolio: capital is split equally over the pairs active on a row (holding a position during it, or trading at
-  its close): ``R_t = mean over active pairs of r_pair,t``, 0 when none is active.
+* Legs follow the tested spread. A pair with hedge ratio ``b > 0`` (pairs with ``b <= 0`` are never traded) holds,
+  per unit of capital, weights ``w_y = g / (1 + b)`` of y and ``w_x = g b / (1 + b)`` of x, long y and short x for a
+  long spread (+1) and the reverse for a short spread (-1); ``g`` is the gross notional per unit of capital
+  (``gross_notional``, default 2: one dollar long and one short when ``b = 1``, as in Gatev, Goetzmann and
+  Rouwenhorst 2006). The weights are kept constant (legs rebalanced each day) and P&L is booked on log prices, so
+  the pair's return on row ``t`` is exactly the change of the tested spread times its notional:
+  ``held[t-1] * (w_y dlog y_t - w_x dlog x_t) = held[t-1] * g / (1 + b) * d(log y - b log x)_t``.
+  (The simple return of the same daily-rebalanced legs, ``w_y r^y - w_x r^x``, differs from it only by second-order
+  terms ``(w_y (r^y)^2 - w_x (r^x)^2) / 2``.)
+* Every position is closed at the window's last close (``target[R-1] = 0``). Delisting without look-ahead: a stock
+  whose prices stop inside the window (no later price in it) is closed on the **first row without a price**, at
+  its last price, with the configurable ``delisting_return`` (simple return, default 0) as that leg's return on
+  that row; the other leg closes at that row's close. Nothing up to and including the stock's last price row
+  depends on whether later prices exist. A gap (prices resume later in the window) keeps the position: the missing
+  row earns 0 on that leg and the next price catches up.
+* Costs: ``cost_bps`` per unit of traded notional (both legs: ``g`` per unit change of the position), charged on the
+  execution row; a short-borrow fee of ``borrow_bps`` a year on the short notional (``w_x`` for a long spread,
+  ``w_y`` for a short one), charged per held row as ``borrow_bps / 1e4 / P``.
+* Portfolios (:func:`portfolio_returns`), two capital bases: **employed** capital is split equally over the pairs
+  active on a row (holding a position during it, or trading at its close), 0 when none is; **committed** capital
+  gives each of the ``N`` pairs selected for the window ``1/N`` whether it trades or not, and idle capital earns
+  the risk-free rate: ``R_t = (1/N) sum_k [r_k,t if active else rf]`` (Gatev et al. 2006).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -138,6 +150,30 @@ def fit_spreads(log_y: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.nd
     return ym - b * xm, b, s
 
 
+def fit_distance(log_y: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spread model of the distance method (Gatev, Goetzmann and Rouwenhorst 2006) over the formation rows.
+
+    The spread is ``log y - log x`` (``b = 1``: one dollar long, one short), re-normalised to 0 at the last
+    formation close (``a = log y_F - log x_F``), so that in the trading window ``z_t`` measures the divergence of
+    the two cumulative-return paths since trading started, in units of ``s``: the standard deviation (ddof 1) of
+    the normalised formation spread ``(log y_t - log y_0) - (log x_t - log x_0)``. Returns ``(a, b, s)`` like
+    :func:`fit_spreads`."""
+    spread = log_y - log_x
+    with np.errstate(invalid="ignore"):
+        s = (spread - spread[0]).std(axis=0, ddof=1)
+    s = np.where(s > 1e-12, s, np.nan)
+    return spread[-1].copy(), np.ones(spread.shape[1]), s
+
+
+def distance_ssd(norm_prices: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Sum of squared deviations between normalised price paths ``P_t / P_0`` (columns of ``norm_prices``) of the
+    pairs ``(i[k], j[k])``: ``|p_i|^2 + |p_j|^2 - 2 p_i . p_j``, from one Gram matrix of the columns."""
+    p = np.asarray(norm_prices, dtype=np.float64)
+    gram = p.T @ p
+    sq = np.diag(gram)
+    return np.maximum(sq[i] + sq[j] - 2.0 * gram[i, j], 0.0)
+
+
 @dataclass(frozen=True)
 class PairPaths:
     """Daily paths of K simulated pairs over one trading window, rows ``0..R`` (row 0: formation end).
@@ -146,8 +182,8 @@ class PairPaths:
         z: z-scores (NaN where a price is missing, row 0 included).
         target: target position decided at each row's close.
         held: position held after each row's close (executed targets).
-        gross: pair return per row, before costs.
-        traded: notional traded at each row's close (both legs).
+        gross: pair return per row, before costs (per unit of capital).
+        traded: notional traded at each row's close (both legs, per unit of capital).
         short_held: short notional held during each row (for the borrow fee).
         active: the pair takes part in the portfolio on that row.
     """
@@ -166,13 +202,25 @@ class PairPaths:
             raise DataError(f"cost_bps must be >= 0, not {cost_bps}")
         return self.gross - cost_bps / 1e4 * self.traded - rules.borrow_bps / 1e4 / rules.periods_per_year * self.short_held
 
+    def columns(self, cols: np.ndarray) -> PairPaths:
+        """The paths of pair columns ``cols`` only."""
+        return PairPaths(*(getattr(self, f.name)[:, cols] for f in fields(self)))
+
+
+def _last_price_row(prices: np.ndarray) -> np.ndarray:
+    return prices.shape[0] - 1 - np.argmax(~np.isnan(prices[::-1]), axis=0)
+
 
 def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.ndarray, hedge: np.ndarray,
-                   sigma: np.ndarray, rules: TradingRules) -> PairPaths:
+                   sigma: np.ndarray, rules: TradingRules, *, gross_notional: float = 2.0,
+                   delisting_return: float = 0.0) -> PairPaths:
     """Simulate K pairs over one trading window (see the module docstring for every rule).
 
     ``prices_y``, ``prices_x``: (R+1, K) closes, row 0 the last formation close (must be present), NaN where a
-    price is missing. ``intercept``, ``hedge``, ``sigma``: (K,) spread models fitted on the formation window.
+    price is missing. ``intercept``, ``hedge``, ``sigma``: (K,) spread models fitted on the formation window; a
+    pair with a finite ``sigma`` must have a finite hedge ratio ``> 0`` (a pair with ``sigma`` NaN never trades).
+    ``gross_notional``: long plus short notional per unit of capital. ``delisting_return``: the simple return of a
+    leg on the row its stock is closed after its prices stop (> -1).
     """
     py = np.asarray(prices_y, dtype=np.float64)
     px = np.asarray(prices_x, dtype=np.float64)
@@ -180,12 +228,21 @@ def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.nda
         raise DataError(f"prices_y and prices_x must be (R+1, K) arrays of one shape, got {py.shape} and {px.shape}")
     if np.isnan(py[0]).any() or np.isnan(px[0]).any():
         raise DataError("every pair needs both prices on the last formation day (row 0)")
+    hedge = np.asarray(hedge, dtype=np.float64)
+    tradable = np.isfinite(np.asarray(sigma, dtype=np.float64))
+    bad = tradable & ~(np.isfinite(hedge) & (hedge > 0))
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} pair(s) have a hedge ratio <= 0 or not finite (e.g. {hedge[bad][:3]}): "
+                        "such a spread is not a long-short position; do not select them")
+    if not gross_notional > 0:
+        raise DataError(f"gross_notional must be > 0, not {gross_notional}")
+    if not delisting_return > -1:
+        raise DataError(f"delisting_return must be > -1, not {delisting_return}")
     n_rows, k = py.shape
     observed = ~np.isnan(py) & ~np.isnan(px)
-    # the last row on which each leg has a price; after it the stock has ended: close at its last price
-    last_y = n_rows - 1 - np.argmax(~np.isnan(py[::-1]), axis=0)
-    last_x = n_rows - 1 - np.argmax(~np.isnan(px[::-1]), axis=0)
-    ends = np.minimum(last_y, last_x)
+    # a stock whose prices stop inside the window is closed on its first row without a price
+    last_y, last_x = _last_price_row(py), _last_price_row(px)
+    close_row = np.minimum(last_y, last_x) + 1  # == n_rows when both trade to the end
     fy = pd.DataFrame(py).ffill().to_numpy()
     fx = pd.DataFrame(px).ffill().to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -214,29 +271,48 @@ def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.nda
     target[n_rows - 2:] = 0.0  # flat at the window's last close
     held = np.zeros((n_rows, k))
     held[1:] = target[:-1]
-    held[np.arange(n_rows)[:, None] >= ends[None, :]] = 0.0  # ended stock: closed at its last price
+    rows = np.arange(n_rows)[:, None]
+    held[rows >= close_row[None, :]] = 0.0  # ended stock: closed on its first row without a price
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        ry = np.vstack([np.zeros((1, k)), fy[1:] / fy[:-1] - 1.0])
-        rx = np.vstack([np.zeros((1, k)), fx[1:] / fx[:-1] - 1.0])
+        ly = np.vstack([np.zeros((1, k)), np.diff(np.log(fy), axis=0)])
+        lx = np.vstack([np.zeros((1, k)), np.diff(np.log(fx), axis=0)])
+    delist = np.log1p(delisting_return)
+    ly[(rows == last_y[None, :] + 1)] += delist
+    lx[(rows == last_x[None, :] + 1)] += delist
+    with np.errstate(invalid="ignore"):
+        w_y = np.where(tradable, gross_notional / (1.0 + hedge), 0.0)
+        w_x = np.where(tradable, gross_notional * hedge / (1.0 + hedge), 0.0)
     prev = np.vstack([np.zeros((1, k)), held[:-1]])
-    gross = prev * (ry - rx)
-    traded = 2.0 * np.abs(held - prev)
-    short_held = np.abs(prev)
+    gross = prev * (w_y * ly - w_x * lx)
+    traded = gross_notional * np.abs(held - prev)
+    short_held = np.where(prev > 0, w_x, np.where(prev < 0, w_y, 0.0)) * np.abs(prev)
     active = (prev != 0) | (traded > 0)
     return PairPaths(z, target, held, gross, traded, short_held, active)
 
 
-def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.ndarray, n_books: int) -> np.ndarray:
-    """Equal-weight returns over active pairs for each book: (rows, n_books).
+def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.ndarray, n_books: int, *,
+                      basis: str = "employed", n_selected: np.ndarray | None = None, rf: float = 0.0) -> np.ndarray:
+    """Portfolio returns of each book, (rows, n_books), on a capital basis (module docstring).
 
-    ``book[k]`` is the book (method or placebo draw) that pair column ``k`` belongs to.
+    ``book[k]`` is the book (method or placebo draw) that pair column ``k`` belongs to. ``basis="employed"``: the
+    mean over the book's active pairs (0 when none is active). ``basis="committed"``: each of the book's
+    ``n_selected[b]`` pairs (default: its number of columns) holds ``1/N`` of the capital; inactive capital earns
+    ``rf`` per row; a book without pairs earns ``rf``.
     """
     k = pair_returns.shape[1]
     member = sp.csr_matrix((np.ones(k), (book, np.arange(k))), shape=(n_books, k))  # books x pairs
     sums = np.asarray(member @ np.where(active, pair_returns, 0.0).T).T
     counts = np.asarray(member @ active.astype(np.float64).T).T
-    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    if basis == "employed":
+        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    if basis != "committed":
+        raise DataError(f"basis must be 'employed' or 'committed', not {basis!r}")
+    n = np.bincount(book, minlength=n_books).astype(np.float64) if n_selected is None else np.asarray(n_selected, float)
+    out = np.full_like(sums, rf)
+    has = n > 0
+    out[:, has] = (sums[:, has] + (n[has] - counts[:, has]) * rf) / n[has]
+    return out
 
 
 def trade_list(paths: PairPaths, net: np.ndarray) -> pd.DataFrame:

@@ -41,7 +41,8 @@ class PairTests:
     """Engle-Granger results for pairs ``(i[k], j[k])`` of the columns of one price panel.
 
     ``pvalue`` is the p-value of the test of ``y = col i`` on ``x = col j``; with ``both_orderings`` it is the
-    larger of that and the reverse ordering's p-value (``pvalue_ij``, ``pvalue_ji`` keep both).
+    larger of that and the reverse ordering's p-value (``pvalue_ij``, ``pvalue_ji`` keep both, and
+    ``half_life_ji``, ``hedge_ratio_ji`` the reverse ordering's spread).
     """
 
     i: np.ndarray
@@ -55,6 +56,8 @@ class PairTests:
     valid: np.ndarray
     pvalue_ij: np.ndarray
     pvalue_ji: np.ndarray | None
+    half_life_ji: np.ndarray | None = None
+    hedge_ratio_ji: np.ndarray | None = None
 
     def to_frame(self, tickers: pd.Index | None = None) -> pd.DataFrame:
         frame = pd.DataFrame({
@@ -64,6 +67,8 @@ class PairTests:
         })
         if self.pvalue_ji is not None:
             frame["pvalue_ji"] = self.pvalue_ji
+            frame["half_life_ji"] = self.half_life_ji
+            frame["hedge_ratio_ji"] = self.hedge_ratio_ji
         if tickers is not None:
             frame.insert(0, "y", np.asarray(tickers)[self.i])
             frame.insert(1, "x", np.asarray(tickers)[self.j])
@@ -80,6 +85,8 @@ def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: 
     if both_orderings:
         rev = engle_granger(cols[j[sl]], cols[i[sl]], maxlag=maxlag, autolag=autolag)
         out["pvalue_ji"] = rev.pvalue
+        out["half_life_ji"] = rev.half_life
+        out["hedge_ratio_ji"] = rev.hedge_ratio
         out["collinear"] = out["collinear"] | rev.collinear
         out["valid"] = out["valid"] & rev.valid
     return out
@@ -112,20 +119,46 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         f = {k: np.empty(0) for k in ("pvalue_ij", "stat", "half_life", "hedge_ratio")}
         f.update(lags=np.empty(0, np.int64), collinear=np.empty(0, bool), valid=np.empty(0, bool))
         if both_orderings:
-            f["pvalue_ji"] = np.empty(0)
+            f.update(pvalue_ji=np.empty(0), half_life_ji=np.empty(0), hedge_ratio_ji=np.empty(0))
     pvalue_ji = f.get("pvalue_ji") if both_orderings else None
     pvalue = f["pvalue_ij"] if pvalue_ji is None else np.fmax(f["pvalue_ij"], pvalue_ji)
     return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"], f["hedge_ratio"],
                      f["lags"].astype(np.int64), f["collinear"].astype(bool), f["valid"].astype(bool), f["pvalue_ij"],
-                     pvalue_ji)
+                     pvalue_ji, f.get("half_life_ji"), f.get("hedge_ratio_ji"))
+
+
+def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | None,
+                  limit: int | None = None) -> np.ndarray:
+    """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks ``i[k]``,
+    ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept positions in order."""
+    order = np.asarray(order, dtype=np.int64)
+    if cap is None:
+        return order[:limit] if limit else order
+    if cap < 1:
+        raise DataError(f"max_pairs_per_stock must be >= 1, not {cap}")
+    used: dict[int, int] = {}
+    kept: list[int] = []
+    for pos in order:
+        a, b = int(i[pos]), int(j[pos])
+        if used.get(a, 0) >= cap or used.get(b, 0) >= cap:
+            continue
+        used[a] = used.get(a, 0) + 1
+        used[b] = used.get(b, 0) + 1
+        kept.append(int(pos))
+        if limit and len(kept) >= limit:
+            break
+    return np.asarray(kept, dtype=np.int64)
 
 
 def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, *, fdr: float = 0.05,
-                 min_half_life: float = 1.0, max_half_life: float = 126.0, max_pairs: int | None = None) -> np.ndarray:
+                 min_half_life: float = 1.0, max_half_life: float = 126.0, max_pairs: int | None = None,
+                 i: np.ndarray | None = None, j: np.ndarray | None = None,
+                 max_per_stock: int | None = None) -> np.ndarray:
     """Positions (into the candidate arrays) of the pairs selected, best p-value first.
 
-    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear), then the
-    half-life range, then the ``max_pairs`` smallest p-values.
+    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable), then the
+    half-life range, then the smallest p-values, at most ``max_per_stock`` pairs per stock (needs the pairs'
+    stocks ``i``, ``j``; see :func:`cap_per_stock`) and ``max_pairs`` in all.
     """
     if not 0 < fdr <= 1:
         raise DataError(f"fdr must be in (0, 1], not {fdr}")
@@ -137,4 +170,17 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
     hl = half_life[keep]
     keep = keep[(hl >= min_half_life) & (hl <= max_half_life)]
     keep = keep[np.argsort(pvalue[keep], kind="stable")]
+    if max_per_stock is not None:
+        if i is None or j is None:
+            raise DataError("max_per_stock needs the candidates' stocks i and j")
+        return cap_per_stock(keep, i, j, max_per_stock, max_pairs)
     return keep[:max_pairs] if max_pairs else keep
+
+
+def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.ndarray, *, max_pairs: int,
+                    max_per_stock: int | None = None) -> np.ndarray:
+    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared deviations,
+    at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev et al. 2006 take the top 20)."""
+    candidates = np.flatnonzero(usable & np.isfinite(ssd))
+    order = candidates[np.argsort(ssd[candidates], kind="stable")]
+    return cap_per_stock(order, i, j, max_per_stock, max_pairs)

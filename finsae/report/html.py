@@ -158,37 +158,57 @@ def _pairs_section(pairs: Path | None) -> str:
     s = pd.read_parquet(pairs / "summary.parquet")
     daily = pd.read_parquet(pairs / "daily.parquet")
     placebo = pd.read_parquet(pairs / "placebo.parquet")
-    net_col = next(c for c in daily.columns if c.startswith("net_") and c != "net_0bp" and "10" in c) \
-        if any("10" in c for c in daily.columns) else "net_0bp"
+    manifest = json.loads((pairs / "manifest.json").read_text()) if (pairs / "manifest.json").is_file() else {}
+    cfg = manifest.get("config", {})
+    if "basis" not in s.columns or "headline_cost_bps" not in cfg:
+        raise DataError(f"{pairs} was written by an older finsae backtest (no capital basis or headline cost): "
+                        "rerun finsae backtest")
+    basis = cfg.get("headline_basis", "committed")
+    net_col = f"net_{float(cfg['headline_cost_bps']):g}bp"
+    s = s[s["basis"] == basis]
+    coint = s[s["strategy"] == "coint"]
+    d = daily[(daily["basis"] == basis) & (daily["strategy"] == "coint")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for m, g in daily.groupby("method", sort=False):
+    for m, g in d.groupby("method", sort=False):
         for ax, col in zip(axes, ["gross", net_col], strict=True):
             ax.plot(g["date"], np.cumsum(g[col].to_numpy()), label=_name(str(m)), lw=1)
-    axes[0].set_title("cumulative return, gross")
+    axes[0].set_title(f"co-integration, cumulative return, gross ({basis} capital)")
     axes[1].set_title(f"cumulative return, {net_col.replace('_', ' ')}")
     axes[1].legend(fontsize=7)
     curves = _png(fig)
     sharpe_col = "sharpe_" + net_col
     fig, ax = plt.subplots(figsize=(12, 4))
-    methods = list(s["method"])
+    methods = list(coint["method"])
     for k, m in enumerate(methods):
-        pl = placebo[(placebo["method"] == m) & (placebo["kind"] == "random_pairs")][sharpe_col].dropna()
+        pl = placebo[(placebo["method"] == m) & (placebo["strategy"] == "coint") & (placebo["basis"] == basis)
+                     & (placebo["kind"] == "random_pairs")][sharpe_col].dropna()
         if len(pl):
             ax.violinplot(pl, positions=[k], widths=0.7, showextrema=False)
-    ax.errorbar(np.arange(len(methods)), s[sharpe_col],
-                yerr=[s[sharpe_col] - s["sharpe_net_ci_low"], s["sharpe_net_ci_high"] - s[sharpe_col]],
+    ax.errorbar(np.arange(len(methods)), coint[sharpe_col],
+                yerr=[coint[sharpe_col] - coint["sharpe_net_ci_low"], coint["sharpe_net_ci_high"] - coint[sharpe_col]],
                 fmt="o", color="crimson", capsize=3, label="method (95% CI)")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(methods)), [_name(m) for m in methods], rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(f"Sharpe, {net_col.replace('_', ' ')}")
-    ax.set_title("Sharpe ratio with CI against random-pairs placebos (violins)")
+    ax.set_title(f"co-integration: Sharpe ratio with CI against random-pairs placebos (violins), {basis} capital")
     ax.legend()
-    rows = "".join(f"<tr><td>{_esc(_name(r.method))}</td><td>{r.sharpe_gross:.2f}</td><td>{getattr(r, sharpe_col):.2f}"
-                   f" [{r.sharpe_net_ci_low:.2f}, {r.sharpe_net_ci_high:.2f}]</td><td>{r.random_pairs_percentile:.0f}"
-                   f"</td><td>{r.pairs_traded}</td></tr>" for r in s.itertuples())
-    table = ("<table><tr><th>method</th><th>Sharpe gross</th><th>Sharpe net [95% CI]</th><th>random pairs pct</th>"
-             f"<th>pairs traded</th></tr>{rows}</table>")
-    return (f'<section id="pairs"><h2>Pairs trading inside peer groups</h2>{table}{curves}{_png(fig)}'
+
+    def cell(x: float, fmt: str) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
+
+    rows = "".join(
+        f"<tr><td>{_esc(_name(r.method))}</td><td>{_esc(r.strategy)}</td><td>{cell(r.sharpe_gross, '.2f')}</td>"
+        f"<td>{cell(getattr(r, sharpe_col), '.2f')} [{cell(r.sharpe_net_ci_low, '.2f')}, "
+        f"{cell(r.sharpe_net_ci_high, '.2f')}]</td><td>{cell(r.bp_month_net, '.0f')}</td>"
+        f"<td>{cell(r.random_pairs_percentile, '.0f')}</td><td>{r.pairs_traded}</td><td>{r.distinct_stocks}</td>"
+        f"<td>{_esc(str(r.top_stock))} ({cell(r.top_stock_pnl_share, '.0%')})</td>"
+        f"<td>{cell(r.ex_top_sharpe_net, '.2f')}</td></tr>" for r in s.itertuples())
+    table = ("<table><tr><th>method</th><th>strategy</th><th>Sharpe gross</th><th>Sharpe net [95% CI]</th>"
+             "<th>bp/month net</th><th>random pairs pct</th><th>pairs traded</th><th>stocks</th>"
+             f"<th>top stock (P&amp;L share)</th><th>Sharpe net without it</th></tr>{rows}</table>")
+    note = (f'<p class="note">{_esc(basis)} capital (the headline basis); costs {net_col[4:]} per traded notional. '
+            "The full tables, both capital bases, are in table.md of the backtest folder.</p>")
+    return (f'<section id="pairs"><h2>Pairs trading inside peer groups</h2>{table}{note}{curves}{_png(fig)}'
             "</section>")
 
 

@@ -81,47 +81,82 @@ def benchmark_markdown(result: BenchmarkResult) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.0%}"
+
+
 def backtest_markdown(result: BacktestResult) -> str:
-    """The pairs backtest as markdown: one row per method, Sharpe ratios gross and net, CI and placebos."""
+    """The pairs backtest as markdown: per strategy and capital basis, one row per method with Sharpe ratios gross
+    and net, CI, monthly excess return, placebos and concentration."""
     cfg = result.config
     s = result.summary
     head = cfg.headline_cost_bps
-    costs = [c for c in cfg.costs_bps]
-    cols = ["method", "Sharpe gross"] + [f"net {c:g}bp" for c in costs] + [
-        f"95% CI (net {head:g}bp)", "random pairs: median / pct", "random groups: median / pct", "pairs traded",
-        "trades", "hit rate", "days held", "turnover/yr", "max DD"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in s.itertuples(index=False):
-        d = r._asdict()
-        name = METHOD_NAMES.get(r.method, r.method) + (" (LOOK-AHEAD)" if d.get("look_ahead") else "")
-        cells = [name, _f(r.sharpe_gross, 2)]
-        cells += [_f(d[f"sharpe_net_{c:g}bp"], 2) for c in costs]
-        cells.append(f"[{_f(r.sharpe_net_ci_low, 2)}, {_f(r.sharpe_net_ci_high, 2)}]")
-        for kind in ("random_pairs", "random_groups"):
-            med, pct = d[f"{kind}_median_sharpe"], d[f"{kind}_percentile"]
-            cells.append("n/a" if np.isnan(pct) else f"{_f(med, 2)} / {_f(pct, 0)}")
-        cells += [str(r.pairs_traded), str(r.trades), "n/a" if np.isnan(r.hit_rate_net) else f"{r.hit_rate_net:.0%}",
-                  _f(r.avg_holding_days, 1), _f(r.annual_turnover, 1), f"{r.max_drawdown_net:.1%}"]
-        lines.append("| " + " | ".join(cells) + " |")
+    costs = list(cfg.costs_bps)
+    cols = ["method", "Sharpe gross", *[f"net {c:g}bp" for c in costs], f"95% CI (net {head:g}bp)",
+            "bp/month gross / net", "return/yr net", "random pairs: median / pct", "random groups: median / pct",
+            "pairs", "trades", "stocks", "top stock (P&L share)", "ex-top Sharpe / bp/month", "hit rate", "days held",
+            "max DD"]
+    sections = []
+    strategy_names = {"coint": "co-integration (Engle-Granger, legs 1 : b)", "distance": "distance (Gatev et al. 2006)"}
+    bases = [cfg.headline_basis] + [b for b in ("committed", "employed") if b != cfg.headline_basis]
+    for strategy in [st for st in ("coint", "distance") if (s["strategy"] == st).any()]:
+        for basis in bases:
+            rows = s[(s["strategy"] == strategy) & (s["basis"] == basis)]
+            mark = " (headline basis)" if basis == cfg.headline_basis else ""
+            lines = [f"**{strategy_names[strategy]}, {basis} capital{mark}**", "",
+                     "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            for r in rows.itertuples(index=False):
+                d = r._asdict()
+                name = METHOD_NAMES.get(r.method, r.method) + (" (LOOK-AHEAD)" if d.get("look_ahead") else "")
+                cells = [name, _f(r.sharpe_gross, 2), *[_f(d[f"sharpe_net_{c:g}bp"], 2) for c in costs],
+                         f"[{_f(r.sharpe_net_ci_low, 2)}, {_f(r.sharpe_net_ci_high, 2)}]",
+                         f"{_f(r.bp_month_gross, 0)} / {_f(r.bp_month_net, 0)}", f"{r.annual_return_net:.1%}"]
+                for kind in ("random_pairs", "random_groups"):
+                    med, pct = d[f"{kind}_median_sharpe"], d[f"{kind}_percentile"]
+                    cells.append("n/a" if np.isnan(pct) else f"{_f(med, 2)} / {_f(pct, 0)}")
+                top = f"{r.top_stock} ({_pct(r.top_stock_pnl_share)})" if r.top_stock else "n/a"
+                cells += [str(r.pairs_traded), str(r.trades), str(r.distinct_stocks), top,
+                          f"{_f(r.ex_top_sharpe_net, 2)} / {_f(r.ex_top_bp_month_net, 0)}",
+                          _pct(r.hit_rate_net), _f(r.avg_holding_days, 1), f"{r.max_drawdown_net:.1%}"]
+                lines.append("| " + " | ".join(cells) + " |")
+            sections += [*lines, ""]
     start = result.daily["date"].min()
     end = result.daily["date"].max()
     sel = cfg.selection
+    orderings = {"first": "one ordering (y first in universe order)",
+                 "both": "both orderings, both must pass (the larger p-value is controlled; the smaller one's "
+                         "ordering is traded)",
+                 "best": "both orderings, the smaller p-value and its ordering"}[sel.orderings]
+    screen = (f"both legs I(1) in the formation window (ADF, {sel.i1_lags} lag(s), level p >= {sel.i1_alpha:g}, "
+              f"difference p < {sel.i1_alpha:g})" if sel.i1_screen else "no I(1) screen of the legs")
+    cap = f"at most {sel.max_pairs_per_stock} pairs per stock" if sel.max_pairs_per_stock else "no cap per stock"
+    dist = cfg.distance
     text = [
         f"## Pairs backtest `{result.name}`: {start:%Y-%m-%d} to {end:%Y-%m-%d}", "",
         f"Walk-forward: {cfg.formation_days} formation days, then {cfg.trading_days} trading days; pairs inside each "
-        f"method's groups, Engle-Granger (maxlag={sel.maxlag}, autolag={sel.autolag}) on formation log prices, "
-        f"Benjamini-Hochberg FDR {sel.fdr:g} within the method's candidates, half-life {sel.min_half_life:g}-"
-        f"{sel.max_half_life:g} days, at most {sel.max_pairs} pairs per window. Enter at |z| >= "
-        f"{cfg.trading.entry_z:g}, exit at {cfg.trading.exit_z:g}, stop at {cfg.trading.stop_z:g}; signals at a close "
-        f"execute at the next close; hedge ratio, mean and sd from the formation window only. Costs per traded "
-        f"notional, short borrow {cfg.trading.borrow_bps:g} bp/yr. Sharpe annualised with "
-        f"{cfg.periods_per_year:g} periods/yr, risk-free {cfg.rf_annual:g}/yr.", "",
-        *lines, "",
-        f"Placebos ({cfg.placebo.draws} draws each): 'random pairs' trades as many random pairs as the method, "
-        "'random groups' runs the same selection inside random groups with the method's group sizes; "
-        f"'pct' is the percentile of the method's net {head:g}bp Sharpe among the draws. CI: stationary bootstrap "
-        "of daily returns. Survivorship: every stock in the bundled data was listed in January 2020, which flatters "
-        "every method equally.",
+        f"method's groups. Co-integration: Engle-Granger (maxlag={sel.maxlag}, autolag={sel.autolag}) on formation "
+        f"log prices, {orderings}; {screen}; hedge ratio > 0; Benjamini-Hochberg FDR {sel.fdr:g} within the "
+        f"method's candidates, half-life {sel.min_half_life:g}-{sel.max_half_life:g} days, at most {sel.max_pairs} "
+        f"pairs per window, {cap}. The position is the tested spread: +1 of y against -b of x, gross notional "
+        f"{cfg.trading.gross_notional:g} per unit of capital split 1 : b. Enter at |z| >= {cfg.trading.entry_z:g}, "
+        f"exit at {cfg.trading.exit_z:g}, stop at {cfg.trading.stop_z:g}."
+        + (f" Distance: the {dist.max_pairs} within-group pairs with the smallest sum of squared deviations of "
+           f"normalised prices ({cap}), open at {dist.entry_z:g} formation sd, close when the paths cross, no stop."
+           if dist.enabled else "")
+        + f" Signals at a close execute at the next close; every spread model is fitted on the formation window "
+        f"only. A stock whose prices stop is closed on its first day without a price (delisting return "
+        f"{cfg.trading.delisting_return:g}). Costs per traded notional, short borrow {cfg.trading.borrow_bps:g} "
+        f"bp/yr. Committed capital: each selected pair holds 1/N of the capital whether it trades or not, idle "
+        f"capital earns the risk-free rate ({cfg.rf_annual:g}/yr); employed capital: split over the open pairs. "
+        f"Sharpe annualised with {cfg.periods_per_year:g} periods/yr; bp/month: mean monthly excess return.", "",
+        *sections,
+        f"Placebos ({cfg.placebo.draws} draws each): 'random pairs' trades as many random candidate pairs as the "
+        "method, 'random groups' runs the same selection inside random groups with the method's group sizes; "
+        f"'pct' is the percentile of the method's net {head:g}bp Sharpe among the draws (same basis). CI: "
+        "stationary bootstrap of daily returns. Top stock: the stock whose pairs contribute most to the P&L "
+        "(its share of the total; pairs count for both their stocks); ex-top: the same book without that stock's "
+        "pairs. Survivorship: every stock in the bundled data was listed in January 2020, which flatters every "
+        "method equally.",
     ]
     return "\n".join(text) + "\n"
 
