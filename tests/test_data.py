@@ -84,7 +84,7 @@ def test_missing_columns_are_named():
 
 @pytest.mark.parametrize(("column", "value", "pattern"), [
     ("gics", "45999999", r"unknown GICS sub-industry code .* BRK-B: 45999999"),
-    ("gics", "4510", r"unknown GICS sub-industry code .* BRK-B: 00004510"),
+    ("gics", "4510", r"8-digit sub-industry codes.* BRK-B: 4510 \(4 digits\)"),
     ("sic", "0500", r"unknown SIC code .* BRK-B: 0500"),
     ("sic", "73A2", r"SIC codes must be up to 4 digits.*BRK-B"),
 ])

@@ -13,11 +13,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from finsae._io import file_sha256, parquet_run_id
 from finsae.config import load_benchmark_config
+from finsae.data import log_returns, prices_from_frame
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.benchmark import run_benchmark
 from finsae.export import export_run, validate_export
@@ -220,3 +222,169 @@ def test_written_files_and_folders_follow_the_umask(bench, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["k"] == 2
     assert pd.read_parquet(out / "peers.parquet")["rank"].max() == 2
+
+
+# ------------------------------------------------------------------------- 3. no silently wrong numbers
+
+def _wide(close: np.ndarray, tickers: list[str] | None = None) -> pd.DataFrame:
+    dates = pd.bdate_range("2018-01-01", periods=close.shape[0], name="date")
+    cols = tickers or [f"T{i}" for i in range(close.shape[1])]
+    return pd.DataFrame(close, index=dates, columns=cols).reset_index()
+
+
+def _walk(n_days: int = 120, n: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 50 * np.exp(np.cumsum(rng.normal(0, 0.01, (n_days, n)), axis=0))
+
+
+def test_an_unadjusted_split_is_an_error_naming_ticker_and_date_or_repaired_on_request():
+    close = _walk()
+    close[60:, 1] /= 10  # an unadjusted 10:1 split of T1 on day 60
+    table = _wide(close)
+    day = table["date"].iloc[60]
+    with pytest.raises(DataError, match=rf"T1 on {day:%Y-%m-%d} moves .* unadjusted 10:1 split.*splits='repair'"):
+        prices_from_frame(table, "p.csv")
+    fixed = prices_from_frame(table, "p.csv", splits="repair")
+    assert np.allclose(fixed.close["T1"].to_numpy(), np.r_[close[:60, 1] / 10, close[60:, 1]])
+    assert list(fixed.jumps["action"]) == ["repaired"] and fixed.jumps["ratio"].iloc[0] == pytest.approx(0.1)
+    r = log_returns(fixed, fixed.start, fixed.end, "daily").returns["T1"]
+    assert r.abs().max() < 0.1  # the jump is gone from the returns
+    kept = prices_from_frame(table, "p.csv", splits="keep")
+    assert kept.close["T1"].iloc[0] == close[0, 1] and list(kept.jumps["action"]) == ["kept"]
+    # a reverse split (1:5), and a one-day reverting spike is a bad tick, not a split
+    close2 = _walk(seed=1)
+    close2[80:, 0] *= 5
+    with pytest.raises(DataError, match="T0 on .* like an unadjusted 1:5 split"):
+        prices_from_frame(_wide(close2), "p.csv")
+    close3 = _walk(seed=2)
+    close3[50, 2] *= 10
+    p = prices_from_frame(_wide(close3), "p.csv")
+    assert p.jumps.empty and len(p.bad_ticks) == 1
+
+
+def test_bundled_prices_keep_their_reviewed_jumps_unchanged(prices):
+    from finsae.data.prices import BUNDLED_PRICE_JUMPS, find_split_jumps
+
+    assert {(t, f"{d:%Y-%m-%d}") for t, d in zip(prices.jumps["ticker"], prices.jumps["date"], strict=True)} \
+        == set(BUNDLED_PRICE_JUMPS)
+    assert set(prices.jumps["action"]) == {"kept (reviewed)"}
+    assert len(find_split_jumps(prices.close)) == len(BUNDLED_PRICE_JUMPS)  # kept: the closes are as in the file
+    assert prices.close.at[pd.Timestamp("2010-08-23"), "CPF"] == pytest.approx(1.3139, rel=1e-4)
+
+
+def test_tfidf_reads_any_script_and_english_as_before():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from finsae.extract.featurizers import tfidf_vectorizer, tokenize_any_script
+
+    assert tokenize_any_script("the bank's café lends money") == ["the", "bank", "lends", "money"]
+    english = ["banks lend money to customers in ohio", "the company sells phones and chips", "café owner's shop"]
+    old = TfidfVectorizer(token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", stop_words="english")
+    new = TfidfVectorizer(tokenizer=tokenize_any_script, token_pattern=None, stop_words="english")
+    assert (old.fit_transform(english) != new.fit_transform(english)).nnz == 0
+    assert tokenize_any_script("中国银行 是 一家 银行") == ["中国", "国银", "银行", "是", "一家", "银行"]
+    assert tokenize_any_script("شركة مصرفية kapital") == ["kapital", "شركة", "مصرفية"]
+    texts = ["中国银行是一家银行", "招商银行是一家银行", "中国石油公司", "中国石化公司", "tech software cloud",
+             "tech software chips", "banks lend money", "banks take deposits", "oil gas drilling", "oil gas pipes"]
+    m = tfidf_vectorizer().fit_transform(texts)
+    assert (np.diff(m.tocsr().indptr) > 0).all()  # every text, Chinese too, has a non-zero vector
+    sims = (m @ m.T).toarray()
+    assert sims[0, 1] > 0.1 and sims[2, 3] > 0.1 and sims[0, 4] == 0
+
+
+def test_tfidf_with_too_few_or_no_usable_texts_is_a_clear_error(caplog):
+    from finsae.extract.featurizers import fit_tfidf
+
+    with pytest.raises(DataError, match="TF-IDF needs at least 8 descriptions.*got 5"):
+        fit_tfidf(["a b"] * 5, list("abcde"))
+    with pytest.raises(DataError, match="no usable word"):
+        fit_tfidf(["the and of"] * 10, [str(i) for i in range(10)])
+    texts = ["oil gas", "oil gas", "bank loans", "bank loans", "tech chips", "tech chips", "food drinks",
+             "food drinks", "unique words nowhere"]
+    with caplog.at_level("WARNING"):
+        m, _ = fit_tfidf(texts, [f"C{i}" for i in range(9)])
+    assert "C8" in caplog.text and "vectors are zero" in caplog.text and m[8].nnz == 0
+
+
+def test_config_booleans_for_numbers_and_duplicate_keys_are_errors(bench, tmp_path):
+    text = bench["cfg"].read_text()
+    bad = tmp_path / "b.yaml"
+    bad.write_text(text.replace("null_draws: 10", "null_draws: true"))
+    with pytest.raises(ConfigError, match="null_draws must be a number, not the boolean true"):
+        load_benchmark_config(bad)
+    bad.write_text(text.replace("null_draws: 10", "null_draws: 10\n  null_draws: 20"))
+    with pytest.raises(ConfigError, match=r"duplicate key 'null_draws' \(first on line \d+\)"):
+        load_benchmark_config(bad)
+    bad.write_text(text + "name: again\n")
+    with pytest.raises(ConfigError, match="duplicate key 'name'"):
+        load_benchmark_config(bad)
+
+
+def test_sae_for_another_model_or_with_nan_weights_is_refused(sae, tmp_path):
+    import torch
+
+    from finsae.extract.cache import config_key, plan_shards
+    from finsae.extract.model import LoadedModel
+    from finsae.extract.sae import SAEHandle, load_sae
+
+    folder = tmp_path / "sae"
+    sae.save_model(str(folder))
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"]["model_name"] = "gpt2-small"
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    loaded = LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded"))
+    with pytest.raises(DataError, match="trained on model 'gpt2-small'.*not on 'tiny'"):
+        plan_shards(loaded, SAEHandle(folder), ["a b"], ["d0"])
+    nan_dir = tmp_path / "nan"
+    with torch.no_grad():
+        w = sae.W_enc.clone()
+        sae.W_enc[0, 0] = float("nan")
+        sae.save_model(str(nan_dir))
+        sae.W_enc.copy_(w)
+    with pytest.raises(DataError, match="NaN or infinite value.*W_enc"):
+        load_sae(nan_dir)
+    # the batch size is part of the cache key, except the default's (existing caches stay valid)
+    key = config_key("m", "w", "s", "sum", 16, 0)
+    assert key == config_key("m", "w", "s", "sum", 16, 0, batch_tokens=4096)
+    assert key != config_key("m", "w", "s", "sum", 16, 0, batch_tokens=8192)
+
+
+# --------------------------------------------------------------- 4. failures that say what is wrong
+
+def test_prices_for_another_universe_nonnumeric_prices_and_short_gics(bench, tmp_path):
+    from finsae.data import priced_tickers, universe_from_frame
+
+    table = _wide(_walk(), ["AAA", "BBB", "CCC"])
+    p = prices_from_frame(table, "p.csv")
+    with pytest.raises(DataError, match=r"share 0 of the 2 tickers of universe u \(e.g. \['XXX', 'YYY'\]"):
+        priced_tickers(pd.Index(["XXX", "YYY"]), p, "universe u")
+    assert list(priced_tickers(["BBB", "ZZZ"], p)) == ["BBB"]
+    table["BBB"] = table["BBB"].astype(object)
+    table.loc[5, "BBB"] = "12,5"
+    with pytest.raises(DataError, match=rf"non-numeric price '12,5' for BBB on {table['date'].iloc[5]:%Y-%m-%d}"):
+        prices_from_frame(table, "p.csv")
+    u = pd.DataFrame({"ticker": ["A", "B"], "description": ["x", "y"], "gics": ["451020", "45102010"]})
+    with pytest.raises(DataError, match=r"8-digit sub-industry codes.*A: 451020 \(6 digits\)"):
+        universe_from_frame(u, "u.csv")
+    # the benchmark says the prices share no ticker, not that the window is empty
+    folder = tmp_path / "other"
+    folder.mkdir()
+    cfg = _small_config(folder)
+    pd.read_parquet(folder / "prices.parquet").rename(columns=lambda c: c if c == "date" else f"X{c}") \
+        .to_parquet(folder / "prices.parquet")
+    with pytest.raises(DataError, match="share 0 of the 30 tickers of universe"):
+        run_benchmark(load_benchmark_config(cfg), folder / "out")
+    assert not (folder / "out").exists()
+
+
+def test_a_mistyped_sae_path_is_reported_before_anything_loads(bench, tmp_path, monkeypatch):
+    import finsae.extract.model as model
+
+    monkeypatch.setattr(model, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    text = bench["cfg"].read_text().replace("text_methods:\n", "text_methods:\n  - name: sae\n    features: sae\n"
+                                                                "    sae: no/such/sae\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text.replace("companies: companies.csv", f"companies: {bench['tmp'] / 'companies.csv'}")
+                   .replace("prices: prices.parquet", f"prices: {bench['tmp'] / 'prices.parquet'}"))
+    with pytest.raises(DataError, match=r"text method 'sae': no sae_lens SAE in .*no/such/sae"):
+        run_benchmark(load_benchmark_config(cfg), tmp_path / "out")

@@ -1,7 +1,16 @@
 """Data stage: the company universe, daily prices, and log returns over a window."""
 
 from finsae.data.codes import GICS_LEVELS, GICS_VERSION, gics_name, normalize_gics, normalize_sic
-from finsae.data.prices import FREQUENCIES, Prices, ReturnsPanel, load_prices, log_returns, prices_from_frame
+from finsae.data.prices import (
+    FREQUENCIES,
+    Prices,
+    ReturnsPanel,
+    find_split_jumps,
+    load_prices,
+    log_returns,
+    priced_tickers,
+    prices_from_frame,
+)
 from finsae.data.universe import (
     BUNDLED_DATA_LIMITS,
     BUNDLED_VINTAGES,
@@ -22,6 +31,7 @@ __all__ = [
     "ReturnsPanel",
     "TextVintage",
     "Universe",
+    "find_split_jumps",
     "gics_name",
     "load_prices",
     "load_universe",
@@ -29,6 +39,7 @@ __all__ = [
     "normalize_gics",
     "normalize_sic",
     "normalize_tickers",
+    "priced_tickers",
     "prices_from_frame",
     "universe_from_frame",
 ]

@@ -44,8 +44,9 @@ def _gics_definition(version: str) -> dict[str, str]:
     return {code: " ".join(str(entry.name).split()) for code, entry in definition.items()}
 
 
-def _code_strings(codes: pd.Series, width: int, what: str) -> pd.Series:
-    """Codes as zero-padded digit strings; missing stays missing; anything non-numeric is reported."""
+def _code_strings(codes: pd.Series, width: int, what: str, pad: bool = True) -> pd.Series:
+    """Codes as zero-padded digit strings (unpadded unless ``pad``); missing stays missing; anything non-numeric
+    is reported."""
     out = pd.Series(pd.NA, index=codes.index, dtype="string")
     present = codes.notna()
     if not present.any():
@@ -56,7 +57,7 @@ def _code_strings(codes: pd.Series, width: int, what: str) -> pd.Series:
     if bad.any():
         examples = ", ".join(f"{t}: {c!r}" for t, c in raw[bad].head(5).items())
         raise DataError(f"{what} codes must be up to {width} digits; bad values for {int(bad.sum())} ticker(s): {examples}")
-    out[present] = raw.str.zfill(width)
+    out[present] = raw.str.zfill(width) if pad else raw
     return out
 
 
@@ -76,9 +77,13 @@ def normalize_sic(codes: pd.Series) -> pd.Series:
 
 def normalize_gics(codes: pd.Series, version: str = GICS_VERSION) -> pd.Series:
     """8-digit GICS sub-industry strings. Raises :class:`DataError` naming codes unknown to ``version``."""
-    out = _code_strings(codes, 8, "GICS")
+    out = _code_strings(codes, 8, "GICS", pad=False)  # GICS codes never start with 0: no padding
     present = out.dropna()
     short = present.str.len() != 8
+    if short.any():
+        examples = ", ".join(f"{t}: {c} ({len(c)} digits)" for t, c in present[short].head(5).items())
+        raise DataError(f"GICS codes must be 8-digit sub-industry codes; {int(short.sum())} ticker(s) have shorter "
+                        f"ones (a sector, group or industry code?): {examples}")
     known = set(_gics_definition(version))
     bad = short | ~present.isin(known)
     if bad.any():

@@ -14,6 +14,14 @@ Bad ticks: a close that differs from *both* neighbouring closes by a factor of a
 same direction, while the two neighbours agree within 25%, is a data error (the bundled Stooq prices have 11 such
 decimal slips, e.g. SLG at 0.842 on 2014-03-04 between 83.06 and 83.74). By default (``bad_ticks="nan"``) those
 closes become missing, are logged, and are listed in :attr:`Prices.bad_ticks`; ``bad_ticks="keep"`` leaves them.
+
+Unadjusted splits: a one-day move by a common split ratio (2, 3, 4, 5, ... 100 or its inverse, within 2%) after
+which the price stays at the new level (the median of the next 10 closes against the previous 10, within 10%)
+looks like a split the prices were not adjusted for; it would enter every return and correlation as a real move.
+By default (``splits="raise"``) it is an error naming the ticker and the date; ``splits="repair"`` adjusts the
+closes before it by the ratio (as a split adjustment would), ``splits="keep"`` keeps them (a real move). Both are
+listed in :attr:`Prices.jumps`. The bundled prices have :data:`BUNDLED_PRICE_JUMPS` such moves, reviewed and kept
+as they are (most are real one-day halvings; see the list), so the bundled results do not change.
 """
 
 from __future__ import annotations
@@ -33,6 +41,17 @@ from finsae.errors import DataError, WindowError
 logger = logging.getLogger(__name__)
 
 Frequency = Literal["monthly", "daily"]
+SplitHandling = Literal["raise", "repair", "keep"]
+#: Split ratios (new shares per old share) whose price move :func:`find_split_jumps` looks for, and inverses.
+SPLIT_RATIOS: tuple[float, ...] = (2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30, 40, 50, 100)
+#: The moves of the bundled prices that look like unadjusted splits, reviewed and kept (ticker, date): mostly
+#: real one-day halvings (CORT, CPRX, CYH), ERII's tripling of 2015-10-20, TXMD's penny ticks of 2011, and two
+#: mis-scaled stretches of Stooq data (CPF and UFI from 2010-08-23, already in the published results).
+BUNDLED_PRICE_JUMPS: frozenset[tuple[str, str]] = frozenset({
+    ("CPF", "2010-08-23"), ("UFI", "2010-08-23"), ("TXMD", "2011-07-21"), ("TXMD", "2011-08-04"),
+    ("TXMD", "2011-08-25"), ("TXMD", "2011-09-01"), ("TXMD", "2011-09-08"), ("TXMD", "2011-09-30"),
+    ("CORT", "2014-05-07"), ("ERII", "2015-10-20"), ("CPRX", "2016-04-26"), ("CYH", "2016-10-27"),
+})
 FREQUENCIES: tuple[str, ...] = ("monthly", "daily")
 _PRICE_COLUMNS = ("close", "adj_close", "adjclose", "adj close", "price")
 
@@ -45,6 +64,7 @@ class Prices:
     close: pd.DataFrame
     source: str = "<frame>"
     bad_ticks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "date", "price"]))
+    jumps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_JUMP_COLUMNS))
 
     @property
     def tickers(self) -> pd.Index:
@@ -74,11 +94,83 @@ def find_bad_ticks(close: pd.DataFrame, spike_factor: float = 2.0, revert_tolera
         (up + down).abs() < revert_tolerance * up.abs())
 
 
+_JUMP_COLUMNS = ["ticker", "date", "ratio", "before", "after", "action"]
+
+
+def find_split_jumps(close: pd.DataFrame, ratios: tuple[float, ...] = SPLIT_RATIOS, tolerance: float = 0.02,
+                     window: int = 10, persistence: float = 0.1) -> pd.DataFrame:
+    """Moves that look like unadjusted splits: from one available close to the next, ``log P`` changes by
+    ``log r`` (``r`` a split ratio or its inverse) within ``tolerance``, and the median log close of the next
+    ``window`` closes differs from that of the previous ``window`` by ``log r`` within ``persistence`` (the price
+    stays at the new level). Columns ``ticker, date, ratio`` (after / before, the split ratio matched),
+    ``before, after`` (the two closes)."""
+    logs = np.log(np.asarray(ratios, dtype=np.float64))
+    logs = np.concatenate([logs, -logs])
+    lp = np.log(close.where(close > 0))
+    ff = lp.ffill()
+    move = np.nan_to_num((ff - ff.shift(1)).where(lp.notna()).to_numpy(), nan=0.0)
+    rows = []
+    for i, j in np.argwhere(np.abs(move) >= np.abs(logs).min() - tolerance):  # big moves only: few
+        dist = np.abs(move[i, j] - logs)
+        if dist.min() >= tolerance:
+            continue
+        s = lp.iloc[:, j].dropna()
+        date = lp.index[i]
+        k = s.index.get_loc(date)
+        target = logs[int(np.argmin(dist))]
+        shift = float(s.iloc[k:k + window].median() - s.iloc[max(0, k - window):k].median())
+        if abs(shift - target) < persistence:
+            rows.append({"ticker": lp.columns[j], "date": date, "ratio": float(np.exp(target)),
+                         "before": float(np.exp(s.iloc[k - 1])), "after": float(np.exp(s.iloc[k])), "action": ""})
+    return pd.DataFrame(rows, columns=_JUMP_COLUMNS)
+
+
+def _ratio_text(ratio: float) -> str:
+    return f"{ratio:.0f}:1" if ratio >= 1 else f"1:{1 / ratio:.0f}"
+
+
+def _handle_jumps(wide: pd.DataFrame, source: str, splits: str,
+                  known: frozenset[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    jumps = find_split_jumps(wide)
+    if jumps.empty:
+        return wide, jumps
+    keys = [(str(t), f"{d:%Y-%m-%d}") for t, d in zip(jumps["ticker"], jumps["date"], strict=True)]
+    reviewed = np.array([k in known for k in keys], dtype=bool)
+    if splits == "raise" and not reviewed.all():
+        new = jumps[~reviewed]
+        first = new.iloc[0]
+        more = f" (and {len(new) - 1} more: {', '.join(f'{r.ticker} {r.date:%Y-%m-%d}' for r in new.iloc[1:6].itertuples())})" \
+            if len(new) > 1 else ""
+        raise DataError(f"{source}: {first.ticker} on {first.date:%Y-%m-%d} moves from {first.before:.4g} to "
+                        f"{first.after:.4g} and stays there, like an unadjusted {_ratio_text(1 / first.ratio)} split"
+                        f"{more}; give split-adjusted prices, or set splits='repair' (data.splits: repair) to adjust "
+                        "the earlier closes, or splits='keep' if the move is real")
+    if splits == "repair":
+        wide = wide.copy()
+        for r in jumps.sort_values("date", ascending=False).itertuples():  # latest first: ratios compound
+            earlier = wide.index < r.date
+            wide.loc[earlier, r.ticker] = wide.loc[earlier, r.ticker] * r.ratio
+        jumps["action"] = "repaired"
+        logger.warning("%s: %d split-like jump(s) repaired (earlier closes scaled by the ratio): %s", source,
+                       len(jumps), ", ".join(f"{r.ticker} {r.date:%Y-%m-%d} x{r.ratio:g}" for r in jumps.itertuples()))
+    else:
+        jumps["action"] = np.where(reviewed, "kept (reviewed)", "kept")
+        log = logger.info if reviewed.all() else logger.warning
+        log("%s: %d split-like jump(s) kept as real moves: %s", source, len(jumps),
+            ", ".join(f"{t} {d}" for t, d in keys[:10]))
+    return wide, jumps
+
+
 def prices_from_frame(
     table: pd.DataFrame, source: str = "<frame>", *, nonpositive: Literal["raise", "nan"] = "raise",
-    bad_ticks: Literal["nan", "keep"] = "nan",
+    bad_ticks: Literal["nan", "keep"] = "nan", splits: SplitHandling = "raise",
+    known_jumps: frozenset[tuple[str, str]] = frozenset(),
 ) -> Prices:
-    """Validate a wide or long price table and return :class:`Prices` (bad ticks removed unless ``"keep"``)."""
+    """Validate a wide or long price table and return :class:`Prices` (bad ticks removed unless ``"keep"``;
+    split-like jumps an error unless ``splits`` is ``"repair"`` or ``"keep"``, or they are among the reviewed
+    ``known_jumps``, ``(ticker, "YYYY-MM-DD")`` pairs; see the module docstring)."""
+    if splits not in ("raise", "repair", "keep"):
+        raise DataError(f"splits must be 'raise', 'repair' or 'keep', not {splits!r}")
     if nonpositive not in ("raise", "nan"):
         raise DataError(f"nonpositive must be 'raise' or 'nan', not {nonpositive!r}")
     if bad_ticks not in ("nan", "keep"):
@@ -112,10 +204,13 @@ def prices_from_frame(
         raise DataError(f"{source}: duplicate dates, e.g. {list(wide.index[wide.index.duplicated()][:5].date)}")
     if wide.columns.has_duplicates:
         raise DataError(f"{source}: duplicate ticker columns: {sorted(set(wide.columns[wide.columns.duplicated()]))[:10]}")
-    try:
-        wide = wide.apply(pd.to_numeric, errors="raise").astype("float64")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{source}: non-numeric prices: {exc}") from None
+    numeric = wide.apply(pd.to_numeric, errors="coerce").astype("float64")
+    bad = numeric.isna() & wide.notna()
+    if bad.to_numpy().any():
+        i, j = np.argwhere(bad.to_numpy())[0]
+        raise DataError(f"{source}: non-numeric price {wide.iat[i, j]!r} for {wide.columns[j]} on "
+                        f"{wide.index[i]:%Y-%m-%d} ({int(bad.to_numpy().sum())} such cell(s) in all)")
+    wide = numeric
     wide = wide.sort_index()
     wide.columns.name = "ticker"
 
@@ -140,19 +235,42 @@ def prices_from_frame(
         logger.info("%s: %d bad tick(s) set missing (one-day spikes of 2x or more that revert): %s", source,
                     len(ticks), ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in ticks.head(5).itertuples()))
         wide = wide.mask(spikes)
-    return Prices(wide, source, ticks)
+    wide, jumps = _handle_jumps(wide, source, splits, known_jumps)
+    return Prices(wide, source, ticks, jumps)
 
 
 def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise", "nan"] = "raise",
-                bad_ticks: Literal["nan", "keep"] = "nan") -> Prices:
-    """Load the bundled daily prices (``path=None``) or a user's wide/long table (CSV or parquet)."""
+                bad_ticks: Literal["nan", "keep"] = "nan", splits: SplitHandling = "raise") -> Prices:
+    """Load the bundled daily prices (``path=None``) or a user's wide/long table (CSV or parquet).
+
+    ``splits``: what to do with moves that look like unadjusted splits (module docstring); the bundled prices'
+    reviewed moves (:data:`BUNDLED_PRICE_JUMPS`) are kept unless ``splits="repair"``."""
+    bundled = bundled_data_dir() / "prices_daily.parquet"
     if path is None:
-        path = bundled_data_dir() / "prices_daily.parquet"
+        path = bundled
     path = Path(path)
     table = _read_table(path, "prices")
     if isinstance(table.index, pd.DatetimeIndex) and "date" not in table.columns:
         table = table.reset_index(names="date")
-    return prices_from_frame(table, str(path), nonpositive=nonpositive, bad_ticks=bad_ticks)
+    known = BUNDLED_PRICE_JUMPS if path.resolve() == bundled.resolve() else frozenset()
+    return prices_from_frame(table, str(path), nonpositive=nonpositive, bad_ticks=bad_ticks,
+                             splits=splits, known_jumps=known)
+
+
+def priced_tickers(tickers: pd.Index | list[str], prices: Prices, what: str = "the universe",
+                   min_share: float = 0.0) -> pd.Index:
+    """The ``tickers`` that have a price column in ``prices``. Raises :class:`DataError` when none has (the prices
+    are for another universe, or tickers are spelled differently) or fewer than ``min_share`` of them, naming
+    examples of both sides; a run on such prices would only report empty windows or empty tables."""
+    wanted = pd.Index(tickers)
+    if wanted.empty:
+        raise DataError(f"{what} has no tickers")
+    common = wanted.intersection(prices.tickers, sort=False)
+    if len(common) == 0 or len(common) < min_share * len(wanted):
+        raise DataError(f"prices {prices.source} share {len(common)} of the {len(wanted)} tickers of {what} (e.g. "
+                        f"{list(wanted[:3])}; the prices have e.g. {list(prices.tickers[:3])}): prices for another "
+                        "universe, or tickers spelled differently")
+    return common
 
 
 @dataclass(frozen=True)

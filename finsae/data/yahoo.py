@@ -133,4 +133,5 @@ class YahooPriceProvider:
             raise ProviderError(f"Yahoo Finance has no prices for any of {wanted[:10]}. " + _NO_YAHOO_HINT)
         wide = pd.DataFrame(parts)
         wide = wide[(wide.index >= start) & (wide.index <= end)]
-        return prices_from_frame(wide.rename_axis("date"), source=f"yahoo ({folder})")
+        # split-like jumps are listed and logged, not an error: a file of these prices is checked when loaded
+        return prices_from_frame(wide.rename_axis("date"), source=f"yahoo ({folder})", splits="keep")

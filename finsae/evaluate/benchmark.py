@@ -28,7 +28,7 @@ from finsae._io import (
     write_text,
 )
 from finsae.config import BenchmarkConfig, DesignConfig
-from finsae.data import Prices, Universe, load_prices, load_universe, log_returns
+from finsae.data import Prices, Universe, load_prices, load_universe, log_returns, priced_tickers
 from finsae.errors import DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
@@ -245,14 +245,31 @@ def _text_provenance(stage: TextStage | None) -> dict:
             for v, groups in stage._vintages.items()}
 
 
+def _check_sae_folders(cfg: BenchmarkConfig) -> None:
+    """Every SAE method's SAE folder is readable (cfg.json and weights): checked before data or models load."""
+    if not any(m.features == "sae" for m in cfg.text_methods):
+        return
+    from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
+
+    for m in cfg.text_methods:
+        if m.features == "sae":
+            try:
+                SAEHandle(m.sae or DEFAULT_SAE_DIR)
+            except DataError as exc:
+                raise DataError(f"text method {m.name!r}: {exc}") from None
+
+
 def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless ``write=False``."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
+    _check_sae_folders(cfg)
     universe = load_universe(cfg.data.companies)
-    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks)
+    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks,
+                         splits=cfg.data.splits)
+    priced_tickers(universe.tickers, prices, f"universe {universe.source}")  # no common ticker: say so
     universe, rolling = rolling_designs(cfg, universe, prices)
     design_cfgs = [*cfg.designs, *rolling]
     if not design_cfgs:

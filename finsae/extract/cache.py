@@ -44,15 +44,22 @@ def sae_hash(sae) -> str:
     return digest.hexdigest()
 
 
+#: The batch size (tokens per batch) whose cache keys carry no batch field (the keys made before it was one).
+DEFAULT_BATCH_TOKENS = 4096
+
+
 def config_key(model_id: str, weight_hash: str, sae_digest: str, pooling: str, max_length: int, overlap: int,
-               sae_dtype: str = "float32", compiled: bool = False) -> str:
+               sae_dtype: str = "float32", compiled: bool = False, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> str:
     """The feature cache's folder name. Compiled blocks (``torch.compile``) reassociate float sums, and TopK turns
     some of those 1e-7 differences into a different active latent on near-tied tokens, so their features are
-    cached apart (the eager key is unchanged)."""
+    cached apart (the eager key is unchanged). The batch size changes the padding of a batch and so the last bits
+    too: other than :data:`DEFAULT_BATCH_TOKENS` it is part of the key (the default's key is unchanged)."""
     fields = {"model": model_id, "weights": weight_hash, "sae": sae_digest, "pooling": pooling,
               "max_length": max_length, "overlap": overlap, "sae_dtype": sae_dtype, "version": 1}
     if compiled:
         fields["forward"] = "torch.compile"
+    if int(batch_tokens) != DEFAULT_BATCH_TOKENS:
+        fields["batch_tokens"] = int(batch_tokens)
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -79,6 +86,8 @@ def _save_shard(path: Path, fs: FeatureSet) -> None:
 def _load_shard(path: Path, pooling: str) -> FeatureSet:
     with np.load(path, allow_pickle=False) as z:
         matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        if not np.isfinite(matrix.data).all():  # e.g. written by an SAE with NaN weights: recompute, never use
+            raise ValueError("non-finite features")
         return FeatureSet(matrix, [str(d) for d in z["doc_ids"]], pooling, z["n_tokens"], z["n_chunks"],
                           json.loads(str(z["skipped"])), json.loads(str(z["manifest"])))
 
@@ -113,21 +122,26 @@ def plan_shards(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *,
                 root: str | Path | None = None, compile: bool = False) -> ShardPlan:
     """The cache folder and shards of an extraction, without loading the model or (for an
     :class:`~finsae.extract.sae.SAEHandle`) the SAE."""
-    from finsae.extract.sae import SAEHandle
+    from finsae.extract.sae import SAEHandle, check_sae_model
 
     check_pooling(pooling)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
     if shard_size < 1:
         raise DataError(f"shard_size must be at least 1, got {shard_size}")
+    if not isinstance(batch_tokens, int) or isinstance(batch_tokens, bool) or batch_tokens < 1:
+        raise DataError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
     if isinstance(sae, SAEHandle):  # identity from files: sae_lens and the weights are loaded only on a miss
+        check_sae_model(loaded.model_id, sae.model_name, str(sae.path))
         context, d_sae, digest, dtype = sae.context_size, sae.d_sae, sae.digest, f"torch.{sae.dtype}"
     else:
+        check_sae_model(loaded.model_id, getattr(sae.cfg.metadata, "model_name", None), "given")
         context, d_sae = getattr(sae.cfg.metadata, "context_size", None), int(sae.cfg.d_sae)
         digest, dtype = sae_hash(sae), str(next(sae.parameters()).dtype)
     if max_length is None:
         max_length = int(context or 512)
-    key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype, bool(compile))
+    key = config_key(loaded.model_id, loaded.weight_hash, digest, pooling, max_length, overlap, dtype, bool(compile),
+                     batch_tokens)
     folder = Path(root) if root is not None else cache_dir() / "features" / key
     shards = []
     for n, start in enumerate(range(0, len(texts), shard_size)):

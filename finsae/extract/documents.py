@@ -60,8 +60,8 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
         from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
 
         sae_dir = Path(sae) if sae is not None else DEFAULT_SAE_DIR
+        sae_model = SAEHandle(sae_dir)  # a wrong SAE path is an error before the model is prepared
         loaded = load_model(model, tl_name=tl_name, lazy=True)
-        sae_model = SAEHandle(sae_dir)
         fs = cached_extract(loaded, sae_model, list(texts), list(tickers), pooling=pooling, progress=progress)
         if fs.skipped:
             raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "
@@ -78,9 +78,8 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
         matrix = emb.fit_transform(list(texts))
         return TextFeatures(kind, vintage, tickers, matrix, emb.get_feature_names_out(),
                             {"model": emb.model, "cache": getattr(emb, "cache_path_", None)})
-    from finsae.extract.featurizers import tfidf_vectorizer
+    from finsae.extract.featurizers import fit_tfidf
 
-    vec = tfidf_vectorizer()
-    matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
+    matrix, vec = fit_tfidf(list(texts), list(tickers), what=f"{vintage} descriptions of universe {universe.source}")
     return TextFeatures(kind, vintage, tickers, matrix, vec.get_feature_names_out(),
                         {"max_df": vec.max_df, "min_df": vec.min_df, "vocabulary": len(vec.vocabulary_)})

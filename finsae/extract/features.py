@@ -314,6 +314,10 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     if pooling == "mean":
         matrix = sp.csr_matrix(sp.diags(1.0 / np.maximum(n_tokens, 1)) @ matrix, dtype=np.float32)
     matrix.sort_indices()
+    if not np.isfinite(matrix.data).all():
+        bad = sorted({ids[keep[r]] for r in np.unique(matrix.tocoo().row[~np.isfinite(matrix.tocoo().data)])})
+        raise DataError(f"NaN or infinite SAE features for {len(bad)} document(s), e.g. {bad[:5]}: the model's "
+                        "activations or the SAE's weights are not finite")
     manifest = {"hook": hook, "pooling": pooling, "max_length": max_length, "overlap": overlap,
                 "batch_tokens": batch_tokens, "dtype": str(dtype).replace("torch.", ""), "d_sae": d_sae,
                 "documents": n_rows, "skipped": len(skipped_pos), "tokens": int(n_tokens.sum()),

@@ -10,7 +10,11 @@ positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists 
 
 from __future__ import annotations
 
+import logging
+import re
+import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +25,92 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from finsae.errors import DataError
 from finsae.extract.features import clean_texts
 
+logger = logging.getLogger(__name__)
+
+
+_ASCII_WORD = re.compile(r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+#: Scripts written without spaces between words: runs of their letters become overlapping character bigrams.
+_UNSPACED = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "YI ", "HANGUL")
+
+
+@lru_cache(maxsize=65536)
+def _script_kind(ch: str) -> str:
+    """``"other"`` (a letter of a non-Latin script, or a mark inside such a word), ``"unspaced"`` (CJK, kana,
+    Thai ...: no spaces between words) or ``""`` (anything else, Latin letters included)."""
+    if ord(ch) < 0x0370:  # ASCII, Latin-1 and Latin Extended: the ASCII word pattern's business
+        return ""
+    cat = unicodedata.category(ch)
+    if not (cat.startswith("L") or cat.startswith("M")):
+        return ""
+    name = unicodedata.name(ch, "")
+    if name.startswith("LATIN") or not name:
+        return ""
+    return "unspaced" if name.startswith(_UNSPACED) or 0x3400 <= ord(ch) <= 0x9FFF else "other"
+
+
+def tokenize_any_script(text: str) -> list[str]:
+    """Words of a (lower-cased) description in any script: ASCII words of two or more letters exactly as the
+    classic pattern ``\\b[a-zA-Z][a-zA-Z]+\\b`` finds them (so English text tokenizes as before, and a Latin word
+    with an accent is still skipped), words of two or more letters of other alphabets (Cyrillic, Greek, Arabic,
+    Hebrew, Devanagari ...), and overlapping character bigrams of scripts written without spaces (Chinese,
+    Japanese, Thai ...; a lone character is a token)."""
+    tokens = _ASCII_WORD.findall(text)
+    if text.isascii():
+        return tokens
+    run: list[str] = []
+    kind = ""
+
+    def flush() -> None:
+        if kind == "unspaced":
+            chars = [c for c in run if not unicodedata.category(c).startswith("M")]
+            tokens.extend(chars if len(chars) == 1 else [a + b for a, b in zip(chars, chars[1:], strict=False)])
+        elif kind == "other" and sum(unicodedata.category(c).startswith("L") for c in run) >= 2:
+            tokens.append("".join(run))
+
+    for ch in text:
+        k = _script_kind(ch)
+        if k and (k == kind or (run and unicodedata.category(ch).startswith("M"))):
+            run.append(ch)
+            continue
+        flush()
+        run, kind = ([ch], k) if k and not unicodedata.category(ch).startswith("M") else ([], "")
+    flush()
+    return tokens
+
 
 def tfidf_vectorizer(max_df: float = 0.25, min_df: int = 2) -> TfidfVectorizer:
     """TF-IDF of descriptions as in Hoberg-Phillips text industries: words used by more than ``max_df`` of the
-    companies are dropped (generic words say nothing about a business), English stop words too."""
+    companies are dropped (generic words say nothing about a business), English stop words too. Words are found
+    in any script by :func:`tokenize_any_script` (English text as with the classic ASCII pattern)."""
     return TfidfVectorizer(max_df=max_df, min_df=min_df, stop_words="english", sublinear_tf=True,
-                           token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+                           tokenizer=tokenize_any_script, token_pattern=None)
+
+
+#: Fewest descriptions TF-IDF can be fitted on with the defaults: a word must be used by ``min_df`` = 2 of them
+#: and by at most ``max_df`` = a quarter of them.
+TFIDF_MIN_TEXTS = 8
+
+
+def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "descriptions", max_df: float = 0.25,
+              min_df: int = 2) -> tuple[sp.csr_matrix, TfidfVectorizer]:
+    """Fit :func:`tfidf_vectorizer` on ``texts`` (one per id) and return the float32 matrix and the vectorizer.
+    Too few texts, or no usable word at all, is a :class:`DataError`; texts left with no usable word (an all-zero
+    row, which would have similarity 0 to everything) are logged as a warning naming their ids."""
+    n = len(texts)
+    if n * max_df < min_df:
+        raise DataError(f"TF-IDF needs at least {int(np.ceil(min_df / max_df))} {what} (a word must be used by "
+                        f"{min_df} of them and by at most {max_df:.0%}); got {n}")
+    vec = tfidf_vectorizer(max_df=max_df, min_df=min_df)
+    try:
+        matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
+    except ValueError as exc:  # empty vocabulary: only stop words, or every word too common or too rare
+        raise DataError(f"TF-IDF of {n} {what}: no usable word ({exc})") from None
+    empty = np.flatnonzero(np.diff(matrix.indptr) == 0)
+    if len(empty):
+        logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too common "
+                       "(%s): their vectors are zero, similar to nothing", len(empty), n, what,
+                       ", ".join(str(ids[i]) for i in empty[:10]))
+    return matrix, vec
 
 
 def _check_texts(texts: Sequence[object], on_empty: str) -> tuple[list[int], list[int]]:

@@ -36,7 +36,36 @@ def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu",
         except Exception as exc:
             raise ProviderError(f"cannot load SAE {source!r}/{sae_id!r} from the hub: {exc}") from exc
     sae.eval()
+    check_finite_weights(sae, str(source) if sae_id is None else f"{source}/{sae_id}")
     return sae
+
+
+def check_finite_weights(sae, where: str) -> None:
+    """Raise :class:`DataError` naming the first tensor of ``sae`` with a NaN or infinite entry."""
+    import torch
+
+    for name, tensor in sae.state_dict().items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DataError(f"the SAE {where} has {bad} NaN or infinite value(s) in {name}: its features would be NaN; "
+                            "retrain it or use another SAE")
+
+
+def _base_name(name: object) -> str:
+    """``google/gemma-3-270m@<hash>`` -> ``gemma-3-270m``: the model name without organisation or version."""
+    return str(name).split("@")[0].rstrip("/").split("/")[-1].strip().lower()
+
+
+def check_sae_model(model_id: str, sae_model_name: str | None, where: str) -> None:
+    """Raise :class:`DataError` when the SAE's ``metadata.model_name`` names another model than ``model_id``
+    (compared without organisation and version: ``google/gemma-3-270m@abc`` matches ``gemma-3-270m``); an SAE
+    that names no model is not checked. Called before any model is loaded."""
+    if not sae_model_name:
+        return
+    if _base_name(sae_model_name) != _base_name(model_id):
+        raise DataError(f"the SAE {where} was trained on model {sae_model_name!r} (metadata.model_name), not on "
+                        f"{model_id!r}: its latents would read activations of another model; pass the matching "
+                        "model or SAE")
 
 
 def check_compatible(model, sae) -> str:
@@ -79,6 +108,7 @@ class SAEHandle:
             raise DataError(f"{cfg_path} is not a sae_lens config: {exc}") from None
         meta = self.cfg_dict.get("metadata") or {}
         self.hook_name = meta.get("hook_name") or self.cfg_dict.get("hook_name")
+        self.model_name = meta.get("model_name") or self.cfg_dict.get("model_name")
         self.context_size = meta.get("context_size") or self.cfg_dict.get("context_size")
         self._sae = None
         self._digest: str | None = None
