@@ -38,7 +38,7 @@ def cli(verbose: int) -> None:
 
 @cli.group()
 def data() -> None:
-    """Inspect the universe and prices; fetch prices from Yahoo Finance."""
+    """Inspect the universe and prices; fetch prices from Yahoo Finance; read 10-K filings (edgar)."""
 
 
 @data.command("info")
@@ -102,6 +102,67 @@ def data_fetch_prices(tickers: str | None, universe_path: Path | None, start: st
     else:
         atomic_write(out, lambda p: frame.to_parquet(p, index=False))
     click.echo(f"wrote {prices.close.shape[1]} tickers x {len(prices.close)} days to {out}")
+
+
+@data.command("edgar")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Universe table to write (.parquet or .csv); finsae benchmark reads it as data.companies.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+              help="Per-file status report (default: <out stem>.report.csv beside --out).")
+@click.option("--tickers", "cik_map", type=click.Path(path_type=Path), default=None,
+              help="Ticker map: a CSV or parquet table with ticker and cik (or file name) columns.")
+@click.option("--executive-officers", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="Keep or drop an unnumbered 'Executive Officers' subsection that ends Item 1.")
+@click.option("--include-incorporated", is_flag=True,
+              help="Put pointer-style Item 1s (incorporated by reference) into the universe too.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes reading filings (0 = one per CPU).")
+@click.option("--company", "companies", multiple=True,
+              help="Download this company's 10-Ks from EDGAR first (CIK or ticker; repeatable).")
+@click.option("--years", default=None, help="Year range of the periods to download, e.g. 2015-2020.")
+@click.option("--user-agent", envvar="FINSAE_EDGAR_USER_AGENT", default=None,
+              help="'Name e-mail' sent to EDGAR, required by the SEC (or FINSAE_EDGAR_USER_AGENT).")
+@click.option("--cache", "cache", type=click.Path(path_type=Path), default=None, help="EDGAR download cache folder.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds allowed to reach EDGAR.")
+@_friendly
+def data_edgar(paths: tuple[Path, ...], out: Path, report_path: Path | None, cik_map: Path | None,
+               executive_officers: str, include_incorporated: bool, workers: int, companies: tuple[str, ...],
+               years: str | None, user_agent: str | None, cache: Path | None, timeout: float) -> None:
+    """Item 1 (Business) of 10-K filings (files or folders, and/or downloaded from EDGAR) as a universe table."""
+    from finsae._io import atomic_write
+    from finsae.data.edgar import EdgarClient, load_cik_map, read_filings
+
+    if not paths and not companies:
+        raise click.UsageError("give filings (files or folders) and/or --company to download from EDGAR")
+    span = None
+    if years:
+        parts = years.split("-")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+            raise click.UsageError(f"--years takes YEAR or FIRST-LAST, got {years!r}")
+        span = (int(parts[0]), int(parts[-1]))
+    files: list[Path] = list(paths)
+    if companies:
+        client = EdgarClient(user_agent, cache=cache, timeout=timeout)
+        for company in companies:
+            got = client.download(company, span)
+            click.echo(f"{company}: {len(got)} 10-K filing(s) from EDGAR (cache {client.cache})")
+            files += got
+    batch = read_filings(files, executive_officers=executive_officers,  # type: ignore[arg-type]
+                         tickers=load_cik_map(cik_map) if cik_map else None,
+                         include_incorporated=include_incorporated, workers=None if workers == 0 else workers)
+    report = batch.to_frame()
+    report_path = report_path or out.with_name(f"{out.stem}.report.csv")
+    atomic_write(report_path, lambda p: report.to_csv(p, index=False))
+    counts = ", ".join(f"{k} {v}" for k, v in batch.counts().items() if v)
+    click.echo(f"{len(report)} file(s): {counts}; report written to {report_path}")
+    for row in report[report["status"] != "ok"].itertuples():
+        click.echo(f"  {row.status:<26} {row.path}: {row.detail}")
+    frame = batch.universe_frame()
+    if out.suffix.lower() == ".csv":
+        atomic_write(out, lambda p: frame.to_csv(p, index=False))
+    else:
+        atomic_write(out, lambda p: frame.to_parquet(p, index=False))
+    click.echo(f"wrote {len(frame)} filing(s) of {frame['ticker'].nunique()} companies to {out}")
 
 
 @cli.command()

@@ -6,8 +6,8 @@ the results; :meth:`EdgarBatch.to_frame` is the per-file report and :meth:`Edgar
 table that :func:`finsae.data.load_universe` reads (columns ``ticker, cik, name, sic, description, as_of``; one row
 per usable filing, so a company with several years has one dated text vintage per filing).
 
-Tickers: a CIK -> ticker map passed by the user wins, then the filing's own ``dei:TradingSymbol`` (inline XBRL
-filings), else the placeholder ``CIK<number>`` (a universe key, not a ticker: prices will not join on it). A
+Tickers: a ticker map passed by the user (by CIK, or by file name for documents without a CIK) wins, then the filing's own ``dei:TradingSymbol`` (inline XBRL
+filings), then the one ticker that other filings of the same CIK in the batch carry, else the placeholder ``CIK<number>`` (a universe key, not a ticker: prices will not join on it). A
 filing with neither a ticker nor a CIK, without an ``as_of`` date, or whose status is not ``ok`` (optionally
 ``incorporated_by_reference`` too) is left out of the universe, with the reason in the report's
 ``universe_note``.
@@ -50,29 +50,39 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_cik_map(path: str | Path) -> dict[int, str]:
-    """A CIK -> ticker map from a CSV or parquet table with ``cik`` and ``ticker`` columns (the bundled
-    ``data/companies.parquet`` is one)."""
+def load_cik_map(path: str | Path) -> dict[int | str, str]:
+    """A ticker map from a CSV or parquet table with a ``ticker`` column and a ``cik`` column (the bundled
+    ``data/companies.parquet`` is one), a ``file`` column (file names, for documents that carry no CIK), or
+    both (a row may fill either)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"CIK-to-ticker map not found: {path}")
+        raise DataError(f"ticker map not found: {path}")
     try:
         table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
     except Exception as exc:
-        raise DataError(f"cannot read CIK-to-ticker map {path}: {exc}") from exc
-    cols = {c.lower(): c for c in table.columns}
-    if "cik" not in cols or "ticker" not in cols:
-        raise DataError(f"CIK-to-ticker map {path} needs 'cik' and 'ticker' columns; found {list(table.columns)}")
-    cik = pd.to_numeric(table[cols["cik"]], errors="coerce")
-    tick = table[cols["ticker"]].astype("string").str.strip()
-    keep = cik.notna() & tick.notna() & (tick != "")
-    mapping: dict[int, str] = {}
-    for c, t in zip(cik[keep].astype("int64"), normalize_tickers(tick[keep]), strict=True):
-        if c in mapping and mapping[c] != t:
-            logger.warning("CIK-to-ticker map %s: CIK %d has tickers %s and %s; keeping %s", path, c, mapping[c], t,
-                           mapping[c])
-            continue
-        mapping[int(c)] = str(t)
+        raise DataError(f"cannot read ticker map {path}: {exc}") from exc
+    cols = {str(c).lower(): c for c in table.columns}
+    if "ticker" not in cols or not ({"cik", "file"} & set(cols)):
+        raise DataError(f"ticker map {path} needs a 'ticker' column and a 'cik' or 'file' column; "
+                        f"found {list(table.columns)}")
+    tick = pd.Series(normalize_tickers(table[cols["ticker"]].fillna("")), index=table.index)
+    mapping: dict[int | str, str] = {}
+    keys = []
+    if "cik" in cols:
+        keys.append(pd.to_numeric(table[cols["cik"]], errors="coerce").map(lambda v: None if pd.isna(v) else int(v)))
+    if "file" in cols:
+        keys.append(table[cols["file"]].map(lambda v: None if pd.isna(v) or not str(v).strip() else Path(str(v)).name))
+    for key_col in keys:
+        for key, t in zip(key_col, tick, strict=True):
+            if key is None or not t:
+                continue
+            if key in mapping and mapping[key] != t:
+                logger.warning("ticker map %s: %s has tickers %s and %s; keeping %s", path, key, mapping[key], t,
+                               mapping[key])
+                continue
+            mapping[key] = str(t)
+    if not mapping:
+        raise DataError(f"ticker map {path} has no usable rows")
     return mapping
 
 
@@ -91,6 +101,10 @@ class EdgarBatch:
         rows: list[dict[str, object]] = []
         notes: list[str] = []
         seen: dict[tuple[str, object], int] = {}
+        learned: dict[int, set[str]] = {}
+        for r in self.results:  # a CIK whose other filings name a ticker (dei:TradingSymbol, map) gets it too
+            if r.cik is not None and r.ticker:
+                learned.setdefault(r.cik, set()).add(r.ticker)
         for r in self.results:
             note = ""
             if r.status not in usable:
@@ -102,7 +116,8 @@ class EdgarBatch:
             if note:
                 notes.append(note)
                 continue
-            ticker = r.ticker or f"CIK{r.cik}"
+            known = learned.get(r.cik, set()) if r.cik is not None else set()
+            ticker = r.ticker or (next(iter(known)) if len(known) == 1 else f"CIK{r.cik}")
             key = (str(normalize_tickers(pd.Index([ticker]))[0]), r.as_of)
             if key in seen:
                 notes.append(f"same ticker and as_of as {self.results[seen[key]].path}; kept the first")
@@ -142,13 +157,13 @@ class EdgarBatch:
         return frame
 
 
-def _read_one(args: tuple[str, ExecOfficers, dict[int, str]]) -> FilingResult:
+def _read_one(args: tuple[str, ExecOfficers, dict[int | str, str]]) -> FilingResult:
     path, mode, tickers = args
     return read_filing(path, executive_officers=mode, tickers=tickers)
 
 
 def read_filings(paths: Sequence[str | Path], *, executive_officers: ExecOfficers = "keep",
-                 tickers: dict[int, str] | None = None, include_incorporated: bool = False,
+                 tickers: dict[int | str, str] | None = None, include_incorporated: bool = False,
                  workers: int | None = 1) -> EdgarBatch:
     """Read every filing under ``paths`` (files or folders); ``workers`` processes (None = one per CPU)."""
     files = expand_paths(paths)

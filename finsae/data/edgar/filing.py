@@ -196,7 +196,7 @@ def _main_document(text: str) -> tuple[str, str | None]:
 
 
 def read_filing(path: str | Path, *, data: bytes | None = None, executive_officers: ExecOfficers = "keep",
-                tickers: dict[int, str] | None = None) -> FilingResult:
+                tickers: dict[int | str, str] | None = None) -> FilingResult:
     """Read one filing (``data`` if given, else the file) and extract its Item 1; never raises for bad input."""
     import time
 
@@ -225,7 +225,7 @@ def _with_seconds(res: FilingResult, seconds: float) -> FilingResult:
 
 
 def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOfficers,
-               tickers: dict[int, str]) -> FilingResult:
+               tickers: dict[int | str, str]) -> FilingResult:
     raw = decoded.text
     header = _sgml.parse_header(raw)
     doc, doc_type = _main_document(raw)
@@ -259,7 +259,11 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
         as_of = signed + dt.timedelta(days=UNDATED_MARGIN_DAYS) if signed else None
         as_of_source = "signature_date+margin" if signed else None
     ticker = tickers.get(cik) if cik is not None else None
-    ticker_source = "cik_map" if ticker else None
+    ticker_source = "map (cik)" if ticker else None
+    if ticker is None:
+        name = Path(path).name
+        ticker = tickers.get(name) or (tickers.get(name.rsplit(".", 1)[0]) if "." in name else None)
+        ticker_source = "map (file)" if ticker else None
     if ticker is None and facts.get("TradingSymbol"):
         ticker, ticker_source = facts["TradingSymbol"].split()[0].upper(), "dei:TradingSymbol"
     meta = dict(cik=cik, company=company, ticker=ticker, form=form, period=period, filed=filed,
@@ -274,5 +278,8 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
     if not any(lines):
         return FilingResult(path, "unreadable", "the document holds no text", **meta)
     item = extract_item1(lines, plain=not is_html, executive_officers=executive_officers)
-    return FilingResult(path, item.status, item.detail, text=item.text,
+    detail = item.detail
+    if item.status != "ok" and is_html and not re.search(r"</html\s*>", doc[-4000:], re.I):
+        detail += "; the HTML has no closing </html> tag: the file looks truncated"
+    return FilingResult(path, item.status, detail, text=item.text,
                         exec_officers_dropped=item.exec_officers_dropped, **meta)

@@ -128,7 +128,9 @@ class Item1:
 def _title_like(rest: str) -> bool:
     """Whether ``rest`` reads as a short heading title (not a sentence)."""
     words = re.findall(r"[A-Za-z][A-Za-z'’-]*", rest)
-    if not words or len(rest) > 90 or not (rest[0].isupper() or rest[0] in "[(\"“"):
+    if not words or len(rest) > 90:
+        return False
+    if not (rest[0].isupper() or rest[0] in "[(\"“" or words[0].lower() in _SMALL):
         return False
     if re.search(r"[,;]\s+[a-z]|\.\s+[a-z]", rest):
         return False
