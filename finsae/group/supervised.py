@@ -1,0 +1,239 @@
+"""Similarity with one learned weight per feature, fitted in closed form to past return co-movement.
+
+For ``N`` companies with L2-normalised feature rows ``z_i`` (``Z`` is ``N x d``, the output of
+:class:`finsae.group.similarity.FeatureTransform`; SAE latents, TF-IDF words or embedding dimensions alike) and a
+matrix ``C`` of pairwise return correlations from a window that ends before formation, the similarity of a pair is
+a weighted dot product whose terms are the explanation:
+
+    s_w(i, j) = sum_k w_k z_ik z_jk,        contribution of feature k: w_k z_ik z_jk.
+
+**Fit.** Ridge least squares over all ordered pairs ``i != j`` (``n_p = N (N - 1)`` of them) with an unpenalised
+intercept ``c`` and a prior weight ``w0`` the weights shrink towards,
+
+    min_{c, w}  sum_{i != j} (y_ij - c - sum_k w_k z_ik z_jk)^2 + lambda ||w - w0 1||^2,
+
+with ``y_ij = C_ij - mean_{i != j} C_ij`` (missing correlations are set to the mean, i.e. ``y = 0``). The normal
+equations need only ``d x d`` matrices, never the ``n_p x d`` pair matrix:
+
+    A    = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)            (* elementwise; the second term removes i = j)
+    b    = diag(Z^T Y Z)                                    (Y = y with a zero diagonal)
+    pbar = ((1^T Z)^2 - 1^T (Z * Z)) / n_p                  (mean pair product per feature)
+    A_c  = A - n_p pbar pbar^T,   b_c = b - n_p ybar pbar    (the intercept eliminated; ybar = mean of y)
+    w    = (A_c + lambda I)^{-1} (b_c + lambda w0 1),   c = ybar - pbar^T w,
+
+with ``lambda = alpha * trace(A_c) / d`` (``alpha`` is scale-free). One eigendecomposition ``A_c = V E V^T`` gives
+``w`` for every ``alpha`` (:class:`PairSystem`). Priors: ``zero`` (``w0 = 0``, plain ridge) or ``cosine`` (``w0 =
+mu``, the least-squares slope of ``y`` on the plain cosine ``z_i . z_j``): as ``alpha`` grows the similarity
+becomes ``mu`` times the unsupervised cosine, so the prior interpolates between learned and unsupervised.
+
+**Many features.** When ``d`` exceeds ``max_features`` (TF-IDF vocabularies), only the ``max_features`` features
+active in most rows get a learned weight; the others keep ``w0`` and enter the fit as a fixed offset
+(``y <- y - w0 S^R`` with ``S^R`` the dot products over the fixed features), so the same formulas apply.
+
+The intercept does not change any ranking or grouping and is not part of :meth:`SupervisedSimilarity.similarity`:
+the contributions of a pair sum to its similarity exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from finsae.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PRIORS = ("zero", "cosine")
+
+
+def _check_inputs(Z: object, C: object) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(Z, dtype=np.float64)
+    c = np.asarray(C, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 3:
+        raise DataError(f"features must be a 2-D matrix with at least 3 rows, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise DataError("features contain NaN or infinite values")
+    if c.shape != (len(z), len(z)):
+        raise DataError(f"correlation matrix is {c.shape}, expected {(len(z), len(z))} (one row per feature row)")
+    return z, c
+
+
+def centred_pairs(C: np.ndarray) -> tuple[np.ndarray, float]:
+    """``Y = C - mean_{i != j} C_ij`` over the valid off-diagonal entries, missing entries and the diagonal 0;
+    and the mean that was removed."""
+    c = np.asarray(C, dtype=np.float64)
+    off = ~np.eye(len(c), dtype=bool)
+    valid = off & np.isfinite(c)
+    if not valid.any():
+        raise DataError("the correlation matrix has no valid off-diagonal entry")
+    mean = float(c[valid].mean())
+    y = np.where(valid, c - mean, 0.0)
+    return y, mean
+
+
+def pair_gram(Z: np.ndarray) -> np.ndarray:
+    """``A = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)``: the Gram matrix of the pair products over pairs ``i != j``."""
+    g = Z.T @ Z
+    z2 = Z * Z
+    return g * g - z2.T @ z2
+
+
+@dataclass(frozen=True)
+class PairSystem:
+    """The features' side of the normal equations (it does not depend on the returns): ``A_c``'s
+    eigendecomposition, ``pbar``, the learned/fixed split of the features, and the fixed features' dot products.
+    Build it once with :meth:`build`; :meth:`solve` then fits any returns window and any ``alpha``."""
+
+    z: np.ndarray
+    learned: np.ndarray          # indices of the features with a learned weight
+    fixed_dot: np.ndarray | None  # N x N dot products over the other features (None: every feature is learned)
+    pbar: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    n_pairs: int
+    cosine: np.ndarray           # z_i . z_j with a zero diagonal (for the prior's slope)
+
+    @classmethod
+    def build(cls, Z: object, max_features: int | None = 2048) -> PairSystem:
+        z = np.asarray(Z, dtype=np.float64)
+        if z.ndim != 2 or len(z) < 3:
+            raise DataError(f"features must be a 2-D matrix with at least 3 rows, got shape {z.shape}")
+        n, d = z.shape
+        if max_features is not None and d > max_features:
+            active = (z != 0).sum(axis=0)
+            learned = np.sort(np.argsort(-active, kind="stable")[:max_features])
+            rest = np.setdiff1d(np.arange(d), learned)
+            zr = z[:, rest]
+            fixed_dot = zr @ zr.T
+            np.fill_diagonal(fixed_dot, 0.0)
+        else:
+            learned, fixed_dot = np.arange(d), None
+        zl = z[:, learned]
+        n_pairs = n * (n - 1)
+        pbar = (zl.sum(axis=0) ** 2 - (zl * zl).sum(axis=0)) / n_pairs
+        a = pair_gram(zl) - n_pairs * np.outer(pbar, pbar)
+        e, v = np.linalg.eigh(a)
+        cosine = z @ z.T
+        np.fill_diagonal(cosine, 0.0)
+        return cls(z, learned, fixed_dot, pbar, np.clip(e, 0.0, None), v, n_pairs, cosine)
+
+    @property
+    def n_features(self) -> int:
+        return self.z.shape[1]
+
+    def prior_slope(self, y: np.ndarray) -> float:
+        """Least-squares slope ``mu`` of ``y_ij`` on the cosine over pairs ``i != j`` (with an intercept)."""
+        off = ~np.eye(len(y), dtype=bool)
+        s, t = self.cosine[off], y[off]
+        var = float(np.var(s))
+        return float(np.cov(s, t, bias=True)[0, 1] / var) if var > 0 else 0.0
+
+    def solve(self, C: np.ndarray, alpha: float, prior: str = "cosine") -> tuple[np.ndarray, float, float]:
+        """Full-length weights (learned ones and ``w0`` for fixed features), the intercept and ``w0`` for the
+        correlations ``C`` (``N x N``, NaN allowed) and ridge strength ``alpha`` (``inf``: the prior itself)."""
+        if prior not in PRIORS:
+            raise DataError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
+        if alpha < 0:
+            raise DataError(f"alpha must be >= 0, got {alpha}")
+        _, c = _check_inputs(self.z, C)
+        y, _ = centred_pairs(c)
+        w0 = self.prior_slope(y) if prior == "cosine" else 0.0
+        if self.fixed_dot is not None:
+            y = y - w0 * self.fixed_dot
+        ybar = float(y.sum() / self.n_pairs)
+        zl = self.z[:, self.learned]
+        b = np.einsum("ik,ik->k", zl, y @ zl) - self.n_pairs * ybar * self.pbar
+        m = len(self.learned)
+        if np.isinf(alpha):
+            wl = np.full(m, w0)
+        else:
+            lam = alpha * float(self.eigenvalues.sum()) / m
+            if lam == 0 and self.eigenvalues.min() <= 1e-12 * max(self.eigenvalues.max(), 1e-300):
+                raise DataError("alpha = 0 with a singular pair Gram matrix: use alpha > 0")
+            rhs = self.eigenvectors.T @ (b + lam * w0)
+            wl = self.eigenvectors @ (rhs / (self.eigenvalues + lam))
+        w = np.full(self.n_features, w0)
+        w[self.learned] = wl
+        intercept = ybar - float(self.pbar @ wl)
+        return w, intercept, w0
+
+
+def weighted_similarity(weights: np.ndarray, Z: np.ndarray, Z2: np.ndarray | None = None) -> np.ndarray:
+    """``S = Z diag(w) Z2^T`` (``Z2`` defaults to ``Z``)."""
+    z2 = Z if Z2 is None else Z2
+    return (Z * weights) @ z2.T
+
+
+class SupervisedSimilarity(BaseEstimator):
+    """Weighted-dot-product similarity with weights fitted to past pair correlations (module docstring).
+
+    Parameters:
+        alpha: scale-free ridge strength (``lambda = alpha trace(A_c) / d``); ``float("inf")`` = the prior.
+        prior: ``"cosine"`` (shrink towards the scaled unsupervised cosine) or ``"zero"`` (plain ridge).
+        max_features: at most this many features get a learned weight (the most often active ones).
+
+    Attributes (after ``fit``): ``weights_`` (length ``d``), ``intercept_``, ``prior_weight_``, ``learned_``
+    (indices of the learned features), ``n_features_in_``.
+    """
+
+    def __init__(self, alpha: float = 1.0, prior: str = "cosine", max_features: int | None = 2048) -> None:
+        self.alpha = alpha
+        self.prior = prior
+        self.max_features = max_features
+
+    def fit(self, Z: object, C: object, system: PairSystem | None = None) -> SupervisedSimilarity:
+        """Fit to correlations ``C`` (``N x N``, rows in the order of ``Z``'s rows; NaN = unknown pair).
+        ``system``: a :class:`PairSystem` already built for ``Z`` (e.g. shared across several ``alpha``)."""
+        z, c = _check_inputs(Z, C)
+        if system is None:
+            system = PairSystem.build(z, self.max_features)
+        elif system.z.shape != z.shape:
+            raise DataError(f"system was built for features of shape {system.z.shape}, got {z.shape}")
+        self.weights_, self.intercept_, self.prior_weight_ = system.solve(c, self.alpha, self.prior)
+        self.learned_ = system.learned
+        self.n_features_in_ = z.shape[1]
+        self.z_ = z
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "weights_"):
+            raise DataError("SupervisedSimilarity is not fitted; call fit first")
+
+    def similarity(self, Z: object | None = None, Z2: object | None = None) -> np.ndarray:
+        """``sum_k w_k z_ik z_jk`` for the rows of ``Z`` (default: the fitted rows) against those of ``Z2``
+        (default ``Z``). Features of new companies work alike: the weights belong to features, not companies."""
+        self._check_fitted()
+        z = self.z_ if Z is None else np.asarray(Z, dtype=np.float64)
+        z2 = None if Z2 is None else np.asarray(Z2, dtype=np.float64)
+        for m in (z, z2):
+            if m is not None and m.shape[1] != self.n_features_in_:
+                raise DataError(f"features have {m.shape[1]} columns, the weights were fitted on {self.n_features_in_}")
+        return weighted_similarity(self.weights_, z, z2)
+
+    def contributions(self, i: int, j: int, Z: object | None = None) -> np.ndarray:
+        """Per feature ``k``: ``w_k z_ik z_jk`` for rows ``i``, ``j`` of ``Z`` (default: the fitted rows); they
+        sum to ``similarity()[i, j]``."""
+        self._check_fitted()
+        z = self.z_ if Z is None else np.asarray(Z, dtype=np.float64)
+        if not (0 <= i < len(z) and 0 <= j < len(z)):
+            raise DataError(f"rows ({i}, {j}) out of range for {len(z)} companies")
+        return self.weights_ * z[i] * z[j]
+
+    def predict_correlation(self, Z: object | None = None) -> np.ndarray:
+        """The fitted model of the pair correlation: window mean + intercept + similarity (diagonal 1)."""
+        s = self.similarity(Z) + self.intercept_
+        np.fill_diagonal(s, 1.0)
+        return s
+
+
+def similarity_distance(similarity: np.ndarray) -> np.ndarray:
+    """A dissimilarity for the clusterers: ``max_{i != j} S_ij - S_ij`` (non-negative, zero diagonal);
+    average linkage on it merges in the same order as on ``-S``."""
+    s = np.asarray(similarity, dtype=np.float64)
+    off = ~np.eye(len(s), dtype=bool)
+    d = float(np.max(s[off])) - s
+    np.fill_diagonal(d, 0.0)
+    return np.clip(d, 0.0, None)

@@ -1,0 +1,135 @@
+"""Supervised similarity: the closed form against brute-force least squares over explicit pair products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finsae.errors import DataError
+from finsae.group.similarity import l2_normalize
+from finsae.group.supervised import PairSystem, SupervisedSimilarity, pair_gram, similarity_distance
+
+
+def _tiny(n: int = 9, d: int = 5, seed: int = 0, nan: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z = l2_normalize(np.abs(rng.normal(size=(n, d))) * (rng.random((n, d)) > 0.3))
+    c = np.tanh(rng.normal(size=(n, n)))
+    c = (c + c.T) / 2
+    np.fill_diagonal(c, 1.0)
+    if nan:
+        c[0, 3] = c[3, 0] = np.nan
+    return z, c
+
+
+def _brute(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np.ndarray | None = None,
+           learned: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Ridge with an unpenalised intercept on the explicit ordered-pair design matrix."""
+    n, d = z.shape
+    learned = np.arange(d) if learned is None else learned
+    off = ~np.eye(n, dtype=bool) & np.isfinite(c)
+    mean = c[off].mean()
+    rows, y = [], []
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            rows.append(z[i, learned] * z[j, learned])
+            yy = c[i, j] - mean if np.isfinite(c[i, j]) else 0.0
+            if fixed is not None:
+                yy -= w0 * fixed[i, j]
+            y.append(yy)
+    p, y = np.array(rows), np.array(y)
+    x = np.hstack([np.ones((len(p), 1)), p])
+    pen = np.diag([0.0] + [lam] * len(learned))
+    rhs = x.T @ y + np.r_[0.0, np.full(len(learned), lam * w0)]
+    sol = np.linalg.solve(x.T @ x + pen, rhs)
+    return sol[1:], sol[0]
+
+
+def test_pair_gram_equals_explicit_pair_products():
+    z, _ = _tiny()
+    p = np.array([z[i] * z[j] for i in range(len(z)) for j in range(len(z)) if i != j])
+    np.testing.assert_allclose(pair_gram(z), p.T @ p, atol=1e-12)
+
+
+@pytest.mark.parametrize("prior", ["zero", "cosine"])
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 30.0])
+def test_closed_form_equals_brute_force_ridge(prior, alpha):
+    z, c = _tiny()
+    system = PairSystem.build(z)
+    model = SupervisedSimilarity(alpha=alpha, prior=prior).fit(z, c, system=system)
+    a_c = pair_gram(z) - system.n_pairs * np.outer(system.pbar, system.pbar)
+    lam = alpha * np.trace(a_c) / z.shape[1]
+    w, intercept = _brute(z, c, lam, model.prior_weight_)
+    np.testing.assert_allclose(model.weights_, w, atol=1e-8)
+    assert model.intercept_ == pytest.approx(intercept, abs=1e-8)
+    if prior == "zero":
+        assert model.prior_weight_ == 0.0
+
+
+def test_prior_slope_is_least_squares_slope_on_cosine():
+    z, c = _tiny(nan=False)
+    system = PairSystem.build(z)
+    model = SupervisedSimilarity(alpha=float("inf"), prior="cosine").fit(z, c, system=system)
+    off = ~np.eye(len(z), dtype=bool)
+    cos = (z @ z.T)[off]
+    slope = np.polyfit(cos, c[off], 1)[0]
+    assert model.prior_weight_ == pytest.approx(slope, rel=1e-10)
+    np.testing.assert_allclose(model.weights_, slope)  # alpha = inf: the scaled cosine
+    np.testing.assert_allclose(model.similarity(), slope * (z @ z.T), atol=1e-12)
+
+
+def test_capped_features_keep_prior_weight_and_match_brute_force():
+    z, c = _tiny(n=10, d=7, seed=2)
+    system = PairSystem.build(z, max_features=4)
+    assert len(system.learned) == 4
+    model = SupervisedSimilarity(alpha=0.5, prior="cosine", max_features=4).fit(z, c, system=system)
+    rest = np.setdiff1d(np.arange(7), system.learned)
+    fixed = z[:, rest] @ z[:, rest].T
+    a_c = pair_gram(z[:, system.learned]) - system.n_pairs * np.outer(system.pbar, system.pbar)
+    lam = 0.5 * np.trace(a_c) / 4
+    w, _ = _brute(z, c, lam, model.prior_weight_, fixed=fixed, learned=system.learned)
+    np.testing.assert_allclose(model.weights_[system.learned], w, atol=1e-8)
+    np.testing.assert_allclose(model.weights_[rest], model.prior_weight_)
+
+
+def test_contributions_sum_to_similarity_and_new_rows_work():
+    z, c = _tiny(n=12, d=6, seed=3)
+    model = SupervisedSimilarity(alpha=0.1, prior="zero").fit(z, c)
+    s = model.similarity()
+    for i, j in [(0, 1), (4, 7), (11, 2)]:
+        assert model.contributions(i, j).sum() == pytest.approx(s[i, j], abs=1e-12)
+    new = l2_normalize(np.abs(np.random.default_rng(9).normal(size=(3, 6))))
+    cross = model.similarity(new, z)
+    assert cross.shape == (3, 12)
+    assert cross[1, 5] == pytest.approx((model.weights_ * new[1] * z[5]).sum(), abs=1e-12)
+    with pytest.raises(DataError, match="columns"):
+        model.similarity(np.ones((2, 4)))
+    with pytest.raises(DataError, match="out of range"):
+        model.contributions(0, 40)
+
+
+def test_recovers_planted_weights():
+    rng = np.random.default_rng(5)
+    z = l2_normalize(np.abs(rng.normal(size=(80, 6))))
+    w_true = np.array([2.0, 0.0, -1.0, 0.5, 0.0, 1.0])
+    c = 0.1 + (z * w_true) @ z.T
+    model = SupervisedSimilarity(alpha=1e-9, prior="zero").fit(z, c)
+    np.testing.assert_allclose(model.weights_, w_true, atol=1e-5)
+
+
+def test_errors_name_the_problem():
+    z, c = _tiny()
+    with pytest.raises(DataError, match="expected"):
+        SupervisedSimilarity().fit(z, c[:4, :4])
+    with pytest.raises(DataError, match="unknown prior"):
+        SupervisedSimilarity(prior="ones").fit(z, c)
+    with pytest.raises(DataError, match="not fitted"):
+        SupervisedSimilarity().similarity()
+
+
+def test_similarity_distance_is_nonnegative_with_zero_diagonal():
+    s = np.array([[5.0, 0.2, -0.1], [0.2, 3.0, 0.4], [-0.1, 0.4, 1.0]])
+    d = similarity_distance(s)
+    assert (d >= 0).all() and (np.diag(d) == 0).all()
+    assert d[1, 2] < d[0, 1] < d[0, 2]
