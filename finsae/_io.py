@@ -44,13 +44,23 @@ def _chmod_like_new(path: Path, directory: bool = False) -> None:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        from finsae.errors import DataError
+
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
     try:
         write(Path(tmp))
         _chmod_like_new(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, a read-only folder: one line naming the file, no traceback
+        Path(tmp).unlink(missing_ok=True)
+        from finsae.errors import DataError
+
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -366,7 +366,9 @@ def test_service_happy_paths(service, built):
     assert g["group_id"] == gid and g["size"] == len(g["members"]) and g["grouping"] == GROUPING
     g2 = _get(service, "/groups/40", grouping="gics_industry")
     assert g2.status_code in (200, 404)
-    doc = _get(service, "/openapi.json", key=None).json()
+    assert _get(service, "/openapi.json", key=None).status_code == 401  # the document needs the key too
+    assert _get(service, "/docs", key=None).status_code == 401 and _get(service, "/docs").status_code == 200
+    doc = _get(service, "/openapi.json").json()
     assert {"/peers/{ticker}", "/similarity", "/explain/pair", "/groups/{group_id}", "/health"} <= set(doc["paths"])
 
 

@@ -388,3 +388,112 @@ def test_a_mistyped_sae_path_is_reported_before_anything_loads(bench, tmp_path, 
                    .replace("prices: prices.parquet", f"prices: {bench['tmp'] / 'prices.parquet'}"))
     with pytest.raises(DataError, match=r"text method 'sae': no sae_lens SAE in .*no/such/sae"):
         run_benchmark(load_benchmark_config(cfg), tmp_path / "out")
+
+
+def test_api_key_files_and_a_full_disk_are_one_line_errors(tmp_path, monkeypatch):
+    from finsae._io import write_text
+    from finsae.serve import read_api_key
+
+    key = tmp_path / "key"
+    for text in ("", "   \n\t\n", "short\n", "a" * 32, "12341234123412341234"):
+        key.write_text(text)
+        with pytest.raises(ConfigError, match="no API key|shorter than 16 characters or has fewer than 8"):
+            read_api_key(key)
+    key.write_text("  s3cr3t-K3y-0123456789abcdef  \nsecond line\n")
+    assert read_api_key(key) == "s3cr3t-K3y-0123456789abcdef"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DataError, match=r"cannot write .*out.txt: No space left on device"):
+        write_text("x", tmp_path / "out.txt")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.txt")]  # no temporary file left
+
+
+# -------------------------------------------------------------- 5. exports whose contents are checked
+
+def _tampered(bench: dict[str, Path], tmp_path: Path, table: str, edit) -> Path:
+    """A copy of the fixture's export with ``edit`` applied to one table (or the manifest) and the hashes
+    re-computed, as a careless or malicious edit would."""
+    out = tmp_path / f"tampered_{table}"
+    shutil.copytree(bench["out"], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if table == "manifest":
+        edit(manifest)
+    else:
+        frame = edit(pd.read_parquet(out / f"{table}.parquet"))
+        frame.to_parquet(out / f"{table}.parquet", index=False)
+        manifest["tables"][table]["sha256"] = file_sha256(out / f"{table}.parquet")
+        manifest["tables"][table]["rows"] = len(frame)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _nan_first(v: pd.DataFrame) -> pd.DataFrame:
+    v.loc[len(v) - 1, "value"] = np.nan  # beyond the rows jsonschema samples
+    return v
+
+
+@pytest.mark.parametrize(("table", "edit", "pattern"), [
+    ("vectors", _nan_first, r"'vectors': non-finite value for"),
+    ("vectors", lambda v: pd.concat([v, v.iloc[:5]], ignore_index=True), "more than once"),
+    ("vectors", lambda v: v.assign(dim=v["dim"].where(v.index > 0, 10**6)), "outside method 'tfidf'"),
+    ("vectors", lambda v: v.assign(value=v["value"] * 2), "has length"),
+    ("peers", lambda p: p.assign(similarity=p["similarity"].where(p.index > 0, np.inf)), "non-finite similarity"),
+    ("manifest", lambda m: m.update(headline_method="bert"), "headline_method 'bert' is not one of the methods"),
+    ("manifest", lambda m: m.update(default_grouping="nope"), "default_grouping 'nope'"),
+    ("companies", lambda c: c.assign(ticker=c["ticker"].where(c.index > 0, "ÄPPLE")), r"\['ÄPPLE'\] break the"),
+])
+def test_validate_export_checks_contents_not_only_hashes(bench, tmp_path, table, edit, pattern):
+    from finsae.export import ExportError
+
+    with pytest.raises(ExportError, match=pattern):
+        validate_export(_tampered(bench, tmp_path, table, edit), sample_rows=0)  # beyond any row sample
+
+
+def test_tickers_follow_one_rule_in_universe_and_api(bench):
+    from finsae import api
+    from finsae.data import universe_from_frame
+
+    for odd in ("ÄPPLE", "A" * 40, "-X", "A B"):
+        table = pd.DataFrame({"ticker": [odd, "B"], "description": ["x", "y"]})
+        with pytest.raises(DataError, match="not tickers"):
+            universe_from_frame(table, "u.csv")
+    assert list(universe_from_frame(pd.DataFrame({"ticker": ["brk.b", "bf/a"], "description": ["x", "y"]}),
+                                    "u.csv").tickers) == ["BRK-B", "BF-A"]
+    run = api.load_run(bench["out"])
+    with pytest.raises(api.UnknownTickerError, match="is not a ticker"):
+        run.peers("ÄPPLE")
+    with pytest.raises(api.UnknownTickerError, match="not among the 30 companies"):
+        run.peers("ZZZ")
+    assert run.peers("t00", k=1).ticker == "T00"
+
+
+# -------------------------------------------------------------------------------- 6. the service
+
+def test_service_protects_its_docs_slows_wrong_keys_and_says_a_busy_port_first(bench, monkeypatch):
+    import socket
+    import time
+
+    from fastapi.testclient import TestClient
+
+    import finsae.serve.app as app_module
+    from finsae.serve import create_app
+
+    key = "s3cr3t-K3y-0123456789abcdef"
+    client = TestClient(create_app(bench["out"], key))
+    assert client.get("/health").status_code == 200
+    for path in ("/openapi.json", "/docs"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"X-API-Key": key}).status_code == 200
+    t0 = time.perf_counter()
+    assert client.get("/peers/T00", headers={"X-API-Key": key[:-1] + "x"}).status_code == 401
+    assert time.perf_counter() - t0 >= app_module.WRONG_KEY_DELAY
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setattr(app_module, "ExportedRun", lambda *a: pytest.fail("export loaded"))
+        with pytest.raises(ConfigError, match=rf"cannot serve on 127.0.0.1:{port}: .*--port"):
+            app_module.serve(bench["out"], port=port, api_key=key)

@@ -16,6 +16,7 @@ convention of the bundled data; price tables get the same treatment so the two a
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,11 @@ from finsae.errors import DataError
 logger = logging.getLogger(__name__)
 
 COMPANY_COLUMNS = ("name", "cik", "sic", "gics", "yahoo_sector", "yahoo_industry")
+#: What a ticker may look like after normalisation (upper case, ``.``/``/`` as ``-``): ASCII letters and digits,
+#: ``-``, ``.``, ``^``, ``=``; 1-16 characters, starting with a letter or digit. One rule for the universe, the
+#: export and the HTTP service: every company a universe accepts can be asked for by its ticker.
+TICKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-^=]{0,15}$"
+_TICKER_RE = re.compile(TICKER_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,10 @@ def _check_tickers(table: pd.DataFrame, source: str, keys: list[str]) -> pd.Data
     if blank.any():
         raise DataError(f"{source}: {int(blank.sum())} row(s) with an empty ticker (rows {list(table.index[blank][:5])})")
     table["ticker"] = normalize_tickers(table["ticker"])
+    odd = [t for t in table["ticker"] if not _TICKER_RE.match(str(t))]
+    if odd:
+        raise DataError(f"{source}: {len(odd)} ticker(s) that are not tickers (1-16 ASCII letters, digits, '-', '.', "
+                        f"'^', '='): {[t[:40] for t in odd[:5]]}")
     dup = table.duplicated(keys, keep=False)
     if dup.any():
         names = sorted(set(table.loc[dup, "ticker"]))

@@ -359,9 +359,9 @@ def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     expl_dirs = [Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])]
+    manifest = _results_manifest(results)
     check_export_target(out, overwrite, {"results": results, "pairs": Path(pairs) if pairs is not None else None,
                                          **{f"explanations {i + 1}": d for i, d in enumerate(expl_dirs)}})
-    manifest = _results_manifest(results)
     vintage = _pick_vintage(manifest, vintage)
     universe = _universe(manifest, companies)
     vectors = _method_vectors(manifest, universe, vintage, progress)

@@ -3,7 +3,13 @@
 The schema validates ``manifest.json``; ``$defs/tables/<name>`` is the JSON Schema of one row of each table, so
 a reader in any language can check rows with a standard JSON Schema validator. :func:`validate_export` checks
 the manifest, every table's file hash, each table's parquet column types against its row schema, the enumerated
-values of whole columns, and a sample of rows with ``jsonschema``.
+values of whole columns, a sample of rows with ``jsonschema``, and the contents a reader relies on
+(:func:`check_contents`): finite vectors and similarities, one entry per (method, ticker, dimension),
+dimensions inside each method's width, vectors of length at most 1, unique tickers that the universe's ticker rule
+accepts, and manifest names (headline and explain method, default grouping) that exist.
+
+The sha256 hashes guard against accidents (a truncated copy, a file edited by hand), not against tampering:
+whoever can change a table can change its hash in the manifest too.
 """
 
 from __future__ import annotations
@@ -129,4 +135,88 @@ def validate_export(path: str | Path, *, sample_rows: int = 500) -> dict:
                 err = next(iter(validator.iter_errors({k: _json_value(v) for k, v in row.items()})), None)
                 if err is not None:
                     raise ExportError(f"table {name!r}, row {i}: {'/'.join(map(str, err.path)) or 'row'}: {err.message}")
+    check_contents(path, manifest)
     return manifest
+
+
+def check_contents(path: str | Path, manifest: dict) -> None:
+    """The checks of an export's contents that hashes and column types cannot make (see the module docstring);
+    raises :class:`ExportError` naming the table, column and an example."""
+    import re
+
+    import numpy as np
+    import pandas as pd
+
+    from finsae.data.universe import TICKER_PATTERN
+
+    path = Path(path)
+    tables = manifest["tables"]
+
+    def read(name: str, columns: list[str]) -> pd.DataFrame:
+        return pd.read_parquet(path / tables[name]["file"], columns=columns)
+
+    methods = manifest["methods"]
+    for key in ("headline_method", "explain_method"):
+        value = manifest.get(key)
+        if value is not None and value not in methods:
+            raise ExportError(f"{path / 'manifest.json'}: {key} {value!r} is not one of the methods {list(methods)}")
+    companies = read("companies", ["ticker"])["ticker"].astype(str)
+    if companies.duplicated().any():
+        raise ExportError(f"table 'companies': duplicate tickers {sorted(set(companies[companies.duplicated()]))[:5]}")
+    rule = re.compile(TICKER_PATTERN)
+    odd = [t for t in companies if not rule.match(t)]
+    if odd:
+        raise ExportError(f"table 'companies': tickers {odd[:5]} break the ticker rule {TICKER_PATTERN} (the API "
+                          "could not reach them)")
+    known = set(companies)
+    vec = read("vectors", ["method", "ticker", "dim", "value"])
+    unknown = sorted(set(vec["method"].astype(str)) - set(methods))
+    if unknown:
+        raise ExportError(f"table 'vectors': methods {unknown} are not in the manifest's methods {list(methods)}")
+    values = vec["value"].to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        bad = vec[~np.isfinite(values)].iloc[0]
+        raise ExportError(f"table 'vectors': non-finite value for {bad['ticker']} ({bad['method']}, dim {bad['dim']})")
+    width = vec["method"].map({m: int(info["dims"]) for m, info in methods.items()}).to_numpy()
+    dims = vec["dim"].to_numpy(np.int64)
+    outside = (dims < 0) | (dims >= width)
+    if outside.any():
+        bad = vec[outside].iloc[0]
+        raise ExportError(f"table 'vectors': dim {bad['dim']} of {bad['ticker']} is outside method {bad['method']!r}'s "
+                          f"{methods[bad['method']]['dims']} dimensions")
+    dup = vec.duplicated(["method", "ticker", "dim"])
+    if dup.any():
+        bad = vec[dup].iloc[0]
+        raise ExportError(f"table 'vectors': {bad['ticker']} has dim {bad['dim']} of method {bad['method']!r} more "
+                          "than once")
+    norms = (vec.assign(sq=values ** 2).groupby(["method", "ticker"])["sq"].sum())
+    long = norms[norms > 1.0 + 1e-3]
+    if len(long):
+        (m, t), v = long.index[0], long.iloc[0]
+        raise ExportError(f"table 'vectors': the {m!r} vector of {t} has length {np.sqrt(v):.4g}; vectors are unit "
+                          "length (or zero)")
+    stray = sorted(set(vec["ticker"].astype(str)) - known)
+    if stray:
+        raise ExportError(f"table 'vectors': tickers {stray[:5]} are not in companies.parquet")
+    peers = read("peers", ["method", "ticker", "peer", "similarity"])
+    sims = peers["similarity"].to_numpy(np.float64)
+    if not np.isfinite(sims).all():
+        bad = peers[~np.isfinite(sims)].iloc[0]
+        raise ExportError(f"table 'peers': non-finite similarity of {bad['ticker']} and {bad['peer']}")
+    stray = sorted((set(peers["ticker"].astype(str)) | set(peers["peer"].astype(str))) - known)
+    if stray:
+        raise ExportError(f"table 'peers': tickers {stray[:5]} are not in companies.parquet")
+    groups = read("groups", ["grouping", "ticker"])
+    stray = sorted(set(groups["ticker"].astype(str)) - known)
+    if stray:
+        raise ExportError(f"table 'groups': tickers {stray[:5]} are not in companies.parquet")
+    default = manifest.get("default_grouping")
+    if default is not None and default not in set(groups["grouping"].astype(str)):
+        raise ExportError(f"{path / 'manifest.json'}: default_grouping {default!r} is not a grouping of groups.parquet")
+    if "dimensions" in tables:
+        d = read("dimensions", ["method", "dim"])
+        w = d["method"].map({m: int(info["dims"]) for m, info in methods.items()})
+        bad = d[w.isna() | (d["dim"] < 0) | (d["dim"] >= w.fillna(0))]
+        if len(bad):
+            raise ExportError(f"table 'dimensions': dim {bad.iloc[0]['dim']} of method {bad.iloc[0]['method']!r} is "
+                              "not one of its dimensions")

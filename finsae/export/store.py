@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from finsae.data.universe import TICKER_PATTERN, normalize_tickers
 from finsae.errors import ConfigError, DataError
 from finsae.explain.groups import explain_pair
 from finsae.export.build import top_peers
@@ -23,8 +24,7 @@ from finsae.export.schema import validate_export
 
 logger = logging.getLogger(__name__)
 
-#: What a ticker may look like (after upper-casing): letters, digits, ``-``, ``.``, ``^``, ``=``; 1-16 characters.
-TICKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-^=]{0,15}$"
+#: What a ticker may look like: the universe's rule (:data:`finsae.data.universe.TICKER_PATTERN`).
 _TICKER_RE = re.compile(TICKER_PATTERN)
 
 
@@ -244,8 +244,11 @@ class ExportedRun:
 
     # --- lookups ---------------------------------------------------------------------------------------------
     def _ticker(self, ticker: str) -> str:
-        t = str(ticker).strip().upper().replace(".", "-").replace("/", "-")
-        if not _TICKER_RE.match(t) or t not in self._companies.index:
+        t = str(normalize_tickers([str(ticker)])[0])  # the universe's normalisation
+        if not _TICKER_RE.match(t):
+            raise UnknownTickerError(f"{str(ticker)[:40]!r} is not a ticker (1-16 ASCII letters, digits, '-', '.', "
+                                     "'^', '=')")
+        if t not in self._companies.index:
             raise UnknownTickerError(f"unknown ticker {ticker!r}: not among the {len(self._companies)} companies of "
                                      f"this export")
         return t

@@ -1,7 +1,9 @@
 """``finsae serve``: a read-only HTTP service over an export folder (FastAPI + uvicorn).
 
 * Every endpoint except ``GET /health`` needs the API key in the ``X-API-Key`` header (compared in constant time
-  with :func:`hmac.compare_digest`); a missing or wrong key gets 401.
+  with :func:`hmac.compare_digest`), the OpenAPI document and ``/docs`` too; a missing or wrong key gets 401
+  after a delay of :data:`WRONG_KEY_DELAY` seconds (guessing is slow). A key must have at least
+  :data:`MIN_KEY_LENGTH` characters, :data:`MIN_DISTINCT` of them different.
 * The export is loaded into memory when the app is created; requests never open files, so no request parameter
   can reach the file system. Tickers must match :data:`finsae.export.store.TICKER_PATTERN` (422 otherwise);
   unknown tickers, groupings and groups get 404 with a message naming them.
@@ -10,9 +12,11 @@
 
 # no "from __future__ import annotations": FastAPI reads the endpoint annotations, which name locals of create_app
 
+import asyncio
 import hmac
 import logging
 import os
+import socket
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -36,6 +40,8 @@ logger = logging.getLogger(__name__)
 API_KEY_ENV = "FINSAE_API_KEY"
 API_KEY_HEADER = "X-API-Key"
 MIN_KEY_LENGTH = 16
+MIN_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" or "1234123412341234" is not a key
+WRONG_KEY_DELAY = 0.25  # seconds before a 401: slows guessing, not the service (an async sleep)
 
 
 class RankBy(StrEnum):
@@ -54,15 +60,20 @@ def read_api_key(key_file: str | Path | None = None) -> str:
         path = Path(key_file)
         if not path.is_file():
             raise ConfigError(f"API key file {path} does not exist")
-        key = path.read_text(encoding="utf-8").strip().splitlines()[0].strip() if path.stat().st_size else ""
+        try:
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the API key file {path}: {exc}") from None
+        key = lines[0].strip() if lines else ""  # an empty or whitespace-only file has no key
         source = str(path)
     else:
         key = os.environ.get(API_KEY_ENV, "").strip()
         source = f"${API_KEY_ENV}"
     if not key:
         raise ConfigError(f"no API key: set {API_KEY_ENV} or pass --api-key-file (the service refuses to run open)")
-    if len(key) < MIN_KEY_LENGTH:
-        raise ConfigError(f"the API key from {source} is shorter than {MIN_KEY_LENGTH} characters; use a random one, "
+    if len(key) < MIN_KEY_LENGTH or len(set(key)) < MIN_DISTINCT:
+        raise ConfigError(f"the API key from {source} is shorter than {MIN_KEY_LENGTH} characters or has fewer than "
+                          f"{MIN_DISTINCT} different ones; use a random one, "
                           "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
     return key
 
@@ -71,7 +82,8 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     """The FastAPI application serving ``run`` (an :class:`ExportedRun` or an export folder)."""
     from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
     from fastapi import Path as PathParam
-    from fastapi.responses import JSONResponse
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.security import APIKeyHeader
 
     import finsae
@@ -83,15 +95,17 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     expected = api_key.encode("utf-8")
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="The service's API key.")
 
-    def require_key(key: Annotated[str | None, Security(header)]) -> None:
+    async def require_key(key: Annotated[str | None, Security(header)]) -> None:
         given = (key or "").encode("utf-8", errors="replace")
         if not hmac.compare_digest(given, expected):
+            await asyncio.sleep(WRONG_KEY_DELAY)
             raise HTTPException(status_code=401, detail=f"missing or invalid API key (send it in the {API_KEY_HEADER} "
                                                         "header)", headers={"WWW-Authenticate": "ApiKey"})
 
     Method = Enum("Method", {m: m for m in run.methods}, type=str)
     manifest = run.manifest
-    app = FastAPI(title="finsae peers service", version=finsae.__version__,
+    app = FastAPI(title="finsae peers service", version=finsae.__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description=f"Peers, similarities and explanations from export schema {manifest['schema_version']} "
                               f"(vintage {manifest['vintage']}, methods {list(run.methods)}). Read-only.")
 
@@ -107,6 +121,14 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     auth = [Depends(require_key)]
     errors = {401: {"model": ErrorDetail, "description": "Missing or invalid API key"},
               404: {"model": ErrorDetail, "description": "Unknown ticker, grouping or group, or no vector"}}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_key)])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/health", summary="Liveness and what is loaded (no key needed)")
     def health() -> dict:
@@ -139,12 +161,29 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` when ``host:port`` cannot be bound (taken by another service, or not ours)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot serve on {host}: {exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another finsae serve? pass "
+                              "--port)") from None
+
+
 def serve(export: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           key_file: str | Path | None = None, workers: int = 1, log_level: str = "info") -> None:
     """Load the export and run the service with uvicorn until interrupted."""
     import uvicorn
 
     key = api_key or read_api_key(key_file)
+    check_port_free(host, port)  # before loading the export: a busy port is said at once
     app = create_app(ExportedRun(export), key)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: reachable from other machines; put TLS in front of it", host)
