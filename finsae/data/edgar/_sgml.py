@@ -13,10 +13,8 @@ import re
 from dataclasses import dataclass
 
 _HEADER = re.compile(r"<(?:SEC|IMS)-HEADER>(.*?)</(?:SEC|IMS)-HEADER>", re.S | re.I)
-_DOC = re.compile(r"<DOCUMENT>(.*?)(?:</DOCUMENT>|\Z)", re.S | re.I)
 _FIELD = re.compile(r"^\s*([A-Z][A-Z0-9 \-/()]*?):[ \t]*(.*?)\s*$", re.M)
 _TAG = {key: re.compile(rf"<{key}>[ \t]*([^\r\n<]*)", re.I) for key in ("TYPE", "SEQUENCE", "FILENAME", "DESCRIPTION")}
-_TEXT = re.compile(r"<TEXT>(.*?)(?:</TEXT>|\Z)", re.S | re.I)
 
 
 @dataclass(frozen=True)
@@ -67,14 +65,33 @@ def parse_header(text: str) -> SecHeader | None:
 def split_documents(text: str) -> list[SgmlDocument]:
     """The ``<DOCUMENT>`` blocks of a submission (empty when the text has none)."""
     docs = []
-    for m in _DOC.finditer(text):
-        body = m.group(1)
+    upper_tags = ("<DOCUMENT>", "<document>")
+    pos = min((i for i in (text.find(t) for t in upper_tags) if i >= 0), default=-1)
+    while pos >= 0:
+        body_start = pos + len("<DOCUMENT>")
+        end = text.find("</DOCUMENT>", body_start)
+        if end < 0:
+            end = text.find("</document>", body_start)
+        body = text[body_start:] if end < 0 else text[body_start:end]
         head = body[:2000]
         fields = {}
         for key, rx in _TAG.items():
             found = rx.search(head)
             fields[key] = found.group(1).strip() if found else None
-        t = _TEXT.search(body)
+        t0 = body.find("<TEXT>")
+        if t0 < 0:
+            t0 = body.find("<text>")
+        if t0 >= 0:
+            t1 = body.rfind("</TEXT>")
+            if t1 < 0:
+                t1 = body.rfind("</text>")
+            content = body[t0 + 6: t1 if t1 > t0 else len(body)]
+        else:
+            content = body
         docs.append(SgmlDocument(fields["TYPE"], fields["SEQUENCE"], fields["FILENAME"], fields["DESCRIPTION"],
-                                 t.group(1) if t else body))
+                                 content))
+        if end < 0:
+            break
+        nxt = [i for i in (text.find(t, end) for t in upper_tags) if i >= 0]
+        pos = min(nxt) if nxt else -1
     return docs

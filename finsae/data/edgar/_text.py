@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 #: Characters removed outright (zero-width spaces and joiners, word joiner, BOM, soft hyphen).
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+_ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
 _WS = re.compile(r"\s+")
 
 _BLOCK_TAGS = frozenset(
@@ -29,8 +29,9 @@ _BLOCK_TAGS = frozenset(
 )
 _CELL_TAGS = frozenset(("td", "th"))
 _SKIP_TAGS = frozenset(("script", "style", "head", "noscript", "template", "ix:header", "xbrli:context"))
-#: Marks block boundaries while the text is assembled (source newlines are plain whitespace in HTML).
-_BREAK = "\x1e"
+#: Marks block boundaries while the text is assembled (source newlines are plain whitespace in HTML); a
+#: private-use character, so libxml2 accepts it in text nodes.
+_BREAK = "\ue000"
 _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
 _SGML_TAG_LINE = re.compile(r"</?(?:page|s|c|table|caption|fn|f\d+|r|pre|text|type|sequence|filename|description)>",
                             re.I)
@@ -96,9 +97,16 @@ def decode(data: bytes) -> Decoded:
         return Decoded(data.decode("latin-1"), "latin-1", compression)
 
 
+def _strip_zero_width(text: str) -> str:
+    for ch in _ZERO_WIDTH_CHARS:  # str.replace runs in C; str.translate with a dict does not
+        if ch in text:
+            text = text.replace(ch, "")
+    return text
+
+
 def clean_line(text: str) -> str:
     """One line with zero-width characters removed and all whitespace collapsed to single spaces."""
-    return _WS.sub(" ", text.translate(_ZERO_WIDTH)).strip()
+    return _WS.sub(" ", _strip_zero_width(text)).strip()
 
 
 def looks_like_html(text: str) -> bool:
@@ -113,6 +121,23 @@ _PARSER = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=Tr
                            huge_tree=True, no_network=True, default_doctype=False)
 
 
+def _drop(el: etree._Element) -> None:
+    """Remove ``el`` and its subtree, keeping the text that follows it (its tail)."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    tail = el.tail
+    if tail:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(el)
+
+
+
+
 def html_lines(html: str) -> list[str]:
     """The text of an HTML (or inline XBRL) document, one line per block, cleaned (see module docs)."""
     start = html.find("<")
@@ -121,41 +146,21 @@ def html_lines(html: str) -> list[str]:
     root = etree.fromstring(html.encode("utf-8", "surrogatepass"), _PARSER)
     if root is None:
         return []
-    parts: list[str] = []
-    add = parts.append
-    walker = etree.iterwalk(root, events=("start", "end"))
-    skipped: set[int] = set()
-    for event, el in walker:
-        tag = el.tag
-        if not isinstance(tag, str):  # entities and the like
-            if event == "end" and el.tail:
-                add(el.tail)
-            continue
-        if event == "start":
-            style = el.get("style")
-            if tag in _SKIP_TAGS or (style is not None and "none" in style and _HIDDEN.search(style)):
-                walker.skip_subtree()
-                skipped.add(id(el))
-                continue
-            if tag in _BLOCK_TAGS:
-                add(_BREAK)
-            if el.text:
-                add(el.text)
-        else:
-            if id(el) in skipped:
-                skipped.discard(id(el))
-            elif tag in _BLOCK_TAGS:
-                add(_BREAK)
-            elif tag in _CELL_TAGS:
-                add(" ")
-            if el.tail:
-                add(el.tail)
-    out = []
-    for raw in "".join(parts).split(_BREAK):
-        line = clean_line(raw)
-        if line:
-            out.append(line)
-    return out
+    for el in list(root.iter(*_SKIP_TAGS)):
+        _drop(el)
+    for el in list(root.iterfind(".//*[@style]")):
+        style = el.get("style") or ""
+        if "none" in style and _HIDDEN.search(style):
+            _drop(el)
+    # mark block boundaries and cell gaps in the tree, then let libxml2 serialise the text
+    for el in root.iter(*_BLOCK_TAGS):
+        el.text = _BREAK + (el.text or "")
+        el.tail = _BREAK + (el.tail or "")
+    for el in root.iter(*_CELL_TAGS):
+        el.tail = " " + (el.tail or "")
+    text = etree.tostring(root, method="text", encoding="unicode", with_tail=False)
+    text = _WS.sub(" ", _strip_zero_width(text))
+    return [line for raw in text.split(_BREAK) if (line := raw.strip())]
 
 
 def text_lines(text: str) -> list[str]:

@@ -232,7 +232,7 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
     is_html = _text.looks_like_html(doc)
     if is_html:
         lines = _text.html_lines(doc)
-        fmt = "ixbrl" if "<ix:" in doc[:200000].lower() or "ix:header" in doc.lower() else "html"
+        fmt = "ixbrl" if re.search(r"<ix:(?:header|nonnumeric|nonfraction)", doc[:400000], re.I) else "html"
     else:
         lines = _text.text_lines(doc)
         fmt = "text"

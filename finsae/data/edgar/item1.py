@@ -82,6 +82,9 @@ _SMALL = frozenset("a an and as at by for from in of on or the to with its our t
 _SUCCESSORS = frozenset(("1a", "1b", "1c", "2", "3", "4", "4a", "part2"))
 _SUCCESSORS_COMBINED = frozenset(("3", "4", "4a", "part2"))
 
+_DIGIT = re.compile(r"\d")
+_DIGITS = re.compile(r"\d+")
+_ALPHA = re.compile(r"[A-Za-z]")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?[\-–—(\[]?\s*(?:\d{1,3}|[ivxlc]{1,6})\s*[\-–—)\]]?$", re.I)
 _NAV = re.compile(r"table\s+of\s+contents|index\s+to\s+(?:consolidated\s+)?financial\s+statements|back\s+to\s+"
                   r"(?:the\s+)?(?:top|contents|index|table\s+of\s+contents)|return\s+to\s+(?:the\s+)?"
@@ -223,9 +226,9 @@ def furniture_lines(lines: list[str]) -> set[int]:
     three times with a number that increases strictly through the document (a page number)."""
     seen: dict[str, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
     for i, line in enumerate(lines):
-        if 3 <= len(line) <= 100 and any(ch.isdigit() for ch in line) and any(ch.isalpha() for ch in line):
-            nums = tuple(int(n) for n in re.findall(r"\d+", line)[:6])
-            seen[re.sub(r"\d+", "#", line.lower())].append((i, nums))
+        if 3 <= len(line) <= 100 and _DIGIT.search(line) and _ALPHA.search(line):
+            nums = tuple(int(n) for n in _DIGITS.findall(line)[:6])
+            seen[_DIGITS.sub("#", line.lower())].append((i, nums))
     out: set[int] = set()
     for occ in seen.values():
         if len(occ) < 3:
