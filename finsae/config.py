@@ -179,6 +179,55 @@ class RankingConfig(_Strict):
         return sorted(set(value))
 
 
+class LearnedConfig(_Strict):
+    """Similarities learned from, or made of, pre-formation returns (``finsae.evaluate.learned``).
+
+    ``methods``: text methods that also get a supervised variant ``<name>_sup`` (weights per feature fitted to
+    pair correlations, :mod:`finsae.group.supervised`); ``price_peers``: the price-peer baseline
+    ``price_peers``; ``blend_with``: methods (text or ``<name>_sup``) blended with price peers as
+    ``<name>_price``. Every choice (``alpha`` x ``prior`` or the unsupervised cosine; the blend weight ``beta``)
+    is made by a time split of the selection window: fitted on ``selection.start..split``, scored on
+    ``split..selection.end`` (groups: pair-weighted correlation at ``selection.level`` density; neighbours:
+    top-``rank_k`` correlation), then refitted on the whole selection window. ``folds``: cold start, weights
+    fitted without any pair of the held-out fold. ``vintages``: the text vintages to do this for (None: all)."""
+
+    methods: list[str] = Field(default_factory=list)
+    price_peers: bool = True
+    blend_with: list[str] = Field(default_factory=list)
+    split: dt.date = dt.date(2013, 12, 31)
+    alphas: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1)
+    priors: list[Literal["zero", "cosine"]] = Field(default_factory=lambda: ["zero", "cosine"], min_length=1)
+    betas: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
+    max_features: int = Field(2048, ge=1)
+    rank_k: int = Field(10, ge=1)
+    folds: int = Field(5, ge=0)
+    vintages: list[str] | None = None
+    two_way_draws: int = Field(500, ge=0, le=100_000)   # paired differences: companies x blocks of months
+    block_months: int = Field(6, ge=1)
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError(f"every alpha must be > 0, got {value}")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= b <= 1.0 for b in value):
+            raise ValueError(f"every beta must be in [0, 1], got {value}")
+        return value
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the learned methods, in the order they are built."""
+        out = [f"{m}_sup" for m in self.methods]
+        if self.price_peers:
+            out.append("price_peers")
+        return out + [f"{m}_price" for m in self.blend_with]
+
+
 class BenchmarkConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -190,6 +239,7 @@ class BenchmarkConfig(_Strict):
     granularity: GranularityConfig = Field(default_factory=GranularityConfig)
     hybrid: HybridConfig | None = None
     headline_method: str | None = None  # the text method each verdict reports on (default: the first)
+    learned: LearnedConfig | None = None
     random_groups: bool = True
     selection: TextSelectionConfig = Field(default_factory=TextSelectionConfig)
     ranking: RankingConfig = Field(default_factory=RankingConfig)
@@ -213,6 +263,16 @@ class BenchmarkConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate design names {names}")
         names = [m.name for m in self.text_methods]
+        if self.learned is not None:
+            bad = [m for m in self.learned.methods if m not in names]
+            if bad:
+                raise ValueError(f"learned.methods {bad} are not text_methods {names}")
+            bad = [m for m in self.learned.blend_with if m not in names + self.learned.names[:len(
+                self.learned.methods)]]
+            if bad or (self.learned.blend_with and not self.learned.price_peers):
+                raise ValueError(f"learned.blend_with {bad or self.learned.blend_with} must name text methods or "
+                                 "their _sup variants, with price_peers on")
+            names = names + self.learned.names
         if self.headline_method is not None and self.headline_method not in names:
             raise ValueError(f"headline_method {self.headline_method!r} is not one of the text_methods {names}")
         if self.hybrid is not None:
