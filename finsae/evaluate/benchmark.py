@@ -74,6 +74,8 @@ class BenchmarkResult:
         verdict: per matched granularity, the leader and the paired difference of the best text method to the
             taxonomy defining the granularity.
         selection: every candidate transform/clusterer of text methods set to ``select``, with its score.
+        cold_start: neighbours and groups of companies held out of the weight fits (``finsae.evaluate.learned``).
+        two_way: paired differences with a companies x blocks-of-months bootstrap (``finsae.evaluate.inference``).
     """
 
     name: str
@@ -85,6 +87,8 @@ class BenchmarkResult:
     ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)
     selection: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cold_start: pd.DataFrame = field(default_factory=pd.DataFrame)
+    two_way: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -99,7 +103,7 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
                         min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
     corr = correlation_matrix(panel)
     keys = {"design": info.name, "frequency": frequency}
-    out: dict[str, list] = {"rows": [], "strata": [], "ranking": [], "verdict": []}
+    out: dict[str, list] = {"rows": [], "strata": [], "ranking": [], "verdict": [], "cold_start": [], "two_way": []}
     labels_by_name: dict[str, pd.Series] = {}
 
     def score(name: str, labels: pd.Series, extra: dict) -> None:
@@ -112,6 +116,10 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
             draws = 0  # a random grouping against random groupings: nothing to learn
         result = comovement(corr, labels, null_draws=draws, bootstrap_draws=ev.bootstrap_draws,
                             seed=ev.seed, method=name)
+        if result.n_pairs == 0:  # its figures would be NaN: say so instead of reporting them
+            raise DataError(f"grouping {name!r} puts no two of the {len(panel.tickers)} companies with {frequency} "
+                            f"returns in design {info.name!r} into one group: nothing to score; use a coarser level "
+                            "or more companies")
         out["rows"].append({**keys, "n_periods": panel.n_periods, **extra, **result.to_dict()})
         out["strata"].append(result.strata.assign(**keys, method=name))
         labels_by_name[name] = labels
@@ -135,6 +143,10 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
                                    "params": json.dumps(g.params, default=str)})
         out["ranking"] = _ranking_rows(cfg, universe, corr, text, keys, info)
         out["verdict"] = _verdicts(cfg, corr, pd.DataFrame(out["rows"]), labels_by_name, keys)
+        if any(m.learned is not None for m in text.methods.values()):
+            out["cold_start"] = _cold_start(cfg, universe, corr, text, keys)
+            if frequency == "monthly":  # daily: one correlation matrix per draw is too slow
+                out["two_way"] = _two_way(cfg, panel, corr, text, labels_by_name, keys)
     out["dropped"] = [panel.dropped.rename("reason").reset_index().assign(**keys)]
     return out
 
@@ -150,7 +162,7 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
     for name, m in text.methods.items():
         sim = m.similarity()
         topk = topk_neighbour_correlation(sim, tickers, corr, ks)
-        rows.append({**keys, "method": name, "method_kind": "text", "text_look_ahead": info.text_look_ahead,
+        rows.append({**keys, "method": name, "method_kind": m.kind, "text_look_ahead": info.text_look_ahead,
                      "transform": m.transform, "n_companies": n_companies, **{f"top{k}": v for k, v in topk.items()},
                      "spearman": ref.spearman(sim)})
     for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):  # on the same companies
@@ -162,6 +174,47 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
                      "transform": "same group", "n_companies": n_companies,
                      **{f"top{k}": v for k, v in topk.items()}, "spearman": ref.spearman(sim)})
     return rows
+
+
+def _cold_start(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict) -> list[dict]:
+    """Cold start (``finsae.evaluate.learned.cold_start_rows``) against the taxonomies and unsupervised text."""
+    from finsae.evaluate.learned import cold_start_rows
+
+    tickers = next(iter(text.methods.values())).tickers
+    levels = list(cfg.granularity.levels)
+    refs = {lv: same_group_similarity(taxonomy_labels(universe, lv), tickers) for lv in levels}
+    refs.update({n: m.similarity() for n, m in text.methods.items() if m.learned is None})
+    learned = {n: m.learned for n, m in text.methods.items() if m.learned is not None}
+    return cold_start_rows(learned, refs, {lv: taxonomy_labels(universe, lv) for lv in levels}, tickers, corr,
+                           tuple(cfg.ranking.ks), keys, seed=cfg.evaluation.seed)
+
+
+def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dict[str, pd.Series],
+             keys: dict) -> list[dict]:
+    """Two-way paired differences at every density-matched level: the headline against the level's taxonomy,
+    price peers and every other text method; every text + price blend against price peers."""
+    from finsae.evaluate.inference import two_way_differences
+
+    lc = cfg.learned
+    headline = cfg.headline_method or cfg.text_methods[0].name
+    names = list(text.methods)
+    comparisons, meta = [], []
+    for level in cfg.granularity.levels:
+        def g(method: str, level: str = level) -> str:
+            return f"{method}@{level}:density"
+
+        pairs = [(g(headline), level, "taxonomy")]
+        pairs += [(g(headline), g(n), "text" if text.methods[n].kind == "text" else text.methods[n].kind)
+                  for n in names if n != headline]
+        pairs += [(g(n), g("price_peers"), "blend vs price") for n in names
+                  if text.methods[n].kind == "text+price" and "price_peers" in text.methods]
+        for a, b, what in pairs:
+            if a in labels and b in labels:
+                comparisons.append((a, b))
+                meta.append({"level": level, "comparison": what})
+    res = two_way_differences(panel.returns, corr, labels, comparisons, draws=lc.two_way_draws,
+                              block=lc.block_months, seed=cfg.evaluation.seed)
+    return [{**keys, **m, **r.to_dict()} for m, r in zip(meta, res, strict=True)]
 
 
 def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, pd.Series], keys: dict) -> list[dict]:
@@ -278,7 +331,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     if write:
         check_results_target(out)  # before any work: the folder must be ours to replace
-    acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": []}
+    acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": [], "cold_start": [],
+                            "two_way": []}
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
 
@@ -292,7 +346,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
         selections = pd.concat([v.selections() for v in text_stage._vintages.values()], ignore_index=True) \
             if text_stage is not None and text_stage._vintages else pd.DataFrame()
         return BenchmarkResult(cfg.name, frame("rows"), frame("strata"), frame("dropped"), designs,
-                               out if write else None, frame("ranking"), frame("verdict"), selections)
+                               out if write else None, frame("ranking"), frame("verdict"), selections,
+                               frame("cold_start"), frame("two_way"))
 
     with (staged_results(out) if write else contextlib.nullcontext((None, None))) as (folder, run_id), \
             tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
@@ -318,6 +373,9 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                         write_parquet(res.ranking, folder / "ranking.parquet", run_id)
                         write_parquet(res.verdict, folder / "verdict.parquet", run_id)
                         write_parquet(res.selection, folder / "selection.parquet", run_id)
+                        if len(res.cold_start):
+                            write_parquet(res.cold_start, folder / "cold_start.parquet", run_id)
+                            write_parquet(res.two_way, folder / "two_way.parquet", run_id)
         res = result()
         if write:
             write_text(benchmark_markdown(res), folder / "table.md")
