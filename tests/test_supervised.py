@@ -58,6 +58,8 @@ def test_closed_form_equals_brute_force_ridge(prior, alpha):
     z, c = _tiny()
     system = PairSystem.build(z)
     model = SupervisedSimilarity(alpha=alpha, prior=prior).fit(z, c, system=system)
+    eig = SupervisedSimilarity(alpha=alpha, prior=prior).fit(z, c, system=PairSystem.build(z).decompose())
+    np.testing.assert_allclose(eig.weights_, model.weights_, atol=1e-9)  # both solvers agree
     a_c = pair_gram(z) - system.n_pairs * np.outer(system.pbar, system.pbar)
     lam = alpha * np.trace(a_c) / z.shape[1]
     w, intercept = _brute(z, c, lam, model.prior_weight_)
@@ -133,3 +135,16 @@ def test_similarity_distance_is_nonnegative_with_zero_diagonal():
     d = similarity_distance(s)
     assert (d >= 0).all() and (np.diag(d) == 0).all()
     assert d[1, 2] < d[0, 1] < d[0, 2]
+
+
+def test_system_similarity_equals_weighted_dot_product():
+    z, c = _tiny(n=10, d=7, seed=4)
+    system = PairSystem.build(z, max_features=3)
+    w, _, w0 = system.solve(c, 0.3, "cosine")
+    full = (z * w) @ z.T
+    got = system.similarity(w)
+    off = ~np.eye(10, dtype=bool)
+    np.testing.assert_allclose(got[off], full[off], atol=1e-12)
+    np.testing.assert_allclose(system.similarity(w, rows=np.array([2, 5]))[:, 0], full[[2, 5], 0], atol=1e-12)
+    sub = PairSystem.build(z[:6], learned=system.learned)  # a subset of companies, the same learned features
+    np.testing.assert_array_equal(sub.learned, system.learned)

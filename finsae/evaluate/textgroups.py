@@ -18,6 +18,7 @@ from finsae.config import BenchmarkConfig, TextMethodConfig
 from finsae.data import Prices, Universe, log_returns
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
+from finsae.evaluate.learned import LearnedMethod, build_learned
 from finsae.evaluate.selection import Selection, select_text_params
 from finsae.extract.documents import TextFeatures, document_features
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
@@ -38,14 +39,17 @@ class TextMethodResult:
     clusterer: str
     z: np.ndarray
     selection: Selection | None
-    distance: np.ndarray  # cosine distance of z (clipped to [0, 2])
+    distance: np.ndarray  # cosine distance of z (clipped to [0, 2]); learned methods: their group distance
+    rank_similarity: np.ndarray | None = None  # learned methods: the similarity chosen for neighbour ranking
+    kind: str = "text"  # text / price / text+price
+    learned: LearnedMethod | None = None
 
     @property
     def tickers(self) -> pd.Index:
         return self.features.tickers
 
     def similarity(self) -> np.ndarray:
-        return 1.0 - self.distance
+        return 1.0 - self.distance if self.rank_similarity is None else self.rank_similarity
 
 
 @dataclass
@@ -64,6 +68,7 @@ class VintageGroups:
 
     def selections(self) -> pd.DataFrame:
         frames = [m.selection.table.assign(vintage=self.vintage) for m in self.methods.values() if m.selection]
+        frames = [f.astype({c: str for c in ("alpha", "beta") if c in f}) for f in frames]  # one parquet type
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def labels_frame(self) -> pd.DataFrame:
@@ -97,7 +102,8 @@ class TextStage:
 
     def check_selection_window(self, design_name: str, start: pd.Timestamp, look_ahead: bool) -> None:
         """A forward design may not choose parameters on returns that overlap its window."""
-        selecting = any("select" in (m.transform, m.clusterer) for m in self.cfg.text_methods)
+        selecting = any("select" in (m.transform, m.clusterer) for m in self.cfg.text_methods) \
+            or self.cfg.learned is not None  # learned similarities are fitted on the selection window
         if selecting and not look_ahead and pd.Timestamp(self.cfg.selection.end) >= start:
             raise ConfigError(f"selection.end {self.cfg.selection.end} is not before design {design_name!r} starts "
                               f"({start.date()}): the forward design would choose parameters on its own returns")
@@ -148,6 +154,33 @@ class TextStage:
         z, distance = zs[transform]
         return TextMethodResult(m, feats, transform, clusterer, z, selection, distance)
 
+    def _add_learned(self, vintage: str, methods: dict[str, TextMethodResult], targets: dict[str, GranularityTarget],
+                     groupings: list[TextGrouping], kinds: dict[str, str]) -> None:
+        """The learned methods (``finsae.evaluate.learned``) as methods with their groupings at every level."""
+        cfg = self.cfg
+        first = next(iter(methods.values()))
+        sel_targets = dict(targets)
+        if cfg.selection.level not in sel_targets:
+            sel_targets.update(granularity_targets(self.universe, first.tickers, [cfg.selection.level]))
+        learned = build_learned(cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets)
+        for name, lm in learned.items():
+            base = methods[lm.base] if lm.base in methods else (
+                methods[learned[lm.base].base] if lm.base in learned else first)
+            z = base.z if lm.kind == "supervised" else np.zeros((len(first.tickers), 0))
+            variant = str(lm.group_params.get("variant"))
+            distance = lm.distance()
+            methods[name] = TextMethodResult(base.config, base.features, variant, "average", z,
+                                             Selection(name, variant, "average", lm.candidates.assign(
+                                                 vintage=vintage, chosen=False)), distance, lm.rank_similarity,
+                                             "text" if lm.kind == "supervised" else lm.kind, lm)
+            grouper = PeerGrouper(None, first.tickers, "average", distance=distance)
+            for level in cfg.granularity.levels:
+                for match in cfg.granularity.match:
+                    g = grouper.grouping(name, targets[level], match)
+                    g.params.update(transform=variant, kind=lm.kind)
+                    groupings.append(g)
+                    kinds[VintageGroups.name(g)] = "text" if lm.kind == "supervised" else lm.kind
+
     def _build(self, vintage: str) -> VintageGroups:
         cfg = self.cfg
         levels = list(cfg.granularity.levels)
@@ -169,6 +202,9 @@ class TextStage:
                     g.params.update(transform=res.transform)
                     groupings.append(g)
                     kinds[VintageGroups.name(g)] = "text"
+        lc = cfg.learned
+        if lc is not None and methods and (lc.vintages is None or vintage in lc.vintages):
+            self._add_learned(vintage, methods, targets, groupings, kinds)
         if cfg.hybrid is not None and methods:
             base = methods[cfg.hybrid.method]
             parents = taxonomy_labels(self.universe, cfg.hybrid.parent)

@@ -105,10 +105,14 @@ class PeerGrouper:
     refitted per target. ``parents`` (a label per ticker) makes it a hybrid: average-linkage sub-groups inside
     each parent group."""
 
-    def __init__(self, z: np.ndarray, tickers: pd.Index, clusterer: str = "average", *,
+    def __init__(self, z: np.ndarray | None, tickers: pd.Index, clusterer: str = "average", *,
                  parents: pd.Series | None = None, seed: int = 0, distance: np.ndarray | None = None) -> None:
         if clusterer not in CLUSTERERS:
             raise DataError(f"unknown clusterer {clusterer!r}; choose one of {list(CLUSTERERS)}")
+        if z is None:  # a similarity without feature rows (price peers, learned similarities): trees only
+            if distance is None or clusterer == "kmeans":
+                raise DataError("PeerGrouper without feature rows needs a distance matrix and a tree clusterer")
+            z = np.zeros((len(distance), 0))
         if len(z) != len(tickers):
             raise DataError(f"{len(z)} feature rows for {len(tickers)} tickers")
         self.z, self.tickers, self.clusterer, self.seed = z, pd.Index(tickers), clusterer, seed

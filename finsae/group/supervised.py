@@ -37,7 +37,6 @@ the contributions of a pair sum to its similarity exactly.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -81,30 +80,32 @@ def pair_gram(Z: np.ndarray) -> np.ndarray:
     return g * g - z2.T @ z2
 
 
-@dataclass(frozen=True)
 class PairSystem:
-    """The features' side of the normal equations (it does not depend on the returns): ``A_c``'s
-    eigendecomposition, ``pbar``, the learned/fixed split of the features, and the fixed features' dot products.
-    Build it once with :meth:`build`; :meth:`solve` then fits any returns window and any ``alpha``."""
+    """The features' side of the normal equations (it does not depend on the returns): ``A_c``, ``pbar``, the
+    learned/fixed split of the features and the fixed features' dot products. Build it once with :meth:`build`;
+    :meth:`solve` then fits any returns window and any ``alpha`` (after :meth:`decompose`, by one
+    eigendecomposition ``A_c = V E V^T`` shared by every ``alpha``; otherwise by one linear solve)."""
 
-    z: np.ndarray
-    learned: np.ndarray          # indices of the features with a learned weight
-    fixed_dot: np.ndarray | None  # N x N dot products over the other features (None: every feature is learned)
-    pbar: np.ndarray
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    n_pairs: int
-    cosine: np.ndarray           # z_i . z_j with a zero diagonal (for the prior's slope)
+    def __init__(self, z: np.ndarray, learned: np.ndarray, fixed_dot: np.ndarray | None, pbar: np.ndarray,
+                 a_c: np.ndarray, n_pairs: int, cosine: np.ndarray) -> None:
+        self.z, self.learned, self.fixed_dot, self.pbar = z, learned, fixed_dot, pbar
+        self.a_c, self.n_pairs, self.cosine = a_c, n_pairs, cosine
+        self.trace = float(np.trace(a_c))
+        self._eig: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def build(cls, Z: object, max_features: int | None = 2048) -> PairSystem:
+    def build(cls, Z: object, max_features: int | None = 2048, learned: np.ndarray | None = None) -> PairSystem:
+        """``learned``: the indices of the features to learn (default: the ``max_features`` most often active,
+        or all); given, e.g., to fit on a subset of companies with the full set's choice (a text-only choice)."""
         z = np.asarray(Z, dtype=np.float64)
         if z.ndim != 2 or len(z) < 3:
             raise DataError(f"features must be a 2-D matrix with at least 3 rows, got shape {z.shape}")
         n, d = z.shape
-        if max_features is not None and d > max_features:
-            active = (z != 0).sum(axis=0)
-            learned = np.sort(np.argsort(-active, kind="stable")[:max_features])
+        if learned is not None or (max_features is not None and d > max_features):
+            if learned is None:
+                active = (z != 0).sum(axis=0)
+                learned = np.sort(np.argsort(-active, kind="stable")[:max_features])
+            learned = np.asarray(learned, dtype=np.int64)
             rest = np.setdiff1d(np.arange(d), learned)
             zr = z[:, rest]
             fixed_dot = zr @ zr.T
@@ -114,11 +115,29 @@ class PairSystem:
         zl = z[:, learned]
         n_pairs = n * (n - 1)
         pbar = (zl.sum(axis=0) ** 2 - (zl * zl).sum(axis=0)) / n_pairs
-        a = pair_gram(zl) - n_pairs * np.outer(pbar, pbar)
-        e, v = np.linalg.eigh(a)
+        a_c = pair_gram(zl) - n_pairs * np.outer(pbar, pbar)
         cosine = z @ z.T
         np.fill_diagonal(cosine, 0.0)
-        return cls(z, learned, fixed_dot, pbar, np.clip(e, 0.0, None), v, n_pairs, cosine)
+        return cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine)
+
+    def decompose(self) -> PairSystem:
+        """Compute (once) the eigendecomposition used to solve for many ``alpha``."""
+        if self._eig is None:
+            e, v = np.linalg.eigh(self.a_c)
+            self._eig = (np.clip(e, 0.0, None), v)
+        return self
+
+    def similarity(self, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``sum_k w_k z_ik z_jk`` for rows ``rows`` (default all) against every row, computed over the learned
+        features plus ``w0`` times the fixed features' dot products (equal to ``Z diag(w) Z^T``; diagonal
+        entries of the fixed part are 0, which no ranking or grouping reads)."""
+        zl = self.z[:, self.learned]
+        r = slice(None) if rows is None else rows
+        s = (zl[r] * weights[self.learned]) @ zl.T
+        if self.fixed_dot is not None:
+            rest = np.setdiff1d(np.arange(self.n_features), self.learned)
+            s += float(weights[rest[0]]) * self.fixed_dot[r]
+        return s
 
     @property
     def n_features(self) -> int:
@@ -129,7 +148,7 @@ class PairSystem:
         off = ~np.eye(len(y), dtype=bool)
         s, t = self.cosine[off], y[off]
         var = float(np.var(s))
-        return float(np.cov(s, t, bias=True)[0, 1] / var) if var > 0 else 0.0
+        return float(np.mean((s - s.mean()) * (t - t.mean())) / var) if var > 0 else 0.0
 
     def solve(self, C: np.ndarray, alpha: float, prior: str = "cosine") -> tuple[np.ndarray, float, float]:
         """Full-length weights (learned ones and ``w0`` for fixed features), the intercept and ``w0`` for the
@@ -150,11 +169,17 @@ class PairSystem:
         if np.isinf(alpha):
             wl = np.full(m, w0)
         else:
-            lam = alpha * float(self.eigenvalues.sum()) / m
-            if lam == 0 and self.eigenvalues.min() <= 1e-12 * max(self.eigenvalues.max(), 1e-300):
-                raise DataError("alpha = 0 with a singular pair Gram matrix: use alpha > 0")
-            rhs = self.eigenvectors.T @ (b + lam * w0)
-            wl = self.eigenvectors @ (rhs / (self.eigenvalues + lam))
+            lam = alpha * self.trace / m
+            if self._eig is not None:
+                e, v = self._eig
+                if lam == 0 and e.min() <= 1e-12 * max(e.max(), 1e-300):
+                    raise DataError("alpha = 0 with a singular pair Gram matrix: use alpha > 0")
+                wl = v @ ((v.T @ (b + lam * w0)) / (e + lam))
+            else:
+                try:
+                    wl = np.linalg.solve(self.a_c + lam * np.eye(m), b + lam * w0)
+                except np.linalg.LinAlgError:
+                    raise DataError("alpha = 0 with a singular pair Gram matrix: use alpha > 0") from None
         w = np.full(self.n_features, w0)
         w[self.learned] = wl
         intercept = ybar - float(self.pbar @ wl)

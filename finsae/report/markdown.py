@@ -202,6 +202,45 @@ def verdict_lines(verdict: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> list[str]:
+    """Two-way paired differences and cold start of one window (``finsae.evaluate.learned``), if any."""
+    parts: list[str] = []
+    tw = result.two_way
+    if len(tw):
+        tw = tw[(tw["design"] == design) & (tw["frequency"] == frequency)]
+    if len(tw):
+        lines = ["Paired differences of pair-weighted correlation, density-matched, with a two-way bootstrap "
+                 "(companies x circular blocks of months, 95% CI):", "",
+                 "| level | A | B | A | B | A - B [95% CI] |", "|---|---|---|---|---|---|"]
+        for x in tw.itertuples(index=False):
+            lines.append(f"| {METHOD_NAMES.get(x.level, x.level)} | {x.a} | {x.b} | {_f(x.pair_weighted_a)} | "
+                         f"{_f(x.pair_weighted_b)} | {x.difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}] |")
+        parts += [*lines, ""]
+    cs = result.cold_start
+    if len(cs):
+        cs = cs[(cs["design"] == design) & (cs["frequency"] == frequency)]
+    if len(cs):
+        nb = cs[cs["kind"] == "neighbours"]
+        ks = [c for c in nb.columns if c.startswith("top") and nb[c].notna().any()]
+        lines = ["Cold start (no price history): top-k neighbour correlation of every company, learned weights "
+                 "fitted without any pair of the company's fold; references need no fit:", "",
+                 "| method | fitted without the fold | " + " | ".join(ks) + " |", "|" + "---|" * (2 + len(ks))]
+        for x in nb.itertuples(index=False):
+            d = x._asdict()
+            lines.append(f"| {METHOD_NAMES.get(x.method, x.method)} | {'yes' if x.fitted else 'no fit'} | "
+                         + " | ".join(_f(d[k]) for k in ks) + " |")
+        gr = cs[cs["kind"] == "groups"]
+        if len(gr):
+            lines += ["", "Cold-start groups (each fold's weights; within-group pairs with a held-out company, "
+                      "pooled over folds), against the taxonomy on the same folds:", "",
+                      "| method | level | pair-weighted | taxonomy | pairs |", "|---|---|---|---|---|"]
+            for x in gr.itertuples(index=False):
+                lines.append(f"| {x.method} | {METHOD_NAMES.get(x.level, x.level)} | {_f(x.pair_weighted)} | "
+                             f"{_f(x.taxonomy_pair_weighted)} | {int(x.n_pairs)} |")
+        parts += [*lines, ""]
+    return parts
+
+
 def text_benchmark_markdown(result: BenchmarkResult) -> str:
     """The text benchmark: per design and frequency, one table per matching rule (rows: granularity levels;
     columns: the taxonomy level itself, each text method, the hybrid and random groups), the ranking metrics,
@@ -215,7 +254,7 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
             allp = w[w["method"] == "all_pairs"]
             if len(allp):
                 parts += [f"All pairs: {_f(allp.iloc[0].pair_weighted)}.", ""]
-            text = w[w["method_kind"].isin(["text", "hybrid", "random"])]
+            text = w[w["method_kind"].isin(["text", "hybrid", "random", "price", "text+price"])]
             methods = list(dict.fromkeys(text["text_method"]))
             for match in [m for m in ("density", "count") if m in set(text["match"])]:
                 cols = ["level", "taxonomy", *methods]
@@ -249,12 +288,25 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                           "text grouping minus the taxonomy, company-bootstrap 95% CI; the best of several text "
                           "groupings is chosen after seeing the window, so its CI is optimistic - the headline "
                           "method's is not):", "", *verdict_lines(v), ""]
+            parts += _learned_sections(result, info.name, frequency)
     if len(result.selection):
-        s = result.selection[result.selection["chosen"]]
+        s = result.selection[result.selection["chosen"].fillna(False).astype(bool)]
         sel = ", ".join(f"`{r.method}` ({r.vintage} text): {r.transform} + {r.clusterer}" for r in s.itertuples())
         first = result.selection.iloc[0]
         parts += [f"Chosen on {first.frequency} returns {first.window_start:%Y-%m-%d} to {first.window_end:%Y-%m-%d} "
                   f"only (groups at {METHOD_NAMES.get(first.level, first.level)} {first.match}): {sel}.", ""]
+        if "chosen_groups" in result.selection:
+            lr = result.selection[result.selection["chosen_groups"].notna()]
+            picks = []
+            for name, g in lr.groupby("method", sort=False):
+                grp = g[g["chosen_groups"].astype(bool)].iloc[0]
+                rnk = g[g["chosen_rank"].astype(bool)].iloc[0]
+                picks.append(f"`{name}` ({len(g)} candidates): groups {grp.variant}, neighbours {rnk.variant}")
+            f0 = lr.iloc[0]
+            parts += [f"Learned similarities, {len(lr)} candidates in all, each fitted on {f0.window_fit} and scored "
+                      f"on {f0.window_score} (groups: pair-weighted at {METHOD_NAMES.get(f0.level, f0.level)} "
+                      f"density; neighbours: top-{int(f0.rank_k)}), the choice refitted on the whole selection "
+                      "window: " + "; ".join(picks) + ".", ""]
     parts.append(
         "Every method, taxonomies included, is scored on the same companies: those with text in the design's "
         "vintage and usable returns in the window. Text groups are cut to each taxonomy level's number of groups or pair density on the companies with text "

@@ -1,0 +1,109 @@
+"""Learned similarities in the benchmark: price peers, supervised weights, blends, cold start and the two-way
+bootstrap on a small synthetic universe; no choice, weight or group can see returns after the selection window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finsae.config import load_benchmark_config
+from finsae.evaluate import correlation_matrix
+from finsae.evaluate.benchmark import run_benchmark
+from finsae.evaluate.inference import block_indices, two_way_differences
+from finsae.evaluate.pricepeers import blend_similarity, price_similarity, standardise
+
+from .conftest import synthetic_panel, synthetic_prices
+from .test_groups import TEXT_CONFIG, _text_files
+
+LEARNED = """\
+headline_method: tfidf_sup
+learned:
+  methods: [tfidf]
+  blend_with: [tfidf_sup]
+  split: 2015-06-30
+  alphas: [0.1, 10.0]
+  priors: [zero, cosine]
+  betas: [0.0, 0.5, 1.0]
+  folds: 3
+  two_way_draws: 40
+  block_months: 3
+"""
+
+
+def _config(tmp_path: Path, close: pd.DataFrame) -> Path:
+    path = _text_files(tmp_path, close)
+    path.write_text(TEXT_CONFIG.replace("    frequencies: [daily]\n", "    frequencies: [daily, monthly]\n")
+                    + LEARNED)
+    return path
+
+
+def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)  # 2015-01 .. 2017-12
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    changed = prices.close.copy()
+    later = changed.index > "2015-12-31"  # every return after the selection window
+    rng = np.random.default_rng(7)
+    changed.loc[later] *= np.exp(np.cumsum(rng.normal(0, 0.03, (later.sum(), changed.shape[1])), axis=0))
+    ra = run_benchmark(load_benchmark_config(_config(a, prices.close)), a / "out")
+    rb = run_benchmark(load_benchmark_config(_config(b, changed)), b / "out")
+    cols = [c for c in ("method", "variant", "score_groups", "score_rank", "chosen_groups", "chosen_rank")
+            if c in ra.selection]
+    learned_a = ra.selection[ra.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
+    learned_b = rb.selection[rb.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
+    assert len(learned_a) == 1 + 2 * 2 + 1 + 3  # cosine + alpha x prior; price peers; betas
+    pd.testing.assert_frame_equal(learned_a[cols].reset_index(drop=True), learned_b[cols].reset_index(drop=True))
+    ga = pd.read_parquet(a / "out" / "groups_2016-01-01.parquet")
+    gb = pd.read_parquet(b / "out" / "groups_2016-01-01.parquet")
+    assert {"tfidf_sup", "price_peers", "tfidf_sup_price"} <= set(ga["method"])
+    pd.testing.assert_frame_equal(ga, gb)  # every group, learned ones included
+    # the changed returns do change the evaluation, cold start and two-way tables included
+    assert not np.allclose(ra.table["pair_weighted"], rb.table["pair_weighted"], equal_nan=True)
+    assert len(ra.cold_start) and len(ra.two_way)
+    assert set(ra.two_way["frequency"]) == {"monthly"}
+    cs = ra.cold_start
+    assert {"neighbours", "groups"} == set(cs["kind"])
+    assert cs[(cs["kind"] == "neighbours") & cs["fitted"]]["method"].tolist().count("tfidf_sup") == 2  # 2 freq
+    assert (a / "out" / "cold_start.parquet").is_file() and (a / "out" / "two_way.parquet").is_file()
+    kinds = set(ra.ranking["method_kind"])
+    assert {"text", "price", "text+price", "taxonomy"} <= kinds
+    assert "tfidf_sup@gics_industry:density" in set(ra.verdict["headline"])
+
+
+def test_price_similarity_and_blend():
+    panel = synthetic_panel(n_periods=40, n_tickers=6, seed=2)
+    corr = correlation_matrix(panel)
+    tickers = pd.Index([*panel.tickers, "NEW"])  # no history: least similar to everyone
+    s = price_similarity(corr, tickers)
+    assert s.shape == (7, 7) and (s[6, :6] == -1).all() and s[6, 6] == 1
+    np.testing.assert_allclose(s[:6, :6][~np.eye(6, dtype=bool)], corr.values[~np.eye(6, dtype=bool)])
+    text = np.random.default_rng(0).random((7, 7))
+    text = (text + text.T) / 2
+    p = s.copy()
+    p[6, :] = p[:, 6] = np.nan
+    assert np.allclose(blend_similarity(text, p, 0.0), standardise(text))
+    b = blend_similarity(text, p, 1.0)
+    assert np.allclose(b[6, :6], 0.0)  # without history the price part is average
+    off = ~np.eye(7, dtype=bool)
+    assert abs(standardise(text)[off].mean()) < 1e-12 and standardise(text)[off].std() == pytest.approx(1.0)
+
+
+def test_two_way_bootstrap_point_and_blocks():
+    idx = block_indices(10, 3, np.random.default_rng(0))
+    assert len(idx) == 10 and set(np.diff(idx[:3]) % 10) == {1}
+    panel = synthetic_panel(n_periods=48, n_tickers=12, seed=3)
+    corr = correlation_matrix(panel)
+    good = pd.Series([f"g{i % 3}" for i in range(12)], index=panel.tickers, name="good")
+    bad = pd.Series([f"b{i // 4}" for i in range(12)], index=panel.tickers, name="bad")
+    (d,) = two_way_differences(panel.returns, corr, {"good": good, "bad": bad}, [("good", "bad")], draws=200,
+                               block=4, seed=0)
+    from finsae.evaluate import comovement
+
+    pa = comovement(corr, good, null_draws=0, bootstrap_draws=0).pair_weighted
+    pb = comovement(corr, bad, null_draws=0, bootstrap_draws=0).pair_weighted
+    assert d.difference == pytest.approx(pa - pb, abs=1e-12)
+    assert d.ci_low <= d.difference <= d.ci_high and d.separated
