@@ -269,9 +269,11 @@ class EngleGrangerPanel:
         """Both orderings, ``(test(i, j), test(j, i))``, from one set of products."""
         i = np.asarray(i, dtype=np.int64).ravel()
         j = np.asarray(j, dtype=np.int64).ravel()
-        res, _ = self.test_with_route(np.r_[i, j], np.r_[j, i])
-        n = len(i)
-        return _take(res, slice(0, n)), _take(res, slice(n, 2 * n))
+        if i.shape != j.shape:
+            raise DataError(f"i and j must have the same length, got {i.shape} and {j.shape}")
+        # interleaved, so a request sorted by its smaller column stays sorted
+        res, _ = self.test_with_route(np.column_stack([i, j]).ravel(), np.column_stack([j, i]).ravel())
+        return _take(res, slice(0, None, 2)), _take(res, slice(1, None, 2))
 
     def test_with_route(self, i: np.ndarray, j: np.ndarray) -> tuple[EngleGranger, np.ndarray]:
         """:meth:`test` and, per pair, how it was computed (``ROUTE_MATRIX``, ``ROUTE_GAP``, ``ROUTE_ILL``)."""
@@ -289,8 +291,9 @@ class EngleGrangerPanel:
 
         todo = np.flatnonzero(route == ROUTE_MATRIX)
         lo_col, hi_col = np.minimum(iy[todo], ix[todo]), np.maximum(iy[todo], ix[todo])
-        order = np.argsort(lo_col, kind="stable")
-        todo, lo_col, hi_col = todo[order], lo_col[order], hi_col[order]
+        if np.any(lo_col[1:] < lo_col[:-1]):  # e.g. all_pairs order is sorted already
+            order = np.argsort(lo_col, kind="stable")
+            todo, lo_col, hi_col = todo[order], lo_col[order], hi_col[order]
         edges = np.searchsorted(lo_col, np.arange(0, self.n_cols + self.block, self.block))
         tasks = [(r0, edges[b], edges[b + 1]) for b, r0 in enumerate(range(0, self.n_cols, self.block))
                  if edges[b + 1] > edges[b]]
@@ -338,16 +341,20 @@ class EngleGrangerPanel:
         there; fills the outputs at ``pos`` (disjoint between blocks)."""
         m, length = self.maxlag, self.t_len - 1
         r1 = min(r0 + self.block, self.n_cols)
-        cols = np.unique(hi_col)
-        if cols[-1] - cols[0] + 1 == len(cols):
-            sel: slice | np.ndarray = slice(int(cols[0]), int(cols[-1]) + 1)
-            col_pos = hi_col - cols[0]
+        first, last = int(hi_col.min()), int(hi_col.max())
+        present = np.zeros(last - first + 1, dtype=bool)
+        present[hi_col - first] = True
+        if present.all():  # a contiguous range of columns (all pairs): views, no copies
+            sel: slice | np.ndarray = slice(first, last + 1)
+            n_sel = last - first + 1
+            col_pos = hi_col - first
         else:
-            sel = cols
-            col_pos = np.searchsorted(cols, hi_col)
+            sel = np.flatnonzero(present) + first
+            n_sel = len(sel)
+            col_pos = np.searchsorted(sel, hi_col)
         zb, db = self.z[:, r0:r1], self.d[:, r0:r1]
         zk, dk = self.z[:, sel], self.d[:, sel]
-        flat = (lo_col - r0) * len(cols) + col_pos
+        flat = (lo_col - r0) * n_sel + col_pos
         c_ab = (zb.T @ zk).ravel()[flat]
         dd_ab = [2.0 * (db.T @ dk).ravel()[flat]]
         for lag in range(1, m + 1):
@@ -402,9 +409,9 @@ class EngleGrangerPanel:
         else:
             chosen = np.full(len(pos), m)
         stat = np.full(len(pos), np.nan)
-        for p in np.unique(chosen[good]):
+        for p in np.flatnonzero(np.bincount(chosen[good], minlength=m + 1)):
             rows = np.flatnonzero(good & (chosen == p))
-            st, ok = _adf_stat_at_lag(sums.take(rows), int(p))
+            st, ok = _adf_stat_at_lag(sums if len(rows) == len(pos) else sums.take(rows), int(p))
             stat[rows] = st
             good[rows[~ok]] = False
         with np.errstate(invalid="ignore"):  # NaN statistics (saturated regressions) are NaN on both paths
