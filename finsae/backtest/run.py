@@ -52,7 +52,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from finsae._io import run_manifest, staged_results, write_json, write_parquet, write_text
+from finsae._io import (
+    check_results_target,
+    run_manifest,
+    staged_results,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from finsae._paths import cache_dir
 from finsae.backtest.engine import (
     PairPaths,
@@ -77,7 +84,7 @@ from finsae.backtest.metrics import (
 from finsae.backtest.pairs import all_pairs, pair_position, pair_tests, select_distance, select_pairs
 from finsae.backtest.unitroot import adf_test
 from finsae.config import PairsBacktestConfig
-from finsae.data import load_prices, load_universe
+from finsae.data import load_prices, load_universe, priced_tickers
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import percentile_of, within_pairs
 from finsae.group.taxonomy import taxonomy_labels
@@ -586,13 +593,16 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     from finsae.report.markdown import backtest_markdown
 
     t_start = time.perf_counter()
+    out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
+    if write:
+        check_results_target(out)  # before any work: never write over a folder that is not a results folder
     universe = load_universe(cfg.data.companies)
-    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks)
-    tickers = universe.tickers.intersection(prices.tickers, sort=False)
+    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks,
+                         splits=cfg.data.splits)
+    tickers = priced_tickers(universe.tickers, prices, f"universe {universe.source}")
     if len(tickers) < 2:
-        raise DataError(f"the prices ({prices.source}) share {len(tickers)} ticker(s) with the universe "
-                        f"({universe.source}; e.g. universe {list(universe.tickers[:3])}, prices "
-                        f"{list(prices.tickers[:3])}): nothing to trade")
+        raise DataError(f"the prices ({prices.source}) share only {len(tickers)} ticker with the universe "
+                        f"({universe.source}): no pair to trade")
     close = prices.close[tickers]
     windows = walk_forward_windows(close.index, cfg.formation_days, cfg.trading_days, cfg.start, cfg.end)
     rules = {"coint": TradingRules(cfg.trading.entry_z, cfg.trading.exit_z, cfg.trading.stop_z, cfg.trading.borrow_bps,
@@ -723,7 +733,6 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
         for b in method_books for basis in BASES
     ])
     summary["look_ahead"] = summary["method"].map(look_ahead).astype(bool)
-    out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     result = BacktestResult(cfg.name, summary, daily, windows_frame, placebo, trades, selections, cfg,
                             out if write else None)
     if write:
