@@ -69,6 +69,10 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     assert {"neighbours", "groups"} == set(cs["kind"])
     assert cs[(cs["kind"] == "neighbours") & cs["fitted"]]["method"].tolist().count("tfidf_sup") == 2  # 2 freq
     assert (a / "out" / "cold_start.parquet").is_file() and (a / "out" / "two_way.parquet").is_file()
+    wa = pd.read_parquet(a / "out" / "learned_weights_2016-01-01.parquet")
+    wb = pd.read_parquet(b / "out" / "learned_weights_2016-01-01.parquet")
+    assert set(wa["method"]) == {"tfidf_sup"} and np.isfinite(wa["weight_groups"]).all()
+    pd.testing.assert_frame_equal(wa, wb)  # no weight moves either
     kinds = set(ra.ranking["method_kind"])
     assert {"text", "price", "text+price", "taxonomy"} <= kinds
     assert "tfidf_sup@gics_industry:density" in set(ra.verdict["headline"])

@@ -148,3 +148,25 @@ def test_system_similarity_equals_weighted_dot_product():
     np.testing.assert_allclose(system.similarity(w, rows=np.array([2, 5]))[:, 0], full[[2, 5], 0], atol=1e-12)
     sub = PairSystem.build(z[:6], learned=system.learned)  # a subset of companies, the same learned features
     np.testing.assert_array_equal(sub.learned, system.learned)
+
+
+def test_weighted_pair_and_group_explanations_sum_to_the_similarity():
+    from finsae.explain.groups import explain_group_weighted, explain_pair_weighted
+
+    z, c = _tiny(n=12, d=6, seed=6)
+    model = SupervisedSimilarity(alpha=0.2, prior="cosine").fit(z, c)
+    s = model.similarity()
+    pair = explain_pair_weighted(z, model.weights_, 2, 7, top=6)
+    assert pair["contribution"].sum() == pytest.approx(s[2, 7], abs=1e-12)
+    assert pair["contribution"].is_monotonic_decreasing
+    np.testing.assert_allclose(pair.sort_values("latent")["contribution"],
+                               model.contributions(2, 7)[pair.sort_values("latent")["latent"]])
+    members = np.zeros(12, dtype=bool)
+    members[[1, 4, 5, 9]] = True
+    grp = explain_group_weighted(z, model.weights_, members, top=6)
+    idx = np.flatnonzero(members)
+    within = np.mean([s[i, j] for i in idx for j in idx if i != j])
+    assert grp["contribution"].sum() == pytest.approx(within, abs=1e-12)
+    assert grp["excess"].is_monotonic_decreasing
+    with pytest.raises(DataError, match="one per latent"):
+        explain_pair_weighted(z, model.weights_[:3], 0, 1)

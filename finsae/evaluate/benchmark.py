@@ -360,6 +360,9 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                     [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))
                 if write:
                     write_parquet(text.labels_frame(), folder / f"groups_{info.text_vintage}.parquet", run_id)
+                    weights = text.weights_frame()
+                    if len(weights):  # learned per-latent weights: what `finsae explain` attributes with
+                        write_parquet(weights, folder / f"learned_weights_{info.text_vintage}.parquet", run_id)
             for frequency in design.frequencies:
                 got = _run_window(universe, prices, info, frequency, cfg, progress, text)
                 for key, items in got.items():

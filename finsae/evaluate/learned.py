@@ -165,11 +165,12 @@ class LearnedStage:
         cands += [{"variant": f"ridge alpha={a:g} prior={p}", "alpha": a, "prior": p}
                   for p in lc.priors for a in lc.alphas]
         rows = []
+        rhs = {p: system.rhs(self.c_fit, p) for p in lc.priors}  # one per prior, shared by every alpha
         for cand in cands:
             if cand["prior"] == "none":
                 s = cosine
             else:
-                w, _, _ = system.solve(self.c_fit, cand["alpha"], cand["prior"])
+                w, _, _ = system.solve(rhs[cand["prior"]], cand["alpha"])
                 s = system.similarity(w)
             pw = _score_groups(name, s, self.tickers, self.target, self.match, self.w.score)
             topk = _score_rank(s, self.tickers, self.w.score, lc.rank_k)

@@ -71,6 +71,23 @@ class VintageGroups:
         frames = [f.astype({c: str for c in ("alpha", "beta") if c in f}) for f in frames]  # one parquet type
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def weights_frame(self) -> pd.DataFrame:
+        """Per supervised method and feature: the learned weights of its group and neighbour similarities."""
+        frames = []
+        for name, m in self.methods.items():
+            lm = m.learned
+            if lm is None or lm.kind != "supervised":
+                continue
+            d = m.z.shape[1]
+            names = m.features.names if len(m.features.names) == d else np.arange(d).astype(str)
+            cos = np.ones(d)  # the unsupervised cosine: weight 1 on every feature
+            frames.append(pd.DataFrame({
+                "method": name, "base": lm.base, "transform": self.methods[str(lm.base)].transform,
+                "latent": np.arange(d), "feature": np.asarray(names, dtype=str),
+                "weight_groups": lm.group_weights if lm.group_weights is not None else cos,
+                "weight_rank": lm.rank_weights if lm.rank_weights is not None else cos, "vintage": self.vintage}))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def labels_frame(self) -> pd.DataFrame:
         frames = [g.to_frame().assign(name=self.name(g), kind=self.kinds[self.name(g)], vintage=self.vintage)
                   for g in self.groupings]
@@ -177,7 +194,7 @@ class TextStage:
             for level in cfg.granularity.levels:
                 for match in cfg.granularity.match:
                     g = grouper.grouping(name, targets[level], match)
-                    g.params.update(transform=variant, kind=lm.kind)
+                    g.params.update(transform=base.transform, variant=variant, kind=lm.kind)
                     groupings.append(g)
                     kinds[VintageGroups.name(g)] = "text" if lm.kind == "supervised" else lm.kind
 

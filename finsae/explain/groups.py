@@ -179,3 +179,60 @@ def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: 
     pct = float(100.0 * np.mean(random_drops < drop))
     return Faithfulness(group, len(rows), base, drop, float(random_drops.mean()),
                         float(np.percentile(random_drops, 95)), pct)
+
+
+# --- explanations of a learned (weighted) similarity ------------------------------------------------------------
+
+
+def explain_pair_weighted(z: np.ndarray, weights: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None,
+                          top: int = 8) -> pd.DataFrame:
+    """The latents behind the learned similarity ``s_ab = sum_k w_k z_ak z_bk`` of rows ``a`` and ``b``
+    (:mod:`finsae.group.supervised`): ``latent, label, weight, contribution`` (``w_k z_ak z_bk``) and ``share``
+    of ``s_ab``, largest contribution first. All contributions (not only the ``top`` shown) sum to ``s_ab``;
+    negative ones (a latent both share whose weight says it does not make returns co-move) are kept."""
+    z = np.asarray(z, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (z.shape[1],):
+        raise DataError(f"weights have shape {w.shape}, expected ({z.shape[1]},) (one per latent)")
+    terms = w * z[a] * z[b]
+    total = float(terms.sum())
+    shared = np.flatnonzero(terms != 0)
+    order = shared[np.lexsort((shared, -terms[shared]))][:max(0, top)]
+    names = (labels.reindex(order).fillna("").astype(str).to_numpy() if labels is not None
+             else np.array([f"latent {j}" for j in order]))
+    return pd.DataFrame({"latent": order, "label": names, "weight": w[order], "contribution": terms[order],
+                         "share": terms[order] / total if total != 0 else np.nan})
+
+
+def explain_group_weighted(z: np.ndarray, weights: np.ndarray, members: np.ndarray, *,
+                           labels: pd.Series | None = None, top: int = 8) -> pd.DataFrame:
+    """The latents behind a group's mean within-group learned similarity.
+
+    For group ``G`` (``n_G >= 2``) latent ``k`` contributes ``c_k = w_k mean_{i != j in G} z_ik z_jk =
+    w_k ((sum_G z_k)^2 - sum_G z_k^2) / (n_G (n_G - 1))`` (the ``c_k`` sum to the group's mean similarity); the
+    same over all companies, ``c_k^all``, is what latent ``k`` gives a typical pair. Rows: ``latent, label,
+    weight, contribution`` (``c_k``), ``typical`` (``c_k^all``) and ``excess = c_k - c_k^all``, ranked by excess:
+    what sets the group's similarity apart."""
+    z = np.asarray(z, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    members = np.asarray(members, dtype=bool)
+    if members.shape != (len(z),):
+        raise DataError(f"members has shape {members.shape}, expected ({len(z)},)")
+    if w.shape != (z.shape[1],):
+        raise DataError(f"weights have shape {w.shape}, expected ({z.shape[1]},) (one per latent)")
+
+    def mean_pair(rows: np.ndarray) -> np.ndarray:
+        g = z[rows]
+        n = len(g)
+        if n < 2:
+            raise DataError(f"a group needs at least 2 members, got {n}")
+        return (g.sum(axis=0) ** 2 - (g * g).sum(axis=0)) / (n * (n - 1))
+
+    c = w * mean_pair(np.flatnonzero(members))
+    typical = w * mean_pair(np.arange(len(z)))
+    excess = c - typical
+    order = np.lexsort((np.arange(len(c)), -excess))[:max(0, top)]
+    names = (labels.reindex(order).fillna("").astype(str).to_numpy() if labels is not None
+             else np.array([f"latent {j}" for j in order]))
+    return pd.DataFrame({"latent": order, "label": names, "weight": w[order], "contribution": c[order],
+                         "typical": typical[order], "excess": excess[order]})

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from finsae._io import write_json, write_parquet
 from finsae.data import load_universe
 from finsae.errors import ConfigError, DataError
-from finsae.explain.groups import explain_group, faithfulness
+from finsae.explain.groups import GroupExplanation, explain_group, explain_group_weighted, faithfulness
 from finsae.explain.labels import LatentLabels, latent_labels
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,38 @@ def _grouping_info(results: Path, name: str) -> tuple[pd.DataFrame, str, dict]:
     raise ConfigError(f"no grouping {name!r} in {results}; available e.g. {[n for n in names if 'sae' in n][:8]}")
 
 
+def _learned_weights(results: Path, vintage: str, method: str, n_latents: int) -> np.ndarray | None:
+    """The group similarity's per-latent weights of a learned method (``learned_weights_<vintage>.parquet``)."""
+    path = results / f"learned_weights_{vintage}.parquet"
+    if not path.is_file():
+        return None
+    w = pd.read_parquet(path)
+    w = w[w["method"] == method].sort_values("latent")
+    if w.empty:
+        return None
+    if len(w) != n_latents:
+        raise DataError(f"{path}: {len(w)} weights for method {method!r}, the features have {n_latents} latents")
+    return w["weight_groups"].to_numpy(dtype=np.float64)
+
+
+def _weighted(e: GroupExplanation, z: np.ndarray, weights: np.ndarray, members: np.ndarray, features: object,
+              labels: pd.Series, top: int) -> GroupExplanation:
+    """``e`` with its latents replaced by those of largest weighted-contribution excess
+    (:func:`finsae.explain.groups.explain_group_weighted`), with their in/out document frequencies."""
+    from dataclasses import replace
+
+    from finsae.explain.groups import _activity
+
+    table = explain_group_weighted(z, weights, members, labels=labels, top=top)
+    a = _activity(features)[:, table["latent"].to_numpy()]
+    p_in = np.asarray(a[members].mean(axis=0)).ravel()
+    p_out = np.asarray(a[~members].mean(axis=0)).ravel()
+    smooth = 1.0 / len(members)
+    lift = (p_in + smooth) / (p_out + smooth)
+    table = table.assign(p_in=p_in, p_out=p_out, lift=lift, score=table["excess"])
+    return replace(e, latents=table)
+
+
 def explain_grouping(results: str | Path, grouping: str, *, companies: str | Path | None = None,
                      sae: str | Path | None = None, model: str = "gemma-3-270m", tl_name: str | None = None,
                      top: int = 8, min_size: int = 3, draws: int = 50, seed: int = 0,
@@ -93,6 +125,7 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
     label_series = labels.labels()
     transform = params.get("transform", "raw")
     z = FeatureTransform(transform).fit_transform(feats.matrix)
+    weights = _learned_weights(results, vintage, str(rows["method"].iloc[0]), z.shape[1])
     group_of = pd.Series(rows["group"].to_numpy(), index=rows["ticker"]).reindex(feats.tickers)
     sizes = group_of.value_counts()
     groups = sizes[sizes >= min_size].index
@@ -102,6 +135,8 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
     for g in tqdm(groups, desc=f"explain {grouping}", unit="group", disable=None if progress is None else not progress):
         members = (group_of == g).to_numpy()
         e = explain_group(feats.matrix, members, labels=label_series, top=top, group=str(g))
+        if weights is not None:  # a learned similarity: latents by their weighted contribution to it
+            e = _weighted(e, z, weights, members, feats.matrix, label_series, top)
         f = faithfulness(z, feats.matrix, members, e.latents["latent"].to_numpy()[:min(5, len(e.latents))],
                          draws=draws, seed=seed, group=str(g))
         member_list = list(feats.tickers[members])

@@ -150,13 +150,11 @@ class PairSystem:
         var = float(np.var(s))
         return float(np.mean((s - s.mean()) * (t - t.mean())) / var) if var > 0 else 0.0
 
-    def solve(self, C: np.ndarray, alpha: float, prior: str = "cosine") -> tuple[np.ndarray, float, float]:
-        """Full-length weights (learned ones and ``w0`` for fixed features), the intercept and ``w0`` for the
-        correlations ``C`` (``N x N``, NaN allowed) and ridge strength ``alpha`` (``inf``: the prior itself)."""
+    def rhs(self, C: np.ndarray, prior: str = "cosine") -> tuple[np.ndarray, float, float]:
+        """The returns' side for correlations ``C`` (``N x N``, NaN allowed): ``(b_c, ybar, w0)``; it does not
+        depend on ``alpha``, so one is reused for every ``alpha``."""
         if prior not in PRIORS:
             raise DataError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
-        if alpha < 0:
-            raise DataError(f"alpha must be >= 0, got {alpha}")
         _, c = _check_inputs(self.z, C)
         y, _ = centred_pairs(c)
         w0 = self.prior_slope(y) if prior == "cosine" else 0.0
@@ -165,6 +163,16 @@ class PairSystem:
         ybar = float(y.sum() / self.n_pairs)
         zl = self.z[:, self.learned]
         b = np.einsum("ik,ik->k", zl, y @ zl) - self.n_pairs * ybar * self.pbar
+        return b, ybar, w0
+
+    def solve(self, C: np.ndarray | tuple[np.ndarray, float, float], alpha: float,
+              prior: str = "cosine") -> tuple[np.ndarray, float, float]:
+        """Full-length weights (learned ones and ``w0`` for fixed features), the intercept and ``w0`` for the
+        correlations ``C`` (``N x N``, NaN allowed; or its :meth:`rhs`, then ``prior`` is the rhs's) and ridge
+        strength ``alpha`` (``inf``: the prior itself)."""
+        if alpha < 0:
+            raise DataError(f"alpha must be >= 0, got {alpha}")
+        b, ybar, w0 = C if isinstance(C, tuple) else self.rhs(C, prior)
         m = len(self.learned)
         if np.isinf(alpha):
             wl = np.full(m, w0)
