@@ -49,6 +49,8 @@ columns ``K`` that the block's pairs use, and only ``j >= i``), plus ``O(maxlag^
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -80,16 +82,19 @@ or an AIC/BIC near-tie): per-pair path."""
 _EPS = np.finfo(np.float64).eps
 
 
-def _blas_limit(n: int):
-    """Context manager limiting BLAS threads to ``n`` (a no-op without ``threadpoolctl``)."""
+@functools.cache
+def _threadpool_controller():
     try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=n, user_api="blas")
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        from contextlib import nullcontext
+        return None
+    return ThreadpoolController()  # scanning the loaded libraries takes milliseconds: once
 
-        return nullcontext()
+
+def _single_threaded_blas():
+    """Context manager limiting BLAS to one thread (a no-op without ``threadpoolctl``)."""
+    controller = _threadpool_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def _cholesky_last(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,13 +310,12 @@ class EngleGrangerPanel:
             self._block(r0, todo[s0:s1], lo_col[s0:s1], hi_col[s0:s1], iy, ix, out, lags, route)
 
         workers = min(len(tasks), self.n_jobs)
-        with _blas_limit(1 if workers > 1 else self.n_jobs):
-            if workers > 1:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(run, tasks))
-            else:
-                for task in tasks:
-                    run(task)
+        if workers > 1:  # each thread runs its blocks with single-threaded BLAS
+            with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, tasks))
+        else:
+            for task in tasks:
+                run(task)
 
         fallback = np.flatnonzero(route != ROUTE_MATRIX)
         collinear = np.zeros(n_pairs, dtype=bool)
