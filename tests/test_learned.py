@@ -73,6 +73,10 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     wb = pd.read_parquet(b / "out" / "learned_weights_2016-01-01.parquet")
     assert set(wa["method"]) == {"tfidf_sup"} and np.isfinite(wa["weight_groups"]).all()
     pd.testing.assert_frame_equal(wa, wb)  # no weight moves either
+    from finsae.report.html import build_report
+
+    page = build_report(a / "out")
+    assert page.index('id="answer"') < page.index('id="benchmark"')  # answer first
     kinds = set(ra.ranking["method_kind"])
     assert {"text", "price", "text+price", "taxonomy"} <= kinds
     assert "tfidf_sup@gics_industry:density" in set(ra.verdict["headline"])

@@ -125,6 +125,46 @@ def _benchmark_section(results: Path) -> str:
     return "".join(parts) + "</section>"
 
 
+def _answer_section(results: Path) -> str:
+    """Answer first: one sentence and one chart - the headline method minus the taxonomy and minus price peers at
+    each density-matched level, with two-way bootstrap CIs (``two_way.parquet``); empty without that table."""
+    path = results / "two_way.parquet"
+    if not path.is_file():
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tw = pd.read_parquet(path)
+    tw = tw[(tw["design"] == tw["design"].iloc[0]) & (tw["frequency"] == tw["frequency"].iloc[0])]
+    tax = tw[tw["comparison"] == "taxonomy"]
+    if tax.empty:
+        return ""
+    head = str(tax["a"].iloc[0]).split("@")[0]
+    price = tw[tw["b"].str.startswith("price_peers@") & tw["a"].str.startswith(head + "@")]
+    levels = list(dict.fromkeys(tax["level"]))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for k, (frame, label) in enumerate(((tax, "minus the taxonomy"), (price, "minus price peers"))):
+        f = frame.set_index("level").reindex(levels)
+        x = np.arange(len(levels)) + (k - 0.5) * 0.38
+        ax.bar(x, f["difference"], 0.38, label=f"{head} {label}",
+               yerr=[np.nan_to_num(f["difference"] - f["ci_low"]), np.nan_to_num(f["ci_high"] - f["difference"])],
+               capsize=3)
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xticks(np.arange(len(levels)), [_name(lv) for lv in levels], rotation=20, ha="right")
+    ax.set_ylabel("difference in pair-weighted correlation")
+    ax.set_title("Headline method against the taxonomy and price peers at each density (two-way 95% CI)")
+    ax.legend(fontsize=8)
+    ind = tax.set_index("level")
+    sentence = "; ".join(f"{_name(lv)} {ind.at[lv, 'difference']:+.3f} [{ind.at[lv, 'ci_low']:+.3f}, "
+                         f"{ind.at[lv, 'ci_high']:+.3f}]" for lv in levels if lv in ("gics_industry",
+                                                                                    "gics_sub_industry"))
+    return (f'<section id="answer"><h2>Answer</h2><p>Pre-registered <code>{_esc(head)}</code> minus GICS in '
+            f"within-group return correlation at GICS density (two-way bootstrap 95% CI): {_esc(sentence)}.</p>"
+            f"{_png(fig)}</section>")
+
+
 def _ranking_section(results: Path) -> str:
     import matplotlib.pyplot as plt
 
@@ -322,7 +362,7 @@ def build_report(results: str | Path, *, pairs: str | Path | None = None, explan
     if files:
         all_names = pd.read_parquet(files[0], columns=["name"])["name"].unique()
         names = [n for n in all_names if n.endswith("@gics_industry:density")]
-    sections = [_benchmark_section(results), _ranking_section(results), _pairs_section(pairs_dir),
+    sections = [_answer_section(results), _benchmark_section(results), _ranking_section(results), _pairs_section(pairs_dir),
                 _sizes_section(results, names), _groups_section(expl), _lookup_section(results, names, expl)]
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup"))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
