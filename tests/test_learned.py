@@ -75,7 +75,10 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     pd.testing.assert_frame_equal(wa, wb)  # no weight moves either
     from finsae.report.html import build_report
 
+    nb = pd.read_parquet(a / "out" / "neighbours_2016-01-01.parquet")
+    assert set(nb["method"]) == {"tfidf_sup"} and (nb["rank"] <= 5).all()
     page = build_report(a / "out")
+    assert "Nearest by the learned similarity" in page
     assert page.index('id="answer"') < page.index('id="benchmark"')  # answer first
     kinds = set(ra.ranking["method_kind"])
     assert {"text", "price", "text+price", "taxonomy"} <= kinds

@@ -363,6 +363,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                     weights = text.weights_frame()
                     if len(weights):  # learned per-latent weights: what `finsae explain` attributes with
                         write_parquet(weights, folder / f"learned_weights_{info.text_vintage}.parquet", run_id)
+                        write_parquet(text.neighbours_frame(), folder / f"neighbours_{info.text_vintage}.parquet",
+                                      run_id)
             for frequency in design.frequencies:
                 got = _run_window(universe, prices, info, frequency, cfg, progress, text)
                 for key, items in got.items():

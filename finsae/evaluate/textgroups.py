@@ -88,6 +88,30 @@ class VintageGroups:
                 "weight_rank": lm.rank_weights if lm.rank_weights is not None else cos, "vintage": self.vintage}))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def neighbours_frame(self, k: int = 5, top: int = 3) -> pd.DataFrame:
+        """Per supervised method and company: its ``k`` nearest companies by the neighbour similarity, each with
+        the ``top`` latents of largest weighted contribution ``w_l z_il z_jl`` to the pair's similarity."""
+        frames = []
+        for name, m in self.methods.items():
+            lm = m.learned
+            if lm is None or lm.kind != "supervised":
+                continue
+            w = lm.rank_weights if lm.rank_weights is not None else np.ones(m.z.shape[1])
+            s = lm.rank_similarity.copy()
+            np.fill_diagonal(s, -np.inf)
+            kk = min(k, len(s) - 1)
+            nearest = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+            rows = []
+            for i in range(len(s)):
+                for r, j in enumerate(nearest[i]):
+                    terms = w * m.z[i] * m.z[j]
+                    best = np.argsort(-terms, kind="stable")[:top]
+                    rows.append({"method": name, "ticker": m.tickers[i], "rank": r + 1, "peer": m.tickers[j],
+                                 "similarity": float(s[i, j]), "latents": best.tolist(),
+                                 "contributions": terms[best].tolist()})
+            frames.append(pd.DataFrame(rows).assign(vintage=self.vintage))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def labels_frame(self) -> pd.DataFrame:
         frames = [g.to_frame().assign(name=self.name(g), kind=self.kinds[self.name(g)], vintage=self.vintage)
                   for g in self.groupings]

@@ -304,6 +304,31 @@ def _groups_section(expl: Path | None) -> str:
             f"</p>{''.join(items)}</section>")
 
 
+def _learned_neighbours(results: Path, expl: Path | None, method: str | None = None) -> dict[str, list[str]]:
+    """Ticker -> its nearest peers by the headline's learned similarity (``neighbours_<vintage>.parquet``), each
+    as ``PEER (label +contribution, ...)``; labels from an explanation folder's latent labels when given."""
+    files = sorted(results.glob("neighbours_*.parquet"))
+    if not files:
+        return {}
+    nb = pd.read_parquet(files[0])
+    if method is None:
+        manifest = results / "manifest.json"
+        head = json.loads(manifest.read_text()).get("config", {}).get("headline_method") if manifest.is_file() else None
+        method = head if head in set(nb["method"]) else str(nb["method"].iloc[0])
+    nb = nb[nb["method"] == method]
+    labels: dict[int, str] = {}
+    if expl is not None and (expl / "latent_labels.parquet").is_file():
+        lab = pd.read_parquet(expl / "latent_labels.parquet")
+        if {"latent", "label"} <= set(lab.columns):
+            labels = dict(zip(lab["latent"].astype(int), lab["label"].astype(str), strict=True))
+    out: dict[str, list[str]] = {}
+    for r in nb.itertuples(index=False):
+        why = ", ".join(f"{labels.get(int(j), f'latent {int(j)}')} {c:+.3f}"
+                        for j, c in zip(r.latents, r.contributions, strict=True))
+        out.setdefault(str(r.ticker), []).append(f"{r.peer} ({why})")
+    return out
+
+
 def _lookup_section(results: Path, names: list[str], expl: Path | None) -> str:
     files = sorted(results.glob("groups_*.parquet"))
     if not files:
@@ -326,7 +351,8 @@ def _lookup_section(results: Path, names: list[str], expl: Path | None) -> str:
         for ticker, group in zip(rows["ticker"], rows["group"], strict=True):
             if group in top.index:
                 why[ticker] = str(top[group])
-    data = json.dumps({"peers": peers, "why": why, "names": names}).replace("</", "<\\/")
+    nearest = _learned_neighbours(results, expl)
+    data = json.dumps({"peers": peers, "why": why, "names": names, "nearest": nearest}).replace("</", "<\\/")
     options = "".join(f'<option value="{_esc(t)}">' for t in sorted(peers))
     script = """
 <script>
@@ -338,8 +364,10 @@ function showPeers() {
   if (!p) { out.textContent = t ? ('No peers for ' + t + ' (unknown ticker or no text).') : ''; return; }
   let rows = '';
   for (const n of LOOKUP.names) { rows += '<tr><td>' + n + '</td><td>' + ((p[n] || []).join(', ') || '(alone)') + '</td></tr>'; }
+  const near = LOOKUP.nearest[t] ? '<p>Nearest by the learned similarity, with the latents of largest weighted '
+    + 'contribution to each pair: ' + LOOKUP.nearest[t].join('; ').replace(/</g, '&lt;') + '</p>' : '';
   const why = LOOKUP.why[t] ? '<p>Why (top latents of its SAE group): ' + LOOKUP.why[t].replace(/</g, '&lt;') + '</p>' : '';
-  out.innerHTML = '<table><tr><th>method</th><th>peers</th></tr>' + rows + '</table>' + why;
+  out.innerHTML = '<table><tr><th>method</th><th>peers</th></tr>' + rows + '</table>' + near + why;
 }
 document.getElementById('ticker').addEventListener('input', showPeers);
 showPeers();
