@@ -203,3 +203,19 @@ def _subset(res, mask):
 
     return EngleGranger(res.stat[mask], res.pvalue[mask], res.crit, res.hedge_ratio[mask], res.intercept[mask],
                         res.half_life[mask], res.lags[mask], res.nobs, res.collinear[mask], res.valid[mask])
+
+
+def test_pair_tests_matrix_method_equals_the_pairwise_path_in_both_orderings():
+    from finsae.backtest.pairs import all_pairs, pair_tests
+
+    rng = np.random.default_rng(11)
+    logp = np.cumsum(rng.normal(0, 0.01, (150, 12)), axis=0)
+    logp[:, 1] = 0.5 * logp[:, 0] + rng.normal(0, 0.004, 150)
+    i, j = all_pairs(12)
+    a = pair_tests(logp, i, j, maxlag=1, both_orderings=True)
+    b = pair_tests(logp, i, j, maxlag=1, both_orderings=True, method="matrix")
+    for name in ("pvalue", "stat", "half_life", "hedge_ratio", "pvalue_ij", "pvalue_ji", "half_life_ji",
+                 "hedge_ratio_ji"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-10, err_msg=name)
+    for name in ("lags", "collinear", "valid"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)

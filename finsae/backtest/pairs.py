@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -94,17 +95,34 @@ def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: 
 
 def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: int | None = 1,
                autolag: Autolag = None, both_orderings: bool = False, chunk_pairs: int = 50_000,
-               progress: bool = False, backend=None) -> PairTests:
-    """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N), in chunks of pairs.
+               progress: bool = False, backend=None, method: Literal["pairwise", "matrix"] = "pairwise") -> PairTests:
+    """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N).
 
-    ``backend`` (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the
-    same computation either way, so the results are identical."""
+    ``method="pairwise"``: :func:`finsae.backtest.coint.engle_granger` in chunks of pairs; ``backend``
+    (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the same computation
+    either way, so the results are identical. ``method="matrix"``: all pairs from matrix products of the panel
+    (:class:`finsae.backtest.coint_matrix.EngleGrangerPanel`; about 40x faster for all pairs of a panel, equal to the
+    pairwise path to about 1e-13; pairs with gaps or ill-conditioned pairs take the pairwise path), in this process."""
     x = np.asarray(log_prices, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"log_prices must be a (T, N) array, got shape {x.shape}")
     i = np.asarray(i, dtype=np.int64)
     j = np.asarray(j, dtype=np.int64)
     n = len(i)
+    if method == "matrix":
+        from finsae.backtest.coint_matrix import EngleGrangerPanel
+
+        panel = EngleGrangerPanel(x, maxlag=maxlag, autolag=autolag)
+        fwd, rev = panel.test_both(i, j) if both_orderings else (panel.test(i, j), None)
+        return PairTests(i.astype(np.int32), j.astype(np.int32),
+                         fwd.pvalue if rev is None else np.fmax(fwd.pvalue, rev.pvalue), fwd.stat, fwd.half_life,
+                         fwd.hedge_ratio, fwd.lags.astype(np.int64),
+                         fwd.collinear if rev is None else fwd.collinear | rev.collinear,
+                         fwd.valid if rev is None else fwd.valid & rev.valid, fwd.pvalue,
+                         None if rev is None else rev.pvalue, None if rev is None else rev.half_life,
+                         None if rev is None else rev.hedge_ratio)
+    if method != "pairwise":
+        raise DataError(f"method must be 'pairwise' or 'matrix', not {method!r}")
     cols = x.T.copy()  # (N, T): one contiguous row per stock
     bounds = [(start, min(start + chunk_pairs, n)) for start in range(0, n, chunk_pairs)]
     shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag, "both_orderings": both_orderings}

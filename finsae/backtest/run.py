@@ -92,7 +92,7 @@ from finsae.parallel import get_backend
 
 logger = logging.getLogger(__name__)
 
-_TEST_VERSION = "eg-2"  # bump when the pair-test computation changes, to invalidate caches
+_TEST_VERSION = "eg-3-matrix"  # bump when the pair-test computation changes, to invalidate caches
 STRATEGIES = ("coint", "distance")
 BASES = ("committed", "employed")
 KINDS = ("method", "random_pairs", "random_groups")
@@ -158,10 +158,11 @@ def _both(cfg: PairsBacktestConfig) -> bool:
     return cfg.selection.orderings != "first"
 
 
-def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBacktestConfig, backend=None) -> pd.DataFrame:
+def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBacktestConfig) -> pd.DataFrame:
     """p-value, half-life and hedge ratio of every pair of columns of ``logp`` (all-pairs order; ``_ij``: y = the
     first column, ``_ji``: the reverse, when both orderings are tested) and usability, from the cache when present.
-    A corrupt cache file is recomputed."""
+    A corrupt cache file is recomputed. The tests come from matrix products of the panel in this process (all
+    pairs of a window in about a second), whatever the backend: Ray distributes the placebo draws."""
     path = cache_dir() / "pairtests" / f"{_tests_key(logp, tickers, cfg)}.parquet"
     n_pairs = len(tickers) * (len(tickers) - 1) // 2
     if path.is_file():
@@ -174,7 +175,7 @@ def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], cfg: PairsBackte
             logger.warning("pair-test cache %s is unreadable (%s): recomputing", path, exc)
     i, j = all_pairs(len(tickers))
     res = pair_tests(logp, i, j, maxlag=cfg.selection.maxlag, autolag=cfg.selection.autolag,
-                     both_orderings=_both(cfg), backend=backend)
+                     both_orderings=_both(cfg), method="matrix")
     table = pd.DataFrame({"pvalue_ij": res.pvalue_ij, "half_life_ij": res.half_life,
                           "hedge_ij": res.hedge_ratio, "usable": res.valid & ~res.collinear})
     if res.pvalue_ji is not None:
@@ -283,8 +284,7 @@ class WindowPlan:
 
 
 def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict[str, pd.Series],
-                 cfg: PairsBacktestConfig, book_index: dict[Book, int], rng: np.random.Generator,
-                 backend) -> WindowPlan:
+                 cfg: PairsBacktestConfig, book_index: dict[Book, int], rng: np.random.Generator) -> WindowPlan:
     form = close.iloc[w.formation].ffill(limit=cfg.max_fill_days) if cfg.max_fill_days else close.iloc[w.formation]
     complete = form.notna().all(axis=0).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -306,7 +306,7 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
         adf_level = adf_diff = np.full(n_e, np.nan)
     i1 = (adf_level >= sel.i1_alpha) & (adf_diff < sel.i1_alpha) if sel.i1_screen else np.ones(n_e, dtype=bool)
 
-    tests = resolve_orderings(cached_all_pair_tests(logp, elig, cfg, backend), sel.orderings)
+    tests = resolve_orderings(cached_all_pair_tests(logp, elig, cfg), sel.orderings)
     coint_usable = tests.usable & i1[i_all] & i1[j_all]
     plan = WindowPlan(w, elig, logp, trade_rows,
                       {"coint": np.where(tests.flip, j_all, i_all), "distance": i_all},
@@ -646,7 +646,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     backend = get_backend(cfg.backend.kind, cfg.backend.workers, cfg.backend.address)
     try:
         for wn, w in enumerate(tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None)):
-            plan = _plan_window(w, close, tickers, labels, cfg, book_index, rng, backend)
+            plan = _plan_window(w, close, tickers, labels, cfg, book_index, rng)
             window_rows.extend(plan.rows)
             wdates = close.index[w.trading]
             dates_all.append(wdates)
