@@ -20,7 +20,7 @@ from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
 from finsae.evaluate.learned import LearnedMethod, build_learned
 from finsae.evaluate.selection import Selection, select_text_params
-from finsae.extract.documents import TextFeatures, document_features
+from finsae.extract.documents import TextFeatures, document_features, document_features_many
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
 from finsae.group.similarity import FeatureTransform
@@ -156,6 +156,14 @@ class TextStage:
 
     def _features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
         key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage)
+        if key not in self._feature_cache and m.features == "sae":  # every SAE method of the config from one
+            todo = {}  # language-model pass per shard (#18), each cached under its own key
+            for o in self.cfg.text_methods:
+                k = (o.features, o.model, o.tl_name, str(o.sae), o.pooling, vintage)
+                if o.features == "sae" and k not in self._feature_cache:
+                    todo[k] = {"model": o.model, "tl_name": o.tl_name, "sae": o.sae, "pooling": o.pooling}
+            feats = document_features_many(self.universe, vintage, list(todo.values()), progress=self.progress)
+            self._feature_cache.update(zip(todo, feats, strict=True))
         if key not in self._feature_cache:  # methods that differ only in grouping share their features
             self._feature_cache[key] = document_features(self.universe, vintage, m.features, model=m.model,
                                                          tl_name=m.tl_name, sae=m.sae, pooling=m.pooling,

@@ -27,7 +27,7 @@ from finsae.extract.features import (
     FeatureSet,
     check_pooling,
     clean_texts,
-    extract_features,
+    extract_features_many,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,19 +164,44 @@ def read_shard(shard: Shard, pooling: str) -> FeatureSet | None:
 
 def compute_shard(loaded, sae, plan: ShardPlan, shard: Shard, progress: bool | None = None) -> FeatureSet:
     """Encode one shard (compiled blocks if ``plan.compile``) and write it to the cache atomically."""
+    return compute_shard_many(loaded, [(sae, plan)], shard.index, progress=progress)[0]
+
+
+def _same_pass(plans: Sequence[ShardPlan]) -> None:
+    first = plans[0]
+    for p in plans[1:]:
+        if (p.max_length, p.overlap, p.batch_tokens, p.compile) != (first.max_length, first.overlap,
+                                                                    first.batch_tokens, first.compile) or \
+                [s.ids for s in p.shards] != [s.ids for s in first.shards]:
+            raise DataError("plans that share a pass need the same documents, shards, max_length, overlap, "
+                            "batch_tokens and forward")
+
+
+def compute_shard_many(loaded, items: Sequence[tuple[object, ShardPlan]], index: int,
+                       progress: bool | None = None) -> list[FeatureSet]:
+    """Encode shard ``index`` of every ``(sae, plan)`` from one language-model pass
+    (:func:`finsae.extract.features.extract_features_many`) and write each plan's shard file atomically. The
+    plans must agree on documents and chunking (:func:`plan_shards` with the same texts and arguments); each
+    file holds exactly what :func:`compute_shard` with that plan alone writes."""
     from finsae.extract.sae import SAEHandle
 
+    plans = [plan for _, plan in items]
+    _same_pass(plans)
+    shard = plans[0].shards[index]
     keep, skipped_pos = clean_texts(list(shard.texts))
     if keep:
-        model_sae = sae.sae if isinstance(sae, SAEHandle) else sae
-        fs = extract_features(loaded.model, model_sae, list(shard.texts), doc_ids=list(shard.ids), pooling=plan.pooling,
-                              max_length=plan.max_length, overlap=plan.overlap, batch_tokens=plan.batch_tokens,
-                              progress=progress, compile=plan.compile)
+        requests = [(sae.sae if isinstance(sae, SAEHandle) else sae, plan.pooling) for sae, plan in items]
+        first = plans[0]
+        out = extract_features_many(loaded.model, requests, list(shard.texts), doc_ids=list(shard.ids),
+                                    max_length=first.max_length, overlap=first.overlap,
+                                    batch_tokens=first.batch_tokens, progress=progress, compile=first.compile)
     else:  # nothing to encode in this shard
-        fs = FeatureSet(sp.csr_matrix((0, plan.d_sae), dtype=np.float32), [], plan.pooling,
-                        np.zeros(0, np.int64), np.zeros(0, np.int64), {shard.ids[k]: r for k, r in skipped_pos.items()})
-    _save_shard(shard.path, fs)
-    return fs
+        out = [FeatureSet(sp.csr_matrix((0, plan.d_sae), dtype=np.float32), [], plan.pooling,
+                          np.zeros(0, np.int64), np.zeros(0, np.int64), {shard.ids[k]: r for k, r in skipped_pos.items()})
+               for plan in plans]
+    for plan, fs in zip(plans, out, strict=True):
+        _save_shard(plan.shards[index].path, fs)
+    return out
 
 
 def assemble(loaded, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int, compute_seconds: float,
@@ -253,3 +278,54 @@ def cached_extract(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str],
     else:
         raise DataError(f"unknown backend {backend!r}; choose 'local' or 'ray'")
     return assemble(loaded, plan, [parts[s.index] for s in plan.shards], hits, computed_seconds, **extra)
+
+
+def cached_extract_many(loaded, requests: Sequence[tuple[object, str]], texts: Sequence[object],
+                        doc_ids: Sequence[str], *, max_length: int | None = None, overlap: int = 0,
+                        batch_tokens: int = 4096, shard_size: int = 256, progress: bool | None = None,
+                        compile: bool = False) -> list[FeatureSet]:
+    """:func:`cached_extract` for several ``(sae, pooling)`` requests over the same texts, with one
+    language-model pass per shard for all the requests whose shard is missing (any hooks: the pass runs to the
+    deepest and reads the others on the way). Every request keeps its own cache folder and shard files, the
+    same keys and the same contents as :func:`cached_extract` with it alone, so existing caches stay valid and
+    a request already cached costs nothing. Requests whose chunking differs (another ``max_length`` from the
+    SAE's context size) share a pass only with their own kind. Local backend only."""
+    plans = [plan_shards(loaded, sae, texts, doc_ids, pooling=pooling, max_length=max_length, overlap=overlap,
+                         batch_tokens=batch_tokens, shard_size=shard_size, compile=compile)
+             for sae, pooling in requests]
+    unique: dict[str, int] = {}  # the same SAE and pooling twice: one plan
+    for n, plan in enumerate(plans):
+        unique.setdefault(plan.key, n)
+    parts: dict[str, dict[int, FeatureSet]] = {}
+    hits: dict[str, int] = {}
+    for n in unique.values():
+        plan = plans[n]
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        write_json({"model": loaded.model_id, "weights": loaded.weight_hash, "pooling": plan.pooling,
+                    "max_length": plan.max_length, "overlap": plan.overlap}, plan.folder / "config.json")
+        found = {s.index: fs for s in plan.shards if (fs := read_shard(s, plan.pooling)) is not None}
+        parts[plan.key], hits[plan.key] = found, len(found)
+    groups: dict[tuple, list[int]] = {}
+    for n in unique.values():
+        groups.setdefault((plans[n].max_length, plans[n].overlap, plans[n].batch_tokens, plans[n].compile), []).append(n)
+    seconds: dict[str, float] = dict.fromkeys(parts, 0.0)
+    n_shards = len(plans[0].shards)
+    for members in groups.values():
+        for index in range(n_shards):
+            todo = [n for n in members if index not in parts[plans[n].key]]
+            if not todo:
+                continue
+            if len(todo) > 1:
+                logger.info("shard %d: one pass for %d SAE requests", index, len(todo))
+            done = compute_shard_many(loaded, [(requests[n][0], plans[n]) for n in todo], index, progress=progress)
+            for n, fs in zip(todo, done, strict=True):
+                parts[plans[n].key][index] = fs
+                seconds[plans[n].key] += fs.manifest.get("seconds", 0.0)
+    out = []
+    for plan in plans:
+        extra: dict[str, object] = {"backend": "local"}
+        if len(unique) > 1:
+            extra["shared_pass_requests"] = len(unique)
+        out.append(assemble(loaded, plan, [parts[plan.key][s.index] for s in plan.shards], hits[plan.key],
+                            seconds[plan.key], **extra))
+    return out

@@ -7,6 +7,7 @@ vintage get no row (``TextFeatures.tickers`` lists the rows).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,22 +56,8 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
         raise DataError(f"universe {universe.source} has no {vintage!r} descriptions")
     tickers = pd.Index(texts.index.to_numpy(), dtype=object, name="ticker")
     if kind == "sae":
-        from finsae.extract.cache import cached_extract
-        from finsae.extract.model import load_model
-        from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
-
-        sae_dir = Path(sae) if sae is not None else DEFAULT_SAE_DIR
-        sae_model = SAEHandle(sae_dir)  # a wrong SAE path is an error before the model is prepared
-        loaded = load_model(model, tl_name=tl_name, lazy=True)
-        fs = cached_extract(loaded, sae_model, list(texts), list(tickers), pooling=pooling, progress=progress)
-        if fs.skipped:
-            raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "
-                            f"{dict(list(fs.skipped.items())[:5])}")
-        rows = pd.Index(fs.doc_ids).get_indexer(tickers)
-        names = np.array([f"sae_{i}" for i in range(fs.matrix.shape[1])], dtype=object)
-        return TextFeatures(kind, vintage, tickers, fs.matrix[rows].tocsr(), names,
-                            {"model": loaded.model_id, "sae": str(sae_dir), "pooling": pooling,
-                             "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")})
+        return document_features_many(universe, vintage, [{"model": model, "tl_name": tl_name, "sae": sae,
+                                                           "pooling": pooling}], progress=progress)[0]
     if kind == "minilm":
         from finsae.extract.featurizers import EmbeddingFeaturizer
 
@@ -83,3 +70,41 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
     matrix, vec = fit_tfidf(list(texts), list(tickers), what=f"{vintage} descriptions of universe {universe.source}")
     return TextFeatures(kind, vintage, tickers, matrix, vec.get_feature_names_out(),
                         {"max_df": vec.max_df, "min_df": vec.min_df, "vocabulary": len(vec.vocabulary_)})
+
+
+def document_features_many(universe: Universe, vintage: str, specs: Sequence[dict], *,
+                           progress: bool | None = None) -> list[TextFeatures]:
+    """SAE features of ``universe``'s ``vintage`` descriptions for several SAE methods, each spec a dict of
+    ``model``, ``tl_name``, ``sae`` (directory or None for the default) and ``pooling``: the methods on the same
+    model share one language-model pass per shard (:func:`finsae.extract.cache.cached_extract_many`), and each
+    one's features are cached under its own key, equal to :func:`document_features` of it alone."""
+    from finsae.extract.cache import cached_extract_many
+    from finsae.extract.model import load_model
+    from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
+
+    texts = universe.descriptions(vintage)
+    if texts.empty:
+        raise DataError(f"universe {universe.source} has no {vintage!r} descriptions")
+    tickers = pd.Index(texts.index.to_numpy(), dtype=object, name="ticker")
+    dirs = [Path(s["sae"]) if s.get("sae") is not None else DEFAULT_SAE_DIR for s in specs]
+    handles: dict[str, SAEHandle] = {}
+    for d in dirs:  # a wrong SAE path is an error before the model is prepared
+        handles.setdefault(str(d), SAEHandle(d))
+    by_model: dict[tuple, list[int]] = {}
+    for n, s in enumerate(specs):
+        by_model.setdefault((s.get("model", "gemma-3-270m"), s.get("tl_name")), []).append(n)
+    out: list[TextFeatures | None] = [None] * len(specs)
+    for (model, tl_name), members in by_model.items():
+        loaded = load_model(model, tl_name=tl_name, lazy=True)
+        requests = [(handles[str(dirs[n])], specs[n].get("pooling", "sum")) for n in members]
+        results = cached_extract_many(loaded, requests, list(texts), list(tickers), progress=progress)
+        for n, fs in zip(members, results, strict=True):
+            if fs.skipped:
+                raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "
+                                f"{dict(list(fs.skipped.items())[:5])}")
+            rows = pd.Index(fs.doc_ids).get_indexer(tickers)
+            names = np.array([f"sae_{i}" for i in range(fs.matrix.shape[1])], dtype=object)
+            out[n] = TextFeatures("sae", vintage, tickers, fs.matrix[rows].tocsr(), names,
+                                  {"model": loaded.model_id, "sae": str(dirs[n]), "pooling": fs.pooling,
+                                   "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")})
+    return [f for f in out if f is not None]

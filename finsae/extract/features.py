@@ -201,51 +201,147 @@ class ResidualForward:
             self.blocks = cache[: layer + 1]
             self.compiled = True
 
-    def _run(self, tokens, blocks):
+    def _run(self, tokens, blocks, taps: frozenset[int] = frozenset()):
         import torch
 
+        out = {}
         with torch.inference_mode():  # one grad mode always: compiled graphs are guarded on it
             residual, _, shortformer, mask = self.model.input_to_embed(tokens)
-            for blk in blocks:
+            for layer, blk in enumerate(blocks):
                 residual = blk(residual, shortformer_pos_embed=shortformer, attention_mask=mask)
-        return residual
+                if layer in taps:
+                    out[layer] = residual
+        return residual, out
 
-    def __call__(self, tokens):
+    def _guarded(self, tokens, taps: frozenset[int]):
         if not self.compiled:
-            return self._run(tokens, self.blocks)
+            return self._run(tokens, self.blocks, taps)
         try:
-            return self._run(tokens, self.blocks)
+            return self._run(tokens, self.blocks, taps)
         except Exception as exc:  # inductor needs a working C++ toolchain
             from finsae.errors import ProviderError
 
             raise ProviderError(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); extract without "
                                 "compiling (compile=False, no --compile)") from exc
 
+    def __call__(self, tokens):
+        return self._guarded(tokens, frozenset())[0]
+
+    def residuals(self, tokens, layers: Sequence[int]) -> dict:
+        """The residual stream after each block in ``layers`` (all at most ``self.layer``), from one pass: a
+        shallower layer's tensor is the one the deeper blocks then read, so it equals a pass stopped there."""
+        taps = frozenset(int(x) for x in layers)
+        if taps and max(taps) > self.layer:
+            raise ValueError(f"layer {max(taps)} is past the last block of this forward ({self.layer})")
+        return self._guarded(tokens, taps)[1]
+
+
+def hook_activations(model, hooks: Sequence[str], compile: bool = False):
+    """A function ``tokens -> {hook: activation}`` that reads every hook in ``hooks`` from one forward pass to
+    the deepest of them. ``hook_resid_post`` hooks are read between the blocks of one :class:`ResidualForward`
+    (``compile`` applies); any other hook from one ``run_with_cache`` with all of them in ``names_filter``. Each
+    activation equals that of a pass stopped at its own hook (the blocks before it are the same calls on the
+    same inputs). A mix of both kinds takes one pass of each kind, as a single hook of that kind would."""
+    direct = sorted({h for h in hooks if h.endswith(".hook_resid_post")}, key=hook_layer)
+    cached = sorted({h for h in hooks if not h.endswith(".hook_resid_post")}, key=hook_layer)
+    forward = ResidualForward(model, hook_layer(direct[-1]), compile) if direct else None
+    layers = {h: hook_layer(h) for h in direct}
+    stop = max((hook_layer(h) for h in cached), default=-1) + 1
+
+    def run(tokens) -> dict:
+        acts = {}
+        if forward is not None:
+            taps = forward.residuals(tokens, sorted(set(layers.values())))
+            acts.update({h: taps[layer] for h, layer in layers.items()})
+        if cached:
+            _, cache = model.run_with_cache(tokens, names_filter=list(cached), stop_at_layer=stop)
+            acts.update({h: cache[h] for h in cached})
+        return acts
+
+    return run
+
+
+def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
+    """Yield ``(chunks, tokens, mask, [feats of each SAE])`` per length-sorted batch, from one forward pass per
+    batch for all ``saes`` (:func:`hook_activations`): each SAE's activations ``[batch, width, d_sae]`` are
+    zero outside the mask and equal those of :func:`encoded_batches` with that SAE alone (same batches, same
+    forward calls, the same encode). An SAE given twice is encoded once."""
+    import torch
+
+    from finsae.extract.sae import check_compatible
+
+    tok = model.tokenizer
+    hooks = [check_compatible(model, s) for s in saes]
+    read = hook_activations(model, hooks, compile)
+    distinct: dict[int, int] = {}
+    for n, s in enumerate(saes):
+        distinct.setdefault(id(s), n)
+    with torch.inference_mode():
+        for batch in _batches(chunks, batch_tokens):
+            tokens, pool = padded_batch(tok, batch)
+            tokens = tokens.to(model.cfg.device)
+            acts = read(tokens)
+            encoded: dict[int, object] = {}
+            masks: dict[object, object] = {}
+            for n, s in enumerate(saes):
+                if distinct[id(s)] != n:
+                    continue
+                param = next(s.parameters())
+                feats = s.encode(acts[hooks[n]].to(device=param.device, dtype=param.dtype)).float()
+                if feats.device not in masks:
+                    masks[feats.device] = pool.to(feats.device)
+                encoded[id(s)] = feats * masks[feats.device][..., None]
+            first = encoded[id(saes[0])]
+            yield batch, tokens, masks[first.device], [encoded[id(s)] for s in saes]
+
 
 def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
     """Yield ``(chunks, tokens, mask, feats)`` per length-sorted batch: the padded tokens, the mask of pooled
     positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass stops
     at the hook's block; a ``hook_resid_post`` hook is read from :class:`ResidualForward` (``compile`` applies),
-    any other hook through ``run_with_cache``."""
-    import torch
+    any other hook through ``run_with_cache``. (One SAE of :func:`encoded_batches_many`; ``hook`` must be the
+    SAE's.)"""
+    if hook != sae.cfg.metadata.hook_name:
+        raise DataError(f"hook {hook!r} is not the SAE's ({sae.cfg.metadata.hook_name!r})")
+    for batch, tokens, mask, (feats,) in encoded_batches_many(model, [sae], chunks, batch_tokens, compile):
+        yield batch, tokens, mask, feats
 
-    tok = model.tokenizer
-    stop = hook_layer(hook) + 1
-    dtype = next(sae.parameters()).dtype
-    device = next(sae.parameters()).device
-    direct = ResidualForward(model, stop - 1, compile) if hook.endswith(".hook_resid_post") else None
-    with torch.inference_mode():
-        for batch in _batches(chunks, batch_tokens):
-            tokens, pool = padded_batch(tok, batch)
-            tokens = tokens.to(model.cfg.device)
-            if direct is not None:
-                acts = direct(tokens)
-            else:
-                _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=stop)
-                acts = cache[hook]
-            feats = sae.encode(acts.to(device=device, dtype=dtype)).float()  # [batch, width, d_sae]
-            mask = pool.to(feats.device)
-            yield batch, tokens, mask, feats * mask[..., None]
+
+class _Pooler:
+    """Pooled features of one (SAE, pooling) request, accumulated batch by batch (the arithmetic of
+    :func:`extract_features`: the same reductions in the same order)."""
+
+    def __init__(self, pooling: str, n_rows: int, d_sae: int) -> None:
+        self.pooling, self.n_rows, self.d_sae = pooling, n_rows, d_sae
+        self.parts_r: list[np.ndarray] = []
+        self.parts_c: list[np.ndarray] = []
+        self.parts_v: list[np.ndarray] = []
+
+    def add(self, docs, feats) -> None:
+        pooling = self.pooling
+        if pooling in ("sum", "mean"):
+            pooled = feats.sum(dim=1)
+        elif pooling in ("max", "binary"):
+            pooled = feats.amax(dim=1)
+            if pooling == "binary":
+                pooled = (pooled > 0).float()
+        else:  # count
+            pooled = (feats > 0).sum(dim=1).float()
+        nz = pooled.nonzero(as_tuple=True)
+        self.parts_r.append(docs[nz[0].cpu()].numpy())
+        self.parts_c.append(nz[1].cpu().numpy())
+        self.parts_v.append(pooled[nz].cpu().numpy().astype(np.float32))
+
+    def matrix(self, n_tokens: np.ndarray) -> sp.csr_matrix:
+        rows = np.concatenate(self.parts_r) if self.parts_r else np.empty(0, dtype=np.int64)
+        cols = np.concatenate(self.parts_c) if self.parts_c else np.empty(0, dtype=np.int64)
+        vals = np.concatenate(self.parts_v) if self.parts_v else np.empty(0, dtype=np.float32)
+        how = "max" if self.pooling in ("max", "binary") else "sum"
+        matrix = _combine(rows, cols, vals, (self.n_rows, self.d_sae), how)
+        if self.pooling == "mean":
+            matrix = sp.csr_matrix(sp.diags(1.0 / np.maximum(n_tokens, 1)) @ matrix, dtype=np.float32)
+        matrix.sort_indices()
+        return matrix
 
 
 def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
@@ -258,17 +354,44 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     blank are skipped and listed in ``FeatureSet.skipped``, never encoded as zero rows. ``compile``: run the
     blocks through ``torch.compile`` (:class:`ResidualForward`).
     """
+    return extract_features_many(model, [(sae, pooling)], texts, doc_ids=doc_ids, max_length=max_length,
+                                 overlap=overlap, batch_tokens=batch_tokens, progress=progress, compile=compile)[0]
+
+
+def _context_size(sae) -> int:
+    return int(getattr(sae.cfg.metadata, "context_size", None) or 512)
+
+
+def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: Sequence[object], *,
+                          doc_ids: Sequence[str] | None = None, max_length: int | None = None, overlap: int = 0,
+                          batch_tokens: int = 4096, progress: bool | None = None,
+                          compile: bool = False) -> list[FeatureSet]:
+    """Pooled features of ``texts`` for every ``(sae, pooling)`` request, from one language-model pass per
+    batch (:func:`encoded_batches_many`; SAEs on any hooks, each SAE encoded once however many poolings ask for
+    it). Each result equals :func:`extract_features` with that SAE and pooling alone, bit for bit. The requests
+    share the chunking: ``max_length`` defaults to the SAEs' common context size (different ones are an error).
+    """
     import torch
 
     from finsae.extract.sae import check_compatible
 
-    check_pooling(pooling)
-    hook = check_compatible(model, sae)
+    if not requests:
+        raise DataError("no (sae, pooling) request to extract")
+    saes = [r[0] for r in requests]
+    for sae, pooling in requests:
+        check_pooling(pooling)
+        check_compatible(model, sae)
     if max_length is None:
-        max_length = int(getattr(sae.cfg.metadata, "context_size", None) or 512)
+        sizes = {_context_size(s) for s in saes}
+        if len(sizes) > 1:
+            raise DataError(f"the SAEs were trained on different context sizes {sorted(sizes)}: pass max_length or "
+                            "extract them apart")
+        max_length = sizes.pop()
     ids = [str(d) for d in doc_ids] if doc_ids is not None else [str(k) for k in range(len(texts))]
     if len(ids) != len(texts):
         raise DataError(f"doc_ids has {len(ids)} entries but there are {len(texts)} texts")
+    if compile not in (True, False):
+        raise DataError(f"compile must be True or False, not {compile!r}")
     keep, skipped_pos = clean_texts(texts)
     if skipped_pos:
         logger.info("skipping %d document(s) without text: %s", len(skipped_pos), list(skipped_pos.values())[:5])
@@ -277,51 +400,38 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
         raise DataError("the model's tokenizer has no BOS token")
     chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
-    d_sae = int(sae.cfg.d_sae)
-    dtype = next(sae.parameters()).dtype
-    how = "max" if pooling in ("max", "binary") else "sum"
-    parts_r, parts_c, parts_v = [], [], []
+    poolers = [_Pooler(pooling, n_rows, int(sae.cfg.d_sae)) for sae, pooling in requests]
     n_tokens = np.zeros(n_rows, dtype=np.int64)
     n_chunks = np.bincount([c.doc for c in chunks], minlength=n_rows)
     total = sum(len(c.tokens) - c.pooled_from for c in chunks)
-    if compile not in (True, False):
-        raise DataError(f"compile must be True or False, not {compile!r}")
     use_compile = bool(compile)
     t0 = time.perf_counter()
     with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="extract",
                                        disable=None if progress is None else not progress) as bar:
-        for batch, _, mask, feats in encoded_batches(model, sae, hook, chunks, batch_tokens, use_compile):
-            if pooling in ("sum", "mean"):
-                pooled = feats.sum(dim=1)
-            elif pooling in ("max", "binary"):
-                pooled = feats.amax(dim=1)
-                if pooling == "binary":
-                    pooled = (pooled > 0).float()
-            else:  # count
-                pooled = (feats > 0).sum(dim=1).float()
-            nz = pooled.nonzero(as_tuple=True)
+        for batch, _, mask, feats in encoded_batches_many(model, saes, chunks, batch_tokens, use_compile):
             docs = torch.tensor([c.doc for c in batch])
-            parts_r.append(docs[nz[0].cpu()].numpy())
-            parts_c.append(nz[1].cpu().numpy())
-            parts_v.append(pooled[nz].cpu().numpy().astype(np.float32))
+            for pooler, f in zip(poolers, feats, strict=True):
+                pooler.add(docs, f)
             np.add.at(n_tokens, docs.numpy(), mask.sum(dim=1).cpu().numpy())
             bar.update(int(mask.sum()))
     seconds = time.perf_counter() - t0
-    rows = np.concatenate(parts_r) if parts_r else np.empty(0, dtype=np.int64)
-    cols = np.concatenate(parts_c) if parts_c else np.empty(0, dtype=np.int64)
-    vals = np.concatenate(parts_v) if parts_v else np.empty(0, dtype=np.float32)
-    matrix = _combine(rows, cols, vals, (n_rows, d_sae), how)
-    if pooling == "mean":
-        matrix = sp.csr_matrix(sp.diags(1.0 / np.maximum(n_tokens, 1)) @ matrix, dtype=np.float32)
-    matrix.sort_indices()
-    if not np.isfinite(matrix.data).all():
-        bad = sorted({ids[keep[r]] for r in np.unique(matrix.tocoo().row[~np.isfinite(matrix.tocoo().data)])})
-        raise DataError(f"NaN or infinite SAE features for {len(bad)} document(s), e.g. {bad[:5]}: the model's "
-                        "activations or the SAE's weights are not finite")
-    manifest = {"hook": hook, "pooling": pooling, "max_length": max_length, "overlap": overlap,
-                "batch_tokens": batch_tokens, "dtype": str(dtype).replace("torch.", ""), "d_sae": d_sae,
-                "documents": n_rows, "skipped": len(skipped_pos), "tokens": int(n_tokens.sum()),
-                "seconds": round(seconds, 3), "tokens_per_second": round(float(n_tokens.sum()) / max(seconds, 1e-9), 1),
-                "compiled": use_compile}
-    return FeatureSet(matrix, [ids[k] for k in keep], pooling, n_tokens, n_chunks,
-                      {ids[k]: reason for k, reason in skipped_pos.items()}, manifest)
+    shared = len({id(s) for s in saes})
+    out = []
+    for (sae, pooling), pooler in zip(requests, poolers, strict=True):
+        matrix = pooler.matrix(n_tokens)
+        if not np.isfinite(matrix.data).all():
+            bad = sorted({ids[keep[r]] for r in np.unique(matrix.tocoo().row[~np.isfinite(matrix.tocoo().data)])})
+            raise DataError(f"NaN or infinite SAE features for {len(bad)} document(s), e.g. {bad[:5]}: the model's "
+                            "activations or the SAE's weights are not finite")
+        dtype = next(sae.parameters()).dtype
+        manifest = {"hook": sae.cfg.metadata.hook_name, "pooling": pooling, "max_length": max_length,
+                    "overlap": overlap, "batch_tokens": batch_tokens, "dtype": str(dtype).replace("torch.", ""),
+                    "d_sae": pooler.d_sae, "documents": n_rows, "skipped": len(skipped_pos),
+                    "tokens": int(n_tokens.sum()), "seconds": round(seconds, 3),
+                    "tokens_per_second": round(float(n_tokens.sum()) / max(seconds, 1e-9), 1),
+                    "compiled": use_compile}
+        if shared > 1:
+            manifest["shared_pass_saes"] = shared  # the seconds are those of the pass that fed all of them
+        out.append(FeatureSet(matrix, [ids[k] for k in keep], pooling, n_tokens.copy(), n_chunks.copy(),
+                              {ids[k]: reason for k, reason in skipped_pos.items()}, manifest))
+    return out
