@@ -120,6 +120,17 @@ def backtest_markdown(result: BacktestResult) -> str:
                           _pct(r.hit_rate_net), _f(r.avg_holding_days, 1), f"{r.max_drawdown_net:.1%}"]
                 lines.append("| " + " | ".join(cells) + " |")
             sections += [*lines, ""]
+    w = result.windows[result.windows["strategy"] == "coint"]
+    if len(w) and "candidates_significant_at_5pct" in w:
+        funnel = ["**co-integration selection, mean per window**", "",
+                  "| method | eligible | I(1) legs | candidates | usable | significant at 5% | selected |",
+                  "|---|---|---|---|---|---|---|"]
+        for m, g in w.groupby("method", sort=False):
+            share = g["candidates_significant_at_5pct"].sum() / max(g["candidates"].sum(), 1)
+            funnel.append(f"| {METHOD_NAMES.get(str(m), m)} | {g['eligible'].mean():.0f} | {g['i1_eligible'].mean():.0f} "
+                          f"| {g['candidates'].mean():,.0f} | {g['candidates_usable'].mean():,.0f} | {share:.1%} "
+                          f"| {g['selected'].mean():.1f} |")
+        sections += [*funnel, ""]
     start = result.daily["date"].min()
     end = result.daily["date"].max()
     sel = cfg.selection
