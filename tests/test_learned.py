@@ -118,3 +118,36 @@ def test_two_way_bootstrap_point_and_blocks():
     pb = comovement(corr, bad, null_draws=0, bootstrap_draws=0).pair_weighted
     assert d.difference == pytest.approx(pa - pb, abs=1e-12)
     assert d.ci_low <= d.difference <= d.ci_high and d.separated
+
+
+def test_cold_start_weights_never_see_a_held_out_companys_pairs():
+    from finsae.config import BenchmarkConfig
+    from finsae.evaluate.learned import LearnedStage, PreWindows, _folds
+    from finsae.group.peers import GranularityTarget
+    from finsae.group.similarity import l2_normalize
+
+    n = 24
+    panel = synthetic_panel(n_periods=60, n_tickers=n, seed=5)
+    tickers = panel.tickers
+    cfg = BenchmarkConfig.model_validate({
+        "name": "t", "designs": [{"name": "f", "text_vintage": "v", "start": "2016-01-01", "end": "2016-12-31"}],
+        "taxonomies": ["all_pairs"], "text_methods": [{"name": "x", "features": "tfidf"}],
+        "learned": {"methods": ["x"], "alphas": [1.0], "priors": ["zero"], "folds": 3}})
+    z = l2_normalize(np.abs(np.random.default_rng(1).normal(size=(n, 5))))
+    target = {"gics_industry": GranularityTarget("gics_industry", 6, 0.1, n)}
+
+    def cold(returns: pd.DataFrame) -> np.ndarray:
+        p = type(panel)(returns, panel.frequency, panel.start, panel.end, panel.dropped)
+        c = correlation_matrix(p)
+        stage = LearnedStage(cfg, PreWindows(c, c, c), tickers, target)
+        m, _ = stage.supervised("x_sup", "x", z)
+        return m.cold_rank
+
+    base = cold(panel.returns)
+    folds = _folds(n, 3, cfg.evaluation.seed)
+    held = np.flatnonzero(folds == 0)
+    changed = panel.returns.copy()
+    changed.iloc[:, held] = np.random.default_rng(2).normal(size=(60, len(held)))  # every pair with fold 0 moves
+    again = cold(changed)
+    np.testing.assert_allclose(again[held], base[held], atol=1e-10)  # fold 0's scores never saw those pairs
+    assert not np.allclose(again[folds != 0], base[folds != 0])  # the other folds' fits did
