@@ -175,6 +175,32 @@ def test_distance_method_ssd_spread_and_exit_at_the_crossing():
     assert paths.target[:, 0].tolist() == [0, 0, -1, -1, -1, 0, 0]  # z 4.05 keeps the position: no stop
 
 
+def test_fast_selection_equals_the_library_and_a_full_sort():
+    from statsmodels.stats.multitest import multipletests
+
+    from finsae.backtest.pairs import benjamini_hochberg, cap_per_stock, select_distance
+
+    rng = np.random.default_rng(8)
+    for _trial in range(30):
+        n = int(rng.integers(1, 400))
+        p = np.where(rng.random(n) < 0.3, rng.random(n) * 1e-3, rng.random(n))
+        p[rng.random(n) < 0.05] = p[0]  # ties
+        want = np.flatnonzero(multipletests(p, alpha=0.05, method="fdr_bh")[0])
+        got = benjamini_hochberg(p, 0.05)
+        assert sorted(got.tolist()) == want.tolist()
+        assert (np.diff(p[got]) >= 0).all()
+        # only the small p-values given, the family size passed: the same rejections
+        small = np.flatnonzero(p <= 0.05)
+        np.testing.assert_array_equal(small[benjamini_hochberg(p[small], 0.05, n_tests=n)], got)
+        # distance selection: partition then sort equals a full stable sort, with the cap
+        ssd = np.round(rng.random(n) * 50, 1)  # many ties
+        i = rng.integers(0, 30, n)
+        j = i + 1 + rng.integers(0, 5, n)
+        full = cap_per_stock(np.argsort(ssd, kind="stable"), i, j, 2, 20)
+        np.testing.assert_array_equal(select_distance(ssd, np.ones(n, dtype=bool), i, j, max_pairs=20,
+                                                      max_per_stock=2), full)
+
+
 def test_rules_validation():
     with pytest.raises(DataError, match="entry_z .* must be greater than exit_z"):
         TradingRules(entry_z=1.0, exit_z=1.0)

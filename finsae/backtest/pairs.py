@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
 from finsae.backtest.coint import Autolag, engle_granger
@@ -168,26 +167,43 @@ def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | No
     return np.asarray(kept, dtype=np.int64)
 
 
+def benjamini_hochberg(pvalue: np.ndarray, alpha: float, n_tests: int | None = None) -> np.ndarray:
+    """Positions of the p-values rejected by Benjamini-Hochberg at level ``alpha``, smallest p-value first (ties
+    in position order).
+
+    Equals ``statsmodels.stats.multitest.multipletests(pvalue, alpha, method="fdr_bh")[0]`` (tested) when
+    ``n_tests`` is ``len(pvalue)``; ``n_tests`` larger than the array counts tests whose p-values are not given
+    because they exceed ``alpha`` (they cannot be rejected: ``p_(k) <= k alpha / m <= alpha``), so only the
+    p-values at or below ``alpha`` need sorting. NaN p-values are not tests."""
+    p = np.asarray(pvalue, dtype=np.float64)
+    m = int(np.sum(~np.isnan(p))) if n_tests is None else int(n_tests)
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    small = np.flatnonzero(p <= alpha)
+    order = small[np.argsort(p[small], kind="stable")]
+    passed = p[order] <= np.arange(1, len(order) + 1) / float(m) * alpha
+    k = int(np.flatnonzero(passed)[-1]) + 1 if passed.any() else 0
+    return order[:k]
+
+
 def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, *, fdr: float = 0.05,
                  min_half_life: float = 1.0, max_half_life: float = 126.0, max_pairs: int | None = None,
                  i: np.ndarray | None = None, j: np.ndarray | None = None,
-                 max_per_stock: int | None = None) -> np.ndarray:
+                 max_per_stock: int | None = None, n_tests: int | None = None) -> np.ndarray:
     """Positions (into the candidate arrays) of the pairs selected, best p-value first.
 
-    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable), then the
-    half-life range, then the smallest p-values, at most ``max_per_stock`` pairs per stock (needs the pairs'
-    stocks ``i``, ``j``; see :func:`cap_per_stock`) and ``max_pairs`` in all.
+    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable; the family
+    has ``n_tests`` tests, by default the usable candidates with a p-value: pass a larger number when candidates
+    whose p-value exceeds ``fdr`` were left out of the arrays), then the half-life range, then the smallest
+    p-values, at most ``max_per_stock`` pairs per stock (needs the pairs' stocks ``i``, ``j``; see
+    :func:`cap_per_stock`) and ``max_pairs`` in all.
     """
     if not 0 < fdr <= 1:
         raise DataError(f"fdr must be in (0, 1], not {fdr}")
-    candidates = np.flatnonzero(usable & ~np.isnan(pvalue))
-    if len(candidates) == 0:
-        return candidates
-    reject, _, _, _ = multipletests(pvalue[candidates], alpha=fdr, method="fdr_bh")
-    keep = candidates[reject]
+    p = np.where(np.asarray(usable, dtype=bool), np.asarray(pvalue, dtype=np.float64), np.nan)
+    keep = benjamini_hochberg(p, fdr, n_tests)
     hl = half_life[keep]
-    keep = keep[(hl >= min_half_life) & (hl <= max_half_life)]
-    keep = keep[np.argsort(pvalue[keep], kind="stable")]
+    keep = keep[(hl >= min_half_life) & (hl <= max_half_life)]  # still in p-value order
     if max_per_stock is not None:
         if i is None or j is None:
             raise DataError("max_per_stock needs the candidates' stocks i and j")
@@ -197,8 +213,20 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
 
 def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.ndarray, *, max_pairs: int,
                     max_per_stock: int | None = None) -> np.ndarray:
-    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared deviations,
-    at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev et al. 2006 take the top 20)."""
-    candidates = np.flatnonzero(usable & np.isfinite(ssd))
-    order = candidates[np.argsort(ssd[candidates], kind="stable")]
-    return cap_per_stock(order, i, j, max_per_stock, max_pairs)
+    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared deviations
+    (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev et al. 2006 take
+    the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap is satisfied)."""
+    candidates = np.flatnonzero(np.asarray(usable, dtype=bool) & np.isfinite(ssd))
+    values = np.asarray(ssd, dtype=np.float64)[candidates]
+    take = 4 * max_pairs
+    while True:
+        if take >= len(candidates):
+            order = candidates[np.argsort(values, kind="stable")]
+            return cap_per_stock(order, i, j, max_per_stock, max_pairs)
+        cut = np.partition(values, take - 1)[take - 1]
+        head = np.flatnonzero(values <= cut)  # every tie of the cut value: the order is that of a full sort
+        order = candidates[head[np.argsort(values[head], kind="stable")]]
+        kept = cap_per_stock(order, i, j, max_per_stock, max_pairs)
+        if len(kept) >= max_pairs:
+            return kept
+        take *= 4

@@ -316,17 +316,19 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
     if "distance" in strategies:
         norm = np.exp(logp - logp[0])  # normalised prices P_t / P_0
         plan.scores["distance"] = distance_ssd(norm, i_all, j_all) if n_e > 1 else np.zeros(0)
-    dist_usable = np.ones(len(i_all), dtype=bool)
 
     def choose(strategy: str, pos: np.ndarray) -> np.ndarray:
         if strategy == "coint":
-            keep = select_pairs(tests.pvalue[pos], tests.half_life[pos], coint_usable[pos], fdr=sel.fdr,
-                                min_half_life=sel.min_half_life, max_half_life=sel.max_half_life,
-                                max_pairs=sel.max_pairs, i=i_all[pos], j=j_all[pos],
-                                max_per_stock=sel.max_pairs_per_stock)
-        else:
-            keep = select_distance(plan.scores["distance"][pos], dist_usable[pos], i_all[pos], j_all[pos],
-                                   max_pairs=cfg.distance.max_pairs, max_per_stock=sel.max_pairs_per_stock)
+            p = tests.pvalue[pos]
+            ok = coint_usable[pos] & ~np.isnan(p)
+            small = pos[ok & (p <= sel.fdr)]  # only these can pass BH; the family is every usable candidate
+            keep = select_pairs(tests.pvalue[small], tests.half_life[small], np.ones(len(small), dtype=bool),
+                                fdr=sel.fdr, min_half_life=sel.min_half_life, max_half_life=sel.max_half_life,
+                                max_pairs=sel.max_pairs, i=i_all[small], j=j_all[small],
+                                max_per_stock=sel.max_pairs_per_stock, n_tests=int(ok.sum()))
+            return small[keep]
+        keep = select_distance(plan.scores["distance"][pos], np.ones(len(pos), dtype=bool), i_all[pos], j_all[pos],
+                               max_pairs=cfg.distance.max_pairs, max_per_stock=sel.max_pairs_per_stock)
         return pos[keep]
 
     usable_pos = {"coint": np.flatnonzero(coint_usable), "distance": np.arange(len(i_all))}
@@ -346,7 +348,7 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
                 "formation_end": w.formation_end, "trading_start": w.trading_start, "trading_end": w.trading_end,
                 "eligible": n_e, "screened_jumps": int((complete & ~calm).sum()),
                 "i1_eligible": int(i1.sum()) if strategy == "coint" else n_e, "candidates": len(cand),
-                "candidates_usable": int((coint_usable if strategy == "coint" else dist_usable)[cand].sum()),
+                "candidates_usable": int(coint_usable[cand].sum()) if strategy == "coint" else len(cand),
                 "selected": len(chosen)}
             if strategy == "coint":
                 row["candidates_significant_at_5pct"] = int(np.sum(tests.pvalue[cand] < 0.05))
