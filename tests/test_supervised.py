@@ -170,3 +170,16 @@ def test_weighted_pair_and_group_explanations_sum_to_the_similarity():
     assert grp["excess"].is_monotonic_decreasing
     with pytest.raises(DataError, match="one per latent"):
         explain_pair_weighted(z, model.weights_[:3], 0, 1)
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_subset_system_equals_a_fresh_build(cap):
+    z, c = _tiny(n=14, d=6, seed=8)
+    full = PairSystem.build(z, max_features=cap)
+    rows = np.array([0, 2, 3, 5, 8, 9, 12])
+    sub = full.subset(rows)
+    fresh = PairSystem.build(z[rows], learned=full.learned if cap else None)
+    np.testing.assert_allclose(sub.a_c, fresh.a_c, atol=1e-10)
+    cs = c[np.ix_(rows, rows)]
+    for prior in ("zero", "cosine"):
+        np.testing.assert_allclose(sub.solve(cs, 0.5, prior)[0], fresh.solve(cs, 0.5, prior)[0], atol=1e-9)

@@ -203,7 +203,7 @@ class LearnedStage:
         for f in range(self.lc.folds):
             test = folds == f
             train = np.flatnonzero(~test)
-            sub = PairSystem.build(z[train], learned=system.learned if system.fixed_dot is not None else None)
+            sub = system.subset(train)
             c_train = self.c_full[np.ix_(train, train)]
             wr = _fold_weights(sub, c_train, rcand)
             rows = np.flatnonzero(test)

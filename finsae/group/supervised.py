@@ -75,9 +75,13 @@ def centred_pairs(C: np.ndarray) -> tuple[np.ndarray, float]:
 
 def pair_gram(Z: np.ndarray) -> np.ndarray:
     """``A = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)``: the Gram matrix of the pair products over pairs ``i != j``."""
-    g = Z.T @ Z
+    g, q = _grams(Z)
+    return g * g - q
+
+
+def _grams(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z2 = Z * Z
-    return g * g - z2.T @ z2
+    return Z.T @ Z, z2.T @ z2
 
 
 class PairSystem:
@@ -87,9 +91,10 @@ class PairSystem:
     eigendecomposition ``A_c = V E V^T`` shared by every ``alpha``; otherwise by one linear solve)."""
 
     def __init__(self, z: np.ndarray, learned: np.ndarray, fixed_dot: np.ndarray | None, pbar: np.ndarray,
-                 a_c: np.ndarray, n_pairs: int, cosine: np.ndarray) -> None:
+                 a_c: np.ndarray, n_pairs: int, cosine: np.ndarray,
+                 grams: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.z, self.learned, self.fixed_dot, self.pbar = z, learned, fixed_dot, pbar
-        self.a_c, self.n_pairs, self.cosine = a_c, n_pairs, cosine
+        self.a_c, self.n_pairs, self.cosine, self._grams = a_c, n_pairs, cosine, grams
         self.trace = float(np.trace(a_c))
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -115,10 +120,34 @@ class PairSystem:
         zl = z[:, learned]
         n_pairs = n * (n - 1)
         pbar = (zl.sum(axis=0) ** 2 - (zl * zl).sum(axis=0)) / n_pairs
-        a_c = pair_gram(zl) - n_pairs * np.outer(pbar, pbar)
+        g, q = _grams(zl)
+        a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
         cosine = z @ z.T
         np.fill_diagonal(cosine, 0.0)
-        return cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine)
+        return cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine, (g, q))
+
+    def subset(self, rows: np.ndarray) -> PairSystem:
+        """The system of the companies ``rows`` only (the same learned features), without recomputing the Gram
+        matrices over them: ``Z_S^T Z_S = Z^T Z - Z_R^T Z_R`` for the left-out rows ``R`` (and alike for
+        ``(Z * Z)``); the fixed part and the cosine are sliced. Equals :meth:`build` on ``Z[rows]`` with
+        ``learned`` (up to rounding)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._grams is None:
+            raise DataError("this system keeps no Gram matrices to take a subset of")
+        if len(rows) < 3:
+            raise DataError(f"a subset needs at least 3 companies, got {len(rows)}")
+        out = np.setdiff1d(np.arange(len(self.z)), rows)
+        z = self.z[rows]
+        zl, zo = z[:, self.learned], self.z[np.ix_(out, self.learned)]
+        g0, q0 = _grams(zo)
+        g, q = self._grams[0] - g0, self._grams[1] - q0
+        n = len(rows)
+        n_pairs = n * (n - 1)
+        pbar = (zl.sum(axis=0) ** 2 - (zl * zl).sum(axis=0)) / n_pairs
+        a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
+        ix = np.ix_(rows, rows)
+        fixed = self.fixed_dot[ix] if self.fixed_dot is not None else None
+        return PairSystem(z, self.learned, fixed, pbar, a_c, n_pairs, self.cosine[ix], (g, q))
 
     def decompose(self) -> PairSystem:
         """Compute (once) the eigendecomposition used to solve for many ``alpha``."""
