@@ -317,15 +317,16 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
         norm = np.exp(logp - logp[0])  # normalised prices P_t / P_0
         plan.scores["distance"] = distance_ssd(norm, i_all, j_all) if n_e > 1 else np.zeros(0)
 
+    p_usable = np.where(coint_usable, tests.pvalue, np.nan)  # NaN: not a test of the family
+
     def choose(strategy: str, pos: np.ndarray) -> np.ndarray:
         if strategy == "coint":
-            p = tests.pvalue[pos]
-            ok = coint_usable[pos] & ~np.isnan(p)
-            small = pos[ok & (p <= sel.fdr)]  # only these can pass BH; the family is every usable candidate
+            p = p_usable[pos]
+            small = pos[p <= sel.fdr]  # only these can pass BH; the family is every usable candidate
             keep = select_pairs(tests.pvalue[small], tests.half_life[small], np.ones(len(small), dtype=bool),
                                 fdr=sel.fdr, min_half_life=sel.min_half_life, max_half_life=sel.max_half_life,
                                 max_pairs=sel.max_pairs, i=i_all[small], j=j_all[small],
-                                max_per_stock=sel.max_pairs_per_stock, n_tests=int(ok.sum()))
+                                max_per_stock=sel.max_pairs_per_stock, n_tests=len(p) - int(np.isnan(p).sum()))
             return small[keep]
         keep = select_distance(plan.scores["distance"][pos], np.ones(len(pos), dtype=bool), i_all[pos], j_all[pos],
                                max_pairs=cfg.distance.max_pairs, max_per_stock=sel.max_pairs_per_stock)
