@@ -222,7 +222,7 @@ def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> l
     if len(tw):
         lines = ["Paired differences of pair-weighted correlation, density-matched, with a two-way bootstrap "
                  "(companies x circular blocks of months, 95% CI):", "",
-                 "| level | A | B | A | B | A - B [95% CI] |", "|---|---|---|---|---|---|"]
+                 "| level | A | B | PW(A) | PW(B) | A - B [95% CI] |", "|---|---|---|---|---|---|"]
         for x in tw.itertuples(index=False):
             lines.append(f"| {METHOD_NAMES.get(x.level, x.level)} | {x.a} | {x.b} | {_f(x.pair_weighted_a)} | "
                          f"{_f(x.pair_weighted_b)} | {x.difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}] |")
