@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -164,7 +165,8 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
         topk = topk_neighbour_correlation(sim, tickers, corr, ks)
         rows.append({**keys, "method": name, "method_kind": m.kind, "text_look_ahead": info.text_look_ahead,
                      "transform": m.transform, "n_companies": n_companies, **{f"top{k}": v for k, v in topk.items()},
-                     "spearman": ref.spearman(sim)})
+                     "spearman": ref.spearman(sim),  # learned methods: also the similarity their groups come from
+                     "spearman_group_similarity": ref.spearman(m.learned.group_similarity) if m.learned else np.nan})
     for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):  # on the same companies
         if name == "all_pairs":
             continue
