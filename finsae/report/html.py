@@ -125,12 +125,14 @@ def _benchmark_section(results: Path) -> str:
     return "".join(parts) + "</section>"
 
 
-def _answer_section(results: Path) -> str:
-    """Answer first: one sentence and one chart - the headline method minus the taxonomy and minus price peers at
-    each density-matched level, with two-way bootstrap CIs (``two_way.parquet``); empty without that table."""
-    path = results / "two_way.parquet"
+def answer_figure(results: Path):
+    """The answer-first chart: the headline method minus the taxonomy and minus price peers at each
+    density-matched level, with two-way bootstrap CIs (``two_way.parquet`` of a benchmark results folder).
+
+    Returns ``(figure, headline method, the two-way rows against the taxonomy)``, or None without that table."""
+    path = Path(results) / "two_way.parquet"
     if not path.is_file():
-        return ""
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +142,7 @@ def _answer_section(results: Path) -> str:
     tw = tw[(tw["design"] == tw["design"].iloc[0]) & (tw["frequency"] == tw["frequency"].iloc[0])]
     tax = tw[tw["comparison"] == "taxonomy"]
     if tax.empty:
-        return ""
+        return None
     head = str(tax["a"].iloc[0]).split("@")[0]
     price = tw[tw["b"].str.startswith("price_peers@") & tw["a"].str.startswith(head + "@")]
     levels = list(dict.fromkeys(tax["level"]))
@@ -156,6 +158,17 @@ def _answer_section(results: Path) -> str:
     ax.set_ylabel("difference in pair-weighted correlation")
     ax.set_title("Headline method against the taxonomy and price peers at each density (two-way 95% CI)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, head, tax
+
+
+def _answer_section(results: Path) -> str:
+    """Answer first: one sentence and one chart (:func:`answer_figure`); empty without ``two_way.parquet``."""
+    out = answer_figure(results)
+    if out is None:
+        return ""
+    fig, head, tax = out
+    levels = list(dict.fromkeys(tax["level"]))
     ind = tax.set_index("level")
     sentence = "; ".join(f"{_name(lv)} {ind.at[lv, 'difference']:+.3f} [{ind.at[lv, 'ci_low']:+.3f}, "
                          f"{ind.at[lv, 'ci_high']:+.3f}]" for lv in levels if lv in ("gics_industry",
