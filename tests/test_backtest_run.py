@@ -133,6 +133,19 @@ def test_selection_trades_the_tested_spread_with_both_orderings_the_i1_screen_an
     assert len(res2.selections) != len(sel) or not res2.selections.equals(sel)
 
 
+def test_a_methods_placebos_do_not_depend_on_the_other_methods_of_the_config(toy):
+    base = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
+    (toy / "pairs.yaml").write_text(CONFIG.replace("methods: [all_pairs, sic2, gics_sector]",
+                                                   "methods: [gics_sector, sic2]"))
+    fewer = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
+    for frame in ("placebo", "summary"):
+        a = getattr(base, frame)
+        a = a[a["method"] == "sic2"].reset_index(drop=True)
+        b = getattr(fewer, frame)
+        b = b[b["method"] == "sic2"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b, obj=frame)
+
+
 def test_concentration_figures_recompute_the_book_without_its_top_stock(toy):
     from finsae.backtest.metrics import sharpe_ratio
 

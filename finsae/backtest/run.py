@@ -26,6 +26,8 @@ For each trading window (plan -> simulate -> summarise):
 3. Placebos, per method, strategy and window: ``random_pairs`` trades as many uniformly drawn candidate pairs
    (any two eligible stocks) as the method selected; ``random_groups`` relabels the stocks at random with the
    method's group sizes and runs the same selection. Each draw is a book traded with exactly the method's rules.
+   The draws of a method come from their own random stream (:func:`placebo_rng`): adding or reordering methods
+   in a config leaves every other method's placebos unchanged.
 4. Two capital bases for every book (:func:`finsae.backtest.engine.portfolio_returns`): ``committed`` (each selected
    pair holds ``1/N`` of the capital whether it trades or not; idle capital earns the risk-free rate) and
    ``employed`` (capital split over the pairs open on a day). ``headline_basis`` picks the one the placebo
@@ -44,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +236,14 @@ def _random_pairs(rng: np.random.Generator, usable_pos: np.ndarray, k: int) -> n
     return chosen
 
 
+def placebo_rng(seed: int, method: str, strategy: str, window_number: int) -> np.random.Generator:
+    """The random stream of one method's placebo draws in one window: seeded by the config's seed, the method's
+    name, the strategy and the window, so a method's placebos do not depend on which other methods a config runs
+    or in what order."""
+    key = zlib.crc32(f"{method}\x00{strategy}".encode())
+    return np.random.default_rng([seed, key, window_number])
+
+
 def load_text_groups(cfg: PairsBacktestConfig, universe, start: pd.Timestamp) -> dict[str, tuple[pd.Series, bool]]:
     """Group labels (ticker -> group) of each ``cfg.text_groups.names`` entry, and whether trading them from
     ``start`` looks ahead (the text vintage was published on or after ``start``)."""
@@ -284,7 +295,7 @@ class WindowPlan:
 
 
 def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict[str, pd.Series],
-                 cfg: PairsBacktestConfig, book_index: dict[Book, int], rng: np.random.Generator) -> WindowPlan:
+                 cfg: PairsBacktestConfig, book_index: dict[Book, int], window_number: int) -> WindowPlan:
     form = close.iloc[w.formation].ffill(limit=cfg.max_fill_days) if cfg.max_fill_days else close.iloc[w.formation]
     complete = form.notna().all(axis=0).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -354,6 +365,7 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
             if strategy == "coint":
                 row["candidates_significant_at_5pct"] = int(np.sum(tests.pvalue[cand] < 0.05))
             plan.rows.append(row)
+            rng = placebo_rng(cfg.placebo.seed, m, strategy, window_number)
             for d in range(cfg.placebo.draws):
                 picks.append((book_index[Book(m, strategy, "random_pairs", d)],
                               _random_pairs(rng, usable_pos[strategy], len(chosen))))
@@ -619,7 +631,6 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
             labels[name], look_ahead[name] = lab, ahead
     methods = cfg.all_methods
     strategies = ["coint"] + (["distance"] if cfg.distance.enabled else [])
-    rng = np.random.default_rng(cfg.placebo.seed)
     costs = list(cfg.costs_bps)
     head = cfg.headline_cost_bps
     rf = (1 + cfg.rf_annual) ** (1 / cfg.periods_per_year) - 1
@@ -649,7 +660,7 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     backend = get_backend(cfg.backend.kind, cfg.backend.workers, cfg.backend.address)
     try:
         for wn, w in enumerate(tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None)):
-            plan = _plan_window(w, close, tickers, labels, cfg, book_index, rng)
+            plan = _plan_window(w, close, tickers, labels, cfg, book_index, wn)
             window_rows.extend(plan.rows)
             wdates = close.index[w.trading]
             dates_all.append(wdates)
