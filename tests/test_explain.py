@@ -134,3 +134,20 @@ def test_faithfulness_explaining_latents_matter_more_than_random_ones():
     assert f.drop_explaining > 0.3 and f.faithful and f.percentile == 100.0
     g = faithfulness(z, x, members, np.array([5, 6]), draws=30, pool=10)  # arbitrary latents: not faithful
     assert not g.faithful
+
+
+def test_weighted_faithfulness_uses_the_learned_similarity_and_equals_the_cosine_test_for_unit_weights():
+    from finsae.explain.groups import explain_group, faithfulness
+    from finsae.group.similarity import FeatureTransform
+
+    x, members = synthetic_activity(2)
+    z = FeatureTransform("raw").fit_transform(x)
+    lat = explain_group(x, members, top=2).latents["latent"].to_numpy()
+    plain = faithfulness(z, x, members, lat, draws=30, pool=10)
+    ones = faithfulness(z, x, members, lat, draws=30, pool=10, weights=np.ones(z.shape[1]))
+    assert ones.drop_explaining == pytest.approx(plain.drop_explaining) and ones.faithful == plain.faithful
+    # weights that ignore the explaining latents: zeroing them no longer lowers the learned similarity much
+    w = np.ones(z.shape[1])
+    w[lat] = 0.0
+    muted = faithfulness(z, x, members, lat, draws=30, pool=10, weights=w)
+    assert muted.drop_explaining < plain.drop_explaining

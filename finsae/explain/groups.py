@@ -116,11 +116,13 @@ def explain_pair(z: np.ndarray, a: int, b: int, *, labels: pd.Series | None = No
     return out
 
 
-def _within_mean_cosine(z: np.ndarray, rows: np.ndarray) -> float:
+def _within_mean_cosine(z: np.ndarray, rows: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean over pairs of ``rows`` of the cosine of the (re-normalised) rows of ``z``, or of the weighted
+    similarity ``sum_k w_k z_ik z_jk`` of the re-normalised rows when ``weights`` are given."""
     g = z[rows]
     norms = np.linalg.norm(g, axis=1, keepdims=True)
     g = np.divide(g, norms, out=np.zeros_like(g), where=norms > 0)
-    s = g @ g.T
+    s = (g * weights) @ g.T if weights is not None else g @ g.T
     n = len(rows)
     return float((s.sum() - np.trace(s)) / (n * (n - 1)))
 
@@ -144,9 +146,12 @@ class Faithfulness:
 
 
 def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: np.ndarray, *, draws: int = 50,
-                 pool: int = 20, seed: int = 0, group: str = "") -> Faithfulness:
+                 pool: int = 20, seed: int = 0, group: str = "", weights: np.ndarray | None = None) -> Faithfulness:
     """Drop of the mean within-group cosine (rows of ``z``) when ``latents`` are zeroed, against random latents
-    of similar document frequency (in ``features``); see the module docstring."""
+    of similar document frequency (in ``features``); see the module docstring. With ``weights`` (a learned
+    similarity), the drop of the mean within-group weighted similarity of the re-normalised rows: the similarity
+    the group was formed by (without re-normalisation the drop would be the latents' contributions themselves,
+    and a test of latents ranked by contribution would pass by construction)."""
     z = np.asarray(z, dtype=np.float64)
     rows = np.flatnonzero(np.asarray(members, dtype=bool))
     if len(rows) < 2:
@@ -154,12 +159,13 @@ def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: 
     latents = np.asarray(latents, dtype=np.int64)
     zg = z[rows]  # only the group's rows matter
     every = np.arange(len(rows))
-    base = _within_mean_cosine(zg, every)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    base = _within_mean_cosine(zg, every, w)
 
     def ablated(cols: np.ndarray) -> float:
         zz = zg.copy()
         zz[:, cols] = 0.0
-        return base - _within_mean_cosine(zz, every)
+        return base - _within_mean_cosine(zz, every, w)
 
     drop = ablated(latents)
     df = np.asarray(_activity(features).mean(axis=0)).ravel()

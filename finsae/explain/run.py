@@ -138,7 +138,7 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
         if weights is not None:  # a learned similarity: latents by their weighted contribution to it
             e = _weighted(e, z, weights, members, feats.matrix, label_series, top)
         f = faithfulness(z, feats.matrix, members, e.latents["latent"].to_numpy()[:min(5, len(e.latents))],
-                         draws=draws, seed=seed, group=str(g))
+                         draws=draws, seed=seed, group=str(g), weights=weights)
         member_list = list(feats.tickers[members])
         expl_rows.append(e.to_frame().assign(rank=np.arange(len(e.latents)), members=", ".join(member_list)))
         faith_rows.append({**f.to_dict(), "members": ", ".join(member_list)})
