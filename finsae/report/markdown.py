@@ -337,7 +337,8 @@ def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str
     order = f.sort_values("n_members", ascending=False).index[:max_groups]
     lines = [f"## Explanations of `{result.grouping}`", "",
              f"{len(f)} groups of 3 or more companies; the explaining latents are faithful (ablating them lowers "
-             f"the within-group cosine more than 95% of ablations of random latents with similar document "
+             f"the within-group similarity the groups were formed by (the cosine, or a learned method's weighted "
+             f"similarity) more than 95% of ablations of random latents with similar document "
              f"frequency) for **{result.faithful_share:.0%}** of them.", "",
              "| group | members | top latents (label: share in group / outside) | rule precision / recall | "
              "cosine drop: explaining / random |", "|---|---|---|---|---|"]
