@@ -423,7 +423,8 @@ def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: s
 
     cfg = manifest["config"]
     headline = cfg.get("headline_method") or cfg["text_methods"][0]["name"]
-    default_grouping = explained[0] if explained else f"{headline}@{cfg['granularity']['levels'][0]}:density"
+    own = [g for g in explained if g.startswith(f"{headline}@")]  # the headline's explained grouping first
+    default_grouping = (own or explained or [f"{headline}@{cfg['granularity']['levels'][0]}:density"])[0]
     explainable = sorted((n for n, v in vectors.items() if v[2]["interpretable"]),
                          key=lambda n: vectors[n][2]["features"] != "sae")  # SAE methods first
     out_manifest = {
