@@ -193,6 +193,11 @@ def _method_vectors(manifest: dict, universe, vintage: str, progress: bool | Non
     features: dict[tuple, object] = {}
     out: dict[str, tuple] = {}
     for name, info in used.items():
+        if name not in configs:  # learned similarities and price peers: not a vector per company (weights may be
+            # negative, price peers have no text); their groupings are exported in the groups table
+            logger.info("export: %s has no company vectors (a learned or price similarity); its groups are exported",
+                        name)
+            continue
         m = configs[name]
         key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling)
         if key not in features:
@@ -423,6 +428,13 @@ def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: s
 
     cfg = manifest["config"]
     headline = cfg.get("headline_method") or cfg["text_methods"][0]["name"]
+    if headline not in vectors:  # e.g. a learned similarity: the peers service falls back to the first text method
+        logger.warning("export: the benchmark's headline method %s has no company vectors; %s is the export's "
+                       "headline method for peers (its groups are in the groups table)", headline,
+                       headline.removesuffix("_sup") if headline.removesuffix("_sup") in vectors
+                       else next(iter(vectors), None))
+        base = headline.removesuffix("_sup")
+        headline = base if base in vectors else next(iter(vectors), headline)
     own = [g for g in explained if g.startswith(f"{headline}@")]  # the headline's explained grouping first
     default_grouping = (own or explained or [f"{headline}@{cfg['granularity']['levels'][0]}:density"])[0]
     explainable = sorted((n for n, v in vectors.items() if v[2]["interpretable"]),
