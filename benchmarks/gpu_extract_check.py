@@ -92,8 +92,10 @@ def real_pair(device: str, dtype: str, sae_dtype: str):
     from finsae.extract import load_model, load_sae
     from finsae.extract.sae import DEFAULT_SAE_DIR
 
-    loaded = load_model(device=device, dtype=dtype)
-    return loaded.model, load_sae(DEFAULT_SAE_DIR, device=device, dtype=sae_dtype)
+    model = load_model(device=device, dtype=dtype).model
+    model.to(device, print_details=False)  # every buffer on the device, whichever way the model was built
+    model.cfg.device = device
+    return model, load_sae(DEFAULT_SAE_DIR, device=device, dtype=sae_dtype)
 
 
 def agreement(cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_length: int, batch_tokens: int) -> dict:

@@ -14,6 +14,7 @@ Three sources:
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
@@ -288,8 +289,10 @@ def _lean_processing(hf) -> Iterator[None]:
     7.8 GB resident. Within this context the callers' dicts are emptied once handed on (neither reads them
     again), the Hugging Face model's parameters are released (tensors shared with the state dict stay alive
     through it), and where the writing weights are not centred (RMS norm models such as Gemma) the token
-    embedding, which no other step reads or changes, is held aside instead of being cloned by every step. Tested equal, tensor for tensor, to the
-    plain build."""
+    embedding, which no step reads or changes, is held aside, and the unembedding with the final norm is
+    processed apart from the blocks (the same function on each part; no step reads across them), so that no
+    step clones the whole model: 5.2 GB peak. Tested equal, tensor for tensor, to the plain build (the tiny
+    model in tests, Gemma-3-270M against its cached processed weights)."""
     from transformer_lens import HookedTransformer
     from transformer_lens.weight_processing import ProcessWeights
 
@@ -312,8 +315,20 @@ def _lean_processing(hf) -> Iterator[None]:
         box = handed_on(state_dict)
         centred = kwargs.get("center_writing_weights", True) and getattr(cfg, "normalization_type", "LN") in (
             "LN", "LNPre") and not getattr(cfg, "final_rms", False)  # process_weights' own condition for W_E
-        aside = {} if centred or args else {k: box[0].pop(k) for k in ("embed.W_E",) if k in box[0]}
-        out = process_original(box.pop(), cfg, *args, **kwargs)
+        if centred or args or kwargs.get("adapter") is not None:
+            return process_original(box.pop(), cfg, *args, **kwargs)
+        main = box.pop()
+        aside = {k: main.pop(k) for k in ("embed.W_E",) if k in main}
+        # the unembedding and final norm are processed on their own, by the same function with no blocks
+        # (their steps read nothing else), then the blocks without them: each step clones a smaller dict
+        head = {k: main.pop(k) for k in list(main) if k.startswith(("unembed.", "ln_final.", "ln_f."))}
+        no_blocks = copy.copy(cfg)
+        no_blocks.n_layers = 0
+        head = process_original(head, no_blocks, **kwargs)
+        box = [main]
+        del main
+        out = process_original(box.pop(), cfg, **{**kwargs, "center_unembed": False})
+        out.update(head)
         out.update(aside)
         return out
 
