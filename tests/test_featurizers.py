@@ -86,3 +86,22 @@ def test_embedding_cache_hit_and_corruption(tmp_path, monkeypatch):
     np.testing.assert_allclose(EmbeddingFeaturizer(cache=True).fit().transform(TEXTS), x, atol=1e-6)
     EmbeddingFeaturizer(cache=True).fit().transform(TEXTS[:2])  # other texts: another entry
     assert len(list(path.glob("*.npy"))) == 2
+
+
+def test_minilm_reads_the_whole_text_in_chunks():
+    short = "A regional bank holding company offering loans and deposits."
+    tail = " It also operates a large chain of pet grooming salons across the Midwest." * 40
+    long = "A regional bank holding company offering loans and deposits." + tail
+    chunked = EmbeddingFeaturizer().fit()
+    plain = EmbeddingFeaturizer(chunk=False).fit()
+    # a text within the window: the same vector either way
+    np.testing.assert_allclose(chunked.transform([short]), plain.transform([short]), atol=1e-5)
+    chunks, owner, sizes = chunked._windows([long])
+    assert len(chunks) >= 3 and (owner == 0).all() and sizes.sum() > 256
+    # what lies beyond the first 256 tokens changes the chunked vector, not the truncated one
+    long = long + " The group also runs pet grooming salons and animal clinics." * 20
+    other = "A regional bank holding company offering loans and deposits." + tail + " It also smelts steel." * 40
+    assert np.abs(plain.transform([long]) - plain.transform([other])).max() < 1e-3
+    assert np.abs(chunked.transform([long]) - chunked.transform([other])).max() > 1e-2
+    v = chunked.transform([long])
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)

