@@ -73,16 +73,22 @@ def two_way_differences(returns: pd.DataFrame, corr: CorrelationMatrix, grouping
     for nm in names:
         codes, _, _ = encode_labels(corr, groupings[nm])
         wi, wj, _ = within_pairs(codes)
-        pairs[nm] = (wi, wj)
+        pairs[nm] = (wi, wj, wi.astype(np.int64) * n + wj)  # flat positions: one gather per draw
 
     def pw(c: np.ndarray, w: np.ndarray) -> dict[str, float]:
         out = {}
-        for nm, (wi, wj) in pairs.items():
-            v = c[wi, wj]
+        flat_c = c.ravel()
+        for nm, (wi, wj, flat) in pairs.items():
+            v = np.take(flat_c, flat)
             ok = np.isfinite(v)
-            ww = w[wi[ok]] * w[wj[ok]]
+            if ok.all():  # the same values in the same order as with the mask, without the copies
+                ww = np.take(w, wi) * np.take(w, wj)
+                vv = v
+            else:
+                ww = w[wi[ok]] * w[wj[ok]]
+                vv = v[ok]
             den = ww.sum()
-            out[nm] = float((ww * v[ok]).sum() / den) if den > 0 else np.nan
+            out[nm] = float((ww * vv).sum() / den) if den > 0 else np.nan
         return out
 
     point = pw(corr.values, np.ones(n))
