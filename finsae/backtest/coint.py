@@ -86,6 +86,21 @@ def default_maxlag(nobs: int) -> int:
     return int(min(np.ceil(12.0 * np.power(nobs / 100.0, 0.25)), nobs // 2 - 1))
 
 
+def check_test_settings(t_len: int, maxlag: int | None, autolag: object) -> int:
+    """Validate an Engle-Granger test's settings for series of length ``t_len``; the lag order to use
+    (:func:`default_maxlag` when ``maxlag`` is None)."""
+    if autolag not in ("aic", "bic", None):
+        raise DataError(f"autolag must be 'aic', 'bic' or None, not {autolag!r}")
+    if t_len < 6:
+        raise DataError(f"series of length {t_len} are too short for an Engle-Granger test (need at least 6)")
+    if maxlag is None:
+        return default_maxlag(t_len)
+    if not 0 <= maxlag <= t_len // 2 - 1:
+        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length {t_len}, "
+                        f"not {maxlag}")
+    return int(maxlag)
+
+
 def _upper_cholesky(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upper Cholesky factors of a stack of Gram matrices; stacks that are not positive definite get NaN.
 
@@ -250,15 +265,8 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if y.shape != x.shape:
         raise DataError(f"y and x must have the same shape, got {y.shape} and {x.shape}")
-    if autolag not in ("aic", "bic", None):
-        raise DataError(f"autolag must be 'aic', 'bic' or None, not {autolag!r}")
     n_pairs, t_len = y.shape
-    if t_len < 6:
-        raise DataError(f"series of length {t_len} are too short for an Engle-Granger test (need at least 6)")
-    if maxlag is None:
-        maxlag = default_maxlag(t_len)
-    elif not 0 <= maxlag <= t_len // 2 - 1:
-        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length {t_len}, not {maxlag}")
+    maxlag = check_test_settings(t_len, maxlag, autolag)
 
     out = {name: np.full(n_pairs, np.nan) for name in ("stat", "hedge", "intercept", "half_life")}
     lags = np.full(n_pairs, -1, dtype=np.int64)

@@ -62,7 +62,7 @@ from finsae.backtest.coint import (
     _SQRTEPS,
     Autolag,
     EngleGranger,
-    default_maxlag,
+    check_test_settings,
     engle_granger,
     mackinnon_crit,
     mackinnon_pvalue,
@@ -230,16 +230,8 @@ class EngleGrangerPanel:
         x = np.asarray(log_prices, dtype=np.float64)
         if x.ndim != 2:
             raise DataError(f"log_prices must be a (T, N) array, got shape {x.shape}")
-        if autolag not in ("aic", "bic", None):
-            raise DataError(f"autolag must be 'aic', 'bic' or None, not {autolag!r}")
         t_len, n_cols = x.shape
-        if t_len < 6:
-            raise DataError(f"series of length {t_len} are too short for an Engle-Granger test (need at least 6)")
-        if maxlag is None:
-            maxlag = default_maxlag(t_len)
-        elif not 0 <= maxlag <= t_len // 2 - 1:
-            raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length "
-                            f"{t_len}, not {maxlag}")
+        maxlag = check_test_settings(t_len, maxlag, autolag)
         self.x, self.t_len, self.n_cols = x, t_len, n_cols
         self.maxlag, self.autolag = int(maxlag), autolag
         self.block, self.chunk_bytes = int(block), int(chunk_bytes)
