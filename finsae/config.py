@@ -227,6 +227,14 @@ class LearnedConfig(_Strict):
             out.append("price_peers")
         return out + [f"{m}_price" for m in self.blend_with]
 
+    def base_method(self, name: str) -> str | None:
+        """The text method whose features a learned method ``name`` is built on (``sae_sup`` and ``sae_sup_price``
+        -> ``sae``); None for price peers or a name that is not a learned method."""
+        for m in self.methods:
+            if name == f"{m}_sup" or (f"{m}_sup" in self.blend_with and name == f"{m}_sup_price"):
+                return m
+        return None
+
 
 class BenchmarkConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

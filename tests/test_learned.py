@@ -151,3 +151,12 @@ def test_cold_start_weights_never_see_a_held_out_companys_pairs():
     again = cold(changed)
     np.testing.assert_allclose(again[held], base[held], atol=1e-10)  # fold 0's scores never saw those pairs
     assert not np.allclose(again[folds != 0], base[folds != 0])  # the other folds' fits did
+
+
+def test_learned_methods_name_the_text_method_they_are_built_on():
+    from finsae.config import LearnedConfig
+
+    cfg = LearnedConfig(methods=["sae", "tfidf"], price_peers=True, blend_with=["sae_sup"])
+    assert [(n, cfg.base_method(n)) for n in cfg.names] == [
+        ("sae_sup", "sae"), ("tfidf_sup", "tfidf"), ("price_peers", None), ("sae_sup_price", "sae")]
+    assert cfg.base_method("minilm") is None

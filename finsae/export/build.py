@@ -428,13 +428,14 @@ def _write_export(tmp: Path, results: Path, manifest: dict, universe, vintage: s
 
     cfg = manifest["config"]
     headline = cfg.get("headline_method") or cfg["text_methods"][0]["name"]
-    if headline not in vectors:  # e.g. a learned similarity: the peers service falls back to the first text method
+    if headline not in vectors:  # a learned similarity: peers come from the text method it is built on
+        from finsae.config import LearnedConfig
+
+        base = LearnedConfig(**cfg["learned"]).base_method(headline) if cfg.get("learned") else None
+        fallback = base if base in vectors else next(iter(vectors), headline)
         logger.warning("export: the benchmark's headline method %s has no company vectors; %s is the export's "
-                       "headline method for peers (its groups are in the groups table)", headline,
-                       headline.removesuffix("_sup") if headline.removesuffix("_sup") in vectors
-                       else next(iter(vectors), None))
-        base = headline.removesuffix("_sup")
-        headline = base if base in vectors else next(iter(vectors), headline)
+                       "headline method for peers (its groups are in the groups table)", headline, fallback)
+        headline = fallback
     own = [g for g in explained if g.startswith(f"{headline}@")]  # the headline's explained grouping first
     default_grouping = (own or explained or [f"{headline}@{cfg['granularity']['levels'][0]}:density"])[0]
     explainable = sorted((n for n, v in vectors.items() if v[2]["interpretable"]),
