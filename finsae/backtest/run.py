@@ -383,7 +383,8 @@ def _plan_window(w: Window, close: pd.DataFrame, tickers: pd.Index, labels: dict
 class BookReturns:
     """Daily returns (rows x books, in ``books`` order) of some books over one window, on each capital basis.
 
-    ``pairs`` keeps the pair-level detail of method books (for trades, selections and concentration)."""
+    ``pairs`` keeps the pair-level detail of method books (for trades, selections and concentration), and
+    ``turnover`` is only computed for them (empty for placebo chunks)."""
 
     books: np.ndarray
     n_selected: np.ndarray
@@ -436,7 +437,8 @@ def simulate_books(picked: list[tuple[int, np.ndarray]], *, strategy: str, logp:
         agg = {"basis": basis, "n_selected": n_sel, "rf": rf}
         gross[basis] = portfolio_returns(paths.gross[1:], active, local, nb, **agg)
         net[basis] = {c: portfolio_returns(nets[c], active, local, nb, **agg) for c in costs}
-        turnover[basis] = portfolio_returns(paths.traded[1:], active, local, nb, **{**agg, "rf": 0.0})
+        if keep_pairs:  # method books only: placebo books report Sharpe ratios, not turnover
+            turnover[basis] = portfolio_returns(paths.traded[1:], active, local, nb, **{**agg, "rf": 0.0})
     block = PairBlock(pos, cy, cx, books[local], intercept, hedge, sigma, paths) if keep_pairs else None
     return BookReturns(books, n_sel, gross, net, turnover, block)
 
@@ -569,7 +571,7 @@ def _summary_row(book: Book, basis: str, series: dict[str, np.ndarray], turnover
     return row
 
 
-def _trades(blk: PairBlock, book_of: dict[int, Book], rules: TradingRules, head: float, tickers: list[str],
+def _trades(blk: PairBlock, books: list[Book], rules: TradingRules, head: float, tickers: list[str],
             dates: pd.DatetimeIndex, label: str) -> pd.DataFrame:
     tl = trade_list(blk.paths, blk.paths.net(head, rules))
     cols = ["method", "strategy", "window", "y", "x", "hedge_ratio", "entry_date", "exit_date", "direction",
@@ -579,7 +581,7 @@ def _trades(blk: PairBlock, book_of: dict[int, Book], rules: TradingRules, head:
     col = tl["pair"].to_numpy()
     names = np.asarray(tickers)
     return pd.DataFrame({
-        "method": [book_of[b].method for b in blk.book[col]], "strategy": [book_of[b].strategy for b in blk.book[col]],
+        "method": [books[b].method for b in blk.book[col]], "strategy": [books[b].strategy for b in blk.book[col]],
         "window": label, "y": names[blk.y[col]], "x": names[blk.x[col]], "hedge_ratio": blk.hedge[col],
         "entry_date": dates[tl["entry_row"].to_numpy()], "exit_date": dates[tl["exit_row"].to_numpy()],
         "direction": tl["direction"].to_numpy(), "holding_days": (tl["exit_row"] - tl["entry_row"]).to_numpy(),
@@ -587,11 +589,11 @@ def _trades(blk: PairBlock, book_of: dict[int, Book], rules: TradingRules, head:
     })[cols]
 
 
-def _selections(blk: PairBlock, plan: WindowPlan, strategy: str, book_of: dict[int, Book]) -> pd.DataFrame:
+def _selections(blk: PairBlock, plan: WindowPlan, strategy: str, books: list[Book]) -> pd.DataFrame:
     names = np.asarray(plan.tickers)
     score = plan.scores[strategy][blk.pos]
     return pd.DataFrame({
-        "method": [book_of[b].method for b in blk.book], "strategy": strategy, "window": plan.window.label(),
+        "method": [books[b].method for b in blk.book], "strategy": strategy, "window": plan.window.label(),
         "y": names[blk.y], "x": names[blk.x],
         "pvalue": score if strategy == "coint" else np.nan, "ssd": score if strategy == "distance" else np.nan,
         "half_life": plan.half_life[blk.pos] if strategy == "coint" and plan.half_life is not None else np.nan,
@@ -642,7 +644,6 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
                                 ("random_groups", 0 if m == "all_pairs" else cfg.placebo.draws)):
                 books.extend(Book(m, st, kind, d) for d in range(draws))
     book_index = {b: k for k, b in enumerate(books)}
-    book_of = dict(enumerate(books))
     method_books = [b for b in books if b.kind == "method"]
     n_books = len(books)
     moments = {(basis, s): _Moments.zeros(n_books) for basis in BASES for s in ("gross", "net")}
@@ -695,9 +696,9 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
                         sub = PairBlock(blk.pos[cols], blk.y[cols], blk.x[cols], blk.book[cols], blk.intercept[cols],
                                         blk.hedge[cols], blk.sigma[cols], blk.paths.columns(cols))
                         method_pairs[int(b)].blocks.append((wn, sub, plan.tickers, int(n)))
-                trade_parts.append(_trades(blk, book_of, rules[st], head, plan.tickers,
+                trade_parts.append(_trades(blk, books, rules[st], head, plan.tickers,
                                            close.index[w.formation.stop - 1: w.trading.stop], w.label()))
-                selection_parts.append(_selections(blk, plan, st, book_of))
+                selection_parts.append(_selections(blk, plan, st, books))
     finally:
         backend.close()
 
