@@ -83,21 +83,26 @@ def model(tokenizer):
     return HookedTransformer(cfg, tokenizer=tokenizer).eval()
 
 
-@pytest.fixture(scope="session")
-def sae(tmp_path_factory):
-    """A random TopK SAE on the tiny model's layer-1 residual stream, saved to and loaded from disk."""
+def tiny_sae(folder, hook: str = HOOK, d_sae: int = 96, k: int = 8, seed: int = 1, context: int = 16):
+    """A random TopK SAE for the tiny model (``d_in`` 32) on ``hook``, saved to ``folder`` and loaded back."""
     import torch
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
     from finsae.extract import load_sae
 
-    torch.manual_seed(1)
-    cfg = TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name=HOOK, context_size=16, model_name="tiny"))
+    torch.manual_seed(seed)
+    cfg = TopKSAEConfig(d_in=32, d_sae=d_sae, k=k, metadata=SAEMetadata(hook_name=hook, context_size=context,
+                                                                        model_name="tiny"))
     sae = TopKSAE(cfg)
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    folder = tmp_path_factory.mktemp("sae")
     sae.save_model(str(folder))
     return load_sae(folder)
+
+
+@pytest.fixture(scope="session")
+def sae(tmp_path_factory):
+    """A random TopK SAE on the tiny model's layer-1 residual stream, saved to and loaded from disk."""
+    return tiny_sae(tmp_path_factory.mktemp("sae"))

@@ -8,8 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sae_lens import TopKSAE, TopKSAEConfig
-from sae_lens.saes.sae import SAEMetadata
 
 from finsae.errors import DataError
 from finsae.extract import (
@@ -21,7 +19,7 @@ from finsae.extract import (
 )
 from finsae.extract.features import ResidualForward, document_chunks, hook_activations, padded_batch
 
-from .conftest import HOOK, WORDS
+from .conftest import HOOK, WORDS, tiny_sae
 
 DOCS = ["the company makes phones and chips", "banks lend money to customers in ohio",
         "real estate trusts own offices malls", "oil gas drilling", "", "software cloud services retail stores food",
@@ -29,17 +27,7 @@ DOCS = ["the company makes phones and chips", "banks lend money to customers in 
 
 
 def _sae(hook: str, d_sae: int, seed: int, tmp_path_factory, context: int = 16):
-    from finsae.extract import load_sae
-
-    torch.manual_seed(seed)
-    sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=d_sae, k=6, metadata=SAEMetadata(
-        hook_name=hook, context_size=context, model_name="tiny")))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    folder = tmp_path_factory.mktemp("sae")
-    sae.save_model(str(folder))
-    return load_sae(folder)
+    return tiny_sae(tmp_path_factory.mktemp("sae"), hook, d_sae, k=6, seed=seed, context=context)
 
 
 @pytest.fixture(scope="module")
