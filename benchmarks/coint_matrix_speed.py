@@ -116,15 +116,22 @@ def main() -> None:
     print("\ncross-over (a): P random pairs of all stocks (matrix takes only the columns used)")
     rng = np.random.default_rng(3)
     sizes = [300, 1000, 3000, 10_000, 30_000, 100_000]
+
+    def race(matrix, a: np.ndarray, b: np.ndarray, label: str) -> tuple[float, float]:
+        """Best of 3 for the matrix path (``matrix()``) and the per-pair path on pairs (a, b)."""
+        mt, _ = timed(matrix, 3)
+        pt, _ = timed(lambda: engle_granger(logp.T[a], logp.T[b], n_jobs=args.threads, **kw), 3)
+        print(f"  {label}: matrix {min(mt) * 1e3:8.2f} ms, per-pair {min(pt) * 1e3:8.2f} ms")
+        return min(mt), min(pt)
+
     mat_t, pw_t = [], []
     for size in sizes:
         pick = rng.choice(len(i), size, replace=False)
         a, b = i[pick], j[pick]
-        mt, _ = timed(lambda a=a, b=b: engle_granger_matrix(logp, a, b, n_jobs=args.threads, **kw), 3)
-        pt, _ = timed(lambda a=a, b=b: engle_granger(logp.T[a], logp.T[b], n_jobs=args.threads, **kw), 3)
-        mat_t.append(min(mt))
-        pw_t.append(min(pt))
-        print(f"  P={size:>7,}: matrix {min(mt) * 1e3:8.1f} ms, per-pair {min(pt) * 1e3:8.1f} ms")
+        mt, pt = race(lambda a=a, b=b: engle_granger_matrix(logp, a, b, n_jobs=args.threads, **kw), a, b,
+                      f"P={size:>7,}")
+        mat_t.append(mt)
+        pw_t.append(pt)
     result["crossover_random_pairs"] = {"sizes": sizes, "matrix_s": mat_t, "pairwise_s": pw_t,
                                         "crossover_pairs": crossover(sizes, mat_t, pw_t)}
     cross = result["crossover_random_pairs"]["crossover_pairs"]
@@ -135,11 +142,10 @@ def main() -> None:
     mat_t, pw_t = [], []
     for m in ns:
         a, b = all_pairs(m)
-        mt, _ = timed(lambda a=a, b=b, m=m: EngleGrangerPanel(logp[:, :m], n_jobs=args.threads, **kw).test(a, b), 3)
-        pt, _ = timed(lambda a=a, b=b: engle_granger(logp.T[a], logp.T[b], n_jobs=args.threads, **kw), 3)
-        mat_t.append(min(mt))
-        pw_t.append(min(pt))
-        print(f"  n={m:>4} ({len(a):>6,} pairs): matrix {min(mt) * 1e3:8.2f} ms, per-pair {min(pt) * 1e3:8.2f} ms")
+        mt, pt = race(lambda a=a, b=b, m=m: EngleGrangerPanel(logp[:, :m], n_jobs=args.threads, **kw).test(a, b),
+                      a, b, f"n={m:>4} ({len(a):>6,} pairs)")
+        mat_t.append(mt)
+        pw_t.append(pt)
     result["crossover_all_pairs_of_n"] = {"n": ns, "matrix_s": mat_t, "pairwise_s": pw_t,
                                           "crossover_n": crossover(ns, mat_t, pw_t)}
     cross = result["crossover_all_pairs_of_n"]["crossover_n"]
