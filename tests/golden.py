@@ -1,0 +1,141 @@
+"""Golden copies of a run's numbers: a refactor must leave every number of ``make run`` as it was (issue #14).
+
+``snapshot(folder)`` reads every parquet table under a results (or export) folder, drops what legitimately
+changes between runs (run ids, timings, paths), sorts rows by their non-float columns and returns one canonical
+frame per table. ``write_golden`` stores them under ``tests/golden/<name>/``; ``compare`` reports every table,
+column and row that differs (floats to 12 significant digits: a refactor may reorder a sum, nothing more).
+
+Run ``python -m tests.golden write results`` before a change and ``python -m tests.golden check results`` after.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GOLDEN = Path(__file__).parent / "golden"
+VOLATILE = {"run_id", "seconds", "wall_seconds", "elapsed", "elapsed_s", "created", "created_at", "path", "file",
+            "source", "results", "features_source"}
+RTOL = 1e-12
+# large tables are digested per column instead of stored whole
+STORE_MAX_ROWS = 20_000
+
+
+def _canonical(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.drop(columns=[c for c in table.columns if str(c) in VOLATILE], errors="ignore")
+    table = table.reset_index(drop=True)
+    for c in table.columns:
+        col = table[c]
+        if col.dtype == object or str(col.dtype).startswith(("string", "category")):
+            table[c] = col.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                               str(list(v)) if isinstance(v, list | tuple | np.ndarray) else str(v)).astype(object)
+    keys = [c for c in table.columns if not pd.api.types.is_float_dtype(table[c])]
+    if keys:
+        table = table.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
+    return table.reindex(columns=sorted(table.columns, key=str))
+
+
+def snapshot(folder: Path) -> dict[str, pd.DataFrame]:
+    """Every parquet table under ``folder`` (relative path -> canonical frame)."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*.parquet")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        out[str(path.relative_to(folder))] = _canonical(pd.read_parquet(path))
+    return out
+
+
+def _digest(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per column: dtype, and for floats sum / abs-sum / NaN count, for others a hash of the values."""
+    rows = []
+    for c in table.columns:
+        col = table[c]
+        if pd.api.types.is_float_dtype(col):
+            v = col.to_numpy(dtype=np.float64)
+            rows.append({"column": str(c), "n": len(v), "nan": int(np.isnan(v).sum()),
+                         "sum": float(np.nansum(v)), "abs_sum": float(np.nansum(np.abs(v))), "hash": ""})
+        else:
+            h = pd.util.hash_pandas_object(col.astype(str), index=False)
+            rows.append({"column": str(c), "n": len(col), "nan": int(col.isna().sum()), "sum": np.nan,
+                         "abs_sum": np.nan, "hash": str(int(h.sum()) % (1 << 61))})
+    return pd.DataFrame(rows)
+
+
+def write_golden(folder: Path, name: str) -> Path:
+    target = GOLDEN / name
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.rglob("*.parquet"):
+        old.unlink()
+    for rel, table in snapshot(folder).items():
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if len(table) <= STORE_MAX_ROWS:
+            table.to_parquet(dst)
+        else:
+            _digest(table).to_parquet(dst.with_suffix(".digest.parquet"))
+    return target
+
+
+def _close(a: pd.Series, b: pd.Series) -> bool:
+    if pd.api.types.is_float_dtype(a) or pd.api.types.is_float_dtype(b):
+        x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+        return bool(np.allclose(x, y, rtol=RTOL, atol=1e-14, equal_nan=True))
+    return a.astype(object).fillna("<NA>").tolist() == b.astype(object).fillna("<NA>").tolist()
+
+
+def compare(folder: Path, name: str) -> list[str]:
+    """Differences between ``folder``'s tables and the golden copy ``name`` (empty: identical)."""
+    target = GOLDEN / name
+    if not target.is_dir():
+        return [f"no golden copy {target}"]
+    got = snapshot(folder)
+    problems = []
+    expected = {str(p.relative_to(target)).replace(".digest.parquet", ".parquet"): p
+                for p in sorted(target.rglob("*.parquet"))}
+    for rel in sorted(set(expected) - set(got)):
+        problems.append(f"{rel}: missing")
+    for rel in sorted(set(got) - set(expected)):
+        problems.append(f"{rel}: not in the golden copy")
+    for rel in sorted(set(expected) & set(got)):
+        want = pd.read_parquet(expected[rel])
+        have = got[rel]
+        if expected[rel].name.endswith(".digest.parquet"):
+            have = _digest(have)
+            for (_, w), (_, h) in zip(want.iterrows(), have.iterrows(), strict=False):
+                if w["column"] != h["column"] or w["n"] != h["n"] or w["nan"] != h["nan"] or w["hash"] != h["hash"] \
+                        or not np.allclose([w["sum"], w["abs_sum"]], [h["sum"], h["abs_sum"]], rtol=1e-10,
+                                           equal_nan=True):
+                    problems.append(f"{rel}: column {w['column']} differs ({dict(w)} vs {dict(h)})")
+            if len(want) != len(have):
+                problems.append(f"{rel}: columns {list(want['column'])} vs {list(have['column'])}")
+            continue
+        if list(want.columns) != list(have.columns):
+            problems.append(f"{rel}: columns {sorted(set(want.columns) ^ set(have.columns))} differ")
+            continue
+        if len(want) != len(have):
+            problems.append(f"{rel}: {len(have)} rows, golden {len(want)}")
+            continue
+        for c in want.columns:
+            if not _close(want[c], have[c]):
+                problems.append(f"{rel}: column {c} differs")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ("write", "check"):
+        print("usage: python -m tests.golden write|check <folder> <golden name>")
+        return 2
+    folder, name = Path(argv[1]), argv[2]
+    if argv[0] == "write":
+        print(write_golden(folder, name))
+        return 0
+    problems = compare(folder, name)
+    print("\n".join(problems) if problems else f"{folder}: identical to golden {name}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

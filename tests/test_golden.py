@@ -1,0 +1,86 @@
+"""A refactor is not a change of results (issue #14): the numbers of a run equal golden copies made before it.
+
+* ``test_compact_pipeline_matches_golden`` runs a compact benchmark (TF-IDF, price peers, a learned TF-IDF
+  similarity, text + price, hybrid and random groups), a pairs backtest inside its groups and an export on the
+  bundled data, in every CI run, and compares every table with ``tests/golden/compact*``.
+* ``test_make_run_matches_golden`` compares the tables of ``make run`` (``results/``, ``exports/``) with
+  ``tests/golden/make_run*`` when those folders are from a finished ``make run`` (a fresh clone has none; the
+  language-model steps take minutes).
+
+Golden copies are written with ``python -m tests.golden write <folder> <name>`` (see ``tests/golden.py``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.golden import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).parent / "golden"
+
+
+def _compact_run(tmp: Path) -> dict[str, Path]:
+    from finsae import api
+
+    for name in ("compact_benchmark.yaml", "compact_pairs.yaml"):
+        shutil.copy(HERE / name, tmp / name)
+    bench = tmp / "compact"
+    pairs = tmp / "compact_pairs"
+    api.benchmark(tmp / "compact_benchmark.yaml", bench)
+    api.backtest(tmp / "compact_pairs.yaml", pairs)
+    export = tmp / "export"
+    api.export_run(bench, export, pairs=pairs)
+    return {"compact": bench, "compact_pairs": pairs, "compact_export": export}
+
+
+@pytest.mark.slow
+def test_compact_pipeline_matches_golden(tmp_path: Path) -> None:
+    folders = _compact_run(tmp_path)
+    problems = {name: compare(folder, name) for name, folder in folders.items()}
+    assert not any(problems.values()), problems
+
+
+def test_compare_finds_a_changed_number(tmp_path: Path) -> None:
+    """The comparison is not vacuous: one changed digit in one table is reported, by table and column."""
+    import numpy as np
+    import pandas as pd
+
+    from tests import golden
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    table = pd.DataFrame({"method": ["a", "b"], "value": [0.1, 0.2], "n": [1, 2]})
+    table.to_parquet(folder / "t.parquet")
+    old = golden.GOLDEN
+    golden.GOLDEN = tmp_path / "golden"
+    try:
+        golden.write_golden(folder, "x")
+        assert golden.compare(folder, "x") == []
+        table.assign(value=[0.1, 0.2 * (1 + 1e-9)]).to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == ["t.parquet: column value differs"]
+        table.assign(value=[0.1, np.nextafter(0.2, 1)]).to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == []  # the last bit of a reordered sum is not a change
+        table.iloc[::-1].to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == []  # row order is not a change
+    finally:
+        golden.GOLDEN = old
+
+
+MAKE_RUN = {"make_run_forward_2017": ROOT / "results" / "forward_2017",
+            "make_run_baselines": ROOT / "results" / "baselines",
+            "make_run_pairs": ROOT / "results" / "pairs",
+            "make_run_pairs_forward": ROOT / "results" / "pairs_forward",
+            "make_run_export": ROOT / "exports" / "forward_2017"}
+
+
+@pytest.mark.parametrize("name", sorted(MAKE_RUN))
+def test_make_run_matches_golden(name: str) -> None:
+    folder = MAKE_RUN[name]
+    if not (folder / "manifest.json").is_file():
+        pytest.skip(f"{folder} not written: run `make run` first")
+    problems = compare(folder, name)
+    assert not problems, problems
