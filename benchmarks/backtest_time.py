@@ -12,8 +12,8 @@ import resource
 import tempfile
 import time
 
-from finsae.backtest.run import run_pairs_backtest
 from finsae.config import load_pairs_config
+from finsae.pipeline.backtest import run_pairs_backtest
 
 
 def main() -> None:

@@ -24,11 +24,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from finsae.backtest.run import BacktestResult
 from finsae.errors import ConfigError, DataError, FinsaeError, ProviderError
-from finsae.evaluate.benchmark import BenchmarkResult
-from finsae.export.build import SCHEMA_VERSION, ExportResult
-from finsae.export.build import export_run as _export_run
+from finsae.export.layout import SCHEMA_VERSION, ExportResult
 from finsae.export.schema import ExportError, validate_export
 from finsae.export.store import (
     Company,
@@ -45,6 +42,9 @@ from finsae.export.store import (
     UnknownNameError,
     UnknownTickerError,
 )
+from finsae.pipeline.backtest import BacktestResult
+from finsae.pipeline.benchmark import BenchmarkResult
+from finsae.pipeline.export import export_run as _export_run
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +92,15 @@ def load_run(path: str | Path) -> Run:
 def benchmark(config: str | Path, output: str | Path | None = None) -> BenchmarkResult:
     """Run a benchmark config (YAML path); writes its results folder (default: the config's ``output_dir/name``)."""
     from finsae.config import load_benchmark_config
-    from finsae.evaluate.benchmark import run_benchmark
+    from finsae.pipeline.benchmark import run_benchmark
 
     return run_benchmark(load_benchmark_config(config), output)
 
 
 def backtest(config: str | Path, output: str | Path | None = None) -> BacktestResult:
     """Run a pairs backtest config (YAML path); writes its results folder."""
-    from finsae.backtest.run import run_pairs_backtest
     from finsae.config import load_pairs_config
+    from finsae.pipeline.backtest import run_pairs_backtest
 
     return run_pairs_backtest(load_pairs_config(config), output)
 
@@ -118,8 +118,8 @@ def build_run(config: str | Path, out: str | Path, *, pairs: str | Path | None =
     it), explain the headline method's groups at ``explain_level`` (pair-density matched), export everything
     (with the backtest folder ``pairs`` if given) to ``out`` and load it."""
     from finsae.config import load_benchmark_config
-    from finsae.evaluate.benchmark import run_benchmark
-    from finsae.explain.run import explain_grouping
+    from finsae.pipeline.benchmark import run_benchmark
+    from finsae.pipeline.explain import explain_grouping
 
     cfg = load_benchmark_config(config)
     if not cfg.text_methods:

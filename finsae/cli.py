@@ -172,7 +172,7 @@ def data_edgar(paths: tuple[Path, ...], out: Path, report_path: Path | None, cik
 def benchmark(config_path: Path, output: Path | None) -> None:
     """Score every grouping of a config on return co-movement; write a results folder and print the table."""
     from finsae.config import load_benchmark_config
-    from finsae.evaluate.benchmark import run_benchmark
+    from finsae.pipeline.benchmark import run_benchmark
     from finsae.report.markdown import benchmark_markdown
 
     cfg = load_benchmark_config(config_path)
@@ -192,8 +192,8 @@ def benchmark(config_path: Path, output: Path | None) -> None:
 def backtest(config_path: Path, output: Path | None, backend: str | None, workers: int | None,
              address: str | None) -> None:
     """Walk-forward pairs trading inside each method's peer groups, with costs and placebos."""
-    from finsae.backtest.run import run_pairs_backtest
     from finsae.config import load_pairs_config
+    from finsae.pipeline.backtest import run_pairs_backtest
     from finsae.report.markdown import backtest_markdown
 
     cfg = load_pairs_config(config_path)
@@ -296,7 +296,7 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
     from finsae.data import load_prices, load_universe, log_returns
     from finsae.evaluate import correlation_matrix
     from finsae.extract import load_model
-    from finsae.extract.select import train_and_select
+    from finsae.pipeline.sae_selection import train_and_select
 
     universe = load_universe(companies)
     texts = universe.descriptions(vintage)
@@ -324,7 +324,7 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
 @_friendly
 def explain(results: Path, grouping: str, companies: Path | None, sae: str | None, top: int, draws: int) -> None:
     """Explain every group of an SAE grouping by its latents (labels, rules) and check faithfulness."""
-    from finsae.explain.run import explain_grouping
+    from finsae.pipeline.explain import explain_grouping
     from finsae.report.markdown import explanation_markdown
 
     res = explain_grouping(results, grouping, companies=companies, sae=sae, top=top, draws=draws, progress=True)
@@ -365,7 +365,7 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
 def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path | None, k: int,
            vintage: str | None, overwrite: bool) -> None:
     """Write a versioned export (parquet tables + manifest.json, schema-checked) any tool can read."""
-    from finsae.export import export_run
+    from finsae.pipeline.export import export_run
 
     found = list(explanations) or sorted(p.parent for p in (results / "explanations").glob("*/manifest.json"))
     out = out or Path("exports") / results.name

@@ -180,7 +180,7 @@ class RankingConfig(_Strict):
 
 
 class LearnedConfig(_Strict):
-    """Similarities learned from, or made of, pre-formation returns (``finsae.evaluate.learned``).
+    """Similarities learned from, or made of, pre-formation returns (``finsae.pipeline.learned``).
 
     ``methods``: text methods that also get a supervised variant ``<name>_sup`` (weights per feature fitted to
     pair correlations, :mod:`finsae.group.supervised`); ``price_peers``: the price-peer baseline

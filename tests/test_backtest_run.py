@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from finsae.backtest.run import run_pairs_backtest
 from finsae.cli import cli
 from finsae.config import load_pairs_config
 from finsae.errors import ConfigError
+from finsae.pipeline.backtest import run_pairs_backtest
 
 CONFIG = """\
 name: toy_pairs
@@ -199,7 +199,7 @@ def test_backtest_cli_and_config_errors(toy):
 
 def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
     from finsae.backtest.engine import PairPaths, TradingRules
-    from finsae.backtest.run import PairBlock, _book_series, _stock_pnl
+    from finsae.pipeline.backtest import PairBlock, _book_series, _stock_pnl
 
     rules = TradingRules(borrow_bps=0.0)
     # one window, three pairs (A,B), (A,C), (D,E) over two rows (row 0 is the formation end)

@@ -151,8 +151,8 @@ def test_pair_tests_on_ray_equal_the_local_run(cluster):
 def test_pairs_backtest_on_ray_equals_the_local_run(tmp_path, monkeypatch, cluster):
     import pandas as pd
 
-    from finsae.backtest.run import run_pairs_backtest
     from finsae.config import load_pairs_config
+    from finsae.pipeline.backtest import run_pairs_backtest
 
     from .test_backtest_run import CONFIG, synthetic_market
 

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 
 from finsae import api
-from finsae.backtest.run import run_pairs_backtest
 from finsae.config import load_benchmark_config, load_pairs_config
 from finsae.errors import ConfigError, DataError
-from finsae.evaluate.benchmark import run_benchmark
-from finsae.export import ExportError, export_run, validate_export
-from finsae.export.build import top_peers
+from finsae.export import ExportError, top_peers, validate_export
+from finsae.pipeline.backtest import run_pairs_backtest
+from finsae.pipeline.benchmark import run_benchmark
+from finsae.pipeline.export import export_run
 
 from .conftest import synthetic_prices
 from .test_backtest_run import CONFIG as PAIRS_CONFIG
@@ -161,7 +161,7 @@ def test_export_refuses_to_overwrite_and_a_failed_export_keeps_the_old_one(built
     before = (out / "manifest.json").read_text()
     with pytest.raises(ConfigError, match="already exists"):
         export_run(built["bench"], out, k=3)
-    import finsae.export.build as build
+    import finsae.pipeline.export as build
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed mid-export")

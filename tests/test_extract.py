@@ -129,8 +129,8 @@ def test_saved_sae_round_trips(sae):
 def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
     import json
 
-    from finsae.extract.select import train_and_select
     from finsae.extract.train import collect_activations, evaluate_sae
+    from finsae.pipeline.sae_selection import train_and_select
 
     texts = [" ".join(np.random.default_rng(k).choice(WORDS[:40], 12)) for k in range(120)]
     acts, rows = collect_activations(model, texts, [HOOK], max_length=16, return_docs=True)

@@ -132,7 +132,7 @@ def test_compiled_one_pass_equals_compiled_per_sae(model, sae, others):
 
 
 def test_text_stage_asks_for_every_sae_method_of_a_vintage_at_once(monkeypatch):
-    import finsae.evaluate.textgroups as tg
+    import finsae.pipeline.textgroups as tg
 
     calls = []
 

@@ -15,7 +15,7 @@ import pytest
 from finsae.config import load_benchmark_config
 from finsae.data import load_prices, load_universe, log_returns
 from finsae.errors import FinsaeError
-from finsae.evaluate.benchmark import run_benchmark
+from finsae.pipeline.benchmark import run_benchmark
 
 CASES = 40
 ODD = ["ÄPPLE", "A" * 40, "brk.b", " msft ", "银行", "-X", "BF/A", "T1", "t1", "", "A B", "^GSPC"]

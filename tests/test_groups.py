@@ -21,7 +21,6 @@ from sklearn.metrics import adjusted_rand_score
 from finsae.config import load_benchmark_config
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate import comovement, correlation_matrix
-from finsae.evaluate.benchmark import run_benchmark
 from finsae.evaluate.comovement import paired_difference
 from finsae.evaluate.ranking import same_group_similarity, similarity_spearman, topk_neighbour_correlation
 from finsae.group.cluster import (
@@ -36,6 +35,7 @@ from finsae.group.cluster import (
 )
 from finsae.group.peers import GranularityTarget, PeerGrouper
 from finsae.group.similarity import FeatureTransform, cosine_similarity
+from finsae.pipeline.benchmark import run_benchmark
 
 from .conftest import synthetic_panel, synthetic_prices
 

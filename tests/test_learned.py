@@ -11,9 +11,9 @@ import pytest
 
 from finsae.config import load_benchmark_config
 from finsae.evaluate import correlation_matrix
-from finsae.evaluate.benchmark import run_benchmark
 from finsae.evaluate.inference import block_indices, two_way_differences
 from finsae.evaluate.pricepeers import blend_similarity, price_similarity, standardise
+from finsae.pipeline.benchmark import run_benchmark
 
 from .conftest import synthetic_panel, synthetic_prices
 from .test_groups import TEXT_CONFIG, _text_files
@@ -122,9 +122,9 @@ def test_two_way_bootstrap_point_and_blocks():
 
 def test_cold_start_weights_never_see_a_held_out_companys_pairs():
     from finsae.config import BenchmarkConfig
-    from finsae.evaluate.learned import LearnedStage, PreWindows, _folds
     from finsae.group.peers import GranularityTarget
     from finsae.group.similarity import l2_normalize
+    from finsae.pipeline.learned import LearnedStage, PreWindows, _folds
 
     n = 24
     panel = synthetic_panel(n_periods=60, n_tickers=n, seed=5)

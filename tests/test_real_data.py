@@ -44,7 +44,7 @@ def test_text_benchmark_on_bundled_data_with_tfidf(tmp_path):
     """The forward design end to end on the real data with the fast text method (TF-IDF); the SAE and MiniLM
     run in the main job (their features take minutes to compute on a CPU)."""
     from finsae.config import load_benchmark_config
-    from finsae.evaluate.benchmark import run_benchmark
+    from finsae.pipeline.benchmark import run_benchmark
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("""\

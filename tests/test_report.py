@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finsae.backtest.run import run_pairs_backtest
 from finsae.config import load_benchmark_config, load_pairs_config
-from finsae.evaluate.benchmark import run_benchmark
+from finsae.pipeline.backtest import run_pairs_backtest
+from finsae.pipeline.benchmark import run_benchmark
 from finsae.report.html import build_report, write_report
 
 from .conftest import synthetic_prices

@@ -21,9 +21,9 @@ from finsae._io import file_sha256, parquet_run_id
 from finsae.config import load_benchmark_config
 from finsae.data import log_returns, prices_from_frame
 from finsae.errors import ConfigError, DataError
-from finsae.evaluate.benchmark import run_benchmark
-from finsae.export import export_run, validate_export
-from finsae.export.build import EXPORT_MARKER
+from finsae.export import EXPORT_MARKER, validate_export
+from finsae.pipeline.benchmark import run_benchmark
+from finsae.pipeline.export import export_run
 
 from .conftest import synthetic_prices
 from .test_groups import _text_files
@@ -103,7 +103,7 @@ def test_cli_overwrite_refuses_the_parent_of_the_results(bench):
 
 _KILL_SECOND_WINDOW = textwrap.dedent("""
     import os, signal, sys
-    import finsae.evaluate.benchmark as b
+    import finsae.pipeline.benchmark as b
     from finsae.config import load_benchmark_config
 
     calls = []
@@ -155,7 +155,7 @@ def test_a_killed_benchmark_leaves_the_old_run_and_export_refuses_a_mix(bench, t
 
 def test_a_failed_benchmark_keeps_its_windows_aside_and_a_rerun_keeps_what_is_not_its_own(bench, tmp_path,
                                                                                          monkeypatch):
-    import finsae.evaluate.benchmark as b
+    import finsae.pipeline.benchmark as b
 
     results = tmp_path / "results"
     shutil.copytree(bench["bench"], results)

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from finsae.data.universe import TICKER_PATTERN, normalize_tickers
 from finsae.errors import ConfigError, DataError
 from finsae.explain.groups import explain_pair
-from finsae.export.build import top_peers
+from finsae.export.layout import top_peers
 from finsae.export.schema import validate_export
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def _none(v: object) -> object:
 
 
 class ExportedRun:
-    """A model run read from an export folder (see :mod:`finsae.export.build`).
+    """A model run read from an export folder (see :mod:`finsae.pipeline.export`).
 
     Parameters:
         path: the export folder; validated against the schema on load.

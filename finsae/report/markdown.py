@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from finsae.backtest.run import BacktestResult
-    from finsae.evaluate.benchmark import BenchmarkResult, DesignInfo
-    from finsae.explain.run import ExplanationResult
+    from finsae.pipeline.backtest import BacktestResult
+    from finsae.pipeline.benchmark import BenchmarkResult, DesignInfo
+    from finsae.pipeline.explain import ExplanationResult
 
 METHOD_NAMES: dict[str, str] = {
     "all_pairs": "All pairs",
@@ -214,7 +214,7 @@ def verdict_lines(verdict: pd.DataFrame) -> list[str]:
 
 
 def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> list[str]:
-    """Two-way paired differences and cold start of one window (``finsae.evaluate.learned``), if any."""
+    """Two-way paired differences and cold start of one window (``finsae.pipeline.learned``), if any."""
     parts: list[str] = []
     tw = result.two_way
     if len(tw):

@@ -33,8 +33,8 @@ from finsae.data import Prices, Universe, load_prices, load_universe, log_return
 from finsae.errors import DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
-from finsae.evaluate.textgroups import TextStage, VintageGroups
 from finsae.group.taxonomy import taxonomy_labels
+from finsae.pipeline.textgroups import TextStage, VintageGroups
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class BenchmarkResult:
         verdict: per matched granularity, the leader and the paired difference of the best text method to the
             taxonomy defining the granularity.
         selection: every candidate transform/clusterer of text methods set to ``select``, with its score.
-        cold_start: neighbours and groups of companies held out of the weight fits (``finsae.evaluate.learned``).
+        cold_start: neighbours and groups of companies held out of the weight fits (``finsae.pipeline.learned``).
         two_way: paired differences with a companies x blocks-of-months bootstrap (``finsae.evaluate.inference``).
     """
 
@@ -179,8 +179,8 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
 
 
 def _cold_start(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict) -> list[dict]:
-    """Cold start (``finsae.evaluate.learned.cold_start_rows``) against the taxonomies and unsupervised text."""
-    from finsae.evaluate.learned import cold_start_rows
+    """Cold start (``finsae.pipeline.learned.cold_start_rows``) against the taxonomies and unsupervised text."""
+    from finsae.pipeline.learned import cold_start_rows
 
     tickers = next(iter(text.methods.values())).tickers
     levels = list(cfg.granularity.levels)

@@ -28,7 +28,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +44,13 @@ from finsae._io import (
     write_text,
 )
 from finsae.errors import ConfigError, DataError
+from finsae.export.layout import EXPORT_MARKER, SCHEMA_VERSION, ExportResult, similarity_matrix, top_peers
 
 logger = logging.getLogger(__name__)
 
-#: Version of the export layout; bumped on any change a reader could notice (a column renamed, removed or
-#: retyped, a table removed). Adding a table or a column keeps the major version.
-SCHEMA_VERSION = "1.0"
-
 _TAXONOMY_FAMILY = {"gics": "gics", "sic": "sic", "yahoo": "yahoo"}
 
-#: The file that marks a folder as a finsae export (``--overwrite`` replaces nothing else).
-EXPORT_MARKER = ".finsae-export"
+
 
 
 def _export_files(folder: Path) -> set[str] | None:
@@ -102,42 +97,6 @@ def check_export_target(out: Path, overwrite: bool, inputs: dict[str, Path | Non
     if strangers:
         raise ConfigError(f"{out} holds files that are not part of the export ({strangers[:5]}): move them away "
                           "or choose another --out; --overwrite deletes nothing but an export")
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_run` wrote: the folder, the manifest and rows per table."""
-
-    path: Path
-    manifest: dict
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"table": name, **{k: v for k, v in info.items() if k != "columns"}}
-                             for name, info in self.manifest["tables"].items()])
-
-
-def top_peers(sims: np.ndarray, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the ``k`` largest entries of ``sims`` (the cosine similarities of company ``row`` to every
-    company) other than ``row`` itself, and their values; ties broken by position (the universe order)."""
-    sims = np.array(sims, dtype=np.float64).ravel()
-    sims[row] = -np.inf
-    k = min(k, len(sims) - 1)
-    if k <= 0:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-    # candidates: everything at least as similar as the k-th largest, then an exact (similarity, position) sort
-    kth = np.partition(sims, len(sims) - k)[len(sims) - k]
-    cand = np.flatnonzero(sims >= kth)
-    order = cand[np.lexsort((cand, -sims[cand]))][:k]
-    return order, sims[order]
-
-
-def similarity_matrix(z: sp.csr_matrix) -> np.ndarray:
-    """``z @ z.T`` as a dense float64 array (BLAS on dense rows unless ``z`` is very sparse)."""
-    if z.nnz > 0.05 * z.shape[0] * z.shape[1]:
-        d = z.toarray().astype(np.float64)
-        return d @ d.T
-    z64 = z.astype(np.float64)
-    return (z64 @ z64.T).toarray()
 
 
 def _results_manifest(results: Path) -> dict:

@@ -18,13 +18,13 @@ from finsae.config import BenchmarkConfig, TextMethodConfig
 from finsae.data import Prices, Universe, log_returns
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
-from finsae.evaluate.learned import LearnedMethod, build_learned
 from finsae.evaluate.selection import Selection, select_text_params
 from finsae.extract.documents import TextFeatures, document_features, document_features_many
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
 from finsae.group.similarity import FeatureTransform
 from finsae.group.taxonomy import taxonomy_labels
+from finsae.pipeline.learned import LearnedMethod, build_learned
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class TextStage:
 
     def _add_learned(self, vintage: str, methods: dict[str, TextMethodResult], targets: dict[str, GranularityTarget],
                      groupings: list[TextGrouping], kinds: dict[str, str]) -> None:
-        """The learned methods (``finsae.evaluate.learned``) as methods with their groupings at every level."""
+        """The learned methods (``finsae.pipeline.learned``) as methods with their groupings at every level."""
         cfg = self.cfg
         first = next(iter(methods.values()))
         sel_targets = dict(targets)

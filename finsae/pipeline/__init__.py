@@ -1,0 +1,6 @@
+"""Pipeline layer: the orchestrators that run the stages in order and write one results folder per run.
+
+Stage packages (data, extract, group, evaluate, backtest, explain, report, export, serve) are libraries of pure,
+typed pieces and import only lower stages; everything that reads a config, loads data, calls several stages and
+writes results lives here. ``finsae.cli`` and ``finsae.api`` are thin layers over this package.
+"""
