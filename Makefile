@@ -31,6 +31,7 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check finsae tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/python -m pytest -q
