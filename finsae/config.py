@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from finsae.errors import ConfigError
 from finsae.group.taxonomy import TAXONOMIES
 
+Frequency = Literal["monthly", "daily"]
+Match = Literal["count", "density"]
+Transform = Literal["raw", "log1p", "binary", "idf"]
+Clusterer = Literal["average", "mst", "kmeans"]
+Prior = Literal["zero", "cosine"]
+
 
 def _numeric_fields(model: type[BaseModel]) -> set[str]:
     """Names of the fields of ``model`` typed int or float (optionally None), where a YAML boolean is a mistake."""
@@ -60,7 +66,7 @@ class DesignConfig(_Strict):
     text_vintage: str = Field(min_length=1)
     start: dt.date
     end: dt.date
-    frequencies: list[Literal["monthly", "daily"]] = Field(default_factory=lambda: ["monthly"], min_length=1)
+    frequencies: list[Frequency] = Field(default_factory=lambda: list[Frequency](["monthly"]), min_length=1)
     note: str = ""
 
     @model_validator(mode="after")
@@ -85,7 +91,7 @@ class RollingConfig(_Strict):
     every_months: int | None = Field(None, ge=1)
     horizon_months: int | None = Field(12, ge=1)  # None = until the next formation date
     min_months: int = Field(6, ge=1)  # shorter windows are skipped
-    frequencies: list[Literal["monthly", "daily"]] = Field(default_factory=lambda: ["monthly"], min_length=1)
+    frequencies: list[Frequency] = Field(default_factory=lambda: list[Frequency](["monthly"]), min_length=1)
 
 
 class EvaluationConfig(_Strict):
@@ -125,7 +131,7 @@ class GranularityConfig(_Strict):
 
     levels: list[str] = Field(default_factory=lambda: ["gics_sector", "gics_industry_group", "gics_industry",
                                                         "gics_sub_industry", "sic2", "sic3", "sic4"], min_length=1)
-    match: list[Literal["count", "density"]] = Field(default_factory=lambda: ["count", "density"], min_length=1)
+    match: list[Match] = Field(default_factory=lambda: list[Match](["count", "density"]), min_length=1)
 
     @field_validator("levels")
     @classmethod
@@ -153,10 +159,10 @@ class TextSelectionConfig(_Strict):
     frequency: Literal["monthly", "daily"] = "monthly"
     level: str = "gics_industry"
     match: Literal["count", "density"] = "density"
-    transforms: list[Literal["raw", "log1p", "binary", "idf"]] = Field(
-        default_factory=lambda: ["raw", "log1p", "binary", "idf"], min_length=1)
-    clusterers: list[Literal["average", "mst", "kmeans"]] = Field(
-        default_factory=lambda: ["average", "mst"], min_length=1)
+    transforms: list[Transform] = Field(
+        default_factory=lambda: list[Transform](["raw", "log1p", "binary", "idf"]), min_length=1)
+    clusterers: list[Clusterer] = Field(
+        default_factory=lambda: list[Clusterer](["average", "mst"]), min_length=1)
 
     @model_validator(mode="after")
     def _window(self) -> TextSelectionConfig:
@@ -196,7 +202,7 @@ class LearnedConfig(_Strict):
     blend_with: list[str] = Field(default_factory=list)
     split: dt.date = dt.date(2013, 12, 31)
     alphas: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1)
-    priors: list[Literal["zero", "cosine"]] = Field(default_factory=lambda: ["zero", "cosine"], min_length=1)
+    priors: list[Prior] = Field(default_factory=lambda: list[Prior](["zero", "cosine"]), min_length=1)
     betas: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
     max_features: int = Field(2048, ge=1)
     rank_k: int = Field(10, ge=1)
@@ -496,7 +502,7 @@ def _load(path: str | Path, model: type[_Strict]) -> _Strict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values, not {type(raw).__name__}")
     try:
-        cfg = model.model_validate(raw)
+        cfg: Any = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"config {path} is invalid:\n{_format_errors(exc)}") from None
     base = path.resolve().parent

@@ -56,6 +56,9 @@ FREQUENCIES: tuple[str, ...] = ("monthly", "daily")
 _PRICE_COLUMNS = ("close", "adj_close", "adjclose", "adj close", "price")
 
 
+_JUMP_COLUMNS = ["ticker", "date", "ratio", "before", "after", "action"]
+
+
 @dataclass(frozen=True)
 class Prices:
     """Wide table of daily adjusted closes: ``DatetimeIndex`` named ``date`` (sorted, unique), one float64 column
@@ -94,7 +97,6 @@ def find_bad_ticks(close: pd.DataFrame, spike_factor: float = 2.0, revert_tolera
         (up + down).abs() < revert_tolerance * up.abs())
 
 
-_JUMP_COLUMNS = ["ticker", "date", "ratio", "before", "after", "action"]
 
 
 def find_split_jumps(close: pd.DataFrame, ratios: tuple[float, ...] = SPLIT_RATIOS, tolerance: float = 0.02,

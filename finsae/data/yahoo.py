@@ -99,7 +99,7 @@ class YahooPriceProvider:
 
         def covered(t: str) -> bool:
             rng = coverage.get(t)
-            return bool(rng) and pd.Timestamp(rng[0]) <= start and pd.Timestamp(rng[1]) >= end and (folder / f"{t}.parquet").is_file()
+            return rng is not None and len(rng) > 0 and pd.Timestamp(rng[0]) <= start and pd.Timestamp(rng[1]) >= end and (folder / f"{t}.parquet").is_file()
 
         missing = [t for t in wanted if not covered(t)]
         if missing:

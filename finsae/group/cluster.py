@@ -240,7 +240,9 @@ class _TreeClustering(ClusterMixin, BaseEstimator):
         if self.n_clusters is not None:
             m = merges_for_target(self.merges_, n_clusters=min(self.n_clusters, self.merges_.n))
         else:
-            m = int(np.searchsorted(self.merges_.height, self._threshold(), side="right"))
+            threshold = self._threshold()
+            assert threshold is not None  # checked in fit: exactly one of n_clusters and a threshold
+            m = int(np.searchsorted(self.merges_.height, threshold, side="right"))
         self.labels_ = self.merges_.labels(m)
         self.n_clusters_ = n_groups(self.labels_)
         return self
@@ -306,6 +308,7 @@ class HybridClustering(_TreeClustering):
                 raise DataError(f"n_clusters={self.n_clusters} is not reachable: between "
                                 f"{n_members - len(self.merges_.a)} and {n_members} groups possible")
         else:
+            assert self.distance_threshold is not None  # checked above: one of the two is given
             m = int(np.searchsorted(self.merges_.height, self.distance_threshold, side="right"))
         self.labels_ = self.merges_.labels(m, members)
         self.n_clusters_ = n_groups(self.labels_)

@@ -161,6 +161,7 @@ class PeerGrouper:
                 best = (miss, labels, m, height)
             if miss <= DENSITY_TOLERANCE * target.density:
                 break
+        assert best is not None  # the loop runs at least once
         _, labels, m, height = best
         return labels, {"merges": m, "last_merge_distance": round(height, 6), "rule": "greedy fill"}
 

@@ -71,9 +71,9 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
             return x
         if self.kind == "binary":
             return (x > 0).astype(np.float64) if sp.issparse(x) else (x > 0).astype(np.float64)
-        if (x.data if sp.issparse(x) else x).min(initial=0.0) < 0:
+        if np.min(x.data if sp.issparse(x) else x, initial=0.0) < 0:
             raise DataError(f"transform {self.kind!r} needs non-negative features; use 'raw' for embeddings")
-        return x.log1p() if sp.issparse(x) else np.log1p(x)
+        return x.log1p() if sp.issparse(x) else np.log1p(x)  # type: ignore[union-attr]
 
     def fit(self, X: object, y: object = None) -> FeatureTransform:
         x = _check_matrix(X)
@@ -90,7 +90,7 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
             self.pca_ = cls(n_components=self.n_components, random_state=self.random_state).fit(z)
         return self
 
-    def transform(self, X: object) -> np.ndarray:  # type: ignore[override]
+    def transform(self, X: object) -> np.ndarray:
         if not hasattr(self, "n_features_in_"):
             raise DataError("FeatureTransform is not fitted; call fit first")
         x = _check_matrix(X)
@@ -101,7 +101,7 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
             z = z @ sp.diags(self.idf_) if sp.issparse(z) else z * self.idf_
         if self.n_components is not None:
             z = self.pca_.transform(z)
-        z = z.toarray() if sp.issparse(z) else np.asarray(z)
+        z = z.toarray() if sp.issparse(z) else np.asarray(z)  # type: ignore[union-attr]
         return l2_normalize(z)
 
 

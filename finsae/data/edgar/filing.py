@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from finsae.data.edgar import _sgml, _text
 from finsae.data.edgar.item1 import ExecOfficers, extract_item1
@@ -252,6 +253,8 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
     fy_text = facts.get("DocumentFiscalYearFocus", "")
     fiscal_year = int(fy_text) if fy_text.isdigit() else (period.year if period else None)
     filed = _date(header.filed if header else None)
+    as_of: dt.date | None
+    as_of_source: str | None
     if filed is not None:
         as_of, as_of_source = filed, "filing_date"
     else:
@@ -266,7 +269,7 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
         ticker_source = "map (file)" if ticker else None
     if ticker is None and facts.get("TradingSymbol"):
         ticker, ticker_source = facts["TradingSymbol"].split()[0].upper(), "dei:TradingSymbol"
-    meta = dict(cik=cik, company=company, ticker=ticker, form=form, period=period, filed=filed,
+    meta: dict[str, Any] = dict(cik=cik, company=company, ticker=ticker, form=form, period=period, filed=filed,
                 fiscal_year=fiscal_year, as_of=as_of, as_of_source=as_of_source, sic=header.sic if header else None,
                 accession=header.accession if header else None, encoding=decoded.encoding, fmt=fmt,
                 extra={"ticker_source": ticker_source or ""})
