@@ -15,12 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finsae.errors import ConfigError
+from finsae.group.peers import ClustererName
+from finsae.group.similarity import TransformName
 from finsae.group.taxonomy import TAXONOMIES
 
 Frequency = Literal["monthly", "daily"]
 Match = Literal["count", "density"]
-Transform = Literal["raw", "log1p", "binary", "idf"]
-Clusterer = Literal["average", "mst", "kmeans"]
+Transform = TransformName
+Clusterer = ClustererName
 Prior = Literal["zero", "cosine"]
 
 
@@ -103,10 +105,6 @@ class EvaluationConfig(_Strict):
     null_for_count_matched: bool = False
 
 
-TRANSFORM_NAMES = ("raw", "log1p", "binary", "idf")
-CLUSTERER_NAMES = ("average", "mst", "kmeans")
-
-
 class TextMethodConfig(_Strict):
     """A text method: features of each design's text vintage, a transform, and a clusterer.
 
@@ -119,11 +117,11 @@ class TextMethodConfig(_Strict):
     tl_name: str | None = None
     sae: Path | None = None          # None = the shipped default SAE
     pooling: Literal["sum", "mean", "max", "binary", "count"] = "sum"
-    transform: Literal["raw", "log1p", "binary", "idf", "select"] = "log1p"
+    transform: Transform | Literal["select"] = "log1p"
     n_components: int | None = Field(None, ge=1)
-    clusterer: Literal["average", "mst", "kmeans", "select"] = "average"
+    clusterer: Clusterer | Literal["select"] = "average"
     # candidates for transform: select (default: selection.transforms)
-    transforms: list[Literal["raw", "log1p", "binary", "idf"]] | None = Field(None, min_length=1)
+    transforms: list[Transform] | None = Field(None, min_length=1)
 
 
 class GranularityConfig(_Strict):
@@ -160,7 +158,7 @@ class TextSelectionConfig(_Strict):
     level: str = "gics_industry"
     match: Literal["count", "density"] = "density"
     transforms: list[Transform] = Field(
-        default_factory=lambda: list[Transform](["raw", "log1p", "binary", "idf"]), min_length=1)
+        default_factory=lambda: list[Transform](get_args(TransformName)), min_length=1)
     clusterers: list[Clusterer] = Field(
         default_factory=lambda: list[Clusterer](["average", "mst"]), min_length=1)
 

@@ -13,20 +13,14 @@ import scipy.sparse as sp
 
 from finsae.errors import DataError
 from finsae.evaluate.comovement import CorrelationMatrix
+from finsae.group.peers import label_codes
+from finsae.group.similarity import FeatureTransform, cosine_similarity
 
 
 def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str = "log1p") -> np.ndarray:
-    """Cosine similarity of rows after ``transform`` ("raw", "log1p" or "binary"); zero rows have similarity 0."""
-    x = sp.csr_matrix(features, dtype=np.float64)
-    if transform == "log1p":
-        x = x.log1p()
-    elif transform == "binary":
-        x = (x > 0).astype(np.float64)
-    elif transform != "raw":
-        raise DataError(f"unknown transform {transform!r}; choose raw, log1p or binary")
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    x = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ x
-    return np.asarray((x @ x.T).todense())
+    """Cosine similarity of rows after ``transform`` (:class:`finsae.group.similarity.FeatureTransform`); zero
+    rows have similarity 0."""
+    return cosine_similarity(FeatureTransform(transform).fit_transform(features))
 
 
 def _aligned(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +98,6 @@ def similarity_spearman(similarity: np.ndarray, tickers: pd.Index, corr: Correla
 
 def same_group_similarity(labels: pd.Series, tickers: pd.Index) -> np.ndarray:
     """1 where two companies share a (non-missing) label, else 0: a taxonomy as a similarity."""
-    codes = pd.factorize(labels.reindex(tickers))[0]
+    codes = label_codes(labels, tickers)
     same = (codes[:, None] == codes[None, :]) & (codes[:, None] >= 0)
     return same.astype(np.float64)

@@ -36,6 +36,7 @@ from scipy.spatial.distance import squareform
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from finsae.errors import DataError
+from finsae.group.similarity import l2_normalize
 
 
 def cosine_distance_matrix(z: np.ndarray) -> np.ndarray:
@@ -361,9 +362,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: object = None) -> SphericalKMeans:
         from sklearn.cluster import kmeans_plusplus
 
-        z = np.asarray(X, dtype=np.float64)
-        norms = np.linalg.norm(z, axis=1, keepdims=True)
-        z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+        z = l2_normalize(np.asarray(X, dtype=np.float64))
         if not 1 <= self.n_clusters <= len(z):
             raise DataError(f"n_clusters={self.n_clusters} must be between 1 and the {len(z)} rows")
         rng = np.random.default_rng(self.random_state)

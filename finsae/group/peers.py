@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,9 @@ from finsae.group.taxonomy import taxonomy_labels
 
 logger = logging.getLogger(__name__)
 
-CLUSTERERS = ("average", "mst", "kmeans")
+#: The clusterers, spelled once (configs use these names).
+ClustererName = Literal["average", "mst", "kmeans"]
+CLUSTERERS: tuple[str, ...] = get_args(ClustererName)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ that ``Z @ Z.T`` is the cosine similarity. All-zero rows stay zero (similarity 0
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -24,7 +26,9 @@ from sklearn.decomposition import PCA, TruncatedSVD
 
 from finsae.errors import DataError
 
-TRANSFORMS = ("raw", "log1p", "binary", "idf")
+#: The feature transforms, spelled once: configs, the export schema and the transform itself use these names.
+TransformName = Literal["raw", "log1p", "binary", "idf"]
+TRANSFORMS: tuple[str, ...] = get_args(TransformName)
 
 
 def _check_matrix(X: object) -> sp.csr_matrix | np.ndarray:

@@ -35,7 +35,7 @@ from finsae.errors import DataError
 from finsae.evaluate.comovement import CorrelationMatrix, comovement, correlation_matrix, within_pairs
 from finsae.evaluate.pricepeers import aligned_correlation, blend_similarity, price_similarity
 from finsae.evaluate.ranking import topk_neighbour_correlation
-from finsae.group.peers import GranularityTarget, PeerGrouper
+from finsae.group.peers import GranularityTarget, PeerGrouper, label_codes
 from finsae.group.supervised import PairSystem, similarity_distance
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def cold_start_rows(methods: dict[str, LearnedMethod], references: dict[str, np.
                      "variant": m.rank_params.get("variant"), **{f"top{k}": v for k, v in topk.items()}})
         levels = m.cold_groups[0][1].keys() if m.cold_groups else []
         for level in levels:
-            ref = pd.factorize(reference_labels[level].reindex(tickers))[0] if level in reference_labels else None
+            ref = label_codes(reference_labels[level], tickers) if level in reference_labels else None
             tot = np.zeros(4)
             for test, codes in m.cold_groups:
                 tot[:2] += held_out_sum(codes[level], test)
