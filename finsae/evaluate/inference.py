@@ -16,35 +16,29 @@ within-group pairs with a valid ``C*_ij``; the difference of two groupings uses 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from finsae.errors import DataError
-from finsae.evaluate.comovement import CorrelationMatrix, encode_labels, pairwise_correlation, within_pairs
+from finsae.evaluate.comovement import (
+    CorrelationMatrix,
+    PairedDifference,
+    encode_labels,
+    pairwise_correlation,
+    within_pairs,
+)
 
 
 @dataclass(frozen=True)
-class TwoWayDifference:
-    """``PW(a) - PW(b)`` with a two-way (companies x blocks of periods) bootstrap 95% CI."""
+class TwoWayDifference(PairedDifference):
+    """``PW(a) - PW(b)`` with a two-way (companies x blocks of periods) bootstrap 95% CI; also each side's
+    pair-weighted correlation and the block length in periods."""
 
-    a: str
-    b: str
     pair_weighted_a: float
     pair_weighted_b: float
-    difference: float
-    ci_low: float
-    ci_high: float
-    draws: int
     block: int
-
-    @property
-    def separated(self) -> bool:
-        return bool(self.ci_low > 0 or self.ci_high < 0)
-
-    def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "separated": self.separated}
 
 
 def block_indices(n_periods: int, block: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,6 +99,6 @@ def two_way_differences(returns: pd.DataFrame, corr: CorrelationMatrix, grouping
     for a, b in comparisons:
         diff = boot[a] - boot[b]
         lo, hi = np.nanpercentile(diff, [2.5, 97.5]) if draws else (np.nan, np.nan)
-        out.append(TwoWayDifference(a, b, point[a], point[b], point[a] - point[b], float(lo), float(hi), draws,
-                                    block))
+        out.append(TwoWayDifference(a, b, point[a] - point[b], float(lo), float(hi), draws,
+                                    pair_weighted_a=point[a], pair_weighted_b=point[b], block=block))
     return out

@@ -281,19 +281,14 @@ class LinkageClustering(_TreeClustering):
         return linkage_merges(cosine_distance_matrix(X), self.linkage)
 
 
-class HybridClustering(_TreeClustering):
+class HybridClustering(LinkageClustering):
     """Average-linkage sub-groups inside each parent group (``parents``: one label per row, ``-1`` or NaN =
     no parent, left out), all cut at one distance threshold, or at the threshold that gives ``n_clusters``."""
 
     def __init__(self, parents: np.ndarray | None = None, n_clusters: int | None = None,
                  distance_threshold: float | None = None, linkage: str = "average") -> None:
+        super().__init__(n_clusters, distance_threshold, linkage)
         self.parents = parents
-        self.n_clusters = n_clusters
-        self.distance_threshold = distance_threshold
-        self.linkage = linkage
-
-    def _threshold(self) -> float | None:
-        return self.distance_threshold
 
     def _merges(self, X: np.ndarray) -> MergeSequence:
         return hybrid_merges(X, self.parents, self.linkage)
