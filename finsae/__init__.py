@@ -1,8 +1,13 @@
-"""finsae: company peer groups from sparse-autoencoder features of business descriptions.
+"""finsae: company peer groups from sparse-autoencoder features of business descriptions, proven with returns.
 
-The pipeline lives in sub-packages, one job each:
-``finsae.data`` (universe, prices, returns) -> ``finsae.group`` (peer groups) ->
-``finsae.evaluate`` (co-movement metrics and the benchmark). ``finsae.cli`` is a thin layer over them.
+The tree is the pipeline. Stage packages are libraries of pure, typed pieces, each importing only lower stages:
+``finsae.data`` (universe, prices, returns, EDGAR) -> ``finsae.extract`` (language model + SAE -> pooled
+features; TF-IDF, MiniLM) -> ``finsae.group`` (transforms, similarities, clusterers, peer groups) ->
+``finsae.evaluate`` (co-movement, ranking, inference) -> ``finsae.backtest`` (co-integration, pairs engine) ->
+``finsae.explain`` (latent labels, group explanations, faithfulness) -> ``finsae.report`` (markdown, HTML) ->
+``finsae.export`` (versioned export, its reader) -> ``finsae.serve`` (HTTP service). ``finsae.pipeline`` runs
+them in order from a config (``finsae.config``) and writes one results folder per run; ``finsae.cli`` and
+``finsae.api`` are thin layers over it. The layering is checked by ``make lint`` (import-linter).
 """
 
 from __future__ import annotations
