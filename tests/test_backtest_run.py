@@ -199,7 +199,8 @@ def test_backtest_cli_and_config_errors(toy):
 
 def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
     from finsae.backtest.engine import PairPaths, TradingRules
-    from finsae.pipeline.backtest import PairBlock, _book_series, _stock_pnl
+    from finsae.backtest.books import PairBlock, WindowPairs
+    from finsae.backtest.summary import book_series, stock_pnl
 
     rules = TradingRules(borrow_bps=0.0)
     # one window, three pairs (A,B), (A,C), (D,E) over two rows (row 0 is the formation end)
@@ -209,16 +210,16 @@ def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
     paths = PairPaths(z, z, z, gross, np.zeros_like(gross), np.zeros_like(gross), active)
     blk = PairBlock(np.arange(3), np.array([0, 0, 3]), np.array([1, 2, 4]), np.zeros(3, dtype=int), z[0], z[0] + 1,
                     z[0] + 1, paths)
-    blocks = [(0, blk, ["A", "B", "C", "D", "E"], 3)]
-    pnl = _stock_pnl(blocks, "committed", 0.0, rules)
+    blocks = [WindowPairs(0, blk, ["A", "B", "C", "D", "E"], 3)]
+    pnl = stock_pnl(blocks, "committed", 0.0, rules)
     assert pnl["A"] == pytest.approx((0.03 + 0.01) / 3) and pnl["D"] == pytest.approx(0.02 / 3)
-    full = _book_series(blocks, [2], "committed", 0.0, rules, 0.0)
+    full = book_series(blocks, [2], "committed", 0.0, rules, 0.0)
     np.testing.assert_allclose(full, [(0.02 + 0.01 - 0.01) / 3, (0.01 + 0.03) / 3])
-    ex_a = _book_series(blocks, [2], "committed", 0.0, rules, 0.0, exclude="A")  # only (D,E) is left, all capital
+    ex_a = book_series(blocks, [2], "committed", 0.0, rules, 0.0, exclude="A")  # only (D,E) is left, all capital
     np.testing.assert_allclose(ex_a, [-0.01, 0.03])
-    emp = _book_series(blocks, [2], "employed", 0.0, rules, 0.0)
+    emp = book_series(blocks, [2], "employed", 0.0, rules, 0.0)
     np.testing.assert_allclose(emp, [0.02 / 3, 0.04 / 2])
-    pnl_emp = _stock_pnl(blocks, "employed", 0.0, rules)
+    pnl_emp = stock_pnl(blocks, "employed", 0.0, rules)
     assert pnl_emp["B"] == pytest.approx(0.02 / 3 + 0.01 / 2)
 
 

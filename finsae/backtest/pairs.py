@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from finsae.backtest.coint import Autolag, engle_granger
+from finsae.backtest.results import SelectionSettings
 from finsae.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -230,3 +231,75 @@ def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.nd
         if len(kept) >= max_pairs:
             return kept
         take *= 4
+
+
+@dataclass(frozen=True)
+class ResolvedTests:
+    """Pair tests in the ordering each pair would be traded in (``flip``: y is the second stock of the pair)."""
+
+    pvalue: np.ndarray
+    half_life: np.ndarray
+    hedge: np.ndarray
+    flip: np.ndarray
+    usable: np.ndarray
+
+
+def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
+    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test table:
+    the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``: ``min(p_ij, p_ji)``),
+    the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A pair whose traded hedge
+    ratio is not positive is not usable."""
+    p_ij = tests["pvalue_ij"].to_numpy()
+    hl_ij = tests["half_life_ij"].to_numpy().astype(np.float64)
+    b_ij = tests["hedge_ij"].to_numpy()
+    usable = tests["usable"].to_numpy().copy()
+    if rule == "first":
+        p, flip, hl, b = p_ij, np.zeros(len(p_ij), dtype=bool), hl_ij, b_ij
+    else:
+        if "pvalue_ji" not in tests:
+            raise DataError(f"orderings {rule!r} needs pair tests of both orderings")
+        p_ji = tests["pvalue_ji"].to_numpy()
+        flip = np.nan_to_num(p_ji, nan=np.inf) < np.nan_to_num(p_ij, nan=np.inf)  # trade the smaller p-value
+        p = np.fmax(p_ij, p_ji) if rule == "both" else np.fmin(p_ij, p_ji)
+        hl = np.where(flip, tests["half_life_ji"].to_numpy().astype(np.float64), hl_ij)
+        b = np.where(flip, tests["hedge_ji"].to_numpy(), b_ij)
+    usable &= np.isfinite(b) & (b > 0)
+    return ResolvedTests(p, hl, b, flip, usable)
+
+
+@dataclass(frozen=True)
+class PairChooser:
+    """The selection rules of both strategies over the pairs of one window's stocks (all-pairs order ``i < j``).
+
+    ``coint``: Benjamini-Hochberg within the candidates whose test is usable (:func:`select_pairs`; the family is
+    every usable candidate), then the half-life range, the smallest p-values and the cap per stock.
+    ``distance``: the smallest sums of squared deviations ``ssd`` (:func:`select_distance`)."""
+
+    tests: ResolvedTests
+    coint_usable: np.ndarray  # usable test and, with the I(1) screen, both legs I(1)
+    ssd: np.ndarray | None
+    i: np.ndarray
+    j: np.ndarray
+    selection: SelectionSettings
+    distance_max_pairs: int
+
+    def usable(self, strategy: str) -> np.ndarray:
+        """Positions of the pairs a placebo may draw: usable co-integration tests, or every pair."""
+        return np.flatnonzero(self.coint_usable) if strategy == "coint" else np.arange(len(self.i))
+
+    def choose(self, strategy: str, pos: np.ndarray) -> np.ndarray:
+        """The selected pairs (positions) among the candidates ``pos``."""
+        sel = self.selection
+        if strategy == "coint":
+            p = np.where(self.coint_usable[pos], self.tests.pvalue[pos], np.nan)  # NaN: not a test of the family
+            small = pos[p <= sel.fdr]  # only these can pass BH; the family is every usable candidate
+            keep = select_pairs(self.tests.pvalue[small], self.tests.half_life[small],
+                                np.ones(len(small), dtype=bool), fdr=sel.fdr, min_half_life=sel.min_half_life,
+                                max_half_life=sel.max_half_life, max_pairs=sel.max_pairs, i=self.i[small],
+                                j=self.j[small], max_per_stock=sel.max_pairs_per_stock,
+                                n_tests=len(p) - int(np.isnan(p).sum()))
+            return small[keep]
+        assert self.ssd is not None, "the distance strategy needs the SSD of every pair"
+        keep = select_distance(self.ssd[pos], np.ones(len(pos), dtype=bool), self.i[pos], self.j[pos],
+                               max_pairs=self.distance_max_pairs, max_per_stock=sel.max_pairs_per_stock)
+        return pos[keep]
