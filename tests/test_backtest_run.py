@@ -1,4 +1,4 @@
-"""The whole pairs backtest on a small synthetic universe: outputs, no look-ahead in selection, CLI, config errors."""
+"""A pairs backtest on a synthetic universe: outputs, no look-ahead in selection, CLI, config errors."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ bootstrap_draws: 100
 
 
 def synthetic_market(seed: int = 0, n_groups: int = 3, per_group: int = 4, n_days: int = 400) -> pd.DataFrame:
-    """Stocks of a group share a random-walk trend plus their own AR(1) deviation: co-integrated within groups."""
+    """Stocks of a group share a random-walk trend plus their own AR(1) deviation: co-integrated within
+    groups."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2015-01-01", periods=n_days, name="date")
     cols = {}
@@ -198,8 +199,8 @@ def test_backtest_cli_and_config_errors(toy):
 
 
 def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
-    from finsae.backtest.engine import PairPaths, TradingRules
     from finsae.backtest.books import PairBlock, WindowPairs
+    from finsae.backtest.engine import PairPaths, TradingRules
     from finsae.backtest.summary import book_series, stock_pnl
 
     rules = TradingRules(borrow_bps=0.0)

@@ -1,8 +1,8 @@
 """Books of a pairs backtest: a method's own pairs or one placebo draw, simulated window by window.
 
 A book is the portfolio of the pairs one method (``kind="method"``) or one placebo draw (``random_pairs``,
-``random_groups``) selects for a strategy in a window. :func:`simulate_books` trades the pairs of some books over
-one window and returns each book's daily portfolio returns on both capital bases
+``random_groups``) selects for a strategy in a window. :func:`simulate_books` trades the pairs of some books
+over one window and returns each book's daily portfolio returns on both capital bases
 (:func:`finsae.backtest.engine.portfolio_returns`). Placebo books keep only the running sums of their daily
 excess returns (:class:`Moments`), from which their Sharpe ratios follow exactly as
 :func:`finsae.backtest.metrics.sharpe_ratio` computes them.
@@ -78,7 +78,8 @@ class Pick(NamedTuple):
 
 @dataclass(frozen=True)
 class PairBlock:
-    """Pair-level results of method books in one window: column ``k`` is pair ``pos[k]`` of book ``book[k]``."""
+    """Pair-level results of method books in one window: column ``k`` is pair ``pos[k]`` of book
+    ``book[k]``."""
 
     pos: np.ndarray
     y: np.ndarray
@@ -97,7 +98,8 @@ class PairBlock:
 
 @dataclass(frozen=True)
 class WindowPairs:
-    """The pairs of one method book in one window, with the window's tickers and the book's number of pairs."""
+    """The pairs of one method book in one window, with the window's tickers and the book's number of
+    pairs."""
 
     window: int
     block: PairBlock
@@ -137,8 +139,9 @@ class BookReturns:
 
 @dataclass(frozen=True)
 class WindowMarket:
-    """What a strategy trades in one window: the formation log prices and the trading closes of its stocks, each
-    pair's legs (all-pairs order), the rules, cost levels, leg notional, delisting return and risk-free rate."""
+    """What a strategy trades in one window: the formation log prices and the trading closes of its stocks,
+    each pair's legs (all-pairs order), the rules, cost levels, leg notional, delisting return and risk-free
+    rate."""
 
     strategy: str
     logp: np.ndarray
@@ -155,8 +158,8 @@ class WindowMarket:
 def simulate_books(picked: Sequence[Pick], *, market: WindowMarket, keep_pairs: bool = False) -> BookReturns:
     """Trade the pairs of some books (a strategy's method books, or a chunk of placebo draws) over one window.
 
-    Every pair is simulated on its own and each book's returns sum only its own pairs, so a book's numbers do not
-    depend on which other books share the call: chunks of placebo draws (e.g. as Ray tasks) give the same
+    Every pair is simulated on its own and each book's returns sum only its own pairs, so a book's numbers do
+    not depend on which other books share the call: chunks of placebo draws (e.g. as Ray tasks) give the same
     numbers as one call with everything."""
     m = market
     books = np.array([b for b, _ in picked], dtype=np.int64)
@@ -260,8 +263,8 @@ def random_pairs(rng: np.random.Generator, usable_pos: np.ndarray, k: int) -> np
 
 
 def placebo_rng(seed: int, method: str, strategy: str, window_number: int) -> np.random.Generator:
-    """The random stream of one method's placebo draws in one window: seeded by the config's seed, the method's
-    name (CRC-32 of ``method \\0 strategy``), the strategy and the window, so a method's placebos do not depend on
-    which other methods a config runs or in what order."""
+    """The random stream of one method's placebo draws in one window: seeded by the config's seed, the
+    method's name (CRC-32 of ``method \\0 strategy``), the strategy and the window, so a method's placebos do
+    not depend on which other methods a config runs or in what order."""
     key = zlib.crc32(f"{method}\x00{strategy}".encode())
     return np.random.default_rng([seed, key, window_number])

@@ -1,10 +1,11 @@
 """Pair tests on a panel of log prices and pair selection with Benjamini-Hochberg FDR control.
 
-``pair_tests`` runs :func:`finsae.backtest.coint.engle_granger` for a list of pairs of columns, chunked so memory
-stays bounded for all 1.19 million pairs of 1,542 stocks. ``select_pairs`` keeps, among candidate pairs (e.g. the
-pairs inside peer groups), those whose Engle-Granger p-values survive Benjamini-Hochberg control of the false
-discovery rate (``statsmodels.stats.multitest.multipletests(method="fdr_bh")``) *within that candidate set*, are
-not collinear, and whose spread half-life lies in a range; then the ``max_pairs`` smallest p-values.
+``pair_tests`` runs :func:`finsae.backtest.coint.engle_granger` for a list of pairs of columns, chunked so
+memory stays bounded for all 1.19 million pairs of 1,542 stocks. ``select_pairs`` keeps, among candidate pairs
+(e.g. the pairs inside peer groups), those whose Engle-Granger p-values survive Benjamini-Hochberg control of
+the false discovery rate (``statsmodels.stats.multitest.multipletests(method="fdr_bh")``) *within that
+candidate set*, are not collinear, and whose spread half-life lies in a range; then the ``max_pairs`` smallest
+p-values.
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
     """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N).
 
     ``method="pairwise"``: :func:`finsae.backtest.coint.engle_granger` in chunks of pairs; ``backend``
-    (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the same computation
-    either way, so the results are identical. ``method="matrix"``: all pairs from matrix products of the panel
-    (:class:`finsae.backtest.coint_matrix.EngleGrangerPanel`; about 40x faster for all pairs of a panel, equal to the
-    pairwise path to about 1e-13; pairs with gaps or ill-conditioned pairs take the pairwise path), in this process."""
+    (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the same
+    computation either way, so the results are identical. ``method="matrix"``: all pairs from matrix products
+    of the panel (:class:`finsae.backtest.coint_matrix.EngleGrangerPanel`; about 40x faster for all pairs of a
+    panel, equal to the pairwise path to about 1e-13; pairs with gaps or ill-conditioned pairs take the
+    pairwise path), in this process."""
     x = np.asarray(log_prices, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"log_prices must be a (T, N) array, got shape {x.shape}")
@@ -147,8 +149,9 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
 
 def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | None,
                   limit: int | None = None) -> np.ndarray:
-    """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks ``i[k]``,
-    ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept positions in order."""
+    """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks
+    ``i[k]``, ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept
+    positions in order."""
     order = np.asarray(order, dtype=np.int64)
     if cap is None:
         return order[:limit] if limit else order
@@ -169,13 +172,13 @@ def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | No
 
 
 def benjamini_hochberg(pvalue: np.ndarray, alpha: float, n_tests: int | None = None) -> np.ndarray:
-    """Positions of the p-values rejected by Benjamini-Hochberg at level ``alpha``, smallest p-value first (ties
-    in position order).
+    """Positions of the p-values rejected by Benjamini-Hochberg at level ``alpha``, smallest p-value first
+    (ties in position order).
 
     Equals ``statsmodels.stats.multitest.multipletests(pvalue, alpha, method="fdr_bh")[0]`` (tested) when
-    ``n_tests`` is ``len(pvalue)``; ``n_tests`` larger than the array counts tests whose p-values are not given
-    because they exceed ``alpha`` (they cannot be rejected: ``p_(k) <= k alpha / m <= alpha``), so only the
-    p-values at or below ``alpha`` need sorting. NaN p-values are not tests."""
+    ``n_tests`` is ``len(pvalue)``; ``n_tests`` larger than the array counts tests whose p-values are not
+    given because they exceed ``alpha`` (they cannot be rejected: ``p_(k) <= k alpha / m <= alpha``), so only
+    the p-values at or below ``alpha`` need sorting. NaN p-values are not tests."""
     p = np.asarray(pvalue, dtype=np.float64)
     m = int(np.sum(~np.isnan(p))) if n_tests is None else int(n_tests)
     if m == 0:
@@ -193,10 +196,10 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
                  max_per_stock: int | None = None, n_tests: int | None = None) -> np.ndarray:
     """Positions (into the candidate arrays) of the pairs selected, best p-value first.
 
-    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable; the family
-    has ``n_tests`` tests, by default the usable candidates with a p-value: pass a larger number when candidates
-    whose p-value exceeds ``fdr`` were left out of the arrays), then the half-life range, then the smallest
-    p-values, at most ``max_per_stock`` pairs per stock (needs the pairs' stocks ``i``, ``j``; see
+    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable; the
+    family has ``n_tests`` tests, by default the usable candidates with a p-value: pass a larger number when
+    candidates whose p-value exceeds ``fdr`` were left out of the arrays), then the half-life range, then the
+    smallest p-values, at most ``max_per_stock`` pairs per stock (needs the pairs' stocks ``i``, ``j``; see
     :func:`cap_per_stock`) and ``max_pairs`` in all.
     """
     if not 0 < fdr <= 1:
@@ -214,9 +217,10 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
 
 def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.ndarray, *, max_pairs: int,
                     max_per_stock: int | None = None) -> np.ndarray:
-    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared deviations
-    (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev et al. 2006 take
-    the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap is satisfied)."""
+    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared
+    deviations (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev
+    et al. 2006 take the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap
+    is satisfied)."""
     candidates = np.flatnonzero(np.asarray(usable, dtype=bool) & np.isfinite(ssd))
     values = np.asarray(ssd, dtype=np.float64)[candidates]
     take = 4 * max_pairs
@@ -235,7 +239,8 @@ def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.nd
 
 @dataclass(frozen=True)
 class ResolvedTests:
-    """Pair tests in the ordering each pair would be traded in (``flip``: y is the second stock of the pair)."""
+    """Pair tests in the ordering each pair would be traded in (``flip``: y is the second stock of the
+    pair)."""
 
     pvalue: np.ndarray
     half_life: np.ndarray
@@ -245,10 +250,10 @@ class ResolvedTests:
 
 
 def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
-    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test table:
-    the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``: ``min(p_ij, p_ji)``),
-    the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A pair whose traded hedge
-    ratio is not positive is not usable."""
+    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test
+    table: the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``:
+    ``min(p_ij, p_ji)``), the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A pair
+    whose traded hedge ratio is not positive is not usable."""
     p_ij = tests["pvalue_ij"].to_numpy()
     hl_ij = tests["half_life_ij"].to_numpy().astype(np.float64)
     b_ij = tests["hedge_ij"].to_numpy()
@@ -269,10 +274,11 @@ def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
 
 @dataclass(frozen=True)
 class PairChooser:
-    """The selection rules of both strategies over the pairs of one window's stocks (all-pairs order ``i < j``).
+    """The selection rules of both strategies over the pairs of one window's stocks (all-pairs order,
+    ``i < j``).
 
-    ``coint``: Benjamini-Hochberg within the candidates whose test is usable (:func:`select_pairs`; the family is
-    every usable candidate), then the half-life range, the smallest p-values and the cap per stock.
+    ``coint``: Benjamini-Hochberg within the candidates whose test is usable (:func:`select_pairs`; the family
+    is every usable candidate), then the half-life range, the smallest p-values and the cap per stock.
     ``distance``: the smallest sums of squared deviations ``ssd`` (:func:`select_distance`)."""
 
     tests: ResolvedTests

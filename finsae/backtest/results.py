@@ -1,7 +1,7 @@
 """The result of a pairs backtest and the settings it was run with, as plain frozen dataclasses.
 
-:class:`BacktestSettings` holds what the backtest's computations and its readers (the markdown and HTML reports,
-the export) use of a run's configuration; it is built from any object with those attributes
+:class:`BacktestSettings` holds what the backtest's computations and its readers (the markdown and HTML
+reports, the export) use of a run's configuration; it is built from any object with those attributes
 (:meth:`BacktestSettings.of`, e.g. a ``finsae.config.PairsBacktestConfig``), so this stage never imports the
 configuration layer. The per-period risk-free rate is ``rf = (1 + rf_annual)^(1 / P) - 1`` with ``P`` the
 periods per year.
@@ -26,7 +26,8 @@ _T = TypeVar("_T")
 
 def _pick(cls: type[_T], source: Any, **override: Any) -> _T:
     """An instance of the dataclass ``cls`` from the attributes of ``source`` of the same names."""
-    values = {f.name: getattr(source, f.name) for f in fields(cls) if f.name not in override}  # type: ignore[arg-type]
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    values = {name: getattr(source, name) for name in names if name not in override}
     return cls(**values, **override)
 
 
@@ -94,9 +95,11 @@ class BacktestSettings:
 
     @classmethod
     def of(cls, config: Any) -> BacktestSettings:
-        """The settings of ``config``: any object with attributes of these names (a ``PairsBacktestConfig``)."""
+        """The settings of ``config``: any object with attributes of these names (a
+        ``PairsBacktestConfig``)."""
         return _pick(cls, config, selection=_pick(SelectionSettings, config.selection),
-                     trading=_pick(TradingSettings, config.trading), distance=_pick(DistanceSettings, config.distance),
+                     trading=_pick(TradingSettings, config.trading),
+                     distance=_pick(DistanceSettings, config.distance),
                      placebo=_pick(PlaceboSettings, config.placebo), costs_bps=tuple(config.costs_bps))
 
     @property
@@ -115,7 +118,8 @@ class BacktestSettings:
         return f"net_{self.headline_cost_bps:g}bp"
 
     def rules(self, strategy: str) -> TradingRules:
-        """The trading rules of ``strategy``: the co-integration thresholds, or the distance method's (no stop)."""
+        """The trading rules of ``strategy``: the co-integration thresholds, or the distance method's (no
+        stop)."""
         t = self.trading
         if strategy == "coint":
             return TradingRules(t.entry_z, t.exit_z, t.stop_z, t.borrow_bps, self.periods_per_year)
@@ -132,9 +136,10 @@ class BacktestResult:
             volatility, drawdown, mean monthly excess return in bp (gross and net), pairs, trades, turnover,
             hit rate, holding days, concentration (distinct stocks, top stock, its P&L share, figures without
             it), placebo medians and percentiles.
-        daily: one row per (method, strategy, basis, date): portfolio returns gross and net at each cost level.
-        windows: one row per (method, strategy, window): eligible stocks, candidates, selected pairs, trades, and
-            the window's compounded return gross and net of the headline cost on each basis.
+        daily: one row per (method, strategy, basis, date): portfolio returns gross and net at each cost
+            level.
+        windows: one row per (method, strategy, window): eligible stocks, candidates, selected pairs, trades,
+            and the window's compounded return gross and net of the headline cost on each basis.
         placebo: one row per (method, strategy, placebo kind, draw, basis): gross and headline-net Sharpe.
         trades: one row per round trip of a method.
         selections: one row per (method, strategy, window, pair) selected, in the traded ordering: p-value or

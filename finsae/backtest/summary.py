@@ -1,13 +1,13 @@
-"""The tables of a pairs backtest from its simulated books: summary statistics, concentration, placebos, trades.
+"""The tables of a pairs backtest from its books: summary statistics, concentration, placebos, trades.
 
 Every statistic of a method book comes from its daily portfolio returns concatenated over the windows
 (:class:`BookSeries`), with the formulas of :mod:`finsae.backtest.metrics` (Sharpe ratio
 ``sqrt(P) mean(r - rf) / sd(r - rf)``, its stationary-bootstrap CI, geometric annual return, drawdown, mean
 monthly excess return in bp). Concentration: each stock's share of the P&L is the sum over days of the
-contributions of the pairs it is in (committed capital: ``r / N``; employed: ``r / open pairs``); the top stock
-is the one with the largest absolute share, and the book is recomputed without its pairs (their capital goes to
-the others). Placebo standing: the median placebo Sharpe ratio and the percentile of the method's among them
-(:func:`finsae.evaluate.comovement.percentile_of`).
+contributions of the pairs it is in (committed capital: ``r / N``; employed: ``r / open pairs``); the top
+stock is the one with the largest absolute share, and the book is recomputed without its pairs (their capital
+goes to the others). Placebo standing: the median placebo Sharpe ratio and the percentile of the method's
+among them (:func:`finsae.evaluate.comovement.percentile_of`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from finsae.backtest.metrics import (
 from finsae.backtest.results import BASES, BacktestSettings
 from finsae.evaluate.comovement import percentile_of
 
-TRADE_COLUMNS = ["method", "strategy", "window", "y", "x", "hedge_ratio", "entry_date", "exit_date", "direction",
-                 "holding_days", "gross", "net"]
+TRADE_COLUMNS = ["method", "strategy", "window", "y", "x", "hedge_ratio", "entry_date", "exit_date",
+                 "direction", "holding_days", "gross", "net"]
 
 
 def _idle(basis: str, rf: float) -> float:
@@ -41,10 +41,10 @@ def _idle(basis: str, rf: float) -> float:
     return rf if basis == "committed" else 0.0
 
 
-def book_series(blocks: Sequence[WindowPairs], n_rows: Sequence[int], basis: str, cost: float, rules: TradingRules,
-                rf: float, exclude: str | None = None) -> np.ndarray:
-    """A method book's daily returns over all windows recomputed from its pairs, optionally without the pairs of
-    stock ``exclude`` (their capital goes to the remaining pairs)."""
+def book_series(blocks: Sequence[WindowPairs], n_rows: Sequence[int], basis: str, cost: float,
+                rules: TradingRules, rf: float, exclude: str | None = None) -> np.ndarray:
+    """A method book's daily returns over all windows recomputed from its pairs, optionally without the pairs
+    of stock ``exclude`` (their capital goes to the remaining pairs)."""
     parts = []
     by_window = {wp.window: wp for wp in blocks}
     for wn, rows in enumerate(n_rows):
@@ -121,14 +121,17 @@ def _performance(s: BookSeries, st: BacktestSettings) -> dict[str, Any]:
         row[f"sharpe_net_{c:g}bp"] = sharpe_ratio(r[f"net_{c:g}bp"], ppy, rf)
     lo, hi = sharpe_ci(r_head, ppy, rf, draws=st.bootstrap_draws, seed=st.placebo.seed)
     return {**row, "sharpe_net_ci_low": lo, "sharpe_net_ci_high": hi,
-            "annual_return_net": annual_return(r_head, ppy), "annual_volatility": annual_volatility(r_head, ppy),
+            "annual_return_net": annual_return(r_head, ppy),
+            "annual_volatility": annual_volatility(r_head, ppy),
             "max_drawdown_net": max_drawdown(r_head),
             "bp_month_gross": monthly_excess_bps(r["gross"], s.dates, rf),
             "bp_month_net": monthly_excess_bps(r_head, s.dates, rf)}
 
 
-def _activity(s: BookSeries, trades: pd.DataFrame, windows: pd.DataFrame, st: BacktestSettings) -> dict[str, Any]:
-    """Pairs, trades, distinct stocks traded, share of days invested, annual turnover, hit rate, holding days."""
+def _activity(s: BookSeries, trades: pd.DataFrame, windows: pd.DataFrame,
+              st: BacktestSettings) -> dict[str, Any]:
+    """Pairs, trades, distinct stocks traded, share of days invested, annual turnover, hit rate, holding
+    days."""
     mt, mw = s.of(trades), s.of(windows)
     return {"pairs_traded": int(mw["selected"].sum()), "trades": len(mt),
             "distinct_stocks": len(set(mt["y"]) | set(mt["x"])),
@@ -139,9 +142,9 @@ def _activity(s: BookSeries, trades: pd.DataFrame, windows: pd.DataFrame, st: Ba
 
 
 def concentration(s: BookSeries, st: BacktestSettings, performance: dict[str, Any]) -> dict[str, Any]:
-    """The top stock of the book's headline-net P&L, its share of the total (pairs count for both their stocks,
-    so the total is half the sum of the stock shares), and the headline figures of the book without its pairs;
-    without a top stock, the book's own figures (``performance``)."""
+    """The top stock of the book's headline-net P&L, its share of the total (pairs count for both their
+    stocks, so the total is half the sum of the stock shares), and the headline figures of the book without
+    its pairs; without a top stock, the book's own figures (``performance``)."""
     ppy, rf, head = st.periods_per_year, st.rf, st.headline_cost_bps
     rules = st.rules(s.book.strategy)
     pnl = stock_pnl(s.pairs, s.basis, head, rules)
@@ -150,7 +153,8 @@ def concentration(s: BookSeries, st: BacktestSettings, performance: dict[str, An
         top = str(pnl.abs().idxmax())
         ex = book_series(s.pairs, s.n_rows, s.basis, head, rules, rf, exclude=top)
         return {"top_stock": top, "top_stock_pnl_share": float(pnl[top] / total),
-                "ex_top_sharpe_net": sharpe_ratio(ex, ppy, rf), "ex_top_annual_return_net": annual_return(ex, ppy),
+                "ex_top_sharpe_net": sharpe_ratio(ex, ppy, rf),
+                "ex_top_annual_return_net": annual_return(ex, ppy),
                 "ex_top_bp_month_net": monthly_excess_bps(ex, s.dates, rf)}
     return {"top_stock": None, "top_stock_pnl_share": np.nan,
             "ex_top_sharpe_net": performance[f"sharpe_{st.headline_column}"],
@@ -159,12 +163,15 @@ def concentration(s: BookSeries, st: BacktestSettings, performance: dict[str, An
 
 
 def placebo_standing(s: BookSeries, sharpe: float, placebo: pd.DataFrame, column: str) -> dict[str, float]:
-    """Median of each placebo kind's Sharpe ratios (``column``, same basis) and the percentile of ``sharpe``."""
+    """Median of each placebo kind's Sharpe ratios (``column``, same basis) and the percentile of
+    ``sharpe``."""
     row = {}
     mine = (placebo["method"] == s.book.method) & (placebo["strategy"] == s.book.strategy)
     for kind in ("random_pairs", "random_groups"):
-        dist = placebo.loc[mine & (placebo["kind"] == kind) & (placebo["basis"] == s.basis), column].to_numpy()
-        row[f"{kind}_median_sharpe"] = float(np.nanmedian(dist)) if len(dist) and not np.isnan(dist).all() else np.nan
+        dist = placebo.loc[mine & (placebo["kind"] == kind) & (placebo["basis"] == s.basis), column]
+        dist = dist.to_numpy()
+        some = len(dist) and not np.isnan(dist).all()
+        row[f"{kind}_median_sharpe"] = float(np.nanmedian(dist)) if some else np.nan
         row[f"{kind}_percentile"] = percentile_of(float(sharpe), dist)
     return row
 
@@ -217,8 +224,8 @@ def placebo_table(books: BookSet, moments: PlaceboMoments, st: BacktestSettings)
 
 def trade_table(blk: PairBlock, books: BookSet, rules: TradingRules, cost: float, tickers: Sequence[str],
                 dates: pd.DatetimeIndex, label: str) -> pd.DataFrame:
-    """One row per round trip of the pairs of ``blk`` (net of ``cost``); ``dates``: the window's rows (row 0 the
-    last formation day)."""
+    """One row per round trip of the pairs of ``blk`` (net of ``cost``); ``dates``: the window's rows (row 0
+    the last formation day)."""
     tl = trade_list(blk.paths, blk.paths.net(cost, rules))
     if tl.empty:
         return pd.DataFrame(columns=TRADE_COLUMNS)
@@ -229,7 +236,8 @@ def trade_table(blk: PairBlock, books: BookSet, rules: TradingRules, cost: float
         "method": [b.method for b in owners], "strategy": [b.strategy for b in owners],
         "window": label, "y": names[blk.y[col]], "x": names[blk.x[col]], "hedge_ratio": blk.hedge[col],
         "entry_date": dates[tl["entry_row"].to_numpy()], "exit_date": dates[tl["exit_row"].to_numpy()],
-        "direction": tl["direction"].to_numpy(), "holding_days": (tl["exit_row"] - tl["entry_row"]).to_numpy(),
+        "direction": tl["direction"].to_numpy(),
+        "holding_days": (tl["exit_row"] - tl["entry_row"]).to_numpy(),
         "gross": tl["gross"].to_numpy(), "net": tl["net"].to_numpy(),
     })[TRADE_COLUMNS]
 

@@ -5,20 +5,20 @@ For each trading window: plan (:func:`plan_window`) -> simulate (:func:`simulate
 
 1. Eligible stocks have a price on the first day of the formation window and no gap longer than
    ``max_fill_days`` inside it; shorter gaps are filled with the last close (past prices only). The bundled
-   prices miss 2011-02-17 for 1,170 stocks and about 7 stocks on any given day, so this matters. A stock with a
-   daily move above ``max_abs_log_return`` (in log terms) inside its formation window is screened out for that
-   window: one such jump (an unadjusted split, a mis-scaled segment, or a real shock) dominates the
+   prices miss 2011-02-17 for 1,170 stocks and about 7 stocks on any given day, so this matters. A stock with
+   a daily move above ``max_abs_log_return`` (in log terms) inside its formation window is screened out for
+   that window: one such jump (an unadjusted split, a mis-scaled segment, or a real shock) dominates the
    co-integrating regression and produces p-values near 0 with a half-life of about 2 days.
 2. Two strategies inside each method's groups, both with the same costs, capital bases and placebos:
 
    * ``coint`` (Engle-Granger): every pair of eligible stocks is tested (formation-window log prices; both
      orderings unless ``selection.orderings`` is ``first``; cached on disk under a key hashing the prices, the
      tickers and the test settings). With ``selection.i1_screen`` both legs must look I(1) in the formation
-     window (:func:`finsae.backtest.unitroot.integrated_of_order_one`). A pair is a candidate when it is inside
-     a group, its traded ordering's hedge ratio is positive, and the test is valid; selection is BH-FDR within
-     the candidates, then the half-life range, then the smallest p-values with at most ``max_pairs_per_stock``
-     pairs per stock (:class:`finsae.backtest.pairs.PairChooser`). The legs trade the tested spread
-     ``log y - b log x`` (:func:`finsae.backtest.engine.simulate_pairs`).
+     window (:func:`finsae.backtest.unitroot.integrated_of_order_one`). A pair is a candidate when it is
+     inside a group, its traded ordering's hedge ratio is positive, and the test is valid; selection is BH-FDR
+     within the candidates, then the half-life range, then the smallest p-values with at most
+     ``max_pairs_per_stock`` pairs per stock (:class:`finsae.backtest.pairs.PairChooser`). The legs trade the
+     tested spread ``log y - b log x`` (:func:`finsae.backtest.engine.simulate_pairs`).
    * ``distance`` (Gatev, Goetzmann and Rouwenhorst 2006): the within-group pairs with the smallest sum of
      squared deviations of normalised prices over the formation window, opened at ``distance.entry_z``
      formation standard deviations and closed when the paths cross.
@@ -96,7 +96,7 @@ logger = logging.getLogger(__name__)
 _TEST_VERSION = "eg-3-matrix"  # bump when the pair-test computation changes, to invalidate caches
 
 
-# -------------------------------------------------------------------------------------------------- pair tests
+# ------------------------------------------------------------------------------------------------- pair tests
 def _both(sel: SelectionConfig) -> bool:
     return sel.orderings != "first"
 
@@ -113,10 +113,11 @@ def _tests_key(logp: np.ndarray, tickers: list[str], sel: SelectionConfig) -> st
 
 
 def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], sel: SelectionConfig) -> pd.DataFrame:
-    """p-value, half-life and hedge ratio of every pair of columns of ``logp`` (all-pairs order; ``_ij``: y = the
-    first column, ``_ji``: the reverse, when both orderings are tested) and usability, from the cache when
-    present. A corrupt cache file is recomputed. The tests come from matrix products of the panel in this process
-    (all pairs of a window in about a second), whatever the backend: Ray distributes the placebo draws."""
+    """p-value, half-life and hedge ratio of every pair of columns of ``logp`` (all-pairs order; ``_ij``: y =
+    the first column, ``_ji``: the reverse, when both orderings are tested) and usability, from the cache when
+    present. A corrupt cache file is recomputed. The tests come from matrix products of the panel in this
+    process (all pairs of a window in about a second), whatever the backend: Ray distributes the placebo
+    draws."""
     path = cache_dir() / "pairtests" / f"{_tests_key(logp, tickers, sel)}.parquet"
     n_pairs = len(tickers) * (len(tickers) - 1) // 2
     if path.is_file():
@@ -124,7 +125,8 @@ def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], sel: SelectionCo
             table = pd.read_parquet(path)
             if len(table) == n_pairs:
                 return table
-            logger.warning("pair-test cache %s has %d rows, expected %d: recomputing", path, len(table), n_pairs)
+            logger.warning("pair-test cache %s has %d rows, expected %d: recomputing", path, len(table),
+                           n_pairs)
         except Exception as exc:  # a truncated or foreign file: recompute, never crash
             logger.warning("pair-test cache %s is unreadable (%s): recomputing", path, exc)
     i, j = all_pairs(len(tickers))
@@ -139,11 +141,11 @@ def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], sel: SelectionCo
     return table
 
 
-# ------------------------------------------------------------------------------------------------------ market
+# ----------------------------------------------------------------------------------------------------- market
 @dataclass(frozen=True)
 class Market:
-    """The prices and groupings a backtest trades: closes of the priced universe, each method's labels (ticker ->
-    group) and whether trading it looks ahead, and the data sources (for the manifest)."""
+    """The prices and groupings a backtest trades: closes of the priced universe, each method's labels (ticker
+    -> group) and whether trading it looks ahead, and the data sources (for the manifest)."""
 
     close: pd.DataFrame
     labels: dict[str, pd.Series]
@@ -167,7 +169,8 @@ def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
     table = pd.read_parquet(tg.file)
     need = {"ticker", "group", "name", "vintage"}
     if not need <= set(table.columns):
-        raise DataError(f"{tg.file}: not a groups file (needs columns {sorted(need)}, has {list(table.columns)})")
+        raise DataError(f"{tg.file}: not a groups file (needs columns {sorted(need)}, "
+                        f"has {list(table.columns)})")
     out = {}
     for name in tg.names:
         rows = table[table["name"] == name]
@@ -179,9 +182,9 @@ def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
         ahead = published is None or published >= start
         if ahead and not tg.allow_look_ahead:
             when = published.date() if published is not None else "on an unknown date"
-            raise ConfigError(f"text_groups: {name!r} comes from text vintage {vintage!r} (published {when}), not "
-                              f"before the backtest start {start.date()}: trading it would look ahead (set "
-                              "allow_look_ahead to run it anyway, marked)")
+            raise ConfigError(f"text_groups: {name!r} comes from text vintage {vintage!r} (published "
+                              f"{when}), not before the backtest start {start.date()}: trading it would look "
+                              "ahead (set allow_look_ahead to run it anyway, marked)")
         out[name] = (pd.Series(rows["group"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"),
                                name=name, dtype="string"), bool(ahead))
     return out
@@ -190,8 +193,9 @@ def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
 def load_market(cfg: PairsBacktestConfig) -> Market:
     """The universe's closes and every method's group labels (taxonomies, then text groupings)."""
     universe = load_universe(cfg.data.companies)
-    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks,
-                         splits=cfg.data.splits)
+    data = cfg.data
+    prices = load_prices(data.prices, nonpositive=data.nonpositive_prices, bad_ticks=data.bad_ticks,
+                         splits=data.splits)
     tickers = priced_tickers(universe.tickers, prices, f"universe {universe.source}")
     if len(tickers) < 2:
         raise DataError(f"the prices ({prices.source}) share only {len(tickers)} ticker with the universe "
@@ -201,10 +205,11 @@ def load_market(cfg: PairsBacktestConfig) -> Market:
     if cfg.text_groups is not None:
         for name, (lab, ahead) in load_text_groups(cfg, universe, pd.Timestamp(cfg.start)).items():
             labels[name], look_ahead[name] = lab, ahead
-    return Market(prices.close[tickers], labels, look_ahead, {"companies": universe.source, "prices": prices.source})
+    sources = {"companies": universe.source, "prices": prices.source}
+    return Market(prices.close[tickers], labels, look_ahead, sources)
 
 
-# -------------------------------------------------------------------------------------------------------- plan
+# ------------------------------------------------------------------------------------------------------- plan
 @dataclass(frozen=True)
 class Formation:
     """The eligible stocks of one window, from formation-window prices only.
@@ -227,11 +232,14 @@ class Formation:
 
 
 def _formation(w: Window, close: pd.DataFrame, cfg: PairsBacktestConfig) -> Formation:
-    form = close.iloc[w.formation].ffill(limit=cfg.max_fill_days) if cfg.max_fill_days else close.iloc[w.formation]
+    form = close.iloc[w.formation]
+    if cfg.max_fill_days:
+        form = form.ffill(limit=cfg.max_fill_days)
     complete = form.notna().all(axis=0).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         jumps = np.abs(np.diff(np.log(form.to_numpy()), axis=0))
-    calm = ~(np.nan_to_num(jumps) > cfg.max_abs_log_return).any(axis=0) if cfg.max_abs_log_return else complete
+    limit = cfg.max_abs_log_return
+    calm = ~(np.nan_to_num(jumps) > limit).any(axis=0) if limit else complete
     eligible = np.flatnonzero(complete & calm)
     n_e = len(eligible)
     logp = np.log(form.to_numpy()[:, eligible])
@@ -243,7 +251,10 @@ def _formation(w: Window, close: pd.DataFrame, cfg: PairsBacktestConfig) -> Form
         _, adf_diff = adf_test(np.diff(logp, axis=0), sel.i1_lags)
     else:
         adf_level = adf_diff = np.full(n_e, np.nan)
-    i1 = (adf_level >= sel.i1_alpha) & (adf_diff < sel.i1_alpha) if sel.i1_screen else np.ones(n_e, dtype=bool)
+    if sel.i1_screen:
+        i1 = (adf_level >= sel.i1_alpha) & (adf_diff < sel.i1_alpha)
+    else:
+        i1 = np.ones(n_e, dtype=bool)
     return Formation(list(close.columns[eligible]), logp, trade_rows, adf_level, i1,
                      int((complete & ~calm).sum()))
 
@@ -273,7 +284,8 @@ def _placebo_picks(chooser: PairChooser, books: BookSet, method: str, strategy: 
                    within: tuple[np.ndarray, np.ndarray] | None, n_stocks: int,
                    rng: np.random.Generator, draws: int) -> list[Pick]:
     """Each draw: ``n_pairs`` random usable pairs, and (for a grouping) the method's selection inside a random
-    relabelling of the stocks with the method's group sizes (company ``q[a]`` takes the label of company ``a``)."""
+    relabelling of the stocks with the method's group sizes (company ``q[a]`` takes the label of company
+    ``a``)."""
     picks = []
     usable = chooser.usable(strategy)
     for d in range(draws):
@@ -286,15 +298,16 @@ def _placebo_picks(chooser: PairChooser, books: BookSet, method: str, strategy: 
     return picks
 
 
-def _window_row(plan_w: Window, f: Formation, chooser: PairChooser, method: str, strategy: str,
+def _window_row(w: Window, f: Formation, chooser: PairChooser, method: str, strategy: str,
                 cand: np.ndarray, n_selected: int) -> dict[str, Any]:
     """The diagnostics of one method and strategy in a window: eligible stocks, candidates, selected pairs."""
     coint = strategy == "coint"
     n_e = len(f.tickers)
     row: dict[str, Any] = {
-        "method": method, "strategy": strategy, "window": plan_w.label(), "formation_start": plan_w.formation_start,
-        "formation_end": plan_w.formation_end, "trading_start": plan_w.trading_start,
-        "trading_end": plan_w.trading_end, "eligible": n_e, "screened_jumps": f.screened_jumps,
+        "method": method, "strategy": strategy, "window": w.label(),
+        "formation_start": w.formation_start, "formation_end": w.formation_end,
+        "trading_start": w.trading_start, "trading_end": w.trading_end, "eligible": n_e,
+        "screened_jumps": f.screened_jumps,
         "i1_eligible": int(f.i1.sum()) if coint else n_e, "candidates": len(cand),
         "candidates_usable": int(chooser.coint_usable[cand].sum()) if coint else len(cand),
         "selected": n_selected}
@@ -309,12 +322,15 @@ def plan_window(w: Window, number: int, market: Market, cfg: PairsBacktestConfig
     f = _formation(w, market.close, cfg)
     n_e = len(f.tickers)
     i_all, j_all = all_pairs(n_e)
-    tests = resolve_orderings(cached_all_pair_tests(f.logp, f.tickers, cfg.selection), cfg.selection.orderings)
+    sel = cfg.selection
+    tests = resolve_orderings(cached_all_pair_tests(f.logp, f.tickers, sel), sel.orderings)
     scores = {"coint": tests.pvalue}
     if "distance" in settings.strategies:  # SSD of the normalised prices P_t / P_0
-        scores["distance"] = distance_ssd(np.exp(f.logp - f.logp[0]), i_all, j_all) if n_e > 1 else np.zeros(0)
-    chooser = PairChooser(tests, tests.usable & f.i1[i_all] & f.i1[j_all], scores.get("distance"), i_all, j_all,
-                          settings.selection, settings.distance.max_pairs)
+        norm = np.exp(f.logp - f.logp[0])
+        scores["distance"] = distance_ssd(norm, i_all, j_all) if n_e > 1 else np.zeros(0)
+    usable = tests.usable & f.i1[i_all] & f.i1[j_all]
+    chooser = PairChooser(tests, usable, scores.get("distance"), i_all, j_all, settings.selection,
+                          settings.distance.max_pairs)
     picks: dict[str, list[Pick]] = {}
     rows = []
     for strategy in settings.strategies:
@@ -334,7 +350,7 @@ def plan_window(w: Window, number: int, market: Market, cfg: PairsBacktestConfig
                       tests.half_life)
 
 
-# ---------------------------------------------------------------------------------------------------- simulate
+# --------------------------------------------------------------------------------------------------- simulate
 @dataclass(frozen=True)
 class WindowOutcome:
     """One simulated window: the method books' daily returns per strategy (without their pairs), each method
@@ -350,8 +366,8 @@ class WindowOutcome:
     selections: list[pd.DataFrame]
 
 
-def simulate_window(plan: WindowPlan, market: Market, settings: BacktestSettings, books: BookSet, backend: Any,
-                    chunk: int) -> WindowOutcome:
+def simulate_window(plan: WindowPlan, market: Market, settings: BacktestSettings, books: BookSet,
+                    backend: Any, chunk: int) -> WindowOutcome:
     """Trade every book of ``plan``: the method books here, the placebo draws on ``backend`` in chunks of
     ``chunk`` books (net of the headline cost only: placebos report Sharpe ratios)."""
     w, f, head = plan.window, plan.formation, settings.headline_cost_bps
@@ -360,9 +376,9 @@ def simulate_window(plan: WindowPlan, market: Market, settings: BacktestSettings
     placebo = PlaceboMoments.zeros(len(books))
     trades, selections = [], []
     for st in settings.strategies:
+        trading = settings.trading
         wm = WindowMarket(st, f.logp, f.trade_rows, plan.pair_y[st], plan.pair_x[st], settings.rules(st),
-                          settings.costs_bps, settings.trading.gross_notional, settings.trading.delisting_return,
-                          settings.rf)
+                          settings.costs_bps, trading.gross_notional, trading.delisting_return, settings.rf)
         own_picks = [p for p in plan.picks[st] if books.books[p.book].kind == "method"]
         placebo_picks = [p for p in plan.picks[st] if books.books[p.book].kind != "method"]
         returns = simulate_books(own_picks, market=wm, keep_pairs=True)
@@ -380,7 +396,7 @@ def simulate_window(plan: WindowPlan, market: Market, settings: BacktestSettings
                          selections)
 
 
-# --------------------------------------------------------------------------------------------------- summarise
+# -------------------------------------------------------------------------------------------------- summarise
 def _book_series(k: int, basis: str, outcomes: list[WindowOutcome], dates: pd.DatetimeIndex,
                  settings: BacktestSettings, books: BookSet) -> BookSeries:
     """Method book number ``k`` on ``basis``, its daily returns concatenated over the windows."""
@@ -389,14 +405,17 @@ def _book_series(k: int, basis: str, outcomes: list[WindowOutcome], dates: pd.Da
     returns = {"gross": np.concatenate([r.gross[basis][:, c] for r, c in parts])}
     for cost in settings.costs_bps:
         returns[f"net_{cost:g}bp"] = np.concatenate([r.net[basis][cost][:, c] for r, c in parts])
-    return BookSeries(book, basis, dates, returns, np.concatenate([r.turnover[basis][:, c] for r, c in parts]),
-                      [o.pairs[k] for o in outcomes if k in o.pairs], [len(o.dates) for o in outcomes])
+    turnover = np.concatenate([r.turnover[basis][:, c] for r, c in parts])
+    return BookSeries(book, basis, dates, returns, turnover, [o.pairs[k] for o in outcomes if k in o.pairs],
+                      [len(o.dates) for o in outcomes])
 
 
 def summarise(name: str, outcomes: list[WindowOutcome], books: BookSet, settings: BacktestSettings,
               look_ahead: dict[str, bool], output_dir: Path | None) -> BacktestResult:
     """The tables of the backtest from its simulated windows (see :class:`BacktestResult`)."""
-    dates = outcomes[0].dates.append([o.dates for o in outcomes[1:]]) if len(outcomes) > 1 else outcomes[0].dates
+    dates = outcomes[0].dates
+    if len(outcomes) > 1:
+        dates = dates.append([o.dates for o in outcomes[1:]])
     trades = pd.concat([t for o in outcomes for t in o.trades], ignore_index=True)
     selections = pd.concat([s for o in outcomes for s in o.selections], ignore_index=True)
     series = [_book_series(books.index[b], basis, outcomes, dates, settings, books)
@@ -424,9 +443,10 @@ def _write(result: BacktestResult, cfg: PairsBacktestConfig, market: Market, win
         for name in ("summary", "daily", "windows", "placebo", "trades", "selections"):
             _io.write_parquet(getattr(result, name), folder / f"{name}.parquet", run_id)
         _io.write_text(backtest_markdown(result), folder / "table.md")
-        _io.write_json(_io.run_manifest(cfg.model_dump(mode="json"), market.sources,
-                                        time.perf_counter() - seconds_since, windows=[w.label() for w in windows],
-                                        run_id=run_id), folder / "manifest.json")
+        manifest = _io.run_manifest(cfg.model_dump(mode="json"), market.sources,
+                                    time.perf_counter() - seconds_since, windows=[w.label() for w in windows],
+                                    run_id=run_id)
+        _io.write_json(manifest, folder / "manifest.json")
     logger.info("backtest %s written to %s", cfg.name, result.output_dir)
 
 
@@ -438,17 +458,19 @@ def run_pairs_backtest(cfg: PairsBacktestConfig, output_dir: str | Path | None =
     t_start = time.perf_counter()
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     if write:
-        _io.check_results_target(out)  # before any work: never write over a folder that is not a results folder
+        _io.check_results_target(out)  # before any work: never write over a folder that is not results
     market = load_market(cfg)
     settings = BacktestSettings.of(cfg)
-    windows = walk_forward_windows(market.close.index, cfg.formation_days, cfg.trading_days, cfg.start, cfg.end)
+    windows = walk_forward_windows(market.close.index, cfg.formation_days, cfg.trading_days, cfg.start,
+                                   cfg.end)
     books = BookSet.build(settings.strategies, cfg.all_methods, cfg.placebo.draws)
     chunk = cfg.backend.placebo_chunk * 2 * max(1, len(cfg.all_methods))
     backend = get_backend(cfg.backend.kind, cfg.backend.workers, cfg.backend.address)
     try:
+        progress = tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None)
         outcomes = [simulate_window(plan_window(w, wn, market, cfg, settings, books), market, settings, books,
                                     backend, chunk)
-                    for wn, w in enumerate(tqdm(windows, desc=f"backtest {cfg.name}", unit="window", disable=None))]
+                    for wn, w in enumerate(progress)]
     finally:
         backend.close()
     result = summarise(cfg.name, outcomes, books, settings, market.look_ahead, out if write else None)
