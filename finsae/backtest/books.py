@@ -27,8 +27,6 @@ from finsae.backtest.engine import (
 )
 from finsae.backtest.results import BASES
 
-KINDS = ("method", "random_pairs", "random_groups")
-
 
 @dataclass(frozen=True)
 class Book:

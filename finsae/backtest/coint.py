@@ -52,7 +52,7 @@ def _mackinnon_tables() -> dict[str, object]:
 
         return {"max": av._tau_maxs["c"][1], "min": av._tau_mins["c"][1], "star": av._tau_stars["c"][1],
                 "small": np.asarray(av._tau_smallps["c"][1]), "large": np.asarray(av._tau_largeps["c"][1])}
-    except (ImportError, AttributeError, KeyError) as exc:  # pragma: no cover - depends on statsmodels internals
+    except (ImportError, AttributeError, KeyError) as exc:  # pragma: no cover - statsmodels internals
         raise DataError(f"cannot read MacKinnon's tables from statsmodels.tsa.adfvalues: {exc}") from exc
 
 
@@ -98,8 +98,8 @@ def check_test_settings(t_len: int, maxlag: int | None, autolag: object) -> int:
     if maxlag is None:
         return default_maxlag(t_len)
     if not 0 <= maxlag <= t_len // 2 - 1:
-        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length {t_len}, "
-                        f"not {maxlag}")
+        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length "
+                        f"{t_len}, not {maxlag}")
     return int(maxlag)
 
 
@@ -147,7 +147,8 @@ class _LagSums:
             self.dd[:, lag] = np.einsum("ij,ij->i", d[:, lag:], d[:, : length - lag])
             self.ed[:, lag] = np.einsum("ij,ij->i", e[:, lag:length], d[:, : length - lag])
         self.ee = np.einsum("ij,ij->i", e[:, :length], e[:, :length])
-        # head[delta, h] = sum_{u=delta}^{h-1} d[u] d[u-delta];  tail[delta, a] = sum_{u=L-a}^{L-1} d[u] d[u-delta]
+        # head[delta, h] = sum_{u=delta}^{h-1} d[u] d[u-delta]
+        # tail[delta, a] = sum_{u=L-a}^{L-1} d[u] d[u-delta]
         # head_ed[l, h] = sum_{s=l}^{h-1} e[s] d[s-l];  head_ee[h] = sum_{s<h} e[s]^2      (h, a = 0..m)
         self.head = np.zeros((rows, m + 1, m + 1))
         self.tail = np.zeros((rows, m + 1, m + 1))
@@ -277,7 +278,8 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
     collinear = np.zeros(n_pairs, dtype=bool)
 
     finite = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
-    valid = finite & (np.ptp(np.where(finite[:, None], y, 0), axis=1) > 0) & (np.ptp(np.where(finite[:, None], x, 0), axis=1) > 0)
+    valid = (finite & (np.ptp(np.where(finite[:, None], y, 0), axis=1) > 0)
+             & (np.ptp(np.where(finite[:, None], x, 0), axis=1) > 0))
 
     def run(idx: np.ndarray) -> None:  # fills the output arrays at rows idx (disjoint between chunks)
         yv, xv = y[idx], x[idx]
@@ -318,5 +320,5 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
     stat = out["stat"]
     valid &= ~np.isnan(stat)
     pvalue = mackinnon_pvalue(stat)
-    return EngleGranger(stat, pvalue, mackinnon_crit(t_len), out["hedge"], out["intercept"], out["half_life"], lags,
-                        t_len, collinear, valid)
+    return EngleGranger(stat, pvalue, mackinnon_crit(t_len), out["hedge"], out["intercept"], out["half_life"],
+                        lags, t_len, collinear, valid)

@@ -78,8 +78,8 @@ ROUTE_MATRIX = 0
 ROUTE_GAP = 1
 """A column of the pair has a missing value or is constant in the window: per-pair path (untestable)."""
 ROUTE_ILL = 2
-"""Ill-conditioned for the bilinear sums (near-collinear, kappa too large, a Gram matrix not positive definite,
-or an AIC/BIC near-tie): per-pair path."""
+"""Ill-conditioned for the bilinear sums (near-collinear, kappa too large, a Gram matrix not positive
+definite, or an AIC/BIC near-tie): per-pair path."""
 
 _EPS = np.finfo(np.float64).eps
 
@@ -136,8 +136,8 @@ class _PairSums:
     length: int
 
     def take(self, rows: np.ndarray) -> _PairSums:
-        return _PairSums(self.dd[:, rows], self.ed[:, rows], self.ee[rows], self.eh[:, rows], self.dh[:, rows],
-                         self.dt[:, rows], self.m, self.length)
+        return _PairSums(self.dd[:, rows], self.ed[:, rows], self.ee[rows], self.eh[:, rows],
+                         self.dh[:, rows], self.dt[:, rows], self.m, self.length)
 
     def _ee(self, lo: int) -> np.ndarray:
         return self.ee - np.einsum("sp,sp->p", self.eh[:lo], self.eh[:lo])
@@ -186,7 +186,8 @@ def _adf_stat_at_lag(sums: _PairSums, p: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, stat, np.nan), ok
 
 
-def _choose_lag(sums: _PairSums, autolag: str, crit_margin: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _choose_lag(sums: _PairSums, autolag: str,
+                crit_margin: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AIC/BIC lag choice on ``s = maxlag..T-2`` (as ``coint._choose_lag``); ``ok`` is False where the Gram
     matrix is not positive definite or the best two criteria are within ``crit_margin``."""
     m = sums.m
@@ -253,7 +254,8 @@ class EngleGrangerPanel:
         self.d = np.where(self.clean[None, :], np.diff(xf, axis=0), 0.0) / self.scale
         m, length = self.maxlag, t_len - 1
         self.diag_c = np.einsum("tc,tc->c", self.z, self.z)
-        self.diag_dd = np.stack([np.einsum("uc,uc->c", self.d[lag:], self.d[: length - lag]) for lag in range(m + 1)])
+        self.diag_dd = np.stack([np.einsum("uc,uc->c", self.d[lag:], self.d[: length - lag])
+                                 for lag in range(m + 1)])
         self.norm_d = np.sqrt(self.diag_dd[0])
         # rows of Z and D the per-pair boundary terms use
         self.z_head = self.z[: max(m, 1)]
@@ -321,15 +323,15 @@ class EngleGrangerPanel:
         valid[route == ROUTE_MATRIX] = True
         if len(fallback):
             cols = self.x.T
-            fb = engle_granger(cols[iy[fallback]], cols[ix[fallback]], maxlag=self.maxlag, autolag=self.autolag,
-                               n_jobs=self.n_jobs)
+            fb = engle_granger(cols[iy[fallback]], cols[ix[fallback]], maxlag=self.maxlag,
+                               autolag=self.autolag, n_jobs=self.n_jobs)
             out["stat"][fallback], out["hedge"][fallback] = fb.stat, fb.hedge_ratio
             out["intercept"][fallback], out["half_life"][fallback] = fb.intercept, fb.half_life
             lags[fallback], collinear[fallback], valid[fallback] = fb.lags, fb.collinear, fb.valid
         stat = out["stat"]
         valid &= ~np.isnan(stat)
-        logger.debug("matrix Engle-Granger: %d pairs, %d by products, %d with gaps, %d ill-conditioned", n_pairs,
-                     int(np.sum(route == ROUTE_MATRIX)), int(np.sum(route == ROUTE_GAP)),
+        logger.debug("matrix Engle-Granger: %d pairs, %d by products, %d with gaps, %d ill-conditioned",
+                     n_pairs, int(np.sum(route == ROUTE_MATRIX)), int(np.sum(route == ROUTE_GAP)),
                      int(np.sum(route == ROUTE_ILL)))
         res = EngleGranger(stat, mackinnon_pvalue(stat), mackinnon_crit(self.t_len), out["hedge"],
                            out["intercept"], out["half_life"], lags, self.t_len, collinear, valid)
@@ -384,7 +386,8 @@ class EngleGrangerPanel:
         et = self.z_tail[:, iy] - b * self.z_tail[:, ix]  # e[L-m..L]
         dh = self.d_head[:, iy] - b * self.d_head[:, ix]
         dt = self.d_tail[:, iy] - b * self.d_tail[:, ix]
-        dd = np.stack([self.diag_dd[lag, iy] - b * dd_ab[lag] + b * b * self.diag_dd[lag, ix] for lag in range(m + 1)])
+        dd = np.stack([self.diag_dd[lag, iy] - b * dd_ab[lag] + b * b * self.diag_dd[lag, ix]
+                       for lag in range(m + 1)])
         e_last, e_first = et[-1], eh[0]
         ee = ssr - e_last * e_last
         ed = np.empty((m + 1, len(pos)))

@@ -77,22 +77,17 @@ class Window:
     formation: slice
     trading: slice
     dates: pd.DatetimeIndex = field(repr=False)
+    formation_start: pd.Timestamp = field(init=False, repr=False)
+    formation_end: pd.Timestamp = field(init=False, repr=False)
+    trading_start: pd.Timestamp = field(init=False, repr=False)
+    trading_end: pd.Timestamp = field(init=False, repr=False)
 
-    @property
-    def formation_start(self) -> pd.Timestamp:
-        return self.dates[self.formation.start]
-
-    @property
-    def formation_end(self) -> pd.Timestamp:
-        return self.dates[self.formation.stop - 1]
-
-    @property
-    def trading_start(self) -> pd.Timestamp:
-        return self.dates[self.trading.start]
-
-    @property
-    def trading_end(self) -> pd.Timestamp:
-        return self.dates[self.trading.stop - 1]
+    def __post_init__(self) -> None:
+        """The first and last date of each part: ``dates[rows.start]`` and ``dates[rows.stop - 1]``."""
+        for part in ("formation", "trading"):
+            rows: slice = getattr(self, part)
+            object.__setattr__(self, f"{part}_start", self.dates[rows.start])
+            object.__setattr__(self, f"{part}_end", self.dates[rows.stop - 1])
 
     def label(self) -> str:
         return f"{self.trading_start:%Y-%m-%d}..{self.trading_end:%Y-%m-%d}"
@@ -104,8 +99,8 @@ def check_windows(windows: list[Window]) -> None:
     for w in windows:
         if w.formation.stop > w.trading.start:
             raise DataError(
-                f"formation window {w.formation_start.date()}..{w.formation_end.date()} overlaps its trading window "
-                f"{w.trading_start.date()}..{w.trading_end.date()}"
+                f"formation window {w.formation_start.date()}..{w.formation_end.date()} overlaps its trading "
+                f"window {w.trading_start.date()}..{w.trading_end.date()}"
             )
         if w.formation.stop - w.formation.start < 10 or w.trading.stop - w.trading.start < 2:
             raise DataError(f"window {w.label()}: formation needs >= 10 days and trading >= 2 days")
@@ -115,11 +110,13 @@ def check_windows(windows: list[Window]) -> None:
 
 
 def walk_forward_windows(dates: pd.DatetimeIndex, formation_days: int, trading_days: int,
-                         start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None) -> list[Window]:
+                         start: str | pd.Timestamp | None = None,
+                         end: str | pd.Timestamp | None = None) -> list[Window]:
     """Consecutive trading windows of ``trading_days`` rows inside ``[start, end]``, each preceded by the
     ``formation_days`` rows just before it. The last trading window may be shorter (it ends at ``end``)."""
     if formation_days < 10 or trading_days < 2:
-        raise DataError(f"formation_days must be >= 10 and trading_days >= 2, got {formation_days}, {trading_days}")
+        raise DataError(f"formation_days must be >= 10 and trading_days >= 2, got {formation_days}, "
+                        f"{trading_days}")
     dates = pd.DatetimeIndex(dates)
     first = dates.searchsorted(pd.Timestamp(start)) if start is not None else 0
     last = dates.searchsorted(pd.Timestamp(end), side="right") if end is not None else len(dates)
@@ -131,8 +128,8 @@ def walk_forward_windows(dates: pd.DatetimeIndex, formation_days: int, trading_d
         windows.append(Window(slice(t0 - formation_days, t0), slice(t0, t1), dates))
         t0 = t1
     if not windows:
-        raise DataError(f"no trading window fits between {start} and {end} with {formation_days} formation days "
-                        f"(prices cover {dates[0].date()}..{dates[-1].date()})")
+        raise DataError(f"no trading window fits between {start} and {end} with {formation_days} formation "
+                        f"days (prices cover {dates[0].date()}..{dates[-1].date()})")
     check_windows(windows)
     return windows
 
@@ -200,7 +197,8 @@ class PairPaths:
         """Pair returns per row after trading costs of ``cost_bps`` and the borrow fee."""
         if cost_bps < 0:
             raise DataError(f"cost_bps must be >= 0, not {cost_bps}")
-        return self.gross - cost_bps / 1e4 * self.traded - rules.borrow_bps / 1e4 / rules.periods_per_year * self.short_held
+        return (self.gross - cost_bps / 1e4 * self.traded
+                - rules.borrow_bps / 1e4 / rules.periods_per_year * self.short_held)
 
     def columns(self, cols: np.ndarray) -> PairPaths:
         """The paths of pair columns ``cols`` only."""
@@ -225,15 +223,16 @@ def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.nda
     py = np.asarray(prices_y, dtype=np.float64)
     px = np.asarray(prices_x, dtype=np.float64)
     if py.shape != px.shape or py.ndim != 2:
-        raise DataError(f"prices_y and prices_x must be (R+1, K) arrays of one shape, got {py.shape} and {px.shape}")
+        raise DataError(f"prices_y and prices_x must be (R+1, K) arrays of one shape, got {py.shape} and "
+                        f"{px.shape}")
     if np.isnan(py[0]).any() or np.isnan(px[0]).any():
         raise DataError("every pair needs both prices on the last formation day (row 0)")
     hedge = np.asarray(hedge, dtype=np.float64)
     tradable = np.isfinite(np.asarray(sigma, dtype=np.float64))
     bad = tradable & ~(np.isfinite(hedge) & (hedge > 0))
     if bad.any():
-        raise DataError(f"{int(bad.sum())} pair(s) have a hedge ratio <= 0 or not finite (e.g. {hedge[bad][:3]}): "
-                        "such a spread is not a long-short position; do not select them")
+        raise DataError(f"{int(bad.sum())} pair(s) have a hedge ratio <= 0 or not finite (e.g. "
+                        f"{hedge[bad][:3]}): such a spread is not a long-short position; do not select them")
     if not gross_notional > 0:
         raise DataError(f"gross_notional must be > 0, not {gross_notional}")
     if not delisting_return > -1:
@@ -292,7 +291,8 @@ def simulate_pairs(prices_y: np.ndarray, prices_x: np.ndarray, intercept: np.nda
 
 
 def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.ndarray, n_books: int, *,
-                      basis: str = "employed", n_selected: np.ndarray | None = None, rf: float = 0.0) -> np.ndarray:
+                      basis: str = "employed", n_selected: np.ndarray | None = None,
+                      rf: float = 0.0) -> np.ndarray:
     """Portfolio returns of each book, (rows, n_books), on a capital basis (module docstring).
 
     ``book[k]`` is the book (method or placebo draw) that pair column ``k`` belongs to. ``basis="employed"``:
@@ -308,7 +308,10 @@ def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.nda
         return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
     if basis != "committed":
         raise DataError(f"basis must be 'employed' or 'committed', not {basis!r}")
-    n = np.bincount(book, minlength=n_books).astype(np.float64) if n_selected is None else np.asarray(n_selected, float)
+    if n_selected is None:
+        n = np.bincount(book, minlength=n_books).astype(np.float64)
+    else:
+        n = np.asarray(n_selected, float)
     out = np.full_like(sums, rf)
     has = n > 0
     out[:, has] = (sums[:, has] + (n[has] - counts[:, has]) * rf) / n[has]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -77,13 +77,13 @@ class PairTests:
         return frame
 
 
-def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: np.ndarray, maxlag: int | None,
-                autolag: Autolag, both_orderings: bool) -> dict[str, np.ndarray]:
+def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: np.ndarray,
+                maxlag: int | None, autolag: Autolag, both_orderings: bool) -> dict[str, np.ndarray]:
     """Engle-Granger results of pairs ``bounds[0]:bounds[1]`` (one task of :func:`pair_tests`)."""
     sl = slice(*bounds)
     res = engle_granger(cols[i[sl]], cols[j[sl]], maxlag=maxlag, autolag=autolag)
-    out = {"pvalue_ij": res.pvalue, "stat": res.stat, "half_life": res.half_life, "hedge_ratio": res.hedge_ratio,
-           "lags": res.lags, "collinear": res.collinear, "valid": res.valid}
+    out = {"pvalue_ij": res.pvalue, "stat": res.stat, "half_life": res.half_life,
+           "hedge_ratio": res.hedge_ratio, "lags": res.lags, "collinear": res.collinear, "valid": res.valid}
     if both_orderings:
         rev = engle_granger(cols[j[sl]], cols[i[sl]], maxlag=maxlag, autolag=autolag)
         out["pvalue_ji"] = rev.pvalue
@@ -96,7 +96,8 @@ def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: 
 
 def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: int | None = 1,
                autolag: Autolag = None, both_orderings: bool = False, chunk_pairs: int = 50_000,
-               progress: bool = False, backend=None, method: Literal["pairwise", "matrix"] = "pairwise") -> PairTests:
+               progress: bool = False, backend: Any = None,
+               method: Literal["pairwise", "matrix"] = "pairwise") -> PairTests:
     """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N).
 
     ``method="pairwise"``: :func:`finsae.backtest.coint.engle_granger` in chunks of pairs; ``backend``
@@ -117,8 +118,8 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         panel = EngleGrangerPanel(x, maxlag=maxlag, autolag=autolag)
         fwd, rev = panel.test_both(i, j) if both_orderings else (panel.test(i, j), None)
         return PairTests(i.astype(np.int32), j.astype(np.int32),
-                         fwd.pvalue if rev is None else np.fmax(fwd.pvalue, rev.pvalue), fwd.stat, fwd.half_life,
-                         fwd.hedge_ratio, fwd.lags.astype(np.int64),
+                         fwd.pvalue if rev is None else np.fmax(fwd.pvalue, rev.pvalue), fwd.stat,
+                         fwd.half_life, fwd.hedge_ratio, fwd.lags.astype(np.int64),
                          fwd.collinear if rev is None else fwd.collinear | rev.collinear,
                          fwd.valid if rev is None else fwd.valid & rev.valid, fwd.pvalue,
                          None if rev is None else rev.pvalue, None if rev is None else rev.half_life,
@@ -127,7 +128,8 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         raise DataError(f"method must be 'pairwise' or 'matrix', not {method!r}")
     cols = x.T.copy()  # (N, T): one contiguous row per stock
     bounds = [(start, min(start + chunk_pairs, n)) for start in range(0, n, chunk_pairs)]
-    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag, "both_orderings": both_orderings}
+    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag,
+              "both_orderings": both_orderings}
     if backend is None or backend.name == "local":
         parts = [_test_chunk(b, **shared) for b in tqdm(bounds, desc="pair tests", unit="chunk",
                                                         disable=None if progress else True)]
@@ -142,9 +144,10 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
             f.update(pvalue_ji=np.empty(0), half_life_ji=np.empty(0), hedge_ratio_ji=np.empty(0))
     pvalue_ji = f.get("pvalue_ji") if both_orderings else None
     pvalue = f["pvalue_ij"] if pvalue_ji is None else np.fmax(f["pvalue_ij"], pvalue_ji)
-    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"], f["hedge_ratio"],
-                     f["lags"].astype(np.int64), f["collinear"].astype(bool), f["valid"].astype(bool), f["pvalue_ij"],
-                     pvalue_ji, f.get("half_life_ji"), f.get("hedge_ratio_ji"))
+    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"],
+                     f["hedge_ratio"], f["lags"].astype(np.int64), f["collinear"].astype(bool),
+                     f["valid"].astype(bool), f["pvalue_ij"], pvalue_ji, f.get("half_life_ji"),
+                     f.get("hedge_ratio_ji"))
 
 
 def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | None,
@@ -252,8 +255,8 @@ class ResolvedTests:
 def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
     """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test
     table: the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``:
-    ``min(p_ij, p_ji)``), the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A pair
-    whose traded hedge ratio is not positive is not usable."""
+    ``min(p_ij, p_ji)``), the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A
+    pair whose traded hedge ratio is not positive is not usable."""
     p_ij = tests["pvalue_ij"].to_numpy()
     hl_ij = tests["half_life_ij"].to_numpy().astype(np.float64)
     b_ij = tests["hedge_ij"].to_numpy()
@@ -297,7 +300,8 @@ class PairChooser:
         """The selected pairs (positions) among the candidates ``pos``."""
         sel = self.selection
         if strategy == "coint":
-            p = np.where(self.coint_usable[pos], self.tests.pvalue[pos], np.nan)  # NaN: not a test of the family
+            # NaN: not a test of the family
+            p = np.where(self.coint_usable[pos], self.tests.pvalue[pos], np.nan)
             small = pos[p <= sel.fdr]  # only these can pass BH; the family is every usable candidate
             keep = select_pairs(self.tests.pvalue[small], self.tests.half_life[small],
                                 np.ones(len(small), dtype=bool), fdr=sel.fdr, min_half_life=sel.min_half_life,

@@ -30,11 +30,12 @@ def mackinnon_pvalue_n(stat: np.ndarray, n_series: int = 1) -> np.ndarray:
         k = n_series - 1
         tmax, tmin, star = av._tau_maxs["c"][k], av._tau_mins["c"][k], av._tau_stars["c"][k]
         small, large = np.asarray(av._tau_smallps["c"][k]), np.asarray(av._tau_largeps["c"][k])
-    except (ImportError, AttributeError, KeyError, IndexError) as exc:  # pragma: no cover - statsmodels internals
+    except (ImportError, AttributeError, KeyError, IndexError) as exc:  # pragma: no cover - statsmodels
         raise DataError(f"cannot read MacKinnon's tables from statsmodels.tsa.adfvalues: {exc}") from exc
     stat = np.asarray(stat, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        p = np.where(stat <= star, norm.cdf(np.polyval(small[::-1], stat)), norm.cdf(np.polyval(large[::-1], stat)))
+        p = np.where(stat <= star, norm.cdf(np.polyval(small[::-1], stat)),
+                     norm.cdf(np.polyval(large[::-1], stat)))
         p = np.where(stat > tmax, 1.0, p)
         p = np.where(stat < tmin, 0.0, p)
     return np.where(np.isnan(stat), np.nan, p)
