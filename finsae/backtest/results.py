@@ -1,7 +1,7 @@
 """The result of a pairs backtest and the settings it was run with, as plain frozen dataclasses.
 
-:class:`BacktestSettings` holds what the backtest's computations and its readers (the markdown and HTML
-reports, the export) use of a run's configuration; it is built from any object with those attributes
+:class:`BacktestSettings` holds what the backtest's computations and its readers (the markdown report
+reads ``result.config``) use of a run's configuration; it is built from any object with those attributes
 (:meth:`BacktestSettings.of`, e.g. a ``finsae.config.PairsBacktestConfig``), so this stage never imports the
 configuration layer. The per-period risk-free rate is ``rf = (1 + rf_annual)^(1 / P) - 1`` with ``P`` the
 periods per year.
