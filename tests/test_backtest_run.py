@@ -280,3 +280,26 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
     (toy / "pairs.yaml").write_text(base + "text_groups: {file: missing.parquet, names: [text@good]}\n")
     with pytest.raises(ConfigError, match="run the benchmark that writes it first"):
         run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out5")
+
+
+def test_the_backtest_stage_does_not_import_the_config_and_its_settings_mirror_the_config(toy):
+    import subprocess
+    import sys
+
+    code = ("import sys, finsae.backtest.results, finsae.backtest.books, finsae.backtest.summary, "
+            "finsae.backtest.pairs; print(sorted(m for m in sys.modules if m.startswith(('finsae.config', "
+            "'finsae.pipeline', 'finsae.cli'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+    from finsae.backtest.results import BacktestSettings
+
+    cfg = load_pairs_config(toy / "pairs.yaml")
+    st = BacktestSettings.of(cfg)
+    assert st.costs_bps == (0.0, 10.0) and st.headline_column == "net_10bp"
+    assert st.selection.fdr == cfg.selection.fdr and st.trading.borrow_bps == cfg.trading.borrow_bps
+    assert st.placebo.draws == 3 and st.strategies == ("coint", "distance")
+    assert st.rf == (1 + cfg.rf_annual) ** (1 / cfg.periods_per_year) - 1
+    assert st.rules("distance").stop_z == np.inf and st.rules("coint").entry_z == 1.5
+    res = run_pairs_backtest(cfg, write=False)
+    assert res.config == st and res.headline()["basis"].eq(cfg.headline_basis).all()
