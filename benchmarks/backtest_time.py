@@ -17,7 +17,8 @@ from finsae.pipeline.backtest import run_pairs_backtest
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="backtests/pairs.yaml")
     args = parser.parse_args()
     cfg = load_pairs_config(args.config)
@@ -27,7 +28,8 @@ def main() -> None:
             t0 = time.perf_counter()
             res = run_pairs_backtest(cfg, write=False)
             seconds = time.perf_counter() - t0
-            print(f"{label}: {seconds:.1f} s for {len(cfg.methods)} methods, {res.windows['window'].nunique()} windows, "
+            n_windows = res.windows["window"].nunique()
+            print(f"{label}: {seconds:.1f} s for {len(cfg.methods)} methods, {n_windows} windows, "
                   f"{cfg.placebo.draws} placebo draws of each kind")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:,.0f} MiB")

@@ -65,7 +65,8 @@ def test_stop_loss_and_no_reentry_after_stop():
     y = np.array([100.0, 125.0, 160.0, 125.0, 100.0, 100.0, 100.0])[:, None]  # z: 0, 2.2, 4.7, 2.2, 0, 0, 0
     x = np.full_like(y, 100.0)
     paths = simulate_pairs(y, x, np.zeros(1), np.ones(1), np.full(1, 0.1), RULES)
-    assert paths.target[:, 0].tolist() == [0, -1, 0, 0, 0, 0, 0]  # stopped at row 2; row 3 (z=2.2) not re-entered
+    # stopped at row 2; row 3 (z=2.2) not re-entered
+    assert paths.target[:, 0].tolist() == [0, -1, 0, 0, 0, 0, 0]
 
 
 def test_window_end_closes_positions_and_ended_stock_closes_on_its_first_day_without_a_price():
@@ -99,7 +100,8 @@ def test_a_stock_that_stops_trading_changes_nothing_before_its_last_price_day():
     stopped_y[last + 1:] = np.nan
     stopped = simulate_pairs(stopped_y, x, a, b, s, RULES)
     for name in ("target", "held", "gross", "traded", "short_held", "active"):
-        np.testing.assert_array_equal(getattr(stopped, name)[: last + 1], getattr(full, name)[: last + 1], err_msg=name)
+        np.testing.assert_array_equal(getattr(stopped, name)[: last + 1], getattr(full, name)[: last + 1],
+                                      err_msg=name)
     for cost in (0, 10):
         np.testing.assert_array_equal(stopped.net(cost, RULES)[: last + 1], full.net(cost, RULES)[: last + 1])
     assert (stopped.held[last + 1:] == 0).all()
@@ -143,7 +145,8 @@ def test_no_look_ahead_in_signals_positions_and_hedge():
         np.testing.assert_array_equal(b2, b)  # the hedge ratio only sees the formation window
         alt = simulate_pairs(y2[rows], x2[rows], a2, b2, s2, RULES)
         np.testing.assert_array_equal(alt.target[: t0 + 1], base.target[: t0 + 1])  # signals up to row t0
-        np.testing.assert_array_equal(alt.held[: t0 + 2], base.held[: t0 + 2])  # positions executed by row t0+1
+        # positions executed by row t0+1
+        np.testing.assert_array_equal(alt.held[: t0 + 2], base.held[: t0 + 2])
         np.testing.assert_array_equal(alt.gross[: t0 + 1], base.gross[: t0 + 1])
 
 
@@ -233,11 +236,13 @@ def test_walk_forward_windows_and_overlap_check():
     ws = walk_forward_windows(dates, 100, 50, start="2015-06-01", end="2016-03-31")
     assert all(w.formation.stop == w.trading.start for w in ws)
     assert all(a.trading.stop == b.trading.start for a, b in zip(ws, ws[1:], strict=False))
-    assert ws[0].trading_start >= pd.Timestamp("2015-06-01") and ws[-1].trading_end <= pd.Timestamp("2016-03-31")
+    assert ws[0].trading_start >= pd.Timestamp("2015-06-01")
+    assert ws[-1].trading_end <= pd.Timestamp("2016-03-31")
     with pytest.raises(DataError, match="overlaps its trading window"):
         check_windows([Window(slice(0, 100), slice(90, 140), dates)])
     with pytest.raises(DataError, match="trading windows .* overlap"):
-        check_windows([Window(slice(0, 100), slice(100, 150), dates), Window(slice(40, 140), slice(140, 190), dates),
+        check_windows([Window(slice(0, 100), slice(100, 150), dates),
+                       Window(slice(40, 140), slice(140, 190), dates),
                        Window(slice(20, 120), slice(130, 160), dates)])
     with pytest.raises(DataError, match="no trading window fits"):
         walk_forward_windows(dates, 100, 50, start="2030-01-01")
@@ -257,7 +262,8 @@ def test_committed_capital_gives_every_selected_pair_its_share_and_idle_capital_
     # book 0: two pairs of 1/2 each; book 1: one pair; book 2: no pair, all capital at the risk-free rate
     np.testing.assert_allclose(out, [[0.02, 0.001, 0.001], [(0.02 + 0.001) / 2, 0.05, 0.001]])
     # n_selected counts pairs that are not among the columns (e.g. a pair that never had prices)
-    out4 = portfolio_returns(r, active, np.array([0, 0, 1]), 2, basis="committed", n_selected=np.array([4, 1]))
+    out4 = portfolio_returns(r, active, np.array([0, 0, 1]), 2, basis="committed",
+                             n_selected=np.array([4, 1]))
     np.testing.assert_allclose(out4[:, 0], [0.04 / 4, 0.02 / 4])
     with pytest.raises(DataError, match="basis"):
         portfolio_returns(r, active, np.array([0, 0, 1]), 2, basis="invested")

@@ -1,4 +1,4 @@
-"""The whole pairs backtest on a small synthetic universe: outputs, no look-ahead in selection, CLI, config errors."""
+"""A pairs backtest on a synthetic universe: outputs, no look-ahead in selection, CLI, config errors."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ bootstrap_draws: 100
 
 
 def synthetic_market(seed: int = 0, n_groups: int = 3, per_group: int = 4, n_days: int = 400) -> pd.DataFrame:
-    """Stocks of a group share a random-walk trend plus their own AR(1) deviation: co-integrated within groups."""
+    """Stocks of a group share a random-walk trend plus their own AR(1) deviation: co-integrated within
+    groups."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2015-01-01", periods=n_days, name="date")
     cols = {}
@@ -55,7 +56,8 @@ def toy(tmp_path: Path, monkeypatch) -> Path:
     gics = {0: "35202010", 1: "40101015", 2: "45103010"}
     pd.DataFrame({"ticker": prices.columns, "description": "x",
                   "sic": [sic[int(c[1])] for c in prices.columns],
-                  "gics": [gics[int(c[1])] for c in prices.columns]}).to_csv(tmp_path / "companies.csv", index=False)
+                  "gics": [gics[int(c[1])] for c in prices.columns]}).to_csv(tmp_path / "companies.csv",
+                                                                            index=False)
     (tmp_path / "pairs.yaml").write_text(CONFIG)
     return tmp_path
 
@@ -82,7 +84,8 @@ def test_backtest_runs_and_writes_every_table(toy):
     sel = res.selections[res.selections["method"] == "sic2"]
     assert len(sel) > 0 and (sel["y"].str[:2] == sel["x"].str[:2]).all()
     assert _row(res, "sic2")["trades"] > 0 and _row(res, "sic2", "distance")["trades"] > 0
-    for col in ("bp_month_net", "bp_month_gross", "distinct_stocks", "top_stock_pnl_share", "ex_top_sharpe_net"):
+    for col in ("bp_month_net", "bp_month_gross", "distinct_stocks", "top_stock_pnl_share",
+                "ex_top_sharpe_net"):
         assert np.isfinite(float(_row(res, "sic2")[col])), col
     # net returns are gross minus costs: never higher
     d = res.daily
@@ -99,7 +102,8 @@ def test_backtest_runs_and_writes_every_table(toy):
 
 def test_selection_trades_the_tested_spread_with_both_orderings_the_i1_screen_and_the_cap(toy):
     cfg = load_pairs_config(toy / "pairs.yaml")
-    assert cfg.selection.orderings == "both" and cfg.selection.i1_screen and cfg.selection.max_pairs_per_stock == 2
+    sel = cfg.selection
+    assert sel.orderings == "both" and sel.i1_screen and sel.max_pairs_per_stock == 2
     res = run_pairs_backtest(cfg, write=False)
     sel = res.selections
     coint = sel[sel["strategy"] == "coint"]
@@ -182,15 +186,19 @@ def test_prices_inside_a_trading_window_do_not_change_its_selection(toy):
 
 
 def test_backtest_cli_and_config_errors(toy):
-    result = CliRunner().invoke(cli, ["backtest", "--config", str(toy / "pairs.yaml"), "--output", str(toy / "o")])
+    result = CliRunner().invoke(cli, ["backtest", "--config", str(toy / "pairs.yaml"),
+                                      "--output", str(toy / "o")])
     assert result.exit_code == 0, result.output
     assert "| SIC 2-digit |" in result.output
     for edit, pattern in [
-        (("entry_z: 1.5, exit_z: 0.3", "entry_z: 0.3, exit_z: 0.3"), r"trading: Value error, entry_z \(0.3\) must be greater than exit_z \(0.3\)"),
+        (("entry_z: 1.5, exit_z: 0.3", "entry_z: 0.3, exit_z: 0.3"),
+         r"trading: Value error, entry_z \(0.3\) must be greater than exit_z \(0.3\)"),
         (("costs_bps: [0, 10]", "costs_bps: [-5, 10]"), r"costs_bps: Value error, costs must be >= 0"),
-        (("headline_cost_bps: 10", "headline_cost_bps: 7"), r"headline_cost_bps 7.0 must be one of costs_bps"),
+        (("headline_cost_bps: 10", "headline_cost_bps: 7"),
+         r"headline_cost_bps 7.0 must be one of costs_bps"),
         (("max_pairs: 4", "max_pairz: 4"), r"selection\.max_pairz: unknown key"),
-        (("methods: [all_pairs, sic2, gics_sector]", "methods: [sic9]"), r"methods: Value error, unknown taxonomies"),
+        (("methods: [all_pairs, sic2, gics_sector]", "methods: [sic9]"),
+         r"methods: Value error, unknown taxonomies"),
     ]:
         (toy / "bad.yaml").write_text(CONFIG.replace(*edit))
         with pytest.raises(ConfigError, match=pattern):
@@ -198,8 +206,9 @@ def test_backtest_cli_and_config_errors(toy):
 
 
 def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
+    from finsae.backtest.books import PairBlock, WindowPairs
     from finsae.backtest.engine import PairPaths, TradingRules
-    from finsae.pipeline.backtest import PairBlock, _book_series, _stock_pnl
+    from finsae.backtest.summary import book_series, stock_pnl
 
     rules = TradingRules(borrow_bps=0.0)
     # one window, three pairs (A,B), (A,C), (D,E) over two rows (row 0 is the formation end)
@@ -207,18 +216,19 @@ def test_stock_pnl_shares_and_the_book_without_a_stock_by_hand():
     active = np.array([[False] * 3, [True, True, True], [True, False, True]])
     z = np.zeros_like(gross)
     paths = PairPaths(z, z, z, gross, np.zeros_like(gross), np.zeros_like(gross), active)
-    blk = PairBlock(np.arange(3), np.array([0, 0, 3]), np.array([1, 2, 4]), np.zeros(3, dtype=int), z[0], z[0] + 1,
-                    z[0] + 1, paths)
-    blocks = [(0, blk, ["A", "B", "C", "D", "E"], 3)]
-    pnl = _stock_pnl(blocks, "committed", 0.0, rules)
+    blk = PairBlock(np.arange(3), np.array([0, 0, 3]), np.array([1, 2, 4]), np.zeros(3, dtype=int), z[0],
+                    z[0] + 1, z[0] + 1, paths)
+    blocks = [WindowPairs(0, blk, ["A", "B", "C", "D", "E"], 3)]
+    pnl = stock_pnl(blocks, "committed", 0.0, rules)
     assert pnl["A"] == pytest.approx((0.03 + 0.01) / 3) and pnl["D"] == pytest.approx(0.02 / 3)
-    full = _book_series(blocks, [2], "committed", 0.0, rules, 0.0)
+    full = book_series(blocks, [2], "committed", 0.0, rules, 0.0)
     np.testing.assert_allclose(full, [(0.02 + 0.01 - 0.01) / 3, (0.01 + 0.03) / 3])
-    ex_a = _book_series(blocks, [2], "committed", 0.0, rules, 0.0, exclude="A")  # only (D,E) is left, all capital
+    # only (D,E) is left, with all the capital
+    ex_a = book_series(blocks, [2], "committed", 0.0, rules, 0.0, exclude="A")
     np.testing.assert_allclose(ex_a, [-0.01, 0.03])
-    emp = _book_series(blocks, [2], "employed", 0.0, rules, 0.0)
+    emp = book_series(blocks, [2], "employed", 0.0, rules, 0.0)
     np.testing.assert_allclose(emp, [0.02 / 3, 0.04 / 2])
-    pnl_emp = _stock_pnl(blocks, "employed", 0.0, rules)
+    pnl_emp = stock_pnl(blocks, "employed", 0.0, rules)
     assert pnl_emp["B"] == pytest.approx(0.02 / 3 + 0.01 / 2)
 
 
@@ -226,7 +236,8 @@ def test_single_member_groups_have_no_candidates(toy):
     companies = pd.read_csv(toy / "companies.csv", dtype=str)
     companies["sic"] = [f"{2000 + k}" for k in range(len(companies))]  # every company alone in its SIC code
     companies.to_csv(toy / "companies.csv", index=False)
-    (toy / "pairs.yaml").write_text(CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic4]"))
+    (toy / "pairs.yaml").write_text(CONFIG.replace("methods: [all_pairs, sic2, gics_sector]",
+                                                   "methods: [sic4]"))
     res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
     w = res.windows
     assert (w["candidates"] == 0).all() and (w["selected"] == 0).all()
@@ -245,7 +256,8 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
     ])
     frame.to_parquet(toy / "groups.parquet")
     base = CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic2]")
-    (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, names: [text@good, text@bad]}\n")
+    (toy / "pairs.yaml").write_text(base + "text_groups: {file: groups.parquet, "
+                                    "names: [text@good, text@bad]}\n")
     res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out")
     s = res.headline()
     s = s[s["strategy"] == "coint"].set_index("method")
@@ -268,3 +280,26 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
     (toy / "pairs.yaml").write_text(base + "text_groups: {file: missing.parquet, names: [text@good]}\n")
     with pytest.raises(ConfigError, match="run the benchmark that writes it first"):
         run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out5")
+
+
+def test_the_backtest_stage_does_not_import_the_config_and_its_settings_mirror_the_config(toy):
+    import subprocess
+    import sys
+
+    code = ("import sys, finsae.backtest.results, finsae.backtest.books, finsae.backtest.summary, "
+            "finsae.backtest.pairs; print(sorted(m for m in sys.modules if m.startswith(('finsae.config', "
+            "'finsae.pipeline', 'finsae.cli'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+    from finsae.backtest.results import BacktestSettings
+
+    cfg = load_pairs_config(toy / "pairs.yaml")
+    st = BacktestSettings.of(cfg)
+    assert st.costs_bps == (0.0, 10.0) and st.headline_column == "net_10bp"
+    assert st.selection.fdr == cfg.selection.fdr and st.trading.borrow_bps == cfg.trading.borrow_bps
+    assert st.placebo.draws == 3 and st.strategies == ("coint", "distance")
+    assert st.rf == (1 + cfg.rf_annual) ** (1 / cfg.periods_per_year) - 1
+    assert st.rules("distance").stop_z == np.inf and st.rules("coint").entry_z == 1.5
+    res = run_pairs_backtest(cfg, write=False)
+    assert res.config == st and res.headline()["basis"].eq(cfg.headline_basis).all()

@@ -26,7 +26,8 @@ def random_pairs(n_pairs: int, t: int, seed: int) -> tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     x = np.cumsum(rng.normal(size=(n_pairs, t)), axis=1)
     noise_scale = np.where(np.arange(n_pairs) < n_pairs // 2, 0.0, 1.0)[:, None]
-    y = 0.7 * x + rng.normal(size=(n_pairs, t)) + np.cumsum(rng.normal(size=(n_pairs, t)) * noise_scale, axis=1)
+    y = (0.7 * x + rng.normal(size=(n_pairs, t))
+         + np.cumsum(rng.normal(size=(n_pairs, t)) * noise_scale, axis=1))
     return y, x
 
 
@@ -105,7 +106,7 @@ def test_constant_nan_and_saturated_series_are_untestable():
     res = engle_granger(y, x, maxlag=1, autolag=None)
     assert list(res.valid) == [False, False, True, True]
     assert np.isnan(res.stat[:2]).all() and np.isnan(res.pvalue[:2]).all()
-    # 12 observations with maxlag 5: the ADF regression has 6 rows and 6 regressors, no degrees of freedom left
+    # 12 observations with maxlag 5: the ADF regression has 6 rows and 6 regressors, no degree of freedom
     short = engle_granger(y[2:, :12], x[2:, :12], maxlag=5, autolag=None)
     assert not short.valid.any() and np.isnan(short.stat).all()
 

@@ -173,7 +173,8 @@ def test_orderings_subsets_blocks_and_threads_agree():
         assert np.array_equal(getattr(rev, field), getattr(b, field), equal_nan=True), field
     other = EngleGrangerPanel(panel, maxlag=2, autolag="aic", block=7, n_jobs=3, chunk_bytes=1).test(i, j)
     for field in FIELDS:
-        np.testing.assert_allclose(getattr(other, field), getattr(a, field), rtol=1e-12, atol=1e-13, err_msg=field)
+        np.testing.assert_allclose(getattr(other, field), getattr(a, field), rtol=1e-12, atol=1e-13,
+                                   err_msg=field)
     # a few pairs, in any order, of a few columns: only those columns enter the products
     sub_i, sub_j = np.array([29, 3, 17, 3]), np.array([3, 29, 2, 17])
     res = engle_granger_matrix(panel, sub_i, sub_j, maxlag=2, autolag="aic")
@@ -201,8 +202,9 @@ def test_bad_arguments():
 def _subset(res, mask):
     from finsae.backtest.coint import EngleGranger
 
-    return EngleGranger(res.stat[mask], res.pvalue[mask], res.crit, res.hedge_ratio[mask], res.intercept[mask],
-                        res.half_life[mask], res.lags[mask], res.nobs, res.collinear[mask], res.valid[mask])
+    return EngleGranger(res.stat[mask], res.pvalue[mask], res.crit, res.hedge_ratio[mask],
+                        res.intercept[mask], res.half_life[mask], res.lags[mask], res.nobs,
+                        res.collinear[mask], res.valid[mask])
 
 
 def test_pair_tests_matrix_method_equals_the_pairwise_path_in_both_orderings():

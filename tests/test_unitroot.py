@@ -29,7 +29,8 @@ def test_adf_equals_statsmodels_adfuller(lags):
     stat, p = adf_test(x, lags)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ref = np.array([adfuller(x[:, k], maxlag=lags, regression="c", autolag=None)[:2] for k in range(x.shape[1])])
+        ref = np.array([adfuller(x[:, k], maxlag=lags, regression="c", autolag=None)[:2]
+                        for k in range(x.shape[1])])
     np.testing.assert_allclose(stat, ref[:, 0], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(p, ref[:, 1], rtol=1e-9, atol=1e-12)
 

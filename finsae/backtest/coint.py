@@ -1,4 +1,4 @@
-"""Batched Engle-Granger co-integration tests, equal to ``statsmodels.tsa.stattools.coint`` for many pairs at once.
+"""Batched Engle-Granger co-integration tests of many pairs, equal to ``statsmodels.tsa.stattools.coint``.
 
 For a pair ``(y, x)`` of series of length ``T`` (log prices):
 
@@ -6,21 +6,21 @@ For a pair ``(y, x)`` of series of length ``T`` (log prices):
    If its ``R^2 >= 1 - 100 sqrt(eps)`` the pair is (almost) collinear: statsmodels then returns a statistic of
    ``-inf`` and p-value 0; so does this module, and it flags the pair ``collinear`` so no one trades it.
 2. Augmented Dickey-Fuller regression on the residuals, without deterministic terms (MacKinnon 2010, Stata's
-   ``egranger``): ``De_s = rho e_s + sum_{l=1..p} g_l De_{s-l} + u_s``. The statistic is the t-value of ``rho``.
-   With ``autolag`` ("aic" or "bic"), every ``p = 0..maxlag`` is fitted on the common sample
+   ``egranger``): ``De_s = rho e_s + sum_{l=1..p} g_l De_{s-l} + u_s``. The statistic is the t-value of
+   ``rho``. With ``autolag`` ("aic" or "bic"), every ``p = 0..maxlag`` is fitted on the common sample
    ``s = maxlag..T-2`` and the lag with the smallest criterion ``n log(SSR/n) + c(n) (p + 1)`` is kept
    (``c = 2`` for AIC, ``log n`` for BIC; ties go to the shorter lag); the chosen lag is then re-fitted on its
    own, longer sample ``s = p..T-2``. Without ``autolag`` ``p = maxlag``. The default ``maxlag`` is
    ``min(ceil(12 (T/100)^(1/4)), T//2 - 1)`` (Schwert 1989), as in ``adfuller``.
-3. p-value: MacKinnon's (1994) approximate distribution for ``N = 2`` I(1) series with a constant, evaluated on
-   arrays with the coefficient tables statsmodels ships; critical values from MacKinnon (2010) at ``T - 1``
+3. p-value: MacKinnon's (1994) approximate distribution for ``N = 2`` I(1) series with a constant, evaluated
+   on arrays with the coefficient tables statsmodels ships; critical values from MacKinnon (2010) at ``T - 1``
    observations (as statsmodels and Stata do).
 
 Gram matrices are assembled from lagged inner products of the residual series (see :class:`_LagSums`), and
 all regressions of a lag order come from one Cholesky factor of the augmented Gram matrix ``[X y]'[X y]``:
 ``R[:k, k] = R_X^{-T} X'y``, so the SSR of the regression on the first ``j`` columns is
-``R[k, k]^2 + sum_{i >= j} R[i, k]^2`` (all nested lag orders at once), and with the tested regressor placed last
-its t-value is ``R[k-1, k] / sigma``.
+``R[k, k]^2 + sum_{i >= j} R[i, k]^2`` (all nested lag orders at once), and with the tested regressor placed
+last its t-value is ``R[k-1, k] / sigma``.
 
 Half-life: from the AR(1) fit ``De_s = lambda e_s`` over the whole sample, ``ln(1/2) / ln(1 + lambda)``
 (``inf`` when ``lambda >= 0``: no mean reversion; NaN when ``lambda <= -1``).
@@ -52,14 +52,15 @@ def _mackinnon_tables() -> dict[str, object]:
 
         return {"max": av._tau_maxs["c"][1], "min": av._tau_mins["c"][1], "star": av._tau_stars["c"][1],
                 "small": np.asarray(av._tau_smallps["c"][1]), "large": np.asarray(av._tau_largeps["c"][1])}
-    except (ImportError, AttributeError, KeyError) as exc:  # pragma: no cover - depends on statsmodels internals
+    except (ImportError, AttributeError, KeyError) as exc:  # pragma: no cover - statsmodels internals
         raise DataError(f"cannot read MacKinnon's tables from statsmodels.tsa.adfvalues: {exc}") from exc
 
 
 def mackinnon_pvalue(stat: np.ndarray) -> np.ndarray:
     """MacKinnon (1994) approximate p-values of Engle-Granger statistics (N=2, constant), elementwise.
 
-    Equals ``statsmodels.tsa.adfvalues.mackinnonp(stat, regression="c", N=2)`` for every element; NaN stays NaN.
+    Equals ``statsmodels.tsa.adfvalues.mackinnonp(stat, regression="c", N=2)`` for every element; NaN stays
+    NaN.
     """
     t = _mackinnon_tables()
     stat = np.asarray(stat, dtype=np.float64)
@@ -82,7 +83,8 @@ def mackinnon_crit(nobs: int) -> np.ndarray:
 
 
 def default_maxlag(nobs: int) -> int:
-    """Schwert's rule as in ``adfuller`` (no deterministic terms): ``min(ceil(12 (T/100)^(1/4)), T//2 - 1)``."""
+    """Schwert's rule as in ``adfuller`` (no deterministic terms):
+    ``min(ceil(12 (T/100)^(1/4)), T//2 - 1)``."""
     return int(min(np.ceil(12.0 * np.power(nobs / 100.0, 0.25)), nobs // 2 - 1))
 
 
@@ -96,8 +98,8 @@ def check_test_settings(t_len: int, maxlag: int | None, autolag: object) -> int:
     if maxlag is None:
         return default_maxlag(t_len)
     if not 0 <= maxlag <= t_len // 2 - 1:
-        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length {t_len}, "
-                        f"not {maxlag}")
+        raise DataError(f"maxlag must be between 0 and T//2 - 1 = {t_len // 2 - 1} for series of length "
+                        f"{t_len}, not {maxlag}")
     return int(maxlag)
 
 
@@ -124,13 +126,14 @@ def _upper_cholesky(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _LagSums:
     """Inner products of the ADF regressors of residual series ``e`` (rows), for any sample ``s = lo..L-1``.
 
-    With ``d = diff(e)`` of length ``L = T - 1``, the regressors of the ADF regression are the level ``e[s]`` and the
-    lagged differences ``d[s - l]`` (``l = 0`` is the dependent variable). Every Gram entry is a lagged inner
-    product over the sample, e.g. for lags ``a <= b``, ``delta = b - a``:
+    With ``d = diff(e)`` of length ``L = T - 1``, the regressors of the ADF regression are the level ``e[s]``
+    and the lagged differences ``d[s - l]`` (``l = 0`` is the dependent variable). Every Gram entry is a
+    lagged inner product over the sample, e.g. for lags ``a <= b``, ``delta = b - a``:
     ``sum_{s=lo}^{L-1} d[s-a] d[s-b] = DD[delta] - head[delta, lo - a] - tail[delta, a]`` where
-    ``DD[delta] = sum_{u=delta}^{L-1} d[u] d[u-delta]`` is computed once (one dot product per lag) and the head and
-    tail corrections are short cumulative sums. This costs O(maxlag * T) per pair instead of O(maxlag^2 * T) for
-    forming the regressor matrix, and gives the Gram matrix of every sample start and lag order.
+    ``DD[delta] = sum_{u=delta}^{L-1} d[u] d[u-delta]`` is computed once (one dot product per lag) and the
+    head and tail corrections are short cumulative sums. This costs O(maxlag * T) per pair instead of
+    O(maxlag^2 * T) for forming the regressor matrix, and gives the Gram matrix of every sample start and lag
+    order.
     """
 
     def __init__(self, e: np.ndarray, d: np.ndarray, maxlag: int) -> None:
@@ -144,7 +147,8 @@ class _LagSums:
             self.dd[:, lag] = np.einsum("ij,ij->i", d[:, lag:], d[:, : length - lag])
             self.ed[:, lag] = np.einsum("ij,ij->i", e[:, lag:length], d[:, : length - lag])
         self.ee = np.einsum("ij,ij->i", e[:, :length], e[:, :length])
-        # head[delta, h] = sum_{u=delta}^{h-1} d[u] d[u-delta];  tail[delta, a] = sum_{u=L-a}^{L-1} d[u] d[u-delta]
+        # head[delta, h] = sum_{u=delta}^{h-1} d[u] d[u-delta]
+        # tail[delta, a] = sum_{u=L-a}^{L-1} d[u] d[u-delta]
         # head_ed[l, h] = sum_{s=l}^{h-1} e[s] d[s-l];  head_ee[h] = sum_{s<h} e[s]^2      (h, a = 0..m)
         self.head = np.zeros((rows, m + 1, m + 1))
         self.tail = np.zeros((rows, m + 1, m + 1))
@@ -161,8 +165,8 @@ class _LagSums:
         self.head_ee = np.concatenate([np.zeros((rows, 1)), np.cumsum(e[:, :m] ** 2, axis=1)], axis=1)
 
     def gram(self, rows: np.ndarray | slice, lo: int, lags: np.ndarray, level_at: int) -> np.ndarray:
-        """Gram matrices over ``s = lo..L-1`` of the lagged differences ``lags`` (in this order) with the level
-        series inserted at position ``level_at``."""
+        """Gram matrices over ``s = lo..L-1`` of the lagged differences ``lags`` (in this order) with the
+        level series inserted at position ``level_at``."""
         a = np.minimum.outer(lags, lags)
         delta = np.abs(np.subtract.outer(lags, lags))
         dd = self.dd[rows][:, delta] - self.head[rows][:, delta, lo - a] - self.tail[rows][:, delta, a]
@@ -181,7 +185,8 @@ class _LagSums:
 
 
 def _adf_stat_at_lag(sums: _LagSums, rows: np.ndarray, p: int) -> np.ndarray:
-    """t-value of ``rho`` in ``De_s = rho e_s + sum_{l<=p} g_l De_{s-l}``, ``s = p..T-2``, for the given rows."""
+    """t-value of ``rho`` in ``De_s = rho e_s + sum_{l<=p} g_l De_{s-l}``, ``s = p..T-2``, for the given
+    rows."""
     n = sums.length - p
     k = p + 1
     if n - k <= 0:  # saturated: no residual degrees of freedom (statsmodels returns a meaningless 0)
@@ -227,8 +232,8 @@ class EngleGranger:
         nobs: series length.
         collinear: R^2 of the co-integrating regression is (almost) 1.
         valid: the pair could be tested: no missing values, neither series constant, and residual degrees of
-            freedom left in the ADF regression (a saturated regression, where statsmodels reports a meaningless
-            statistic of 0, is NaN here).
+            freedom left in the ADF regression (a saturated regression, where statsmodels reports a
+            meaningless statistic of 0, is NaN here).
     """
 
     stat: np.ndarray
@@ -255,11 +260,11 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
                   chunk_bytes: int = 32 << 20, n_jobs: int | None = None) -> EngleGranger:
     """Engle-Granger test of ``y[i]`` on ``x[i]`` for every row ``i`` of two (P, T) arrays.
 
-    Rows with a missing value or a constant series are not tested (``valid=False``, NaN results). See the module
-    docstring for the formulas; results equal ``statsmodels.tsa.stattools.coint(y[i], x[i], maxlag=maxlag,
-    autolag=autolag)`` (statistic, p-value, critical values). Rows are processed in chunks whose largest
-    temporary array stays near ``chunk_bytes``, so memory is bounded whatever the number of pairs; ``n_jobs``
-    threads (default: all cores) work on chunks in parallel.
+    Rows with a missing value or a constant series are not tested (``valid=False``, NaN results). See the
+    module docstring for the formulas; results equal ``statsmodels.tsa.stattools.coint(y[i], x[i],
+    maxlag=maxlag, autolag=autolag)`` (statistic, p-value, critical values). Rows are processed in chunks
+    whose largest temporary array stays near ``chunk_bytes``, so memory is bounded whatever the number of
+    pairs; ``n_jobs`` threads (default: all cores) work on chunks in parallel.
     """
     y = np.atleast_2d(np.asarray(y, dtype=np.float64))
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -273,7 +278,8 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
     collinear = np.zeros(n_pairs, dtype=bool)
 
     finite = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
-    valid = finite & (np.ptp(np.where(finite[:, None], y, 0), axis=1) > 0) & (np.ptp(np.where(finite[:, None], x, 0), axis=1) > 0)
+    valid = (finite & (np.ptp(np.where(finite[:, None], y, 0), axis=1) > 0)
+             & (np.ptp(np.where(finite[:, None], x, 0), axis=1) > 0))
 
     def run(idx: np.ndarray) -> None:  # fills the output arrays at rows idx (disjoint between chunks)
         yv, xv = y[idx], x[idx]
@@ -314,5 +320,5 @@ def engle_granger(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None, au
     stat = out["stat"]
     valid &= ~np.isnan(stat)
     pvalue = mackinnon_pvalue(stat)
-    return EngleGranger(stat, pvalue, mackinnon_crit(t_len), out["hedge"], out["intercept"], out["half_life"], lags,
-                        t_len, collinear, valid)
+    return EngleGranger(stat, pvalue, mackinnon_crit(t_len), out["hedge"], out["intercept"], out["half_life"],
+                        lags, t_len, collinear, valid)

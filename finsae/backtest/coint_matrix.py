@@ -1,14 +1,14 @@
 """All-pairs Engle-Granger tests from a few matrix products of the price panel, equal to the per-pair path.
 
 :func:`finsae.backtest.coint.engle_granger` forms every pair's residual series and its lagged inner products
-(``O(maxlag T)`` work per pair). For a panel without gaps, every one of those inner products is a bilinear form
-in the two columns, so matrix products of the whole panel give them for all pairs at once, and for both
+(``O(maxlag T)`` work per pair). For a panel without gaps, every one of those inner products is a bilinear
+form in the two columns, so matrix products of the whole panel give them for all pairs at once, and for both
 orderings of each pair. Notation: ``Z`` is the panel centred and scaled column-wise over the window
-(``Z_c = (X_c - mean_c) / ||X_c - mean_c||``), ``D = diff(X) / scale`` its first differences (``L = T - 1`` rows),
-and for the test of ``y = column i`` on ``x = column j``:
+(``Z_c = (X_c - mean_c) / ||X_c - mean_c||``), ``D = diff(X) / scale`` its first differences (``L = T - 1``
+rows), and for the test of ``y = column i`` on ``x = column j``:
 
-1. Co-integrating regression: ``b = C_ij / C_jj`` with ``C = Z'Z`` (after centring the constant drops out); the
-   residual is ``e = Z_i - b Z_j`` and ``d = diff(e) = D_i - b D_j``; hedge ratio ``b scale_i / scale_j``,
+1. Co-integrating regression: ``b = C_ij / C_jj`` with ``C = Z'Z`` (after centring the constant drops out);
+   the residual is ``e = Z_i - b Z_j`` and ``d = diff(e) = D_i - b D_j``; hedge ratio ``b scale_i / scale_j``,
    intercept ``mean_i - hedge mean_j``; ``SSR = C_ii - b C_ij`` and ``R^2 = 1 - SSR / C_ii``.
 2. A sum ``sum_s (U_i - b U_j)[s] (V_i - b V_j)[s']`` is ``F_ii - b (F_ij + F_ji) + b^2 F_jj`` with
    ``F = U'V``: only the symmetric part ``F + F'`` is needed (so ``(i, j)`` and ``(j, i)`` share it) and the
@@ -24,27 +24,29 @@ and for the test of ``y = column i`` on ``x = column j``:
    * sums over a sample ``s = lo..L-1`` subtract the head terms ``s < lo`` and tail terms as in
      :class:`finsae.backtest.coint._LagSums`.
 
-3. The ADF Gram matrices, the Cholesky solve, the nested SSRs of AIC/BIC lag choice, the t-value, the MacKinnon
-   p-value and the half-life are then exactly those of :mod:`finsae.backtest.coint` (see its docstring), on
-   stacks of small matrices laid out pairs-last so every step is a vector operation over pairs.
+3. The ADF Gram matrices, the Cholesky solve, the nested SSRs of AIC/BIC lag choice, the t-value, the
+   MacKinnon p-value and the half-life are then exactly those of :mod:`finsae.backtest.coint` (see its
+   docstring), on stacks of small matrices laid out pairs-last so every step is a vector operation over pairs.
 
 Cancellation. The bilinear form of step 2 loses ``log10(kappa)`` digits, with
 ``kappa = max over levels and differences of (||U_i|| + |b| ||U_j||)^2 / ||U_i - b U_j||^2``, largest when the
-pair is nearly collinear (``kappa ~ 4 / (1 - R^2)`` for the levels). Centring and scaling keep ``kappa`` a property
-of the pair rather than of the price level; everything runs in float64. Each pair's ``kappa`` is computed, and a
-pair whose estimated error of the statistic ``eps kappa (1 + |stat|)`` exceeds ``tol`` (default ``1e-11``) takes
-the per-pair path, as does every pair with ``R^2`` past the collinearity threshold, pairs whose ADF Gram matrix is
-not positive definite and pairs whose AIC/BIC comparison is a near-tie. Measured against an 80-bit reference on
-near-collinear synthetic pairs (T = 30..1260, lags 0..5), the actual error is at most ~30 times that estimate, so
-the statistics computed from the products are within a few 1e-10 of the exact value (observed: at most 7e-11, the
-per-pair path's own accuracy); ``statsmodels`` (which does not centre) is itself off by up to ~1e-9 on such pairs. Pairs with a column
-that has a gap (a non-finite value) or is constant in the window also take the per-pair path (which reports them
-untestable); fallback results are bit-for-bit those of :func:`engle_granger`. On the bundled stocks (T = 504)
-``kappa`` stays below ~1e3 and no pair needs the fallback.
+pair is nearly collinear (``kappa ~ 4 / (1 - R^2)`` for the levels). Centring and scaling keep ``kappa`` a
+property of the pair rather than of the price level; everything runs in float64. Each pair's ``kappa`` is
+computed, and a pair whose estimated error of the statistic ``eps kappa (1 + |stat|)`` exceeds ``tol``
+(default ``1e-11``) takes the per-pair path, as does every pair with ``R^2`` past the collinearity threshold,
+pairs whose ADF Gram matrix is not positive definite and pairs whose AIC/BIC comparison is a near-tie.
+Measured against an 80-bit reference on near-collinear synthetic pairs (T = 30..1260, lags 0..5), the actual
+error is at most ~30 times that estimate, so the statistics computed from the products are within a few 1e-10
+of the exact value (observed: at most 7e-11, the per-pair path's own accuracy); ``statsmodels`` (which does
+not centre) is itself off by up to ~1e-9 on such pairs. Pairs with a column that has a gap (a non-finite
+value) or is constant in the window also take the per-pair path (which reports them untestable); fallback
+results are bit-for-bit those of :func:`engle_granger`. On the bundled stocks (T = 504) ``kappa`` stays below
+~1e3 and no pair needs the fallback.
 
-Work: ``2 + 2 maxlag`` products of size ``B x T`` by ``T x K`` per block of ``B`` rows of the pair matrix (only the
-columns ``K`` that the block's pairs use, and only ``j >= i``), plus ``O(maxlag^2)`` vector operations per pair
-(``O(maxlag^3)`` with a lag choice). Blocks are independent: ``n_jobs`` threads each run single-threaded BLAS.
+Work: ``2 + 2 maxlag`` products of size ``B x T`` by ``T x K`` per block of ``B`` rows of the pair matrix
+(only the columns ``K`` that the block's pairs use, and only ``j >= i``), plus ``O(maxlag^2)`` vector
+operations per pair (``O(maxlag^3)`` with a lag choice). Blocks are independent: ``n_jobs`` threads each run
+single-threaded BLAS.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ ROUTE_MATRIX = 0
 ROUTE_GAP = 1
 """A column of the pair has a missing value or is constant in the window: per-pair path (untestable)."""
 ROUTE_ILL = 2
-"""Ill-conditioned for the bilinear sums (near-collinear, kappa too large, a Gram matrix not positive definite,
-or an AIC/BIC near-tie): per-pair path."""
+"""Ill-conditioned for the bilinear sums (near-collinear, kappa too large, a Gram matrix not positive
+definite, or an AIC/BIC near-tie): per-pair path."""
 
 _EPS = np.finfo(np.float64).eps
 
@@ -98,8 +100,8 @@ def _single_threaded_blas():
 
 
 def _cholesky_last(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Upper Cholesky factors ``R'R = G`` of a pairs-last stack ``(k, k, P)``; ``ok`` is False where a pivot is
-    not positive (as LAPACK's ``potrf`` reports), and those factors hold NaN."""
+    """Upper Cholesky factors ``R'R = G`` of a pairs-last stack ``(k, k, P)``; ``ok`` is False where a pivot
+    is not positive (as LAPACK's ``potrf`` reports), and those factors hold NaN."""
     k, _, n = g.shape
     r = np.zeros_like(g)
     ok = np.ones(n, dtype=bool)
@@ -116,7 +118,8 @@ def _cholesky_last(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _PairSums:
-    """Lagged inner products of the ADF regressors of many pairs' residuals, pairs-last (see module docstring).
+    """Lagged inner products of the ADF regressors of many pairs' residuals, pairs-last (see module
+    docstring).
 
     ``dd[delta] = sum_{u=delta}^{L-1} d[u] d[u-delta]``, ``ed[l] = sum_{s=l}^{L-1} e[s] d[s-l]``,
     ``ee = sum_{s=0}^{L-1} e[s]^2``; ``eh[s] = e[s]`` for ``s < m``; ``dh[u] = d[u]`` for ``u < m``;
@@ -133,8 +136,8 @@ class _PairSums:
     length: int
 
     def take(self, rows: np.ndarray) -> _PairSums:
-        return _PairSums(self.dd[:, rows], self.ed[:, rows], self.ee[rows], self.eh[:, rows], self.dh[:, rows],
-                         self.dt[:, rows], self.m, self.length)
+        return _PairSums(self.dd[:, rows], self.ed[:, rows], self.ee[rows], self.eh[:, rows],
+                         self.dh[:, rows], self.dt[:, rows], self.m, self.length)
 
     def _ee(self, lo: int) -> np.ndarray:
         return self.ee - np.einsum("sp,sp->p", self.eh[:lo], self.eh[:lo])
@@ -170,7 +173,8 @@ class _PairSums:
 
 
 def _adf_stat_at_lag(sums: _PairSums, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """t-value of ``rho`` at lag ``p`` on ``s = p..T-2`` (as ``coint._adf_stat_at_lag``) and the Cholesky ``ok``."""
+    """t-value of ``rho`` at lag ``p`` on ``s = p..T-2`` (as ``coint._adf_stat_at_lag``) and the Cholesky
+    ``ok``."""
     n = sums.length - p
     k = p + 1
     if n - k <= 0:  # saturated: NaN, as the per-pair path
@@ -182,7 +186,8 @@ def _adf_stat_at_lag(sums: _PairSums, p: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, stat, np.nan), ok
 
 
-def _choose_lag(sums: _PairSums, autolag: str, crit_margin: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _choose_lag(sums: _PairSums, autolag: str,
+                crit_margin: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AIC/BIC lag choice on ``s = maxlag..T-2`` (as ``coint._choose_lag``); ``ok`` is False where the Gram
     matrix is not positive definite or the best two criteria are within ``crit_margin``."""
     m = sums.m
@@ -217,8 +222,8 @@ class EngleGrangerPanel:
         maxlag, autolag: as :func:`engle_granger` (``maxlag=None``: Schwert's rule).
         block: rows of the pair matrix per block of products.
         chunk_bytes: bound on the per-pair temporaries of one step.
-        n_jobs: threads (default: all cores); each runs single-threaded BLAS on its own blocks (BLAS is limited
-            to one thread process-wide while they run, through ``threadpoolctl``).
+        n_jobs: threads (default: all cores); each runs single-threaded BLAS on its own blocks (BLAS is
+            limited to one thread process-wide while they run, through ``threadpoolctl``).
         tol: pairs whose estimated error of the statistic, ``eps kappa (1 + |stat|)``, exceeds this take the
             per-pair path (see the module docstring).
         crit_margin: AIC/BIC near-ties closer than ``crit_margin + 100 n eps kappa`` take the per-pair path.
@@ -249,7 +254,8 @@ class EngleGrangerPanel:
         self.d = np.where(self.clean[None, :], np.diff(xf, axis=0), 0.0) / self.scale
         m, length = self.maxlag, t_len - 1
         self.diag_c = np.einsum("tc,tc->c", self.z, self.z)
-        self.diag_dd = np.stack([np.einsum("uc,uc->c", self.d[lag:], self.d[: length - lag]) for lag in range(m + 1)])
+        self.diag_dd = np.stack([np.einsum("uc,uc->c", self.d[lag:], self.d[: length - lag])
+                                 for lag in range(m + 1)])
         self.norm_d = np.sqrt(self.diag_dd[0])
         # rows of Z and D the per-pair boundary terms use
         self.z_head = self.z[: max(m, 1)]
@@ -274,7 +280,8 @@ class EngleGrangerPanel:
         return _take(res, slice(0, None, 2)), _take(res, slice(1, None, 2))
 
     def test_with_route(self, i: np.ndarray, j: np.ndarray) -> tuple[EngleGranger, np.ndarray]:
-        """:meth:`test` and, per pair, how it was computed (``ROUTE_MATRIX``, ``ROUTE_GAP``, ``ROUTE_ILL``)."""
+        """:meth:`test` and, per pair, how it was computed (``ROUTE_MATRIX``, ``ROUTE_GAP``,
+        ``ROUTE_ILL``)."""
         iy = np.asarray(i, dtype=np.int64).ravel()
         ix = np.asarray(j, dtype=np.int64).ravel()
         if iy.shape != ix.shape:
@@ -316,15 +323,15 @@ class EngleGrangerPanel:
         valid[route == ROUTE_MATRIX] = True
         if len(fallback):
             cols = self.x.T
-            fb = engle_granger(cols[iy[fallback]], cols[ix[fallback]], maxlag=self.maxlag, autolag=self.autolag,
-                               n_jobs=self.n_jobs)
+            fb = engle_granger(cols[iy[fallback]], cols[ix[fallback]], maxlag=self.maxlag,
+                               autolag=self.autolag, n_jobs=self.n_jobs)
             out["stat"][fallback], out["hedge"][fallback] = fb.stat, fb.hedge_ratio
             out["intercept"][fallback], out["half_life"][fallback] = fb.intercept, fb.half_life
             lags[fallback], collinear[fallback], valid[fallback] = fb.lags, fb.collinear, fb.valid
         stat = out["stat"]
         valid &= ~np.isnan(stat)
-        logger.debug("matrix Engle-Granger: %d pairs, %d by products, %d with gaps, %d ill-conditioned", n_pairs,
-                     int(np.sum(route == ROUTE_MATRIX)), int(np.sum(route == ROUTE_GAP)),
+        logger.debug("matrix Engle-Granger: %d pairs, %d by products, %d with gaps, %d ill-conditioned",
+                     n_pairs, int(np.sum(route == ROUTE_MATRIX)), int(np.sum(route == ROUTE_GAP)),
                      int(np.sum(route == ROUTE_ILL)))
         res = EngleGranger(stat, mackinnon_pvalue(stat), mackinnon_crit(self.t_len), out["hedge"],
                            out["intercept"], out["half_life"], lags, self.t_len, collinear, valid)
@@ -334,8 +341,8 @@ class EngleGrangerPanel:
 
     def _block(self, r0: int, pos: np.ndarray, lo_col: np.ndarray, hi_col: np.ndarray, iy: np.ndarray,
                ix: np.ndarray, out: dict[str, np.ndarray], lags: np.ndarray, route: np.ndarray) -> None:
-        """Products for rows ``r0..r0+block`` of the pair matrix and the pairs ``pos`` whose smaller column lies
-        there; fills the outputs at ``pos`` (disjoint between blocks)."""
+        """Products for rows ``r0..r0+block`` of the pair matrix and the pairs ``pos`` whose smaller column
+        lies there; fills the outputs at ``pos`` (disjoint between blocks)."""
         m, length = self.maxlag, self.t_len - 1
         r1 = min(r0 + self.block, self.n_cols)
         first, last = int(hi_col.min()), int(hi_col.max())
@@ -379,7 +386,8 @@ class EngleGrangerPanel:
         et = self.z_tail[:, iy] - b * self.z_tail[:, ix]  # e[L-m..L]
         dh = self.d_head[:, iy] - b * self.d_head[:, ix]
         dt = self.d_tail[:, iy] - b * self.d_tail[:, ix]
-        dd = np.stack([self.diag_dd[lag, iy] - b * dd_ab[lag] + b * b * self.diag_dd[lag, ix] for lag in range(m + 1)])
+        dd = np.stack([self.diag_dd[lag, iy] - b * dd_ab[lag] + b * b * self.diag_dd[lag, ix]
+                       for lag in range(m + 1)])
         e_last, e_first = et[-1], eh[0]
         ee = ssr - e_last * e_last
         ed = np.empty((m + 1, len(pos)))
@@ -434,10 +442,11 @@ def _take(res: EngleGranger, sl: slice) -> EngleGranger:
 
 def engle_granger_matrix(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: int | None = None,
                          autolag: Autolag = "aic", n_jobs: int | None = None, **options) -> EngleGranger:
-    """Engle-Granger tests of ``y = column i[k]`` on ``x = column j[k]`` of ``log_prices`` (T x N, NaN = gap) from
-    matrix products; equal to ``engle_granger(log_prices.T[i], log_prices.T[j], maxlag=maxlag,
+    """Engle-Granger tests of ``y = column i[k]`` on ``x = column j[k]`` of ``log_prices`` (T x N, NaN = gap)
+    from matrix products; equal to ``engle_granger(log_prices.T[i], log_prices.T[j], maxlag=maxlag,
     autolag=autolag)``. Only the columns the pairs use enter the products. ``options`` go to
-    :class:`EngleGrangerPanel`; use it directly to test several pair lists, or both orderings, on one panel."""
+    :class:`EngleGrangerPanel`; use it directly to test several pair lists, or both orderings, on one
+    panel."""
     x = np.asarray(log_prices, dtype=np.float64)
     i = np.asarray(i, dtype=np.int64).ravel()
     j = np.asarray(j, dtype=np.int64).ravel()

@@ -1,18 +1,18 @@
 """Performance metrics of a periodic return series: pure functions, explicit annualisation.
 
-``returns`` are simple returns per period; ``periods_per_year`` annualises (252 for daily); ``rf`` is the risk-free
-rate **per period** (a daily rate for daily returns).
+``returns`` are simple returns per period; ``periods_per_year`` annualises (252 for daily); ``rf`` is the
+risk-free rate **per period** (a daily rate for daily returns).
 
 * Sharpe ratio: ``sqrt(P) * mean(r - rf) / std(r - rf)`` with the sample standard deviation (``ddof=1``).
 * Annual return: geometric, ``prod(1 + r)^(P / n) - 1``; annual volatility ``sqrt(P) * std(r)``.
-* Maximum drawdown: ``min_t (NAV_t / max_{s<=t} NAV_s - 1)`` with ``NAV_t = prod_{s<=t} (1 + r_s)`` and a starting
-  NAV of 1 (so a loss on the first day counts).
+* Maximum drawdown: ``min_t (NAV_t / max_{s<=t} NAV_s - 1)`` with ``NAV_t = prod_{s<=t} (1 + r_s)`` and a
+  starting NAV of 1 (so a loss on the first day counts).
 * Mean monthly excess return in basis points: daily returns compounded within each calendar month,
   ``prod(1 + r) - prod(1 + rf)`` per month, averaged over months, times 1e4 (the unit of the pairs-trading
   literature, e.g. Gatev, Goetzmann and Rouwenhorst 2006; Do and Faff 2012).
 * Stationary bootstrap (Politis & Romano 1994): resampled series are concatenated blocks starting at uniformly
-  random positions with geometric lengths of mean ``block`` (wrapping around the end); the CI is the percentile
-  interval of the statistic over the resamples.
+  random positions with geometric lengths of mean ``block`` (wrapping around the end); the CI is the
+  percentile interval of the statistic over the resamples.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def max_drawdown(returns: np.ndarray) -> float:
 
 
 def monthly_excess_bps(returns: np.ndarray, dates: pd.DatetimeIndex, rf: float = 0.0) -> float:
-    """Mean over calendar months of ``prod(1 + r) - prod(1 + rf)`` (daily ``r``, ``rf`` per day), in basis points."""
+    """Mean over calendar months of ``prod(1 + r) - prod(1 + rf)`` (daily ``r``, ``rf`` per day), in basis
+    points."""
     r = _clean(returns)
     dates = pd.DatetimeIndex(dates)
     if len(dates) != len(r):

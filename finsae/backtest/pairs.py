@@ -1,23 +1,25 @@
 """Pair tests on a panel of log prices and pair selection with Benjamini-Hochberg FDR control.
 
-``pair_tests`` runs :func:`finsae.backtest.coint.engle_granger` for a list of pairs of columns, chunked so memory
-stays bounded for all 1.19 million pairs of 1,542 stocks. ``select_pairs`` keeps, among candidate pairs (e.g. the
-pairs inside peer groups), those whose Engle-Granger p-values survive Benjamini-Hochberg control of the false
-discovery rate (``statsmodels.stats.multitest.multipletests(method="fdr_bh")``) *within that candidate set*, are
-not collinear, and whose spread half-life lies in a range; then the ``max_pairs`` smallest p-values.
+``pair_tests`` runs :func:`finsae.backtest.coint.engle_granger` for a list of pairs of columns, chunked so
+memory stays bounded for all 1.19 million pairs of 1,542 stocks. ``select_pairs`` keeps, among candidate pairs
+(e.g. the pairs inside peer groups), those whose Engle-Granger p-values survive Benjamini-Hochberg control of
+the false discovery rate (``statsmodels.stats.multitest.multipletests(method="fdr_bh")``) *within that
+candidate set*, are not collinear, and whose spread half-life lies in a range; then the ``max_pairs`` smallest
+p-values.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from finsae.backtest.coint import Autolag, engle_granger
+from finsae.backtest.results import SelectionSettings
 from finsae.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -75,13 +77,13 @@ class PairTests:
         return frame
 
 
-def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: np.ndarray, maxlag: int | None,
-                autolag: Autolag, both_orderings: bool) -> dict[str, np.ndarray]:
+def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: np.ndarray,
+                maxlag: int | None, autolag: Autolag, both_orderings: bool) -> dict[str, np.ndarray]:
     """Engle-Granger results of pairs ``bounds[0]:bounds[1]`` (one task of :func:`pair_tests`)."""
     sl = slice(*bounds)
     res = engle_granger(cols[i[sl]], cols[j[sl]], maxlag=maxlag, autolag=autolag)
-    out = {"pvalue_ij": res.pvalue, "stat": res.stat, "half_life": res.half_life, "hedge_ratio": res.hedge_ratio,
-           "lags": res.lags, "collinear": res.collinear, "valid": res.valid}
+    out = {"pvalue_ij": res.pvalue, "stat": res.stat, "half_life": res.half_life,
+           "hedge_ratio": res.hedge_ratio, "lags": res.lags, "collinear": res.collinear, "valid": res.valid}
     if both_orderings:
         rev = engle_granger(cols[j[sl]], cols[i[sl]], maxlag=maxlag, autolag=autolag)
         out["pvalue_ji"] = rev.pvalue
@@ -94,14 +96,16 @@ def _test_chunk(bounds: tuple[int, int], *, cols: np.ndarray, i: np.ndarray, j: 
 
 def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: int | None = 1,
                autolag: Autolag = None, both_orderings: bool = False, chunk_pairs: int = 50_000,
-               progress: bool = False, backend=None, method: Literal["pairwise", "matrix"] = "pairwise") -> PairTests:
+               progress: bool = False, backend: Any = None,
+               method: Literal["pairwise", "matrix"] = "pairwise") -> PairTests:
     """Engle-Granger tests of columns ``i[k]`` on ``j[k]`` of ``log_prices`` (T x N).
 
     ``method="pairwise"``: :func:`finsae.backtest.coint.engle_granger` in chunks of pairs; ``backend``
-    (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the same computation
-    either way, so the results are identical. ``method="matrix"``: all pairs from matrix products of the panel
-    (:class:`finsae.backtest.coint_matrix.EngleGrangerPanel`; about 40x faster for all pairs of a panel, equal to the
-    pairwise path to about 1e-13; pairs with gaps or ill-conditioned pairs take the pairwise path), in this process."""
+    (:mod:`finsae.parallel`; default local) runs the chunks, e.g. as Ray tasks; every chunk is the same
+    computation either way, so the results are identical. ``method="matrix"``: all pairs from matrix products
+    of the panel (:class:`finsae.backtest.coint_matrix.EngleGrangerPanel`; about 40x faster for all pairs of a
+    panel, equal to the pairwise path to about 1e-13; pairs with gaps or ill-conditioned pairs take the
+    pairwise path), in this process."""
     x = np.asarray(log_prices, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"log_prices must be a (T, N) array, got shape {x.shape}")
@@ -114,8 +118,8 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         panel = EngleGrangerPanel(x, maxlag=maxlag, autolag=autolag)
         fwd, rev = panel.test_both(i, j) if both_orderings else (panel.test(i, j), None)
         return PairTests(i.astype(np.int32), j.astype(np.int32),
-                         fwd.pvalue if rev is None else np.fmax(fwd.pvalue, rev.pvalue), fwd.stat, fwd.half_life,
-                         fwd.hedge_ratio, fwd.lags.astype(np.int64),
+                         fwd.pvalue if rev is None else np.fmax(fwd.pvalue, rev.pvalue), fwd.stat,
+                         fwd.half_life, fwd.hedge_ratio, fwd.lags.astype(np.int64),
                          fwd.collinear if rev is None else fwd.collinear | rev.collinear,
                          fwd.valid if rev is None else fwd.valid & rev.valid, fwd.pvalue,
                          None if rev is None else rev.pvalue, None if rev is None else rev.half_life,
@@ -124,7 +128,8 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         raise DataError(f"method must be 'pairwise' or 'matrix', not {method!r}")
     cols = x.T.copy()  # (N, T): one contiguous row per stock
     bounds = [(start, min(start + chunk_pairs, n)) for start in range(0, n, chunk_pairs)]
-    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag, "both_orderings": both_orderings}
+    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag,
+              "both_orderings": both_orderings}
     if backend is None or backend.name == "local":
         parts = [_test_chunk(b, **shared) for b in tqdm(bounds, desc="pair tests", unit="chunk",
                                                         disable=None if progress else True)]
@@ -139,15 +144,17 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
             f.update(pvalue_ji=np.empty(0), half_life_ji=np.empty(0), hedge_ratio_ji=np.empty(0))
     pvalue_ji = f.get("pvalue_ji") if both_orderings else None
     pvalue = f["pvalue_ij"] if pvalue_ji is None else np.fmax(f["pvalue_ij"], pvalue_ji)
-    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"], f["hedge_ratio"],
-                     f["lags"].astype(np.int64), f["collinear"].astype(bool), f["valid"].astype(bool), f["pvalue_ij"],
-                     pvalue_ji, f.get("half_life_ji"), f.get("hedge_ratio_ji"))
+    return PairTests(i.astype(np.int32), j.astype(np.int32), pvalue, f["stat"], f["half_life"],
+                     f["hedge_ratio"], f["lags"].astype(np.int64), f["collinear"].astype(bool),
+                     f["valid"].astype(bool), f["pvalue_ij"], pvalue_ji, f.get("half_life_ji"),
+                     f.get("hedge_ratio_ji"))
 
 
 def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | None,
                   limit: int | None = None) -> np.ndarray:
-    """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks ``i[k]``,
-    ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept positions in order."""
+    """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks
+    ``i[k]``, ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept
+    positions in order."""
     order = np.asarray(order, dtype=np.int64)
     if cap is None:
         return order[:limit] if limit else order
@@ -168,13 +175,13 @@ def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | No
 
 
 def benjamini_hochberg(pvalue: np.ndarray, alpha: float, n_tests: int | None = None) -> np.ndarray:
-    """Positions of the p-values rejected by Benjamini-Hochberg at level ``alpha``, smallest p-value first (ties
-    in position order).
+    """Positions of the p-values rejected by Benjamini-Hochberg at level ``alpha``, smallest p-value first
+    (ties in position order).
 
     Equals ``statsmodels.stats.multitest.multipletests(pvalue, alpha, method="fdr_bh")[0]`` (tested) when
-    ``n_tests`` is ``len(pvalue)``; ``n_tests`` larger than the array counts tests whose p-values are not given
-    because they exceed ``alpha`` (they cannot be rejected: ``p_(k) <= k alpha / m <= alpha``), so only the
-    p-values at or below ``alpha`` need sorting. NaN p-values are not tests."""
+    ``n_tests`` is ``len(pvalue)``; ``n_tests`` larger than the array counts tests whose p-values are not
+    given because they exceed ``alpha`` (they cannot be rejected: ``p_(k) <= k alpha / m <= alpha``), so only
+    the p-values at or below ``alpha`` need sorting. NaN p-values are not tests."""
     p = np.asarray(pvalue, dtype=np.float64)
     m = int(np.sum(~np.isnan(p))) if n_tests is None else int(n_tests)
     if m == 0:
@@ -192,10 +199,10 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
                  max_per_stock: int | None = None, n_tests: int | None = None) -> np.ndarray:
     """Positions (into the candidate arrays) of the pairs selected, best p-value first.
 
-    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable; the family
-    has ``n_tests`` tests, by default the usable candidates with a p-value: pass a larger number when candidates
-    whose p-value exceeds ``fdr`` were left out of the arrays), then the half-life range, then the smallest
-    p-values, at most ``max_per_stock`` pairs per stock (needs the pairs' stocks ``i``, ``j``; see
+    Benjamini-Hochberg at level ``fdr`` over the ``usable`` candidates (valid, not collinear, tradable; the
+    family has ``n_tests`` tests, by default the usable candidates with a p-value: pass a larger number when
+    candidates whose p-value exceeds ``fdr`` were left out of the arrays), then the half-life range, then the
+    smallest p-values, at most ``max_per_stock`` pairs per stock (needs the pairs' stocks ``i``, ``j``; see
     :func:`cap_per_stock`) and ``max_pairs`` in all.
     """
     if not 0 < fdr <= 1:
@@ -213,9 +220,10 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
 
 def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.ndarray, *, max_pairs: int,
                     max_per_stock: int | None = None) -> np.ndarray:
-    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared deviations
-    (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev et al. 2006 take
-    the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap is satisfied)."""
+    """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared
+    deviations (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev
+    et al. 2006 take the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap
+    is satisfied)."""
     candidates = np.flatnonzero(np.asarray(usable, dtype=bool) & np.isfinite(ssd))
     values = np.asarray(ssd, dtype=np.float64)[candidates]
     take = 4 * max_pairs
@@ -230,3 +238,78 @@ def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.nd
         if len(kept) >= max_pairs:
             return kept
         take *= 4
+
+
+@dataclass(frozen=True)
+class ResolvedTests:
+    """Pair tests in the ordering each pair would be traded in (``flip``: y is the second stock of the
+    pair)."""
+
+    pvalue: np.ndarray
+    half_life: np.ndarray
+    hedge: np.ndarray
+    flip: np.ndarray
+    usable: np.ndarray
+
+
+def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
+    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test
+    table: the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``:
+    ``min(p_ij, p_ji)``), the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A
+    pair whose traded hedge ratio is not positive is not usable."""
+    p_ij = tests["pvalue_ij"].to_numpy()
+    hl_ij = tests["half_life_ij"].to_numpy().astype(np.float64)
+    b_ij = tests["hedge_ij"].to_numpy()
+    usable = tests["usable"].to_numpy().copy()
+    if rule == "first":
+        p, flip, hl, b = p_ij, np.zeros(len(p_ij), dtype=bool), hl_ij, b_ij
+    else:
+        if "pvalue_ji" not in tests:
+            raise DataError(f"orderings {rule!r} needs pair tests of both orderings")
+        p_ji = tests["pvalue_ji"].to_numpy()
+        flip = np.nan_to_num(p_ji, nan=np.inf) < np.nan_to_num(p_ij, nan=np.inf)  # trade the smaller p-value
+        p = np.fmax(p_ij, p_ji) if rule == "both" else np.fmin(p_ij, p_ji)
+        hl = np.where(flip, tests["half_life_ji"].to_numpy().astype(np.float64), hl_ij)
+        b = np.where(flip, tests["hedge_ji"].to_numpy(), b_ij)
+    usable &= np.isfinite(b) & (b > 0)
+    return ResolvedTests(p, hl, b, flip, usable)
+
+
+@dataclass(frozen=True)
+class PairChooser:
+    """The selection rules of both strategies over the pairs of one window's stocks (all-pairs order,
+    ``i < j``).
+
+    ``coint``: Benjamini-Hochberg within the candidates whose test is usable (:func:`select_pairs`; the family
+    is every usable candidate), then the half-life range, the smallest p-values and the cap per stock.
+    ``distance``: the smallest sums of squared deviations ``ssd`` (:func:`select_distance`)."""
+
+    tests: ResolvedTests
+    coint_usable: np.ndarray  # usable test and, with the I(1) screen, both legs I(1)
+    ssd: np.ndarray | None
+    i: np.ndarray
+    j: np.ndarray
+    selection: SelectionSettings
+    distance_max_pairs: int
+
+    def usable(self, strategy: str) -> np.ndarray:
+        """Positions of the pairs a placebo may draw: usable co-integration tests, or every pair."""
+        return np.flatnonzero(self.coint_usable) if strategy == "coint" else np.arange(len(self.i))
+
+    def choose(self, strategy: str, pos: np.ndarray) -> np.ndarray:
+        """The selected pairs (positions) among the candidates ``pos``."""
+        sel = self.selection
+        if strategy == "coint":
+            # NaN: not a test of the family
+            p = np.where(self.coint_usable[pos], self.tests.pvalue[pos], np.nan)
+            small = pos[p <= sel.fdr]  # only these can pass BH; the family is every usable candidate
+            keep = select_pairs(self.tests.pvalue[small], self.tests.half_life[small],
+                                np.ones(len(small), dtype=bool), fdr=sel.fdr, min_half_life=sel.min_half_life,
+                                max_half_life=sel.max_half_life, max_pairs=sel.max_pairs, i=self.i[small],
+                                j=self.j[small], max_per_stock=sel.max_pairs_per_stock,
+                                n_tests=len(p) - int(np.isnan(p).sum()))
+            return small[keep]
+        assert self.ssd is not None, "the distance strategy needs the SSD of every pair"
+        keep = select_distance(self.ssd[pos], np.ones(len(pos), dtype=bool), self.i[pos], self.j[pos],
+                               max_pairs=self.distance_max_pairs, max_per_stock=sel.max_pairs_per_stock)
+        return pos[keep]

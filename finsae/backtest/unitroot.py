@@ -1,14 +1,15 @@
-"""Augmented Dickey-Fuller unit-root tests of many series at once, equal to ``statsmodels.tsa.stattools.adfuller``.
+"""Augmented Dickey-Fuller tests of many series at once, equal to ``statsmodels.tsa.stattools.adfuller``.
 
 Used to screen pairs-trading legs: Engle-Granger co-integration presumes both legs are I(1); a leg that is
 stationary on its own makes any hedge "co-integrate" with it (the spread is then that stock alone plus noise).
 
-For a series ``y`` of length ``T`` and a fixed lag order ``p`` the test regression (with a constant, ``regression="c"``)
-is ``Dy_t = c + rho y_{t-1} + sum_{l=1..p} g_l Dy_{t-l} + u_t`` for ``t = p+1..T-1`` (``n = T - p - 1``
-observations), fitted by OLS; the statistic is the t-value of ``rho``. The p-value is MacKinnon's (1994)
-approximate distribution for one series with a constant (``mackinnonp(stat, regression="c", N=1)``), evaluated on
-arrays with the coefficient tables statsmodels ships. Each series is centred first (the constant absorbs the level,
-so the statistic is unchanged) and every regression is solved by a batched QR decomposition.
+For a series ``y`` of length ``T`` and a fixed lag order ``p`` the test regression (with a constant,
+``regression="c"``) is ``Dy_t = c + rho y_{t-1} + sum_{l=1..p} g_l Dy_{t-l} + u_t`` for ``t = p+1..T-1`` (``n
+= T - p - 1`` observations), fitted by OLS; the statistic is the t-value of ``rho``. The p-value is
+MacKinnon's (1994) approximate distribution for one series with a constant (``mackinnonp(stat, regression="c",
+N=1)``), evaluated on arrays with the coefficient tables statsmodels ships. Each series is centred first (the
+constant absorbs the level, so the statistic is unchanged) and every regression is solved by a batched QR
+decomposition.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def mackinnon_pvalue_n(stat: np.ndarray, n_series: int = 1) -> np.ndarray:
         k = n_series - 1
         tmax, tmin, star = av._tau_maxs["c"][k], av._tau_mins["c"][k], av._tau_stars["c"][k]
         small, large = np.asarray(av._tau_smallps["c"][k]), np.asarray(av._tau_largeps["c"][k])
-    except (ImportError, AttributeError, KeyError, IndexError) as exc:  # pragma: no cover - statsmodels internals
+    except (ImportError, AttributeError, KeyError, IndexError) as exc:  # pragma: no cover - statsmodels
         raise DataError(f"cannot read MacKinnon's tables from statsmodels.tsa.adfvalues: {exc}") from exc
     stat = np.asarray(stat, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        p = np.where(stat <= star, norm.cdf(np.polyval(small[::-1], stat)), norm.cdf(np.polyval(large[::-1], stat)))
+        p = np.where(stat <= star, norm.cdf(np.polyval(small[::-1], stat)),
+                     norm.cdf(np.polyval(large[::-1], stat)))
         p = np.where(stat > tmax, 1.0, p)
         p = np.where(stat < tmin, 0.0, p)
     return np.where(np.isnan(stat), np.nan, p)
@@ -42,7 +44,8 @@ def mackinnon_pvalue_n(stat: np.ndarray, n_series: int = 1) -> np.ndarray:
 def adf_test(series: np.ndarray, lags: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """ADF statistic and p-value (constant, fixed ``lags``) of every column of ``series`` (T x N, no NaN).
 
-    Equals ``adfuller(series[:, k], maxlag=lags, regression="c", autolag=None)[:2]``. A constant column gets NaN.
+    Equals ``adfuller(series[:, k], maxlag=lags, regression="c", autolag=None)[:2]``. A constant column gets
+    NaN.
     """
     y = np.asarray(series, dtype=np.float64)
     if y.ndim != 2:
@@ -79,8 +82,8 @@ def adf_test(series: np.ndarray, lags: int = 1) -> tuple[np.ndarray, np.ndarray]
 
 
 def integrated_of_order_one(log_prices: np.ndarray, *, lags: int = 1, alpha: float = 0.05) -> np.ndarray:
-    """Boolean mask of the columns that look I(1) in this window: the ADF test on the level does **not** reject a
-    unit root at ``alpha`` (p >= alpha) and the test on the first difference does (p < alpha)."""
+    """Boolean mask of the columns that look I(1) in this window: the ADF test on the level does **not**
+    reject a unit root at ``alpha`` (p >= alpha) and the test on the first difference does (p < alpha)."""
     if not 0 < alpha < 1:
         raise DataError(f"alpha must be in (0, 1), not {alpha}")
     _, p_level = adf_test(log_prices, lags)
