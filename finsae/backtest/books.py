@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import NamedTuple
+from dataclasses import dataclass, fields, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,8 +90,8 @@ class PairBlock:
 
     def columns(self, cols: np.ndarray) -> PairBlock:
         """The pairs of columns ``cols`` only."""
-        arrays = (getattr(self, f.name)[cols] for f in fields(self) if f.name != "paths")
-        return PairBlock(*arrays, paths=self.paths.columns(cols))
+        picked: dict[str, Any] = {f.name: getattr(self, f.name)[cols] for f in fields(self) if f.name != "paths"}
+        return replace(self, **picked, paths=self.paths.columns(cols))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ Autolag = Literal["aic", "bic"] | None
 _SQRTEPS = np.sqrt(np.finfo(np.float64).eps)
 
 
-def _mackinnon_tables() -> dict[str, object]:
+def _mackinnon_tables() -> dict[str, Any]:
     try:
         from statsmodels.tsa import adfvalues as av
 

@@ -161,10 +161,10 @@ class _PairSums:
         for a in range(k):
             for b in range(a, k):
                 u, v = cols[a], cols[b]
-                if u is None and v is None:
-                    val = self._ee(lo)
-                elif u is None or v is None:
-                    val = self._ed(v if u is None else u, lo)
+                if u is None:
+                    val = self._ee(lo) if v is None else self._ed(v, lo)
+                elif v is None:
+                    val = self._ed(u, lo)
                 else:
                     val = self._dd(min(u, v), max(u, v), lo)
                 g[a, b] = val
@@ -243,7 +243,7 @@ class EngleGrangerPanel:
         self.n_jobs = n_jobs or os.cpu_count() or 1
         self.tol, self.crit_margin = float(tol), float(crit_margin)
 
-        finite = np.isfinite(x).all(axis=0)
+        finite = np.asarray(np.isfinite(x).all(axis=0))
         xf = np.where(finite[None, :], x, 0.0)
         self.clean = finite & (np.ptp(xf, axis=0) > 0)
         self.mean = xf.mean(axis=0)

@@ -128,7 +128,7 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
         raise DataError(f"method must be 'pairwise' or 'matrix', not {method!r}")
     cols = x.T.copy()  # (N, T): one contiguous row per stock
     bounds = [(start, min(start + chunk_pairs, n)) for start in range(0, n, chunk_pairs)]
-    shared = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag,
+    shared: dict[str, Any] = {"cols": cols, "i": i, "j": j, "maxlag": maxlag, "autolag": autolag,
               "both_orderings": both_orderings}
     if backend is None or backend.name == "local":
         parts = [_test_chunk(b, **shared) for b in tqdm(bounds, desc="pair tests", unit="chunk",

@@ -279,7 +279,7 @@ def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: d
     for base in lc.blend_with:
         if base in out:  # a supervised variant
             m = out[base]
-            z = zs[m.base]
+            z = zs[str(m.base)]
             fit = stage.fit_window_similarity(m, systems[base], z)
             full = (m.group_similarity, m.rank_similarity)
         else:  # an unsupervised text method: its cosine
