@@ -360,7 +360,7 @@ class BenchmarkRun:
                     _write_array(folder / STORE_DIR / rel, self._array(rel))
         return write_json(self._index(), _store_path(folder))
 
-    def _written(self, attr: str) -> bool:
+    def has_table(self, attr: str) -> bool:
         """Whether a benchmark writes the result table ``attr``: the co-movement, strata and dropped tables
         always; ranking, verdict and selection with text methods; cold start and two-way with learned methods."""
         if attr in ("table", "strata", "dropped"):
@@ -371,7 +371,7 @@ class BenchmarkRun:
 
     def _save_tables(self, folder: Path) -> None:
         for attr, file in RESULT_FILES.items():
-            if self._written(attr):
+            if self.has_table(attr):
                 write_parquet(getattr(self.result, attr), folder / file, self.run_id)
         for attr, stem in VINTAGE_TABLES.items():
             for vintage, frame in getattr(self, attr).items():
@@ -385,7 +385,7 @@ class BenchmarkRun:
             "data": self.data,
             "vintages": {v: None if p is None else p.isoformat() for v, p in self.vintages.items()},
             "designs": [_design_dict(d) for d in self.designs],
-            "tables": [a for a in RESULT_FILES if self._written(a)],
+            "tables": [a for a in RESULT_FILES if self.has_table(a)],
             "methods": [dataclasses.asdict(m) for m in self.methods],
             "groupings": [dataclasses.asdict(g) for g in self.groupings],
         }
