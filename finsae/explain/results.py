@@ -23,6 +23,7 @@ class ExplanationResult:
         output_dir: where it was written.
         method: the text method whose features the explanation used (None when not recorded).
         sae: the SAE folder whose latents ``groups`` indexes (None when not recorded).
+        results_run_id: the run id of the benchmark results the grouping came from (None when not recorded).
     """
 
     grouping: str
@@ -32,6 +33,7 @@ class ExplanationResult:
     output_dir: Path | None
     method: str | None = None
     sae: str | None = None
+    results_run_id: str | None = None
 
     @property
     def faithful_share(self) -> float:

@@ -148,7 +148,8 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
     table = pd.concat(expl_rows, ignore_index=True)
     faith = pd.DataFrame(faith_rows)
     out = results / "explanations" / re.sub(r"[^A-Za-z0-9_.@-]+", "_", grouping)
-    result = ExplanationResult(grouping, table, faith, labels, out if write else None, spec.name, ex.sae)
+    result = ExplanationResult(grouping, table, faith, labels, out if write else None, spec.name, ex.sae,
+                               run.run_id)
     if write:
         write_parquet(table, out / "groups.parquet")
         write_parquet(faith, out / "faithfulness.parquet")
@@ -182,4 +183,4 @@ def load_explanation(folder: str | Path) -> ExplanationResult:
     examples = pd.read_parquet(examples_path) if examples_path.is_file() else pd.DataFrame()
     return ExplanationResult(str(info.get("grouping", "")), pd.read_parquet(folder / "groups.parquet"),
                              pd.read_parquet(folder / "faithfulness.parquet"), LatentLabels(table, examples),
-                             folder, info.get("method"), info.get("sae"))
+                             folder, info.get("method"), info.get("sae"), info.get("results_run_id"))
