@@ -1,7 +1,8 @@
-"""The run store (issue #14): a benchmark with two SAEs of different widths on the tiny model; ``finsae explain``,
-``finsae export`` and ``finsae report`` of a grouping of the non-default (wide) SAE use that SAE, its vectors and
-its features; the store round-trips, and a store of another version, from another run, incomplete, or missing
-(a folder written before it existed) is refused with an error that says to rerun the benchmark."""
+"""The run store (issue #14): a benchmark with two SAEs of different widths on the tiny model;
+``finsae explain``, ``finsae export`` and ``finsae report`` of a grouping of the non-default (wide) SAE
+use that SAE, its vectors and its features; the store round-trips, and a store of another version, from
+another run, incomplete, or missing (a folder written before it existed) is refused with an error that says
+to rerun the benchmark."""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ from .conftest import HOOK, synthetic_prices, tiny_sae
 from .test_groups import GICS, SIC
 
 NARROW, WIDE = 96, 160
-TOPICS = ["banks lend money loans customers in ohio", "phones chips software cloud services",
-          "oil gas drilling in texas", "real estate trusts own offices malls", "retail stores food drinks"]
+TOPICS = [
+    "banks lend money loans customers in ohio",
+    "phones chips software cloud services",
+    "oil gas drilling in texas",
+    "real estate trusts own offices malls",
+    "retail stores food drinks",
+]
 
 CONFIG = """\
 name: twosae
@@ -105,10 +111,18 @@ def bench(tiny_env, tmp_path_factory) -> dict[str, Path]:
     prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=3)
     tickers = prices.close.columns
     rng = np.random.default_rng(0)
-    descriptions = [" ".join(rng.choice(TOPICS[i % 5].split(), 8)) + " the company" for i in range(len(tickers))]
-    pd.DataFrame({"ticker": tickers, "description": descriptions, "sic": [SIC[i % 5][i % 2] for i in range(30)],
-                  "gics": [GICS[i % 5][i % 2] for i in range(30)], "as_of": "2016-01-01"}
-                 ).to_csv(tmp / "companies.csv", index=False)
+    descriptions = [
+        " ".join(rng.choice(TOPICS[i % 5].split(), 8)) + " the company" for i in range(len(tickers))
+    ]
+    pd.DataFrame(
+        {
+            "ticker": tickers,
+            "description": descriptions,
+            "sic": [SIC[i % 5][i % 2] for i in range(30)],
+            "gics": [GICS[i % 5][i % 2] for i in range(30)],
+            "as_of": "2016-01-01",
+        }
+    ).to_csv(tmp / "companies.csv", index=False)
     prices.close.reset_index().to_parquet(tmp / "prices.parquet")
     (tmp / "cfg.yaml").write_text(CONFIG.format(tmp=tmp, narrow=narrow, wide=wide))
     run_benchmark(load_benchmark_config(tmp / "cfg.yaml"), tmp / "bench")
@@ -127,7 +141,11 @@ def test_the_store_records_how_every_method_made_its_features(bench):
     wide, narrow, tfidf = (run.method(n) for n in ("wide", "narrow", "tfidf"))
     assert wide.extraction.sae == str(bench["wide"]) and wide.extraction.d_sae == WIDE
     assert narrow.extraction.sae == str(bench["narrow"]) and narrow.extraction.d_sae == NARROW
-    assert wide.extraction.hook == HOOK and wide.extraction.pooling == "max" and narrow.extraction.pooling == "sum"
+    assert (
+        wide.extraction.hook == HOOK
+        and wide.extraction.pooling == "max"
+        and narrow.extraction.pooling == "sum"
+    )
     assert wide.extraction.model == "tiny-model" and wide.extraction.model_id == "tiny"
     assert wide.extraction.cache_key and wide.extraction.cache_key != narrow.extraction.cache_key
     assert wide.extraction.max_length == 16 and wide.extraction.sae_digest
@@ -152,8 +170,12 @@ def test_store_round_trip(bench, tmp_path):
     run.save(tmp_path / "copy")
     back = BenchmarkRun.load(tmp_path / "copy")
     assert back.methods == run.methods and back.groupings == run.groupings and back.designs == run.designs
-    assert (back.run_id, back.headline_method, back.levels, back.vintages) == \
-        (run.run_id, run.headline_method, run.levels, run.vintages)
+    assert (back.run_id, back.headline_method, back.levels, back.vintages) == (
+        run.run_id,
+        run.headline_method,
+        run.levels,
+        run.vintages,
+    )
     pd.testing.assert_frame_equal(back.result.table, run.result.table)
     pd.testing.assert_frame_equal(back.groups["2016-01-01"], run.groups["2016-01-01"])
     for spec in run.methods:
@@ -170,20 +192,29 @@ def test_store_of_another_version_another_run_incomplete_or_missing_is_refused(b
     index_path = folder / STORE_DIR / STORE_FILE
     index = json.loads(index_path.read_text())
     index_path.write_text(json.dumps({**index, "store_version": STORE_VERSION + 1}))
-    with pytest.raises(ConfigError, match=rf"{index_path}.*version {STORE_VERSION + 1}.*reads version "
-                                          rf"{STORE_VERSION}.*rerun finsae benchmark"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{index_path}.*version {STORE_VERSION + 1}.*reads version "
+        rf"{STORE_VERSION}.*rerun finsae benchmark",
+    ):
         BenchmarkRun.load(folder)
     index_path.write_text(json.dumps({**index, "run_id": "20200101T000000-00000000"}))
-    with pytest.raises(ConfigError, match="from run 20200101T000000-00000000.*inconsistent.*rerun finsae benchmark"):
+    with pytest.raises(
+        ConfigError, match="from run 20200101T000000-00000000.*inconsistent.*rerun finsae benchmark"
+    ):
         BenchmarkRun.load(folder)
     index_path.write_text(json.dumps(index))
     (folder / STORE_DIR / "2016-01-01" / "wide.vectors.npz").unlink()
-    with pytest.raises(ConfigError, match=r"wide\.vectors\.npz is missing.*incomplete.*rerun finsae benchmark"):
+    with pytest.raises(
+        ConfigError, match=r"wide\.vectors\.npz is missing.*incomplete.*rerun finsae benchmark"
+    ):
         BenchmarkRun.load(folder)
     shutil.rmtree(folder / STORE_DIR)  # a results folder written before the store existed
-    for args in (["explain", "--results", str(folder), "--grouping", "wide@gics_industry:density"],
-                 ["export", "--results", str(folder), "--out", str(tmp_path / "exp")],
-                 ["report", "--results", str(folder), "--out", str(tmp_path / "r.html")]):
+    for args in (
+        ["explain", "--results", str(folder), "--grouping", "wide@gics_industry:density"],
+        ["export", "--results", str(folder), "--out", str(tmp_path / "exp")],
+        ["report", "--results", str(folder), "--out", str(tmp_path / "r.html")],
+    ):
         res = CliRunner().invoke(cli, args)
         assert res.exit_code != 0 and "before the store existed" in res.output, res.output
         assert "rerun finsae benchmark" in res.output
@@ -193,12 +224,18 @@ def test_store_of_another_version_another_run_incomplete_or_missing_is_refused(b
 
 def test_explain_of_the_wide_sae_grouping_uses_the_wide_sae(bench):
     results = bench["bench"]
-    out = _cli("explain", "--results", str(results), "--grouping", "wide@gics_industry:density", "--draws", "5")
+    out = _cli(
+        "explain", "--results", str(results), "--grouping", "wide@gics_industry:density", "--draws", "5"
+    )
     assert "Explanations of `wide@gics_industry:density`" in out
     folder = results / "explanations" / "wide@gics_industry_density"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["sae"] == str(bench["wide"]) and manifest["d_sae"] == WIDE and manifest["method"] == "wide"
-    assert manifest["transform"] == "binary" and manifest["results_run_id"] == BenchmarkRun.load(results).run_id
+    assert (
+        manifest["sae"] == str(bench["wide"]) and manifest["d_sae"] == WIDE and manifest["method"] == "wide"
+    )
+    assert (
+        manifest["transform"] == "binary" and manifest["results_run_id"] == BenchmarkRun.load(results).run_id
+    )
     labels = pd.read_parquet(folder / "latent_labels.parquet")
     assert len(labels) == WIDE  # one label per latent of the wide SAE, not of another
     groups = pd.read_parquet(folder / "groups.parquet")
@@ -241,25 +278,47 @@ def test_export_and_report_of_the_wide_sae_use_its_vectors_and_explanations(benc
     results = bench["bench"]
     _cli("explain", "--results", str(results), "--grouping", "wide@gics_industry:density", "--draws", "5")
     out = tmp_path / "export"
-    _cli("export", "--results", str(results), "--out", str(out), "--k", "3",
-         "--explanations", str(results / "explanations" / "wide@gics_industry_density"))
+    _cli(
+        "export",
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+        "--k",
+        "3",
+        "--explanations",
+        str(results / "explanations" / "wide@gics_industry_density"),
+    )
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["headline_method"] == "wide" and manifest["default_grouping"] == "wide@gics_industry:density"
+    assert (
+        manifest["headline_method"] == "wide" and manifest["default_grouping"] == "wide@gics_industry:density"
+    )
     assert manifest["methods"]["wide"]["dims"] == WIDE and manifest["methods"]["narrow"]["dims"] == NARROW
     assert manifest["methods"]["wide"]["source"]["sae"] == str(bench["wide"])
     vec = pd.read_parquet(out / "vectors.parquet")
     run = BenchmarkRun.load(results)
     for name, width in (("wide", WIDE), ("narrow", NARROW)):
-        got = vec[vec["method"] == name].pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
+        got = vec[vec["method"] == name].pivot_table(
+            index="ticker", columns="dim", values="value", fill_value=0.0
+        )
         stored = run.vectors(run.method(name))
-        dense = pd.DataFrame(stored.matrix, index=stored.tickers).reindex(index=got.index, columns=got.columns)
+        dense = pd.DataFrame(stored.matrix, index=stored.tickers).reindex(
+            index=got.index, columns=got.columns
+        )
         assert got.columns.max() < width
         np.testing.assert_allclose(got.to_numpy(), dense.to_numpy().astype(np.float32), rtol=0, atol=0)
     dims = pd.read_parquet(out / "dimensions.parquet")
     assert len(dims[dims["method"] == "wide"]) == WIDE and len(dims[dims["method"] == "narrow"]) == NARROW
     page = tmp_path / "report.html"
-    _cli("report", "--results", str(results), "--out", str(page),
-         "--explanations", str(results / "explanations" / "wide@gics_industry_density"))
+    _cli(
+        "report",
+        "--results",
+        str(results),
+        "--out",
+        str(page),
+        "--explanations",
+        str(results / "explanations" / "wide@gics_industry_density"),
+    )
     html = page.read_text()
     assert "wide@gics_industry:density" in html and str(bench["wide"]) in html
     assert 'id="groups"' in html and "narrow@gics_industry:density" in html
@@ -268,7 +327,9 @@ def test_export_and_report_of_the_wide_sae_use_its_vectors_and_explanations(benc
 def test_text_groups_loader_for_the_pairs_backtest(bench):
     run = BenchmarkRun.load(bench["bench"])
     published = run.vintages["2016-01-01"]
-    got = run.text_groups(["wide@gics_industry:density", "tfidf@gics_sector:density"], published + pd.Timedelta(days=1))
+    got = run.text_groups(
+        ["wide@gics_industry:density", "tfidf@gics_sector:density"], published + pd.Timedelta(days=1)
+    )
     wide = got["wide@gics_industry:density"]
     assert wide.vintage == "2016-01-01" and not wide.look_ahead and wide.labels.dtype == "string"
     rows = run.labels(run.grouping("wide@gics_industry:density"))

@@ -1,4 +1,5 @@
-"""The result types of a co-movement benchmark: its designs (windows and their look-ahead status) and its tables.
+"""The result types of a co-movement benchmark: its designs (windows and their look-ahead status) and its
+tables.
 
 They live in the evaluate stage so that renderers (:mod:`finsae.report`) and the run store
 (:mod:`finsae.pipeline.store`) can take them without importing the pipeline that computes them.
@@ -51,8 +52,15 @@ class DesignInfo:
         vintage = universe.vintage(design.text_vintage)
         start = pd.Timestamp(design.start)
         look_ahead = vintage.published is None or vintage.published >= start
-        return cls(design.name, design.text_vintage, vintage.published, start, pd.Timestamp(design.end),
-                   look_ahead, design.note)
+        return cls(
+            design.name,
+            design.text_vintage,
+            vintage.published,
+            start,
+            pd.Timestamp(design.end),
+            look_ahead,
+            design.note,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,10 @@ class BenchmarkResult:
         verdict: per matched granularity, the leader and the paired difference of the best text method to the
             taxonomy defining the granularity.
         selection: every candidate transform/clusterer of text methods set to ``select``, with its score.
-        cold_start: neighbours and groups of companies held out of the weight fits (``finsae.pipeline.learned``).
-        two_way: paired differences with a companies x blocks-of-months bootstrap (``finsae.evaluate.inference``).
+        cold_start: neighbours and groups of companies held out of the weight fits
+            (``finsae.pipeline.learned``).
+        two_way: paired differences with a companies x blocks-of-months bootstrap
+            (``finsae.evaluate.inference``).
     """
 
     name: str
@@ -93,7 +103,12 @@ class BenchmarkResult:
 #: The tables of a :class:`BenchmarkResult` and the parquet file each is written to in a results folder
 #: (``table``, ``strata``, ``dropped`` always; the others only by benchmarks with text methods).
 RESULT_FILES: dict[str, str] = {
-    "table": "comovement.parquet", "strata": "size_strata.parquet", "dropped": "dropped.parquet",
-    "ranking": "ranking.parquet", "verdict": "verdict.parquet", "selection": "selection.parquet",
-    "cold_start": "cold_start.parquet", "two_way": "two_way.parquet",
+    "table": "comovement.parquet",
+    "strata": "size_strata.parquet",
+    "dropped": "dropped.parquet",
+    "ranking": "ranking.parquet",
+    "verdict": "verdict.parquet",
+    "selection": "selection.parquet",
+    "cold_start": "cold_start.parquet",
+    "two_way": "two_way.parquet",
 }

@@ -271,6 +271,8 @@ def _explanation_frames(dirs: list[Path], run_id: str | None = None
     e = e[lead + [c for c in e.columns if c not in lead]]
     f = pd.concat(faith, ignore_index=True)
     f = f[["grouping"] + [c for c in f.columns if c != "grouping"]]
+    if labels is None:
+        raise ConfigError("no explanation folders given")
     lab = labels.assign(top_tokens=labels["top_tokens"].map(lambda t: ", ".join(map(str, t))))
     return e, f, lab, names
 

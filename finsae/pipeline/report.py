@@ -2,9 +2,9 @@
 result objects (:class:`finsae.report.html.ReportInputs`), render, write.
 
 The headline method and vintage come from the run store; the groupings the sizes and lookup sections show are
-every method's groupings of that vintage at one level (GICS industry where the benchmark has it, else its first
-level) and one matching rule (pair density where it has it); the pairs section uses the backtest's own headline
-capital basis and cost.
+every method's groupings of that vintage at one level (GICS industry where the benchmark has it, else its
+first level) and one matching rule (pair density where it has it); the pairs section uses the backtest's own
+headline capital basis and cost.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ class LoadedBacktest:
 
 
 def load_backtest(folder: str | Path) -> LoadedBacktest:
-    """The summary, daily and placebo tables and the headline basis and cost of a pairs backtest folder; refused
-    when it is not one, mixes runs or was written by a finsae without capital bases or a headline cost."""
+    """The summary, daily and placebo tables and the headline basis and cost of a pairs backtest folder;
+    refused when it is not one, mixes runs or was written by a finsae without capital bases or a headline
+    cost."""
     folder = Path(folder)
     if not (folder / "summary.parquet").is_file():
         raise DataError(f"{folder} is not a finsae backtest results folder (no summary.parquet)")
@@ -64,27 +65,36 @@ def load_backtest(folder: str | Path) -> LoadedBacktest:
     cfg = manifest.get("config", {})
     summary = pd.read_parquet(folder / "summary.parquet")
     if "basis" not in summary.columns or "headline_cost_bps" not in cfg:
-        raise DataError(f"{folder} was written by an older finsae backtest (no capital basis or headline cost): "
-                        "rerun finsae backtest")
+        raise DataError(
+            f"{folder} was written by an older finsae backtest (no capital basis or headline cost): "
+            "rerun finsae backtest"
+        )
     for name in ("daily", "placebo"):
         if not (folder / f"{name}.parquet").is_file():
             raise DataError(f"{folder} has no {name}.parquet: rerun finsae backtest")
-    return LoadedBacktest(str(cfg.get("name", folder.name)), summary, pd.read_parquet(folder / "daily.parquet"),
-                          pd.read_parquet(folder / "placebo.parquet"),
-                          BacktestSettings(str(cfg.get("headline_basis", "committed")),
-                                           float(cfg["headline_cost_bps"])), folder)
+    return LoadedBacktest(
+        str(cfg.get("name", folder.name)),
+        summary,
+        pd.read_parquet(folder / "daily.parquet"),
+        pd.read_parquet(folder / "placebo.parquet"),
+        BacktestSettings(str(cfg.get("headline_basis", "committed")), float(cfg["headline_cost_bps"])),
+        folder,
+    )
 
 
 def _explanation(run: BenchmarkRun, folder: Path) -> ExplanationResult:
     expl = load_explanation(folder)
     if expl.results_run_id and run.run_id and expl.results_run_id != run.run_id:
-        raise DataError(f"explanations {folder} were made from another benchmark run ({expl.results_run_id}) than "
-                        f"the results being reported ({run.run_id}): rerun finsae explain, or leave them out")
+        raise DataError(
+            f"explanations {folder} were made from another benchmark run ({expl.results_run_id}) than "
+            f"the results being reported ({run.run_id}): rerun finsae explain, or leave them out"
+        )
     return expl
 
 
-def load_report_inputs(results: str | Path, *, pairs: str | Path | None = None,
-                       explanations: str | Path | None = None) -> ReportInputs:
+def load_report_inputs(
+    results: str | Path, *, pairs: str | Path | None = None, explanations: str | Path | None = None
+) -> ReportInputs:
     """The report's inputs from a benchmark results folder (its run store), a pairs backtest folder and an
     explanation folder."""
     results = Path(results)
@@ -97,22 +107,43 @@ def load_report_inputs(results: str | Path, *, pairs: str | Path | None = None,
         match = REPORT_MATCH if REPORT_MATCH in run.matches else run.matches[0]
         groups = run.groups[vintage]
         neighbours = run.neighbours.get(vintage, pd.DataFrame())
-        names = tuple(g.name for g in run.groupings if g.vintage == vintage and g.level == level and g.match == match)
+        names = tuple(
+            g.name for g in run.groupings if g.vintage == vintage and g.level == level and g.match == match
+        )
     pairs_dir = Path(pairs) if pairs is not None else None
-    return ReportInputs(run.result, run.headline_method, groups, names, level, neighbours,
-                        load_backtest(pairs_dir) if pairs_dir is not None else None,
-                        _explanation(run, Path(explanations)) if explanations is not None else None,
-                        str(results), str(pairs_dir) if pairs_dir is not None else None)
+    return ReportInputs(
+        run.result,
+        run.headline_method,
+        groups,
+        names,
+        level,
+        neighbours,
+        load_backtest(pairs_dir) if pairs_dir is not None else None,
+        _explanation(run, Path(explanations)) if explanations is not None else None,
+        str(results),
+        str(pairs_dir) if pairs_dir is not None else None,
+    )
 
 
-def build_report(results: str | Path, *, pairs: str | Path | None = None, explanations: str | Path | None = None,
-                 title: str = "finsae report") -> str:
+def build_report(
+    results: str | Path,
+    *,
+    pairs: str | Path | None = None,
+    explanations: str | Path | None = None,
+    title: str = "finsae report",
+) -> str:
     """The report's HTML (see :mod:`finsae.report.html`) for the results folders given."""
     return render_report(load_report_inputs(results, pairs=pairs, explanations=explanations), title)
 
 
-def write_report(results: str | Path, out: str | Path, *, pairs: str | Path | None = None,
-                 explanations: str | Path | None = None, title: str = "finsae report") -> Path:
+def write_report(
+    results: str | Path,
+    out: str | Path,
+    *,
+    pairs: str | Path | None = None,
+    explanations: str | Path | None = None,
+    title: str = "finsae report",
+) -> Path:
     """Build the report and write it atomically to ``out``."""
     out = Path(out)
     write_text(build_report(results, pairs=pairs, explanations=explanations, title=title), out)

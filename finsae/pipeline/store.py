@@ -3,9 +3,9 @@
 ``finsae benchmark`` writes, inside its results folder (same run id as the tables), the folder ``store/``:
 
 * ``store/store.json``: the store version (:data:`STORE_VERSION`), the run id, the benchmark's name, headline
-  method, levels, data files, designs and text vintages, and per vintage one :class:`MethodSpec` per text method
-  (how its features were made: an :class:`ExtractionSpec`; its transform, clusterer, components, kind, learned
-  base) and one :class:`GroupingSpec` per text grouping (which method's features formed it).
+  method, levels, data files, designs and text vintages, and per vintage one :class:`MethodSpec` per text
+  method (how its features were made: an :class:`ExtractionSpec`; its transform, clusterer, components, kind,
+  learned base) and one :class:`GroupingSpec` per text grouping (which method's features formed it).
 * ``store/<vintage>/<method>.vectors.npz``: the unit-length company vectors the method grouped (rows in the
   order of the vintage's companies with text), with the feature names; learned and price methods have none
   (their spec says why and which method's vectors they build on).
@@ -13,9 +13,9 @@
   activity on).
 
 :meth:`BenchmarkRun.load` reads it with the result tables (``comovement.parquet`` ...) and the groups, learned
-weights and neighbour tables of the folder. A folder written before the store existed, by another store version,
-or whose store and tables come from different runs is refused with a :class:`~finsae.errors.ConfigError` that
-names the folder and says to rerun ``finsae benchmark``.
+weights and neighbour tables of the folder. A folder written before the store existed, by another store
+version, or whose store and tables come from different runs is refused with a
+:class:`~finsae.errors.ConfigError` that names the folder and says to rerun ``finsae benchmark``.
 
 :meth:`BenchmarkRun.text_groups` is the loader a pairs backtest uses for the text groups it trades.
 """
@@ -64,11 +64,11 @@ class ExtractionSpec:
         features: ``sae``, ``minilm`` or ``tfidf``.
         model: the language model as configured (SAE methods), ``model_id`` its identity as loaded.
         tl_name: its TransformerLens architecture name (local models).
-        hook: the SAE's hook point; ``sae`` the SAE folder, ``sae_digest`` its feature-cache identity, ``d_sae`` its
-            number of latents.
-        pooling, max_length, overlap, dtype, compile, batch_tokens: the pooling and chunking of the extraction,
-            the SAE's dtype, whether the blocks ran through ``torch.compile`` and the tokens per batch (SAE
-            methods; what ``document_features`` extracts with).
+        hook: the SAE's hook point; ``sae`` the SAE folder, ``sae_digest`` its feature-cache identity,
+            ``d_sae`` its number of latents.
+        pooling, max_length, overlap, dtype, compile, batch_tokens: the pooling and chunking of the
+            extraction, the SAE's dtype, whether the blocks ran through ``torch.compile`` and the tokens per
+            batch (SAE methods; what ``document_features`` extracts with).
         cache_key: the feature cache folder's name (it hashes all of the above), when the features are cached.
         source: the features' own source record (strings).
         n_features: the number of feature columns.
@@ -101,8 +101,8 @@ class MethodSpec:
         name, vintage: the method and the text vintage.
         kind: ``text``, ``price`` or ``text+price``.
         transform: the transform of its features (a learned method: its base's); ``clusterer`` the clusterer
-            (a learned method: ``average`` on its learned distance); ``n_components`` the PCA components (None:
-            none).
+            (a learned method: ``average`` on its learned distance); ``n_components`` the PCA components
+            (None: none).
         extraction: how its features were made (None: price peers, which have no text features).
         learned: the learned kind (``supervised`` / ``price`` / ``text+price``), None for a plain text method;
             ``learned_base`` the method it builds on (as recorded by the learned step); ``variant`` its chosen
@@ -159,8 +159,8 @@ class GroupingSpec:
 
 @dataclass(frozen=True)
 class MethodVectors:
-    """A method's stored matrix: ``matrix`` (dense float64 unit vectors, or the raw sparse features), its rows'
-    ``tickers`` and the feature ``names``."""
+    """A method's stored matrix: ``matrix`` (dense float64 unit vectors, or the raw sparse features), its
+    rows' ``tickers`` and the feature ``names``."""
 
     tickers: pd.Index
     matrix: np.ndarray | sp.csr_matrix
@@ -239,13 +239,16 @@ class BenchmarkRun:
     def pick_vintage(self, vintage: str | None = None) -> str:
         """``vintage`` if the run has text groups for it, else the :attr:`headline_vintage`."""
         if not self.vintages:
-            raise ConfigError(f"the benchmark in {self.folder} has no text methods: no text groups, vectors or "
-                              "features to read")
+            raise ConfigError(
+                f"the benchmark in {self.folder} has no text methods: no text groups, vectors or "
+                "features to read"
+            )
         if vintage is None:
             return str(self.headline_vintage)
         if vintage not in self.vintages:
-            raise ConfigError(f"the benchmark has no text groups for vintage {vintage!r}; available: "
-                              f"{list(self.vintages)}")
+            raise ConfigError(
+                f"the benchmark has no text groups for vintage {vintage!r}; available: {list(self.vintages)}"
+            )
         return vintage
 
     def method(self, name: str, vintage: str | None = None) -> MethodSpec:
@@ -268,8 +271,10 @@ class BenchmarkRun:
             hit = next((g for g in hits if g.vintage == self.headline_vintage), None)
             if hit is not None:
                 return hit
-            raise ConfigError(f"grouping {name!r} exists in vintages {[g.vintage for g in hits]} of "
-                              f"{self.folder}: say which vintage")
+            raise ConfigError(
+                f"grouping {name!r} exists in vintages {[g.vintage for g in hits]} of "
+                f"{self.folder}: say which vintage"
+            )
         names = sorted({g.name for g in self.groupings})
         where = f" in vintage {vintage!r}" if vintage is not None else ""
         raise ConfigError(f"no grouping {name!r}{where} in {self.folder}; available e.g. {names[:8]}")
@@ -278,8 +283,10 @@ class BenchmarkRun:
         """The spec of the method whose features formed ``grouping`` (a hybrid's text method, a learned
         method's base), or a ConfigError saying why there is none."""
         if grouping.feature_method is None:
-            raise ConfigError(f"grouping {grouping.name!r} is a {grouping.kind} grouping: it was not formed from "
-                              "text features")
+            raise ConfigError(
+                f"grouping {grouping.name!r} is a {grouping.kind} grouping: it was not formed from "
+                "text features"
+            )
         return self.method(grouping.feature_method, grouping.vintage)
 
     def labels(self, grouping: GroupingSpec) -> pd.DataFrame:
@@ -292,21 +299,26 @@ class BenchmarkRun:
     def vectors(self, method: MethodSpec) -> MethodVectors:
         """The unit vectors ``method`` grouped (dense float64, rows in the vintage's company order)."""
         if method.vectors is None:
-            raise ConfigError(f"text method {method.name!r} ({method.vintage}) has no vectors of its own: "
-                              f"{method.note}")
+            raise ConfigError(
+                f"text method {method.name!r} ({method.vintage}) has no vectors of its own: {method.note}"
+            )
         got = self._array(method.vectors)
-        return MethodVectors(got.tickers, np.asarray(got.matrix.toarray() if sp.issparse(got.matrix)
-                                                     else got.matrix, dtype=np.float64), got.names)
+        m = got.matrix
+        dense = m.toarray() if isinstance(m, sp.spmatrix | sp.sparray) else m
+        return MethodVectors(got.tickers, np.asarray(dense, dtype=np.float64), got.names)
 
     def features(self, method: MethodSpec) -> MethodVectors:
         """The raw feature matrix of an SAE method (sparse, as extracted)."""
         if method.features_file is None:
-            raise ConfigError(f"text method {method.name!r} ({method.vintage}) has no stored raw features (only "
-                              "SAE methods keep theirs)")
+            raise ConfigError(
+                f"text method {method.name!r} ({method.vintage}) has no stored raw features (only "
+                "SAE methods keep theirs)"
+            )
         return self._array(method.features_file)
 
-    def text_groups(self, names: Sequence[str], start: pd.Timestamp | str, *,
-                    vintage: str | None = None) -> dict[str, TextGroups]:
+    def text_groups(
+        self, names: Sequence[str], start: pd.Timestamp | str, *, vintage: str | None = None
+    ) -> dict[str, TextGroups]:
         """The labels of each grouping in ``names`` (of ``vintage``; without one, see :meth:`grouping`) and
         whether trading them from ``start`` looks ahead: their text vintage has no publication date or was
         published on or after ``start``. Unknown names are a ConfigError listing what the run has."""
@@ -316,24 +328,36 @@ class BenchmarkRun:
             g = self.grouping(name, vintage)
             rows = self.labels(g)
             published = self.vintages.get(g.vintage)
-            out[name] = TextGroups(name, g.vintage, published,
-                                   pd.Series(rows["group"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"),
-                                             name=name, dtype="string"),
-                                   bool(published is None or published >= start))
+            out[name] = TextGroups(
+                name,
+                g.vintage,
+                published,
+                pd.Series(
+                    rows["group"].to_numpy(),
+                    index=pd.Index(rows["ticker"], name="ticker"),
+                    name=name,
+                    dtype="string",
+                ),
+                bool(published is None or published >= start),
+            )
         return out
 
     def universe(self, companies: str | Path | None = None) -> Universe:
-        """The universe the benchmark ran on (the recorded companies table, or ``companies``), refused when the
-        table is missing or differs from the recorded one."""
+        """The universe the benchmark ran on (the recorded companies table, or ``companies``), refused when
+        the table is missing or differs from the recorded one."""
         from finsae.data import load_universe
 
         recorded = self.data.get("companies") or {}
         path = companies if companies is not None else recorded.get("path")
         if path is not None and not Path(path).is_file():
-            raise DataError(f"the benchmark's companies table {path} is missing; pass the table it was run on")
+            raise DataError(
+                f"the benchmark's companies table {path} is missing; pass the table it was run on"
+            )
         if path is not None and recorded.get("sha256") and file_sha256(path) != recorded["sha256"]:
-            raise DataError(f"companies table {path} differs from the one the benchmark was run on "
-                            f"(sha256 {recorded['sha256'][:12]}...): rerun finsae benchmark on it")
+            raise DataError(
+                f"companies table {path} differs from the one the benchmark was run on "
+                f"(sha256 {recorded['sha256'][:12]}...): rerun finsae benchmark on it"
+            )
         return load_universe(path)
 
     def _array(self, rel: str) -> MethodVectors:
@@ -345,14 +369,16 @@ class BenchmarkRun:
 
     # -------------------------------------------------------------------------------------------- save / load
     def save(self, folder: str | Path, *, tables: bool = True) -> Path:
-        """Write the store (index and arrays) into the results folder ``folder``, and with ``tables`` the result
-        and per-vintage tables too (with the run id); returns the index file."""
+        """Write the store (index and arrays) into the results folder ``folder``, and with ``tables`` the
+        result and per-vintage tables too (with the run id); returns the index file."""
         folder = Path(folder)
         if tables:
             self._save_tables(folder)
-        for rel, arr in self.arrays.items():
-            _write_array(folder / STORE_DIR / rel, arr)
-        for m in self.methods:  # every array the index names must exist
+        for key, arr in self.arrays.items():
+            _write_array(folder / STORE_DIR / key, arr)
+        for (
+            m
+        ) in self.methods:  # every array the index names must exist (a loaded run: copied from its folder)
             for rel in (m.vectors, m.features_file):
                 if rel is not None and rel not in self.arrays and not (folder / STORE_DIR / rel).is_file():
                     if self.folder is None:
@@ -362,7 +388,8 @@ class BenchmarkRun:
 
     def has_table(self, attr: str) -> bool:
         """Whether a benchmark writes the result table ``attr``: the co-movement, strata and dropped tables
-        always; ranking, verdict and selection with text methods; cold start and two-way with learned methods."""
+        always; ranking, verdict and selection with text methods; cold start and two-way with learned
+        methods."""
         if attr in ("table", "strata", "dropped"):
             return True
         if attr in ("ranking", "verdict", "selection"):
@@ -380,8 +407,12 @@ class BenchmarkRun:
 
     def _index(self) -> dict[str, Any]:
         return {
-            "store_version": STORE_VERSION, "run_id": self.run_id, "name": self.name,
-            "headline_method": self.headline_method, "levels": list(self.levels), "matches": list(self.matches),
+            "store_version": STORE_VERSION,
+            "run_id": self.run_id,
+            "name": self.name,
+            "headline_method": self.headline_method,
+            "levels": list(self.levels),
+            "matches": list(self.matches),
             "data": self.data,
             "vintages": {v: None if p is None else p.isoformat() for v, p in self.vintages.items()},
             "designs": [_design_dict(d) for d in self.designs],
@@ -395,19 +426,24 @@ class BenchmarkRun:
         """The run stored in the results folder ``folder`` (see the module docstring for what is refused)."""
         folder = Path(folder)
         if not folder.is_dir():
-            raise ConfigError(f"no benchmark results folder {folder}: run finsae benchmark --config ... first")
+            raise ConfigError(
+                f"no benchmark results folder {folder}: run finsae benchmark --config ... first"
+            )
         path = _store_path(folder)
         if not path.is_file():
-            raise ConfigError(f"{folder} has no run store ({STORE_DIR}/{STORE_FILE}): it is not a benchmark results "
-                              f"folder, or was written before the store existed; {_RERUN}")
+            raise ConfigError(
+                f"{folder} has no run store ({STORE_DIR}/{STORE_FILE}): it is not a benchmark results "
+                f"folder, or was written before the store existed; {_RERUN}"
+            )
         try:
             index = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path} is not a readable run store ({exc}); {_RERUN}") from None
         version = index.get("store_version") if isinstance(index, dict) else None
         if version != STORE_VERSION:
-            raise ConfigError(f"{path} is run store version {version}, this finsae reads version {STORE_VERSION}: "
-                              f"{_RERUN}")
+            raise ConfigError(
+                f"{path} is run store version {version}, this finsae reads version {STORE_VERSION}: {_RERUN}"
+            )
         run_id = index.get("run_id")
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
@@ -416,8 +452,10 @@ class BenchmarkRun:
             except ValueError as exc:
                 raise ConfigError(f"{manifest_path} is not valid JSON: {exc}") from None
             if manifest.get("run_id") != run_id:
-                raise ConfigError(f"{path} is from run {run_id}, but {manifest_path} from run "
-                                  f"{manifest.get('run_id')}: the folder is inconsistent; {_RERUN}")
+                raise ConfigError(
+                    f"{path} is from run {run_id}, but {manifest_path} from run "
+                    f"{manifest.get('run_id')}: the folder is inconsistent; {_RERUN}"
+                )
             check_run_tables(folder, manifest)
         try:
             return cls._from_index(folder, index)
@@ -433,40 +471,79 @@ class BenchmarkRun:
             if p.is_file():
                 return pd.read_parquet(p)
             if required:
-                raise ConfigError(f"{folder} has a run store but no {file}: the folder is inconsistent; {_RERUN}")
+                raise ConfigError(
+                    f"{folder} has a run store but no {file}: the folder is inconsistent; {_RERUN}"
+                )
             return pd.DataFrame()
 
         listed = set(index.get("tables", ["table"]))
         frames = {a: table(f, a in listed) for a, f in RESULT_FILES.items()}
-        result = BenchmarkResult(index["name"], frames["table"], frames["strata"], frames["dropped"], designs,
-                                 folder, frames["ranking"], frames["verdict"], frames["selection"],
-                                 frames["cold_start"], frames["two_way"])
+        result = BenchmarkResult(
+            index["name"],
+            frames["table"],
+            frames["strata"],
+            frames["dropped"],
+            designs,
+            folder,
+            frames["ranking"],
+            frames["verdict"],
+            frames["selection"],
+            frames["cold_start"],
+            frames["two_way"],
+        )
         vintages = {v: None if p is None else pd.Timestamp(p) for v, p in index["vintages"].items()}
         methods = tuple(_method_from(m) for m in index["methods"])
         for m in methods:
             for rel in (m.vectors, m.features_file):
                 if rel is not None and not (folder / STORE_DIR / rel).is_file():
-                    raise ConfigError(f"{folder / STORE_DIR / rel} is missing (method {m.name!r}, vintage "
-                                      f"{m.vintage}): the run store is incomplete; {_RERUN}")
-        per_vintage = {attr: {v: table(_vintage_file(stem, v), attr == "groups") for v in vintages}
-                       for attr, stem in VINTAGE_TABLES.items()}
-        return cls(folder, index["run_id"], index["name"], index["headline_method"], tuple(index["levels"]),
-                   tuple(index["matches"]), index["data"], vintages, result, methods,
-                   tuple(GroupingSpec(**g) for g in index["groupings"]), **per_vintage)
+                    raise ConfigError(
+                        f"{folder / STORE_DIR / rel} is missing (method {m.name!r}, vintage "
+                        f"{m.vintage}): the run store is incomplete; {_RERUN}"
+                    )
+        per_vintage = {
+            attr: {v: table(_vintage_file(stem, v), attr == "groups") for v in vintages}
+            for attr, stem in VINTAGE_TABLES.items()
+        }
+        return cls(
+            folder,
+            index["run_id"],
+            index["name"],
+            index["headline_method"],
+            tuple(index["levels"]),
+            tuple(index["matches"]),
+            index["data"],
+            vintages,
+            result,
+            methods,
+            tuple(GroupingSpec(**g) for g in index["groupings"]),
+            **per_vintage,
+        )
 
 
-# ---------------------------------------------------------------------------------------------- (de)serialising
+# -------------------------------------------------------------------------------------------- (de)serialising
 def _design_dict(d: DesignInfo) -> dict[str, Any]:
-    return {"name": d.name, "text_vintage": d.text_vintage,
-            "text_published": None if d.text_published is None else d.text_published.isoformat(),
-            "start": d.start.isoformat(), "end": d.end.isoformat(), "text_look_ahead": d.text_look_ahead,
-            "note": d.note}
+    return {
+        "name": d.name,
+        "text_vintage": d.text_vintage,
+        "text_published": None if d.text_published is None else d.text_published.isoformat(),
+        "start": d.start.isoformat(),
+        "end": d.end.isoformat(),
+        "text_look_ahead": d.text_look_ahead,
+        "note": d.note,
+    }
 
 
 def _design_from(d: Mapping[str, Any]) -> DesignInfo:
     published = d["text_published"]
-    return DesignInfo(d["name"], d["text_vintage"], None if published is None else pd.Timestamp(published),
-                      pd.Timestamp(d["start"]), pd.Timestamp(d["end"]), bool(d["text_look_ahead"]), d["note"])
+    return DesignInfo(
+        d["name"],
+        d["text_vintage"],
+        None if published is None else pd.Timestamp(published),
+        pd.Timestamp(d["start"]),
+        pd.Timestamp(d["end"]),
+        bool(d["text_look_ahead"]),
+        d["note"],
+    )
 
 
 def _method_from(m: Mapping[str, Any]) -> MethodSpec:
@@ -481,10 +558,16 @@ def _write_array(path: Path, arr: MethodVectors) -> None:
 
     def write(p: Path) -> None:
         with open(p, "wb") as fh:
-            np.savez_compressed(fh, data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape),
-                                dense=np.array(not sp.issparse(arr.matrix)),
-                                tickers=np.asarray([str(t) for t in arr.tickers], dtype=str),
-                                names=np.asarray([str(n) for n in arr.names], dtype=str))
+            np.savez_compressed(
+                fh,
+                data=m.data,
+                indices=m.indices,
+                indptr=m.indptr,
+                shape=np.array(m.shape),
+                dense=np.array(not sp.issparse(arr.matrix)),
+                tickers=np.asarray([str(t) for t in arr.tickers], dtype=str),
+                names=np.asarray([str(n) for n in arr.names], dtype=str),
+            )
 
     atomic_write(path, write)
 
@@ -503,7 +586,7 @@ def _read_array(path: Path) -> MethodVectors:
     return MethodVectors(tickers, m.toarray() if dense else m, names)
 
 
-# ----------------------------------------------------------------------------------- building from a benchmark
+# ---------------------------------------------------------------------------------- building from a benchmark
 def _extraction(m: TextMethodResult) -> ExtractionSpec:
     cfg, feats = m.config, m.features
     source = {k: str(v) for k, v in feats.source.items() if v is not None}
@@ -511,8 +594,9 @@ def _extraction(m: TextMethodResult) -> ExtractionSpec:
     cache_key = Path(str(cache)).name if cache else None
     n = int(feats.matrix.shape[1])
     if cfg.features != "sae":
-        return ExtractionSpec(cfg.features, model=source.get("model"), cache_key=cache_key, source=source,
-                              n_features=n)
+        return ExtractionSpec(
+            cfg.features, model=source.get("model"), cache_key=cache_key, source=source, n_features=n
+        )
     from finsae.extract.cache import DEFAULT_BATCH_TOKENS
     from finsae.extract.sae import SAEHandle
 
@@ -524,12 +608,25 @@ def _extraction(m: TextMethodResult) -> ExtractionSpec:
         except (OSError, ValueError):
             chunking = {}
     max_length = chunking.get("max_length", int(handle.context_size or 512))
-    return ExtractionSpec("sae", model=cfg.model, model_id=source.get("model"), tl_name=cfg.tl_name,
-                          hook=source.get("hook") or handle.hook_name, sae=source["sae"], sae_digest=handle.digest,
-                          d_sae=int(handle.d_sae), pooling=source.get("pooling", cfg.pooling),
-                          max_length=int(max_length), overlap=int(chunking.get("overlap", 0)),
-                          dtype=str(handle.dtype), compile=False, batch_tokens=DEFAULT_BATCH_TOKENS,
-                          cache_key=cache_key, source=source, n_features=n)
+    return ExtractionSpec(
+        "sae",
+        model=cfg.model,
+        model_id=source.get("model"),
+        tl_name=cfg.tl_name,
+        hook=source.get("hook") or handle.hook_name,
+        sae=source["sae"],
+        sae_digest=handle.digest,
+        d_sae=int(handle.d_sae),
+        pooling=source.get("pooling", cfg.pooling),
+        max_length=int(max_length),
+        overlap=int(chunking.get("overlap", 0)),
+        dtype=str(handle.dtype),
+        compile=False,
+        batch_tokens=DEFAULT_BATCH_TOKENS,
+        cache_key=cache_key,
+        source=source,
+        n_features=n,
+    )
 
 
 def _plain_base(methods: Mapping[str, TextMethodResult], name: str | None) -> str | None:
@@ -544,8 +641,9 @@ def _plain_base(methods: Mapping[str, TextMethodResult], name: str | None) -> st
     return None
 
 
-def _vintage_specs(cfg: BenchmarkConfig, groups: VintageGroups, arrays: dict[str, MethodVectors]
-                   ) -> tuple[list[MethodSpec], list[GroupingSpec]]:
+def _vintage_specs(
+    cfg: BenchmarkConfig, groups: VintageGroups, arrays: dict[str, MethodVectors]
+) -> tuple[list[MethodSpec], list[GroupingSpec]]:
     vintage = groups.vintage
     specs: list[MethodSpec] = []
     for name, m in groups.methods.items():
@@ -556,25 +654,40 @@ def _vintage_specs(cfg: BenchmarkConfig, groups: VintageGroups, arrays: dict[str
         note = ""
         if lm is None:
             vectors = f"{vintage}/{name}.vectors.npz"
-            arrays[vectors] = MethodVectors(m.tickers, np.asarray(m.z, dtype=np.float64), np.asarray(m.features.names))
+            arrays[vectors] = MethodVectors(
+                m.tickers, np.asarray(m.z, dtype=np.float64), np.asarray(m.features.names)
+            )
             if m.config.features == "sae":
                 features = f"{vintage}/{name}.features.npz"
-                arrays[features] = MethodVectors(m.tickers, sp.csr_matrix(m.features.matrix),
-                                                 np.asarray(m.features.names))
+                arrays[features] = MethodVectors(
+                    m.tickers, sp.csr_matrix(m.features.matrix), np.asarray(m.features.names)
+                )
         elif base is not None:
-            note = (f"a learned similarity ({lm.kind}): no per-company vectors of its own (its weights may be "
-                    f"negative); it builds on the features and vectors of {base!r}")
+            note = (
+                f"a learned similarity ({lm.kind}): no per-company vectors of its own (its weights may be "
+                f"negative); it builds on the features and vectors of {base!r}"
+            )
         else:
             note = "price peers: a similarity of returns, no text features or vectors"
-        specs.append(MethodSpec(
-            name=name, vintage=vintage, kind=m.kind,
-            transform=m.transform if lm is None or base_result is None else base_result.transform,
-            clusterer=m.clusterer,
-            n_components=(base_result.config.n_components if base_result is not None else None),
-            extraction=_extraction(base_result) if base_result is not None else None,
-            learned=None if lm is None else lm.kind, learned_base=None if lm is None else lm.base,
-            variant=None if lm is None else str(lm.group_params.get("variant")), feature_method=base,
-            companies=len(m.tickers), vectors=vectors, features_file=features, note=note))
+        specs.append(
+            MethodSpec(
+                name=name,
+                vintage=vintage,
+                kind=m.kind,
+                transform=m.transform if lm is None or base_result is None else base_result.transform,
+                clusterer=m.clusterer,
+                n_components=(base_result.config.n_components if base_result is not None else None),
+                extraction=_extraction(base_result) if base_result is not None else None,
+                learned=None if lm is None else lm.kind,
+                learned_base=None if lm is None else lm.base,
+                variant=None if lm is None else str(lm.group_params.get("variant")),
+                feature_method=base,
+                companies=len(m.tickers),
+                vectors=vectors,
+                features_file=features,
+                note=note,
+            )
+        )
     hybrid = f"{cfg.hybrid.method}_in_{cfg.hybrid.parent}" if cfg.hybrid is not None else None
     gspecs = []
     for g in groups.groupings:
@@ -586,16 +699,35 @@ def _vintage_specs(cfg: BenchmarkConfig, groups: VintageGroups, arrays: dict[str
             feature_method = cfg.hybrid.method
         else:  # random groups: permuted taxonomy labels
             feature_method = None
-        gspecs.append(GroupingSpec(name, vintage, g.method, g.level, g.match, kind, feature_method,
-                                   int(g.n_groups), float(g.density), bool(g.matched)))
+        gspecs.append(
+            GroupingSpec(
+                name,
+                vintage,
+                g.method,
+                g.level,
+                g.match,
+                kind,
+                feature_method,
+                int(g.n_groups),
+                float(g.density),
+                bool(g.matched),
+            )
+        )
     return specs, gspecs
 
 
-def build_run(cfg: BenchmarkConfig, result: BenchmarkResult, universe: Universe,
-              stage_vintages: Mapping[str, VintageGroups], data: dict[str, Any], run_id: str | None,
-              tables: Mapping[str, Mapping[str, pd.DataFrame]]) -> BenchmarkRun:
+def build_run(
+    cfg: BenchmarkConfig,
+    result: BenchmarkResult,
+    universe: Universe,
+    stage_vintages: Mapping[str, VintageGroups],
+    data: dict[str, Any],
+    run_id: str | None,
+    tables: Mapping[str, Mapping[str, pd.DataFrame]],
+) -> BenchmarkRun:
     """The store of a finished benchmark: its config ``cfg``, result tables ``result``, the universe, the text
-    groups of every vintage (``TextStage``'s), the data files, the run id and the per-vintage tables (attribute of
+    groups of every vintage (``TextStage``'s), the data files, the run id and the per-vintage tables
+    (attribute of
     :data:`VINTAGE_TABLES` -> vintage -> frame, as written)."""
     arrays: dict[str, MethodVectors] = {}
     methods: list[MethodSpec] = []
@@ -606,8 +738,20 @@ def build_run(cfg: BenchmarkConfig, result: BenchmarkResult, universe: Universe,
         groupings += g
     headline = cfg.headline_method or (cfg.text_methods[0].name if cfg.text_methods else None)
     vintages = {v: universe.vintage(v).published for v in stage_vintages}
-    return BenchmarkRun(None, run_id, cfg.name, headline, tuple(cfg.granularity.levels),
-                        tuple(cfg.granularity.match), data, vintages, result, tuple(methods), tuple(groupings),
-                        {v: tables.get("groups", {}).get(v, pd.DataFrame()) for v in vintages},
-                        {v: tables.get("learned_weights", {}).get(v, pd.DataFrame()) for v in vintages},
-                        {v: tables.get("neighbours", {}).get(v, pd.DataFrame()) for v in vintages}, arrays)
+    return BenchmarkRun(
+        None,
+        run_id,
+        cfg.name,
+        headline,
+        tuple(cfg.granularity.levels),
+        tuple(cfg.granularity.match),
+        data,
+        vintages,
+        result,
+        tuple(methods),
+        tuple(groupings),
+        {v: tables.get("groups", {}).get(v, pd.DataFrame()) for v in vintages},
+        {v: tables.get("learned_weights", {}).get(v, pd.DataFrame()) for v in vintages},
+        {v: tables.get("neighbours", {}).get(v, pd.DataFrame()) for v in vintages},
+        arrays,
+    )

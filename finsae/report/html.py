@@ -43,8 +43,11 @@ nav a{margin-right:1rem}.best{font-weight:bold}#lookup-out table{min-width:60%}c
 class BacktestSettings(Protocol):
     """What the pairs section reads of a backtest's configuration."""
 
-    headline_basis: str
-    headline_cost_bps: float
+    @property
+    def headline_basis(self) -> str: ...
+
+    @property
+    def headline_cost_bps(self) -> float: ...
 
 
 class BacktestTables(Protocol):
@@ -315,7 +318,7 @@ def _sizes_section(g: pd.DataFrame, names: tuple[str, ...], level: str) -> str:
     if g.empty or not names:
         return ""
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    bins = np.unique(np.round(np.logspace(0, 3, 20)))
+    bins = np.unique(np.round(np.logspace(0, 3, 20))).tolist()
     for name in names:
         sizes = g[g["name"] == name]["group"].value_counts()
         if len(sizes):
@@ -341,13 +344,14 @@ def _groups_section(expl: ExplanationResult | None) -> str:
                           f"<td>{r.p_out:.1%}</td><td>{r.lift:.1f}</td></tr>" for r in rows.itertuples())
         first = rows.iloc[0] if len(rows) else None
         fa = f.loc[group]
-        rule = _esc(first.rule) if first is not None else ""
+        rule = (f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p>"
+                f"<pre>{_esc(first.rule)}</pre>") if first is not None else ""
         items.append(
             f"<details><summary><b>{_esc(group)}</b> ({int(fa['n_members'])} companies): "
             f"{_esc(', '.join(rows['label'].head(3)))}</summary>"
             f"<p>Members: {_esc(fa['members'])}</p>"
-            f"<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>{latents}</table>"
-            f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p><pre>{rule}</pre>"
+            "<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>"
+            f"{latents}</table>{rule}"
             f"<p class='note'>Faithfulness: ablating the top latents lowers the within-group cosine by "
             f"{fa['drop_explaining']:.3f}, random latents of similar frequency by {fa['drop_random_mean']:.3f} "
             f"(95th pct {fa['drop_random_p95']:.3f}): {'faithful' if fa['faithful'] else 'not faithful'}.</p>"
