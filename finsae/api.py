@@ -132,7 +132,8 @@ def build_run(config: str | Path, out: str | Path, *, pairs: str | Path | None =
     formed_by = run.features_of(grouping) if grouping.feature_method is not None else None
     explanations = None
     if formed_by is not None and formed_by.extraction is not None and formed_by.extraction.features == "sae":
-        expl = explain_grouping(result.output_dir, grouping.name, companies=companies)  # its SAE: from the store
+        # its SAE, model and features: from the run store
+        expl = explain_grouping(result.output_dir, grouping.name, companies=companies)
         explanations = [expl.output_dir]
     _export_run(result.output_dir, out, pairs=pairs, explanations=explanations, companies=companies, overwrite=True)
     return load_run(out)

@@ -315,7 +315,8 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                         per_vintage["learned_weights"][v] = weights
                         per_vintage["neighbours"][v] = text.neighbours_frame()
                         write_parquet(weights, folder / f"learned_weights_{v}.parquet", run_id)
-                        write_parquet(per_vintage["neighbours"][v], folder / f"neighbours_{v}.parquet", run_id)
+                        write_parquet(per_vintage["neighbours"][v], folder / f"neighbours_{v}.parquet",
+                                      run_id)
             for frequency in design.frequencies:
                 got = _run_window(universe, prices, info, frequency, cfg, progress, text)
                 for key, items in got.items():

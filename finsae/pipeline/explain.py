@@ -1,10 +1,11 @@
 """Explain every group of one SAE grouping written by ``finsae benchmark``: latent labels, group explanations,
 rules, faithfulness. Results go to ``<results>/explanations/<grouping>/``.
 
-Everything about the grouping comes from the benchmark's run store (:class:`finsae.pipeline.store.BenchmarkRun`):
-its labels, the method whose features formed it (a hybrid's text method, a learned method's base), that
-method's SAE, model and pooling, the unit vectors it was grouped by and its raw features, and a learned method's
-weights. A grouping that was not formed from SAE latents is refused, saying why.
+Everything about the grouping comes from the benchmark's run store
+(:class:`finsae.pipeline.store.BenchmarkRun`): its labels, the method whose features formed it (a hybrid's
+text method, a learned method's base), that method's SAE, model and pooling, the unit vectors it was grouped
+by and its raw features, and a learned method's weights. A grouping that was not formed from SAE latents is
+refused, saying why.
 """
 
 from __future__ import annotations
@@ -41,28 +42,39 @@ def _sae_method(run: BenchmarkRun, g: GroupingSpec) -> tuple[MethodSpec, Extract
     ex = spec.extraction
     if ex is None or ex.features != "sae":
         what = "no text features" if ex is None else f"{ex.features} features"
-        raise ConfigError(f"cannot explain {g.name!r} by SAE latents: its method {spec.name!r} was formed from "
-                          f"{what}, not SAE latents (finsae explain explains groupings of SAE methods)")
+        raise ConfigError(
+            f"cannot explain {g.name!r} by SAE latents: its method {spec.name!r} was formed from "
+            f"{what}, not SAE latents (finsae explain explains groupings of SAE methods)"
+        )
     if spec.n_components is not None:
-        raise ConfigError(f"cannot explain {g.name!r} by SAE latents: its method {spec.name!r} reduces its features "
-                          f"to {spec.n_components} PCA components, whose dimensions are not latents")
+        raise ConfigError(
+            f"cannot explain {g.name!r} by SAE latents: its method {spec.name!r} reduces its features "
+            f"to {spec.n_components} PCA components, whose dimensions are not latents"
+        )
     return spec, ex
 
 
-def _check_given(ex: ExtractionSpec, grouping: str, sae: str | Path | None, model: str | None,
-                 tl_name: str | None) -> None:
-    """An SAE, model or architecture passed by the caller must be the one the grouping's features came from."""
+def _check_given(
+    ex: ExtractionSpec, grouping: str, sae: str | Path | None, model: str | None, tl_name: str | None
+) -> None:
+    """An SAE, model or architecture passed by the caller must be the one the grouping's features came
+    from."""
     if sae is not None and Path(sae).resolve() != Path(str(ex.sae)).resolve():
-        raise ConfigError(f"grouping {grouping!r} was formed with the SAE {ex.sae}, not {sae}: leave the SAE out "
-                          "(the run store knows it) or explain a grouping of that SAE")
+        raise ConfigError(
+            f"grouping {grouping!r} was formed with the SAE {ex.sae}, not {sae}: leave the SAE out "
+            "(the run store knows it) or explain a grouping of that SAE"
+        )
     if model is not None and model != ex.model:
-        raise ConfigError(f"grouping {grouping!r} was formed with features of model {ex.model!r}, not {model!r}")
+        raise ConfigError(
+            f"grouping {grouping!r} was formed with features of model {ex.model!r}, not {model!r}"
+        )
     if tl_name is not None and tl_name != ex.tl_name:
         raise ConfigError(f"grouping {grouping!r} was formed with tl_name {ex.tl_name!r}, not {tl_name!r}")
 
 
 def _learned_weights(run: BenchmarkRun, vintage: str, method: str, n_latents: int) -> np.ndarray | None:
-    """The group similarity's per-latent weights of a learned method (``learned_weights_<vintage>.parquet``)."""
+    """The group similarity's per-latent weights of a learned method
+    (``learned_weights_<vintage>.parquet``)."""
     w = run.learned_weights.get(vintage)
     if w is None or w.empty:
         return None
@@ -70,13 +82,22 @@ def _learned_weights(run: BenchmarkRun, vintage: str, method: str, n_latents: in
     if w.empty:
         return None
     if len(w) != n_latents:
-        raise DataError(f"learned_weights_{vintage}.parquet: {len(w)} weights for method {method!r}, the features "
-                        f"have {n_latents} latents")
+        raise DataError(
+            f"learned_weights_{vintage}.parquet: {len(w)} weights for method {method!r}, the features "
+            f"have {n_latents} latents"
+        )
     return w["weight_groups"].to_numpy(dtype=np.float64)
 
 
-def _weighted(e: GroupExplanation, z: np.ndarray, weights: np.ndarray, members: np.ndarray, features: object,
-              labels: pd.Series, top: int) -> GroupExplanation:
+def _weighted(
+    e: GroupExplanation,
+    z: np.ndarray,
+    weights: np.ndarray,
+    members: np.ndarray,
+    features: object,
+    labels: pd.Series,
+    top: int,
+) -> GroupExplanation:
     """``e`` with its latents replaced by those of largest weighted-contribution excess
     (:func:`finsae.explain.groups.explain_group_weighted`), with their in/out document frequencies."""
     from finsae.explain.groups import _activity
@@ -91,13 +112,25 @@ def _weighted(e: GroupExplanation, z: np.ndarray, weights: np.ndarray, members: 
     return replace(e, latents=table)
 
 
-def explain_grouping(results: str | Path, grouping: str, *, companies: str | Path | None = None,
-                     sae: str | Path | None = None, model: str | None = None, tl_name: str | None = None,
-                     top: int = 8, min_size: int = 3, draws: int = 50, seed: int = 0,
-                     write: bool = True, progress: bool | None = None) -> ExplanationResult:
+def explain_grouping(
+    results: str | Path,
+    grouping: str,
+    *,
+    companies: str | Path | None = None,
+    sae: str | Path | None = None,
+    model: str | None = None,
+    tl_name: str | None = None,
+    top: int = 8,
+    min_size: int = 3,
+    draws: int = 50,
+    seed: int = 0,
+    write: bool = True,
+    progress: bool | None = None,
+) -> ExplanationResult:
     """Explain every group (of at least ``min_size`` members) of the SAE grouping ``grouping`` found in the
-    benchmark results folder ``results``, with the SAE, model, vectors and features that formed it (from the run
-    store). ``sae``, ``model`` and ``tl_name`` are optional checks: given, they must be the grouping's own."""
+    benchmark results folder ``results``, with the SAE, model, vectors and features that formed it (from the
+    run store). ``sae``, ``model`` and ``tl_name`` are optional checks: given, they must be the grouping's
+    own."""
     from finsae.extract.model import load_model
     from finsae.extract.sae import SAEHandle
 
@@ -115,16 +148,22 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
     universe = run.universe(companies)
     texts = universe.descriptions(vintage)
     if not pd.Index(texts.index).equals(vectors.tickers):
-        raise DataError(f"the {vintage!r} descriptions of {universe.source} are not the companies the benchmark "
-                        f"grouped ({len(texts)} vs {len(vectors.tickers)}): pass the companies table it ran on")
+        raise DataError(
+            f"the {vintage!r} descriptions of {universe.source} are not the companies the benchmark "
+            f"grouped ({len(texts)} vs {len(vectors.tickers)}): pass the companies table it ran on"
+        )
     handle = SAEHandle(str(ex.sae))
     if handle.d_sae != ex.d_sae or (ex.sae_digest is not None and handle.digest != ex.sae_digest):
-        raise DataError(f"the SAE in {ex.sae} is not the one that formed {grouping!r} (d_sae {handle.d_sae} vs "
-                        f"{ex.d_sae}, or other weights): restore it or rerun finsae benchmark")
+        raise DataError(
+            f"the SAE in {ex.sae} is not the one that formed {grouping!r} (d_sae {handle.d_sae} vs "
+            f"{ex.d_sae}, or other weights): restore it or rerun finsae benchmark"
+        )
     loaded = load_model(str(ex.model), tl_name=ex.tl_name, lazy=True)
     if ex.model_id is not None and loaded.model_id != ex.model_id:
-        raise DataError(f"model {ex.model!r} now resolves to {loaded.model_id}, but the features of {grouping!r} "
-                        f"came from {ex.model_id}: rerun finsae benchmark")
+        raise DataError(
+            f"model {ex.model!r} now resolves to {loaded.model_id}, but the features of {grouping!r} "
+            f"came from {ex.model_id}: rerun finsae benchmark"
+        )
     labels = latent_labels(loaded, handle, list(texts), list(texts.index), progress=progress)
     label_series = labels.labels()
     weights = _learned_weights(run, vintage, g.method, z.shape[1])
@@ -134,35 +173,66 @@ def explain_grouping(results: str | Path, grouping: str, *, companies: str | Pat
     if len(groups) == 0:
         raise DataError(f"grouping {grouping!r} has no group of {min_size} or more companies with text")
     expl_rows, faith_rows = [], []
-    for grp in tqdm(groups, desc=f"explain {grouping}", unit="group",
-                    disable=None if progress is None else not progress):
+    for grp in tqdm(
+        groups, desc=f"explain {grouping}", unit="group", disable=None if progress is None else not progress
+    ):
         members = (group_of == grp).to_numpy()
         e = explain_group(feats.matrix, members, labels=label_series, top=top, group=str(grp))
         if weights is not None:  # a learned similarity: latents by their weighted contribution to it
             e = _weighted(e, z, weights, members, feats.matrix, label_series, top)
-        f = faithfulness(z, feats.matrix, members, e.latents["latent"].to_numpy()[:min(5, len(e.latents))],
-                         draws=draws, seed=seed, group=str(grp), weights=weights)
+        f = faithfulness(
+            z,
+            feats.matrix,
+            members,
+            e.latents["latent"].to_numpy()[: min(5, len(e.latents))],
+            draws=draws,
+            seed=seed,
+            group=str(grp),
+            weights=weights,
+        )
         member_list = list(vectors.tickers[members])
         expl_rows.append(e.to_frame().assign(rank=np.arange(len(e.latents)), members=", ".join(member_list)))
         faith_rows.append({**f.to_dict(), "members": ", ".join(member_list)})
     table = pd.concat(expl_rows, ignore_index=True)
     faith = pd.DataFrame(faith_rows)
     out = results / "explanations" / re.sub(r"[^A-Za-z0-9_.@-]+", "_", grouping)
-    result = ExplanationResult(grouping, table, faith, labels, out if write else None, spec.name, ex.sae,
-                               run.run_id)
+    result = ExplanationResult(
+        grouping, table, faith, labels, out if write else None, spec.name, ex.sae, run.run_id
+    )
     if write:
         write_parquet(table, out / "groups.parquet")
         write_parquet(faith, out / "faithfulness.parquet")
         write_parquet(labels.table.reset_index(drop=True), out / "latent_labels.parquet")
         write_parquet(labels.examples, out / "latent_examples.parquet")
         # which benchmark run the groups came from: export refuses explanations of another run
-        write_json({"grouping": grouping, "results_run_id": run.run_id, "vintage": vintage,
-                    "transform": spec.transform, "method": spec.name, "sae": ex.sae, "sae_digest": ex.sae_digest,
-                    "d_sae": ex.d_sae, "groups": len(groups), "min_size": min_size, "top": top, "draws": draws,
-                    "faithful_share": result.faithful_share, "seconds": round(time.perf_counter() - t0, 1),
-                    "features": ex.source}, out / "manifest.json")
-    logger.info("%s: %d groups explained with %s (%d latents), %.0f%% faithful", grouping, len(groups), ex.sae,
-                ex.d_sae or 0, 100 * result.faithful_share)
+        write_json(
+            {
+                "grouping": grouping,
+                "results_run_id": run.run_id,
+                "vintage": vintage,
+                "transform": spec.transform,
+                "method": spec.name,
+                "sae": ex.sae,
+                "sae_digest": ex.sae_digest,
+                "d_sae": ex.d_sae,
+                "groups": len(groups),
+                "min_size": min_size,
+                "top": top,
+                "draws": draws,
+                "faithful_share": result.faithful_share,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "features": ex.source,
+            },
+            out / "manifest.json",
+        )
+    logger.info(
+        "%s: %d groups explained with %s (%d latents), %.0f%% faithful",
+        grouping,
+        len(groups),
+        ex.sae,
+        ex.d_sae or 0,
+        100 * result.faithful_share,
+    )
     return result
 
 
@@ -181,6 +251,13 @@ def load_explanation(folder: str | Path) -> ExplanationResult:
     labels_path, examples_path = folder / "latent_labels.parquet", folder / "latent_examples.parquet"
     table = pd.read_parquet(labels_path) if labels_path.is_file() else pd.DataFrame()
     examples = pd.read_parquet(examples_path) if examples_path.is_file() else pd.DataFrame()
-    return ExplanationResult(str(info.get("grouping", "")), pd.read_parquet(folder / "groups.parquet"),
-                             pd.read_parquet(folder / "faithfulness.parquet"), LatentLabels(table, examples),
-                             folder, info.get("method"), info.get("sae"), info.get("results_run_id"))
+    return ExplanationResult(
+        str(info.get("grouping", "")),
+        pd.read_parquet(folder / "groups.parquet"),
+        pd.read_parquet(folder / "faithfulness.parquet"),
+        LatentLabels(table, examples),
+        folder,
+        info.get("method"),
+        info.get("sae"),
+        info.get("results_run_id"),
+    )

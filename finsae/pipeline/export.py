@@ -1,24 +1,26 @@
 """Write a versioned export of a model run: parquet tables plus ``manifest.json``, readable without finsae.
 
-An export is made from a ``finsae benchmark`` results folder (its manifest names the universe, the text methods,
-their feature sources and the transform each method used), optionally with a pairs backtest folder and
-``finsae explain`` folders. Layout (schema version :data:`SCHEMA_VERSION`; columns in ``export_schema.json``):
+An export is made from a ``finsae benchmark`` results folder (its run store holds each text method's vectors
+as it grouped them, with their feature sources and transform, its groups and headline method; its manifest
+names the data files), optionally with a pairs backtest folder and ``finsae explain`` folders. Layout (schema
+version :data:`SCHEMA_VERSION`; columns in ``export_schema.json``):
 
 * ``companies.parquet``: one row per company of the universe (ticker, name, codes, GICS names, ``has_text``).
-* ``groups.parquet``: long table ``grouping, method, level, match, kind, group, ticker`` with every text grouping
-  of the benchmark's formation vintage and the taxonomy groupings of the benchmark's levels.
+* ``groups.parquet``: long table ``grouping, method, level, match, kind, group, ticker`` with every text
+  grouping of the benchmark's formation vintage and the taxonomy groupings of the benchmark's levels.
 * ``vectors.parquet``: ``method, ticker, dim, value``: the non-zero entries of each text method's unit-length
-  company vectors (the method's transform fitted on the formation text). The cosine similarity of two companies
-  is the sum of products of their entries with equal ``dim``.
+  company vectors (the method's transform fitted on the formation text, as the benchmark grouped them). The
+  cosine similarity of two companies is the sum of products of their entries with equal ``dim``.
 * ``peers.parquet``: ``method, ticker, rank, peer, similarity``: each company's ``k`` most similar companies
   (ties broken by universe order).
 * ``dimensions.parquet``: ``method, dim, label``: what a dimension of an interpretable method means (an SAE
   latent's label, a TF-IDF term); pair explanations name the shared dimensions with it.
-* ``latents.parquet``, ``group_explanations.parquet``, ``group_faithfulness.parquet``: SAE latent labels and group
-  explanations (with explanation folders).
+* ``latents.parquet``, ``group_explanations.parquet``, ``group_faithfulness.parquet``: SAE latent labels and
+  group explanations (with explanation folders).
 * ``benchmark_*.parquet`` and ``backtest_*.parquet``: the benchmark's and the pairs backtest's result tables.
-* ``.finsae-export``: the marker that says the folder is an export: ``overwrite=True`` (``--overwrite``) replaces
-  only a folder with this marker (or an export manifest, for exports made before it) and nothing but export files.
+* ``.finsae-export``: the marker that says the folder is an export: ``overwrite=True`` (``--overwrite``)
+  replaces only a folder with this marker (or an export manifest, for exports made before it) and nothing but
+  export files.
 """
 
 from __future__ import annotations
@@ -57,8 +59,6 @@ logger = logging.getLogger(__name__)
 _TAXONOMY_FAMILY = {"gics": "gics", "sic": "sic", "yahoo": "yahoo"}
 
 
-
-
 def _export_files(folder: Path) -> set[str] | None:
     """The names of the files an export folder consists of (marker, manifest, its tables), or None when
     ``folder`` is not an export (no marker and no export manifest)."""
@@ -75,17 +75,20 @@ def _export_files(folder: Path) -> set[str] | None:
 
 
 def check_export_target(out: Path, overwrite: bool, inputs: dict[str, Path | None]) -> None:
-    """Refuse an export folder ``out`` that would lose or mix the user's files: ``out`` must not contain or lie
-    inside an input folder (``inputs``: label -> folder); an existing ``out`` is replaced only with ``overwrite``,
-    only when it is a finsae export, and only when it holds nothing but the export's own files."""
+    """Refuse an export folder ``out`` that would lose or mix the user's files: ``out`` must not contain or
+    lie inside an input folder (``inputs``: label -> folder); an existing ``out`` is replaced only with
+    ``overwrite``, only when it is a finsae export, and only when it holds nothing but the export's own
+    files."""
     target = out.resolve()
     for label, folder in inputs.items():
         if folder is None:
             continue
         src = Path(folder).resolve()
         if target == src or src.is_relative_to(target) or target.is_relative_to(src):
-            raise ConfigError(f"export folder {out} and the {label} folder {folder} overlap (one contains the "
-                              "other): write the export to a folder of its own")
+            raise ConfigError(
+                f"export folder {out} and the {label} folder {folder} overlap (one contains the "
+                "other): write the export to a folder of its own"
+            )
     if not out.exists() and not out.is_symlink():
         return
     if not overwrite:
@@ -97,35 +100,43 @@ def check_export_target(out: Path, overwrite: bool, inputs: dict[str, Path | Non
         return
     own = _export_files(out)
     if own is None:
-        raise ConfigError(f"{out} is not a finsae export (no {EXPORT_MARKER} marker or export manifest.json): "
-                          "--overwrite replaces only an export folder; choose another --out")
+        raise ConfigError(
+            f"{out} is not a finsae export (no {EXPORT_MARKER} marker or export manifest.json): "
+            "--overwrite replaces only an export folder; choose another --out"
+        )
     strangers = [e for e in entries if e not in own]
     if strangers:
-        raise ConfigError(f"{out} holds files that are not part of the export ({strangers[:5]}): move them away "
-                          "or choose another --out; --overwrite deletes nothing but an export")
+        raise ConfigError(
+            f"{out} holds files that are not part of the export ({strangers[:5]}): move them away "
+            "or choose another --out; --overwrite deletes nothing but an export"
+        )
 
 
 def _results_manifest(results: Path) -> dict:
     path = results / "manifest.json"
     if not path.is_file():
-        raise ConfigError(f"{results} is not a finsae benchmark results folder (no manifest.json); "
-                          "run finsae benchmark --config ... first")
+        raise ConfigError(
+            f"{results} is not a finsae benchmark results folder (no manifest.json); "
+            "run finsae benchmark --config ... first"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     check_run_tables(results, manifest)  # every table from the run the manifest describes
     if not manifest.get("text_methods"):
-        raise ConfigError(f"the benchmark in {results} has no text methods: nothing to export (peers and "
-                          "similarities come from text features)")
+        raise ConfigError(
+            f"the benchmark in {results} has no text methods: nothing to export (peers and "
+            "similarities come from text features)"
+        )
     return manifest
 
 
 @dataclass(frozen=True)
 class MethodExport:
-    """One text method's company vectors as exported: ``tickers`` (universe order), ``z`` (unit rows, float32),
-    ``info`` (its entry in the export manifest) and ``names`` (what each dimension means; None when PCA mixed
-    them or they never had a meaning)."""
+    """One text method's company vectors as exported: ``tickers`` (universe order), ``z`` (unit rows,
+    float32), ``info`` (its entry in the export manifest) and ``names`` (what each dimension means; None when
+    PCA mixed them or they never had a meaning)."""
 
     name: str
     tickers: pd.Index
@@ -155,9 +166,13 @@ def _method_vectors(run: BenchmarkRun, universe: Universe, vintage: str) -> dict
     universe order; learned similarities and price peers have none (their groupings are exported)."""
     out: dict[str, MethodExport] = {}
     for spec in run.methods_of(vintage):
-        if spec.vectors is None:  # learned similarities and price peers: not a vector per company (weights may
+        if (
+            spec.vectors is None
+        ):  # learned similarities and price peers: not a vector per company (weights may
             # be negative, price peers have no text); their groupings are exported in the groups table
-            logger.info("export: %s has no company vectors (%s); its groups are exported", spec.name, spec.note)
+            logger.info(
+                "export: %s has no company vectors (%s); its groups are exported", spec.name, spec.note
+            )
             continue
         ex = spec.extraction
         assert ex is not None  # a method with vectors has features
@@ -166,11 +181,18 @@ def _method_vectors(run: BenchmarkRun, universe: Universe, vintage: str) -> dict
         tickers, z = got.tickers[order], got.matrix[order]
         # dimensions keep a meaning (a latent, a term) unless PCA mixed them; minilm's never had one
         names = got.names if spec.n_components is None and ex.features in ("sae", "tfidf") else None
-        info = {"features": ex.features, "transform": spec.transform, "clusterer": spec.clusterer,
-                "interpretable": names is not None, "dims": int(z.shape[1]), "companies": int(z.shape[0]),
-                "source": dict(ex.source)}
-        out[spec.name] = MethodExport(spec.name, tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)), info,
-                                      names)
+        info = {
+            "features": ex.features,
+            "transform": spec.transform,
+            "clusterer": spec.clusterer,
+            "interpretable": names is not None,
+            "dims": int(z.shape[1]),
+            "companies": int(z.shape[0]),
+            "source": dict(ex.source),
+        }
+        out[spec.name] = MethodExport(
+            spec.name, tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)), info, names
+        )
     return out
 
 
@@ -178,8 +200,16 @@ def _vectors_frame(vectors: dict[str, MethodExport]) -> pd.DataFrame:
     frames = []
     for name, v in vectors.items():
         coo = v.z.tocoo()
-        frames.append(pd.DataFrame({"method": name, "ticker": v.tickers.to_numpy()[coo.row],
-                                    "dim": coo.col.astype(np.int32), "value": coo.data.astype(np.float32)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": name,
+                    "ticker": v.tickers.to_numpy()[coo.row],
+                    "dim": coo.col.astype(np.int32),
+                    "value": coo.data.astype(np.float32),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -196,8 +226,17 @@ def _peers_frame(vectors: dict[str, MethodExport], k: int) -> pd.DataFrame:
             sims.append(s)
             ranks.append(np.arange(1, len(order) + 1))
         r = np.concatenate(rows)
-        frames.append(pd.DataFrame({"method": name, "ticker": names[r], "rank": np.concatenate(ranks).astype(np.int32),
-                                    "peer": names[np.concatenate(peers)], "similarity": np.concatenate(sims)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": name,
+                    "ticker": names[r],
+                    "rank": np.concatenate(ranks).astype(np.int32),
+                    "peer": names[np.concatenate(peers)],
+                    "similarity": np.concatenate(sims),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -205,8 +244,11 @@ def _dimensions_frame(vectors: dict[str, MethodExport], labels: pd.DataFrame | N
     """What each dimension of an interpretable method means: an SAE latent's label (``latent j`` without
     explanations) or a TF-IDF term."""
     frames = []
-    by_latent = (pd.Series(labels["label"].to_numpy(), index=labels["latent"].to_numpy())
-                 if labels is not None else None)
+    by_latent = (
+        pd.Series(labels["label"].to_numpy(), index=labels["latent"].to_numpy())
+        if labels is not None
+        else None
+    )
     for name, v in vectors.items():
         names = v.names
         if names is None:
@@ -220,8 +262,13 @@ def _dimensions_frame(vectors: dict[str, MethodExport], labels: pd.DataFrame | N
             text = [str(x) for x in names]
         frames.append(pd.DataFrame({"method": name, "dim": dims.astype(np.int32), "label": text}))
     if not frames:
-        return pd.DataFrame({"method": pd.Series(dtype=object), "dim": pd.Series(dtype=np.int32),
-                             "label": pd.Series(dtype=object)})
+        return pd.DataFrame(
+            {
+                "method": pd.Series(dtype=object),
+                "dim": pd.Series(dtype=np.int32),
+                "label": pd.Series(dtype=object),
+            }
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -236,15 +283,26 @@ def _groups_frame(run: BenchmarkRun, universe: Universe, vintage: str) -> pd.Dat
     for level in run.levels:
         labels = taxonomy_labels(universe, level).dropna()
         family = level.split("_")[0]
-        frames.append(pd.DataFrame({"grouping": level, "method": _TAXONOMY_FAMILY.get(family, family),
-                                    "level": level, "match": "taxonomy", "kind": "taxonomy",
-                                    "group": labels.astype(str).to_numpy(), "ticker": labels.index.to_numpy()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "grouping": level,
+                    "method": _TAXONOMY_FAMILY.get(family, family),
+                    "level": level,
+                    "match": "taxonomy",
+                    "kind": "taxonomy",
+                    "group": labels.astype(str).to_numpy(),
+                    "ticker": labels.index.to_numpy(),
+                }
+            )
+        )
     out = pd.concat(frames, ignore_index=True)
     return out.astype({c: object for c in out.columns})
 
 
-def _explanation_frames(dirs: list[Path], run_id: str | None = None
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+def _explanation_frames(
+    dirs: list[Path], run_id: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     expl, faith, labels, names = [], [], None, []
     for d in dirs:
         info_path = d / "manifest.json"
@@ -253,8 +311,10 @@ def _explanation_frames(dirs: list[Path], run_id: str | None = None
         info = json.loads(info_path.read_text())
         made_from = info.get("results_run_id")
         if run_id and made_from and made_from != run_id:
-            raise DataError(f"explanations {d} were made from another benchmark run ({made_from}) than the results "
-                            f"being exported ({run_id}): rerun finsae explain, or leave them out")
+            raise DataError(
+                f"explanations {d} were made from another benchmark run ({made_from}) than the results "
+                f"being exported ({run_id}): rerun finsae explain, or leave them out"
+            )
         grouping = info["grouping"]
         names.append(grouping)
         g = pd.read_parquet(d / "groups.parquet")
@@ -265,7 +325,9 @@ def _explanation_frames(dirs: list[Path], run_id: str | None = None
         if labels is None:
             labels = lab
         elif not labels["label"].equals(lab["label"]):
-            raise DataError(f"explanation folders {dirs[0]} and {d} use different latent labels (different SAEs?)")
+            raise DataError(
+                f"explanation folders {dirs[0]} and {d} use different latent labels (different SAEs?)"
+            )
     lead = ["grouping", "group", "rank", "latent", "label"]
     e = pd.concat(expl, ignore_index=True)
     e = e[lead + [c for c in e.columns if c not in lead]]
@@ -278,12 +340,14 @@ def _explanation_frames(dirs: list[Path], run_id: str | None = None
 
 
 def _copy_frame(table: pd.DataFrame, dst: Path) -> pd.DataFrame:
-    """Write ``table`` to ``dst`` with mixed-type object columns (e.g. bool/None) as strings, readable anywhere."""
+    """Write ``table`` to ``dst`` with mixed-type object columns (e.g. bool/None) as strings, readable
+    anywhere."""
     table = table.copy()
     for c in table.columns:
         if table[c].dtype == object and not table[c].map(lambda v: isinstance(v, str) or v is None).all():
-            table[c] = table[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                                    else str(v))
+            table[c] = table[c].map(
+                lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            )
     write_parquet(table, dst)
     return table
 
@@ -304,18 +368,35 @@ def _column_types(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def plan_export(results: str | Path, out: str | Path, *, pairs: str | Path | None = None,
-                explanations: list[str | Path] | str | Path | None = None, vintage: str | None = None,
-                k: int = 20, companies: str | Path | None = None, overwrite: bool = False) -> ExportPlan:
+def plan_export(
+    results: str | Path,
+    out: str | Path,
+    *,
+    pairs: str | Path | None = None,
+    explanations: list[str | Path] | str | Path | None = None,
+    vintage: str | None = None,
+    k: int = 20,
+    companies: str | Path | None = None,
+    overwrite: bool = False,
+) -> ExportPlan:
     """Read and check everything an export needs (see :func:`export_run`); writes nothing."""
     results, out = Path(results), Path(out)
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    expl_dirs = [Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])]
+    expl_dirs = [
+        Path(e) for e in ([explanations] if isinstance(explanations, str | Path) else explanations or [])
+    ]
     manifest = _results_manifest(results)
     pairs_dir = Path(pairs) if pairs is not None else None
-    check_export_target(out, overwrite, {"results": results, "pairs": pairs_dir,
-                                         **{f"explanations {i + 1}": d for i, d in enumerate(expl_dirs)}})
+    check_export_target(
+        out,
+        overwrite,
+        {
+            "results": results,
+            "pairs": pairs_dir,
+            **{f"explanations {i + 1}": d for i, d in enumerate(expl_dirs)},
+        },
+    )
     run = BenchmarkRun.load(results)
     vintage = run.pick_vintage(vintage)
     universe = run.universe(companies)
@@ -325,21 +406,37 @@ def plan_export(results: str | Path, out: str | Path, *, pairs: str | Path | Non
     return ExportPlan(results, out, manifest, run, universe, vintage, vectors, expl_dirs, pairs_dir, k)
 
 
-def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None = None,
-               explanations: list[str | Path] | str | Path | None = None, vintage: str | None = None, k: int = 20,
-               companies: str | Path | None = None, overwrite: bool = False,
-               progress: bool | None = None) -> ExportResult:
+def export_run(
+    results: str | Path,
+    out: str | Path,
+    *,
+    pairs: str | Path | None = None,
+    explanations: list[str | Path] | str | Path | None = None,
+    vintage: str | None = None,
+    k: int = 20,
+    companies: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> ExportResult:
     """Export the benchmark results folder ``results`` (plus the pairs backtest folder ``pairs`` and ``finsae
-    explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout. Vectors,
-    groups and the headline come from the benchmark's run store: the export holds exactly the vectors the
-    groups were formed by (``progress`` is accepted for compatibility; nothing is extracted).
+    explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
+    Vectors, groups and the headline come from the benchmark's run store: the export holds exactly the vectors
+    the groups were formed by (``progress`` is accepted for compatibility; nothing is extracted).
 
-    The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is either
-    the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
+    The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is
+    either the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
     ``overwrite`` and only when it is an export (see :func:`check_export_target`)."""
     t0 = time.perf_counter()
-    plan = plan_export(results, out, pairs=pairs, explanations=explanations, vintage=vintage, k=k,
-                       companies=companies, overwrite=overwrite)
+    plan = plan_export(
+        results,
+        out,
+        pairs=pairs,
+        explanations=explanations,
+        vintage=vintage,
+        k=k,
+        companies=companies,
+        overwrite=overwrite,
+    )
     tmp = fresh_sibling(plan.out, "partial")
     try:
         out_manifest = _write_export(tmp, plan)
@@ -355,8 +452,18 @@ def export_run(results: str | Path, out: str | Path, *, pairs: str | Path | None
 def _companies_frame(universe: Universe, texts: pd.Index) -> pd.DataFrame:
     frame = universe.to_frame().reset_index()
     frame["has_text"] = frame["ticker"].isin(texts)
-    keep = ["ticker", "name", "cik", "sic", "gics", "gics_sector", "gics_industry_group", "gics_industry",
-            "gics_sub_industry", "has_text"]
+    keep = [
+        "ticker",
+        "name",
+        "cik",
+        "sic",
+        "gics",
+        "gics_sector",
+        "gics_industry_group",
+        "gics_industry",
+        "gics_sub_industry",
+        "has_text",
+    ]
     frame = frame[[c for c in keep if c in frame]]
     return frame.astype({c: object for c in frame.columns if c != "has_text"})
 
@@ -381,8 +488,11 @@ def _model_tables(plan: ExportPlan) -> tuple[dict[str, pd.DataFrame], list[str]]
 def _copy_results(plan: ExportPlan, tmp: Path) -> dict[str, pd.DataFrame]:
     """The benchmark's co-movement, ranking and verdict tables (from the run store)."""
     out = {}
-    for attr, name in [("table", "benchmark_comovement"), ("ranking", "benchmark_ranking"),
-                       ("verdict", "benchmark_verdict")]:
+    for attr, name in [
+        ("table", "benchmark_comovement"),
+        ("ranking", "benchmark_ranking"),
+        ("verdict", "benchmark_verdict"),
+    ]:
         if plan.run.has_table(attr):
             out[name] = _copy_frame(getattr(plan.run.result, attr), tmp / f"{name}.parquet")
     return out
@@ -395,13 +505,17 @@ def _copy_backtest(plan: ExportPlan, tmp: Path) -> tuple[dict[str, pd.DataFrame]
     pairs, out = plan.pairs, {}
     for src in ("summary", "windows", "daily"):
         if (pairs / f"{src}.parquet").is_file():
-            out[f"backtest_{src}"] = _copy_frame(pd.read_parquet(pairs / f"{src}.parquet"),
-                                                 tmp / f"backtest_{src}.parquet")
+            out[f"backtest_{src}"] = _copy_frame(
+                pd.read_parquet(pairs / f"{src}.parquet"), tmp / f"backtest_{src}.parquet"
+            )
     pm = json.loads((pairs / "manifest.json").read_text()) if (pairs / "manifest.json").is_file() else {}
     if pm.get("run_id"):  # a backtest folder written through staged_results: one run, or refuse
         check_run_tables(pairs, pm)
-    return out, {"path": str(pairs), "config": pm.get("config", {}).get("name"),
-                 "window": [pm.get("config", {}).get("start"), pm.get("config", {}).get("end")]}
+    return out, {
+        "path": str(pairs),
+        "config": pm.get("config", {}).get("name"),
+        "window": [pm.get("config", {}).get("start"), pm.get("config", {}).get("end")],
+    }
 
 
 def _headline(plan: ExportPlan, explained: list[str]) -> tuple[str, str]:
@@ -412,8 +526,12 @@ def _headline(plan: ExportPlan, explained: list[str]) -> tuple[str, str]:
     if headline not in vectors:  # a learned similarity: peers come from the text method it is built on
         base = next((m.feature_method for m in run.methods_of(plan.vintage) if m.name == headline), None)
         fallback = base if base in vectors else next(iter(vectors), headline)
-        logger.warning("export: the benchmark's headline method %s has no company vectors; %s is the export's "
-                       "headline method for peers (its groups are in the groups table)", headline, fallback)
+        logger.warning(
+            "export: the benchmark's headline method %s has no company vectors; %s is the export's "
+            "headline method for peers (its groups are in the groups table)",
+            headline,
+            fallback,
+        )
         headline = str(fallback)
     own = [g for g in explained if g.startswith(f"{headline}@")]
     return headline, (own or explained or [f"{headline}@{run.levels[0]}:density"])[0]
@@ -432,8 +550,10 @@ def _write_export(tmp: Path, plan: ExportPlan) -> dict:
     headline, default_grouping = _headline(plan, explained)
     vectors, manifest = plan.vectors, plan.manifest
     cfg = manifest["config"]
-    explainable = sorted((n for n, v in vectors.items() if v.info["interpretable"]),
-                         key=lambda n: vectors[n].info["features"] != "sae")  # SAE methods first
+    explainable = sorted(
+        (n for n, v in vectors.items() if v.info["interpretable"]),
+        key=lambda n: vectors[n].info["features"] != "sae",
+    )  # SAE methods first
     out_manifest = {
         "schema_version": SCHEMA_VERSION,
         "finsae_version": finsae.__version__,
@@ -449,19 +569,29 @@ def _write_export(tmp: Path, plan: ExportPlan) -> dict:
             "companies": manifest.get("data", {}).get("companies"),
             "prices": manifest.get("data", {}).get("prices"),
             "prices_window": manifest.get("prices_window"),
-            "designs": [{key: d.get(key) for key in ("name", "start", "end", "text_vintage")}
-                        for d in cfg.get("designs", [])],
+            "designs": [
+                {key: d.get(key) for key in ("name", "start", "end", "text_vintage")}
+                for d in cfg.get("designs", [])
+            ],
             "n_companies": len(plan.universe),
             "n_with_text": int(len(plan.universe.descriptions(plan.vintage))),
         },
         "source": {"results": str(plan.results), "benchmark": plan.run.name, "backtest": pairs_info},
-        "tables": {name: {"file": f"{name}.parquet", "rows": len(table), "columns": _column_types(table),
-                          "sha256": file_sha256(tmp / f"{name}.parquet")}
-                   for name, table in tables.items()},
+        "tables": {
+            name: {
+                "file": f"{name}.parquet",
+                "rows": len(table),
+                "columns": _column_types(table),
+                "sha256": file_sha256(tmp / f"{name}.parquet"),
+            }
+            for name, table in tables.items()
+        },
     }
     write_json(out_manifest, tmp / "manifest.json")
-    write_text(f"finsae export, schema {SCHEMA_VERSION}: finsae export --overwrite replaces this folder\n",
-               tmp / EXPORT_MARKER)
+    write_text(
+        f"finsae export, schema {SCHEMA_VERSION}: finsae export --overwrite replaces this folder\n",
+        tmp / EXPORT_MARKER,
+    )
     from finsae.export.schema import validate_export
 
     validate_export(tmp)

@@ -359,7 +359,8 @@ def _groups_section(expl: ExplanationResult | None) -> str:
     share = float(f["faithful"].mean())
     sae = f' <span class="note">(latents of the SAE {_esc(expl.sae)})</span>' if expl.sae else ""
     return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
-            f"</code>{sae}</h2><p>{len(f)} groups; the explaining latents are faithful for <b>{share:.0%}</b> of them."
+            f"</code>{sae}</h2><p>{len(f)} groups; the explaining latents are faithful for "
+            f"<b>{share:.0%}</b> of them."
             f"</p>{''.join(items)}</section>")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from finsae.backtest.results import BacktestResult  # type: ignore[import-not-found]  # being moved there (#14)
+    # being moved there (#14)
+    from finsae.backtest.results import BacktestResult  # type: ignore[import-not-found]
     from finsae.evaluate.results import BenchmarkResult, DesignInfo
     from finsae.explain.results import ExplanationResult
 
