@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/answer.png"))
     parser.add_argument("--no-minilm", action="store_true", help="Skip the MiniLM window statistic.")
     args = parser.parse_args()
-    out = answer_figure(args.results)
+    path = args.results / "two_way.parquet"
+    out = answer_figure(pd.read_parquet(path)) if path.is_file() else None
     if out is None:
         raise SystemExit(f"{args.results} has no two_way.parquet: run finsae benchmark --config "
                          "backtests/forward_2017.yaml first")

@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from finsae.errors import ConfigError, DataError, FinsaeError, ProviderError
+from finsae.evaluate.results import BenchmarkResult
 from finsae.export.layout import SCHEMA_VERSION, ExportResult
 from finsae.export.schema import ExportError, validate_export
 from finsae.export.store import (
@@ -43,7 +44,6 @@ from finsae.export.store import (
     UnknownTickerError,
 )
 from finsae.pipeline.backtest import BacktestResult
-from finsae.pipeline.benchmark import BenchmarkResult
 from finsae.pipeline.export import export_run as _export_run
 
 logger = logging.getLogger(__name__)
@@ -120,17 +120,20 @@ def build_run(config: str | Path, out: str | Path, *, pairs: str | Path | None =
     from finsae.config import load_benchmark_config
     from finsae.pipeline.benchmark import run_benchmark
     from finsae.pipeline.explain import explain_grouping
+    from finsae.pipeline.store import BenchmarkRun
 
     cfg = load_benchmark_config(config)
     if not cfg.text_methods:
         raise ConfigError(f"{config}: a model run needs text methods (text_methods is empty)")
     result = run_benchmark(cfg)
-    headline = next(m for m in cfg.text_methods if m.name == (cfg.headline_method or cfg.text_methods[0].name))
+    assert result.output_dir is not None  # written
+    run = BenchmarkRun.load(result.output_dir)
+    grouping = run.grouping(f"{run.headline_method}@{explain_level}:density")
+    formed_by = run.features_of(grouping) if grouping.feature_method is not None else None
     explanations = None
-    if headline.features == "sae":
-        grouping = f"{headline.name}@{explain_level}:density"
-        expl = explain_grouping(result.output_dir, grouping, companies=companies, sae=headline.sae,
-                                model=headline.model, tl_name=headline.tl_name)
+    if formed_by is not None and formed_by.extraction is not None and formed_by.extraction.features == "sae":
+        # its SAE, model and features: from the run store
+        expl = explain_grouping(result.output_dir, grouping.name, companies=companies)
         explanations = [expl.output_dir]
     _export_run(result.output_dir, out, pairs=pairs, explanations=explanations, companies=companies, overwrite=True)
     return load_run(out)

@@ -314,20 +314,21 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
 
 @cli.command()
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"), show_default=True,
-              help="A benchmark results folder with groups_<vintage>.parquet.")
+              help="A benchmark results folder (its run store says how every grouping was formed).")
 @click.option("--grouping", default="sae@gics_industry:density", show_default=True,
-              help="Which SAE grouping to explain (a name in the groups file).")
-@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Universe (default: bundled).")
-@click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE).")
+              help="Which SAE grouping to explain (a name in the groups file); its SAE, model and features "
+                   "come from the run store.")
+@click.option("--companies", type=click.Path(path_type=Path), default=None,
+              help="Universe (default: the one the benchmark ran on).")
 @click.option("--top", type=int, default=8, show_default=True, help="Explaining latents per group.")
 @click.option("--draws", type=int, default=50, show_default=True, help="Random-latent ablations per group.")
 @_friendly
-def explain(results: Path, grouping: str, companies: Path | None, sae: str | None, top: int, draws: int) -> None:
+def explain(results: Path, grouping: str, companies: Path | None, top: int, draws: int) -> None:
     """Explain every group of an SAE grouping by its latents (labels, rules) and check faithfulness."""
     from finsae.pipeline.explain import explain_grouping
     from finsae.report.markdown import explanation_markdown
 
-    res = explain_grouping(results, grouping, companies=companies, sae=sae, top=top, draws=draws, progress=True)
+    res = explain_grouping(results, grouping, companies=companies, top=top, draws=draws, progress=True)
     click.echo(explanation_markdown(res))
     click.echo(f"explanations written to {res.output_dir}")
 
@@ -342,7 +343,7 @@ def explain(results: Path, grouping: str, companies: Path | None, sae: str | Non
 @_friendly
 def report(results: Path, pairs: Path | None, explanations: Path | None, out: Path) -> None:
     """Write one self-contained HTML report (plots embedded) from results folders."""
-    from finsae.report.html import write_report
+    from finsae.pipeline.report import write_report
 
     path = write_report(results, out, pairs=pairs, explanations=explanations)
     click.echo(f"report written to {path.resolve()}")

@@ -173,14 +173,24 @@ def test_export_refuses_to_overwrite_and_a_failed_export_keeps_the_old_one(built
     validate_export(out)
 
 
-def test_export_refuses_features_that_changed_since_the_benchmark(built, tmp_path):
+def test_export_takes_the_vectors_the_groups_were_formed_by_from_the_run_store(built, tmp_path, monkeypatch):
+    import finsae.extract.documents as documents
+    from finsae.pipeline.store import BenchmarkRun
+
     bench = tmp_path / "bench"
     shutil.copytree(built["bench"], bench)
     manifest = json.loads((bench / "manifest.json").read_text())
     manifest["text_methods"]["2016-01-01"]["tfidf"]["features"] = {"cache": "/somewhere/0123456789abcdef"}
     (bench / "manifest.json").write_text(json.dumps(manifest))
-    # tf-idf has no feature cache, so the recorded cache cannot be compared: exported as is
+    # nothing is extracted again: the stored vectors are exported, whatever the manifest's provenance says
+    monkeypatch.setattr(documents, "document_features", lambda *a, **k: pytest.fail("features recomputed"))
     export_run(bench, tmp_path / "ok", k=2)
+    run = BenchmarkRun.load(bench)
+    stored = run.vectors(run.method("tfidf"))
+    vec = pd.read_parquet(tmp_path / "ok" / "vectors.parquet")
+    got = vec.pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
+    want = pd.DataFrame(stored.matrix, index=stored.tickers).reindex(index=got.index, columns=got.columns)
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy().astype(np.float32))
     with pytest.raises(ConfigError, match="not a finsae benchmark results folder"):
         export_run(tmp_path, tmp_path / "x")
     with pytest.raises(ConfigError, match="vintage '2020'"):

@@ -73,7 +73,7 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     wb = pd.read_parquet(b / "out" / "learned_weights_2016-01-01.parquet")
     assert set(wa["method"]) == {"tfidf_sup"} and np.isfinite(wa["weight_groups"]).all()
     pd.testing.assert_frame_equal(wa, wb)  # no weight moves either
-    from finsae.report.html import build_report
+    from finsae.pipeline.report import build_report
 
     nb = pd.read_parquet(a / "out" / "neighbours_2016-01-01.parquet")
     assert set(nb["method"]) == {"tfidf_sup"} and (nb["rank"] <= 5).all()

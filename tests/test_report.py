@@ -12,7 +12,7 @@ import pytest
 from finsae.config import load_benchmark_config, load_pairs_config
 from finsae.pipeline.backtest import run_pairs_backtest
 from finsae.pipeline.benchmark import run_benchmark
-from finsae.report.html import build_report, write_report
+from finsae.pipeline.report import build_report, write_report
 
 from .conftest import synthetic_prices
 from .test_backtest_run import CONFIG as PAIRS_CONFIG
@@ -47,9 +47,9 @@ def test_report_has_every_section_and_plot(results):
 
 
 def test_report_errors_name_the_folder(tmp_path):
-    from finsae.errors import DataError
+    from finsae.errors import ConfigError
 
-    with pytest.raises(DataError, match="not a benchmark results folder"):
+    with pytest.raises(ConfigError, match="not a benchmark results folder.*rerun finsae benchmark"):
         build_report(tmp_path)
 
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,66 +32,12 @@ from finsae.data import Prices, Universe, load_prices, load_universe, log_return
 from finsae.errors import DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
+from finsae.evaluate.results import BenchmarkResult, DesignInfo
 from finsae.group.taxonomy import taxonomy_labels
+from finsae.pipeline.store import build_run
 from finsae.pipeline.textgroups import TextStage, VintageGroups
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DesignInfo:
-    """What a design's window means for text methods: is the text vintage published before the window?"""
-
-    name: str
-    text_vintage: str
-    text_published: pd.Timestamp | None
-    start: pd.Timestamp
-    end: pd.Timestamp
-    text_look_ahead: bool
-    note: str
-
-    @classmethod
-    def from_config(cls, design: DesignConfig, universe: Universe) -> DesignInfo:
-        vintage = universe.vintage(design.text_vintage)
-        start = pd.Timestamp(design.start)
-        look_ahead = vintage.published is None or vintage.published >= start
-        return cls(design.name, design.text_vintage, vintage.published, start, pd.Timestamp(design.end),
-                   look_ahead, design.note)
-
-
-@dataclass(frozen=True)
-class BenchmarkResult:
-    """Tables of one benchmark run.
-
-    Attributes:
-        table: one row per (design, frequency, method) with every :class:`CoMovement` field plus the design's
-            look-ahead flag.
-        strata: size-stratified means, same keys plus ``stratum``.
-        dropped: tickers left out of each window, with the reason.
-        designs: the designs, with their look-ahead status.
-        output_dir: the results folder, if written.
-        ranking: top-k neighbour correlation and similarity-correlation Spearman per method (text configs).
-        verdict: per matched granularity, the leader and the paired difference of the best text method to the
-            taxonomy defining the granularity.
-        selection: every candidate transform/clusterer of text methods set to ``select``, with its score.
-        cold_start: neighbours and groups of companies held out of the weight fits (``finsae.pipeline.learned``).
-        two_way: paired differences with a companies x blocks-of-months bootstrap (``finsae.evaluate.inference``).
-    """
-
-    name: str
-    table: pd.DataFrame
-    strata: pd.DataFrame
-    dropped: pd.DataFrame
-    designs: tuple[DesignInfo, ...]
-    output_dir: Path | None
-    ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
-    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)
-    selection: pd.DataFrame = field(default_factory=pd.DataFrame)
-    cold_start: pd.DataFrame = field(default_factory=pd.DataFrame)
-    two_way: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
 
 
 def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: str, cfg: BenchmarkConfig,
@@ -333,6 +278,7 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     if write:
         check_results_target(out)  # before any work: the folder must be ours to replace
+    per_vintage: dict[str, dict[str, pd.DataFrame]] = {"groups": {}, "learned_weights": {}, "neighbours": {}}
     acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": [], "cold_start": [],
                             "two_way": []}
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
@@ -361,11 +307,15 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                 progress.total += len(design.frequencies) * (len(text.groupings) + len(
                     [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))
                 if write:
-                    write_parquet(text.labels_frame(), folder / f"groups_{info.text_vintage}.parquet", run_id)
+                    v = info.text_vintage
+                    per_vintage["groups"][v] = text.labels_frame()
+                    write_parquet(per_vintage["groups"][v], folder / f"groups_{v}.parquet", run_id)
                     weights = text.weights_frame()
                     if len(weights):  # learned per-latent weights: what `finsae explain` attributes with
-                        write_parquet(weights, folder / f"learned_weights_{info.text_vintage}.parquet", run_id)
-                        write_parquet(text.neighbours_frame(), folder / f"neighbours_{info.text_vintage}.parquet",
+                        per_vintage["learned_weights"][v] = weights
+                        per_vintage["neighbours"][v] = text.neighbours_frame()
+                        write_parquet(weights, folder / f"learned_weights_{v}.parquet", run_id)
+                        write_parquet(per_vintage["neighbours"][v], folder / f"neighbours_{v}.parquet",
                                       run_id)
             for frequency in design.frequencies:
                 got = _run_window(universe, prices, info, frequency, cfg, progress, text)
@@ -386,12 +336,15 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
         res = result()
         if write:
             write_text(benchmark_markdown(res), folder / "table.md")
-            write_json(run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source,
+            manifest = run_manifest(cfg.model_dump(mode="json"), {"companies": universe.source,
                                                                   "prices": prices.source},
                                     time.perf_counter() - t0, run_id=run_id, n_companies=len(universe),
                                     prices_window=[str(prices.start.date()), str(prices.end.date())],
-                                    text_methods=_text_provenance(text_stage)),
-                       folder / "manifest.json")
+                                    text_methods=_text_provenance(text_stage))
+            # the run store: every text method's spec and vectors, for explain, export, report and backtests
+            build_run(cfg, res, universe, text_stage._vintages if text_stage is not None else {},
+                      manifest["data"], run_id, per_vintage).save(folder, tables=False)
+            write_json(manifest, folder / "manifest.json")
     if write:
         logger.info("benchmark %s written to %s", cfg.name, out)
     return res

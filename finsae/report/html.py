@@ -1,10 +1,13 @@
-"""One self-contained HTML report (plots embedded as PNG) from results folders.
+"""One self-contained HTML report (plots embedded as PNG) from result objects (:class:`ReportInputs`).
 
 Sections (each an element id, so tests and links can find them): ``benchmark`` (density-matched table and a
 plot of pair-weighted correlation by method and granularity with CIs), ``ranking`` (top-k neighbour
 correlation), ``pairs`` (equity curves gross and net, Sharpe with CI against the placebo distribution),
 ``sizes`` (group size distribution), ``groups`` (every explained group with members, latents and rule) and
 ``lookup`` (a company's peers under each method, and why).
+
+The renderer reads no file: :mod:`finsae.pipeline.report` loads the benchmark's run store, the pairs backtest
+and an explanation into a :class:`ReportInputs` and writes the page.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import html
 import io
 import json
 import logging
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from finsae.errors import DataError
-from finsae.report.markdown import METHOD_NAMES
+from finsae.evaluate.results import BenchmarkResult
+from finsae.explain.results import ExplanationResult
+from finsae.report.markdown import METHOD_NAMES, verdict_lines
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +40,61 @@ nav a{margin-right:1rem}.best{font-weight:bold}#lookup-out table{min-width:60%}c
 """
 
 
-def _png(fig) -> str:
+class BacktestSettings(Protocol):
+    """What the pairs section reads of a backtest's configuration."""
+
+    @property
+    def headline_basis(self) -> str: ...
+
+    @property
+    def headline_cost_bps(self) -> float: ...
+
+
+class BacktestTables(Protocol):
+    """What the pairs section reads of a backtest (a ``BacktestResult`` or one loaded from its folder)."""
+
+    @property
+    def summary(self) -> pd.DataFrame: ...
+
+    @property
+    def daily(self) -> pd.DataFrame: ...
+
+    @property
+    def placebo(self) -> pd.DataFrame: ...
+
+    @property
+    def config(self) -> BacktestSettings: ...
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows.
+
+    Attributes:
+        benchmark: the benchmark's designs and tables.
+        headline_method: the benchmark's headline method (None without text methods).
+        groups: the text groupings of the headline vintage (``name``, ``ticker``, ``group``).
+        names: the groupings the sizes and lookup sections show (one level and match of every method).
+        level: the level those groupings are matched to.
+        neighbours: the supervised learned methods' nearest peers of the headline vintage (may be empty).
+        pairs: the pairs backtest (None: not given).
+        explanation: an explained grouping (None: not given).
+        source, pairs_source: where the results came from (shown on the page).
+    """
+
+    benchmark: BenchmarkResult
+    headline_method: str | None
+    groups: pd.DataFrame
+    names: tuple[str, ...]
+    level: str
+    neighbours: pd.DataFrame
+    pairs: BacktestTables | None = None
+    explanation: ExplanationResult | None = None
+    source: str = ""
+    pairs_source: str | None = None
+
+
+def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -52,13 +111,13 @@ def _esc(x: object) -> str:
     return html.escape(str(x))
 
 
-def _benchmark_section(results: Path) -> str:
+def _benchmark_section(bench: BenchmarkResult) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = pd.read_parquet(results / "comovement.parquet")
+    t = bench.table
     w = t[(t["design"] == t["design"].iloc[0]) & (t["frequency"] == t["frequency"].iloc[0])]
     design, freq = w["design"].iloc[0], w["frequency"].iloc[0]
     parts = [f'<section id="benchmark"><h2>Benchmark: co-movement inside peer groups</h2>'
@@ -114,31 +173,27 @@ def _benchmark_section(results: Path) -> str:
     ax.set_title("Density-matched peer groups: within-group return correlation (95% CI over groups)")
     ax.legend(ncol=4, fontsize=8)
     parts.append(_png(fig))
-    verdict_path = results / "verdict.parquet"
-    if verdict_path.is_file():
-        from finsae.report.markdown import verdict_lines
-
-        v = pd.read_parquet(verdict_path)
+    if len(bench.verdict):
+        v = bench.verdict
         v = v[(v["design"] == design) & (v["frequency"] == freq)]
         items = "".join(f"<li>{_esc(line[2:]).replace('**', '')}</li>" for line in verdict_lines(v))
         parts.append(f"<h3>Verdict</h3><ul class='note'>{items}</ul>")
     return "".join(parts) + "</section>"
 
 
-def answer_figure(results: Path):
+def answer_figure(two_way: pd.DataFrame) -> tuple[Any, str, pd.DataFrame] | None:
     """The answer-first chart: the headline method minus the taxonomy and minus price peers at each
-    density-matched level, with two-way bootstrap CIs (``two_way.parquet`` of a benchmark results folder).
+    density-matched level, with two-way bootstrap CIs (a benchmark's ``two_way`` table).
 
     Returns ``(figure, headline method, the two-way rows against the taxonomy)``, or None without that table."""
-    path = Path(results) / "two_way.parquet"
-    if not path.is_file():
+    if two_way is None or two_way.empty:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tw = pd.read_parquet(path)
+    tw = two_way
     tw = tw[(tw["design"] == tw["design"].iloc[0]) & (tw["frequency"] == tw["frequency"].iloc[0])]
     tax = tw[tw["comparison"] == "taxonomy"]
     if tax.empty:
@@ -162,9 +217,9 @@ def answer_figure(results: Path):
     return fig, head, tax
 
 
-def _answer_section(results: Path) -> str:
-    """Answer first: one sentence and one chart (:func:`answer_figure`); empty without ``two_way.parquet``."""
-    out = answer_figure(results)
+def _answer_section(bench: BenchmarkResult) -> str:
+    """Answer first: one sentence and one chart (:func:`answer_figure`); empty without a two-way table."""
+    out = answer_figure(bench.two_way)
     if out is None:
         return ""
     fig, head, tax = out
@@ -178,13 +233,12 @@ def _answer_section(results: Path) -> str:
             f"{_png(fig)}</section>")
 
 
-def _ranking_section(results: Path) -> str:
+def _ranking_section(bench: BenchmarkResult) -> str:
     import matplotlib.pyplot as plt
 
-    path = results / "ranking.parquet"
-    if not path.is_file():
+    if bench.ranking.empty:
         return ""
-    r = pd.read_parquet(path)
+    r = bench.ranking
     r = r[(r["design"] == r["design"].iloc[0]) & (r["frequency"] == r["frequency"].iloc[0])]
     ks = [c for c in r.columns if c.startswith("top")]
     head = "".join(f"<th>{c}</th>" for c in ["method", *ks, "Spearman"])
@@ -202,22 +256,15 @@ def _ranking_section(results: Path) -> str:
             f"<table><tr>{head}</tr>{rows}</table>{_png(fig)}</section>")
 
 
-def _pairs_section(pairs: Path | None) -> str:
+def _pairs_section(pairs: BacktestTables | None) -> str:
     import matplotlib.pyplot as plt
 
-    if pairs is None or not (pairs / "summary.parquet").is_file():
+    if pairs is None:
         return ('<section id="pairs"><h2>Pairs trading</h2><p class="note">No backtest results given '
                 "(finsae report --pairs DIR).</p></section>")
-    s = pd.read_parquet(pairs / "summary.parquet")
-    daily = pd.read_parquet(pairs / "daily.parquet")
-    placebo = pd.read_parquet(pairs / "placebo.parquet")
-    manifest = json.loads((pairs / "manifest.json").read_text()) if (pairs / "manifest.json").is_file() else {}
-    cfg = manifest.get("config", {})
-    if "basis" not in s.columns or "headline_cost_bps" not in cfg:
-        raise DataError(f"{pairs} was written by an older finsae backtest (no capital basis or headline cost): "
-                        "rerun finsae backtest")
-    basis = cfg.get("headline_basis", "committed")
-    net_col = f"net_{float(cfg['headline_cost_bps']):g}bp"
+    s, daily, placebo = pairs.summary, pairs.daily, pairs.placebo
+    basis = pairs.config.headline_basis
+    net_col = f"net_{float(pairs.config.headline_cost_bps):g}bp"
     s = s[s["basis"] == basis]
     coint = s[s["strategy"] == "coint"]
     d = daily[(daily["basis"] == basis) & (daily["strategy"] == "coint")]
@@ -265,15 +312,13 @@ def _pairs_section(pairs: Path | None) -> str:
             "</section>")
 
 
-def _sizes_section(results: Path, names: list[str]) -> str:
+def _sizes_section(g: pd.DataFrame, names: tuple[str, ...], level: str) -> str:
     import matplotlib.pyplot as plt
 
-    files = sorted(results.glob("groups_*.parquet"))
-    if not files:
+    if g.empty or not names:
         return ""
-    g = pd.read_parquet(files[0])
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    bins = np.unique(np.round(np.logspace(0, 3, 20)))
+    bins = np.unique(np.round(np.logspace(0, 3, 20))).tolist()
     for name in names:
         sizes = g[g["name"] == name]["group"].value_counts()
         if len(sizes):
@@ -282,17 +327,16 @@ def _sizes_section(results: Path, names: list[str]) -> str:
     ax.set_xlabel("group size (companies)")
     ax.set_ylabel("groups")
     ax.legend(fontsize=7)
-    ax.set_title("Group size distribution (density-matched at GICS industry)")
+    ax.set_title(f"Group size distribution (matched at {_name(level)})")
     return f'<section id="sizes"><h2>Group sizes</h2>{_png(fig)}</section>'
 
 
-def _groups_section(expl: Path | None) -> str:
-    if expl is None or not (expl / "groups.parquet").is_file():
+def _groups_section(expl: ExplanationResult | None) -> str:
+    if expl is None:
         return ('<section id="groups"><h2>Groups and their explanations</h2><p class="note">No explanations '
                 "given (finsae explain, then finsae report --explanations DIR).</p></section>")
-    g = pd.read_parquet(expl / "groups.parquet")
-    f = pd.read_parquet(expl / "faithfulness.parquet").set_index("group")
-    manifest = json.loads((expl / "manifest.json").read_text()) if (expl / "manifest.json").is_file() else {}
+    g = expl.groups
+    f = expl.faithfulness.set_index("group")
     items = []
     for group in f.sort_values("n_members", ascending=False).index:
         rows = g[g["group"] == group].sort_values("rank")
@@ -300,40 +344,38 @@ def _groups_section(expl: Path | None) -> str:
                           f"<td>{r.p_out:.1%}</td><td>{r.lift:.1f}</td></tr>" for r in rows.itertuples())
         first = rows.iloc[0] if len(rows) else None
         fa = f.loc[group]
-        rule = _esc(first.rule) if first is not None else ""
+        rule = (f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p>"
+                f"<pre>{_esc(first.rule)}</pre>") if first is not None else ""
         items.append(
             f"<details><summary><b>{_esc(group)}</b> ({int(fa['n_members'])} companies): "
             f"{_esc(', '.join(rows['label'].head(3)))}</summary>"
             f"<p>Members: {_esc(fa['members'])}</p>"
-            f"<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>{latents}</table>"
-            f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p><pre>{rule}</pre>"
+            "<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>"
+            f"{latents}</table>{rule}"
             f"<p class='note'>Faithfulness: ablating the top latents lowers the within-group cosine by "
             f"{fa['drop_explaining']:.3f}, random latents of similar frequency by {fa['drop_random_mean']:.3f} "
             f"(95th pct {fa['drop_random_p95']:.3f}): {'faithful' if fa['faithful'] else 'not faithful'}.</p>"
             "</details>")
     share = float(f["faithful"].mean())
-    return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(manifest.get("grouping", ""))}'
-            f"</code></h2><p>{len(f)} groups; the explaining latents are faithful for <b>{share:.0%}</b> of them."
+    sae = f' <span class="note">(latents of the SAE {_esc(expl.sae)})</span>' if expl.sae else ""
+    return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
+            f"</code>{sae}</h2><p>{len(f)} groups; the explaining latents are faithful for "
+            f"<b>{share:.0%}</b> of them."
             f"</p>{''.join(items)}</section>")
 
 
-def _learned_neighbours(results: Path, expl: Path | None, method: str | None = None) -> dict[str, list[str]]:
-    """Ticker -> its nearest peers by the headline's learned similarity (``neighbours_<vintage>.parquet``), each
-    as ``PEER (label +contribution, ...)``; labels from an explanation folder's latent labels when given."""
-    files = sorted(results.glob("neighbours_*.parquet"))
-    if not files:
+def _learned_neighbours(nb: pd.DataFrame, expl: ExplanationResult | None,
+                        headline: str | None) -> dict[str, list[str]]:
+    """Ticker -> its nearest peers by the headline's learned similarity (the neighbours table), each as
+    ``PEER (label +contribution, ...)``; labels from the explanation's latent labels when given."""
+    if nb.empty:
         return {}
-    nb = pd.read_parquet(files[0])
-    if method is None:
-        manifest = results / "manifest.json"
-        head = json.loads(manifest.read_text()).get("config", {}).get("headline_method") if manifest.is_file() else None
-        method = head if head in set(nb["method"]) else str(nb["method"].iloc[0])
+    method = headline if headline in set(nb["method"]) else str(nb["method"].iloc[0])
     nb = nb[nb["method"] == method]
     labels: dict[int, str] = {}
-    if expl is not None and (expl / "latent_labels.parquet").is_file():
-        lab = pd.read_parquet(expl / "latent_labels.parquet")
-        if {"latent", "label"} <= set(lab.columns):
-            labels = dict(zip(lab["latent"].astype(int), lab["label"].astype(str), strict=True))
+    lab = expl.labels.table if expl is not None else None
+    if lab is not None and {"latent", "label"} <= set(lab.columns):
+        labels = dict(zip(lab["latent"].astype(int), lab["label"].astype(str), strict=True))
     out: dict[str, list[str]] = {}
     for r in nb.itertuples(index=False):
         why = ", ".join(f"{labels.get(int(j), f'latent {int(j)}')} {c:+.3f}"
@@ -342,11 +384,10 @@ def _learned_neighbours(results: Path, expl: Path | None, method: str | None = N
     return out
 
 
-def _lookup_section(results: Path, names: list[str], expl: Path | None) -> str:
-    files = sorted(results.glob("groups_*.parquet"))
-    if not files:
+def _lookup_section(inputs: ReportInputs) -> str:
+    g, names, expl = inputs.groups, list(inputs.names), inputs.explanation
+    if g.empty:
         return ""
-    g = pd.read_parquet(files[0])
     peers: dict[str, dict[str, list[str]]] = {}
     for name in names:
         rows = g[g["name"] == name]
@@ -356,15 +397,14 @@ def _lookup_section(results: Path, names: list[str], expl: Path | None) -> str:
                 others = [t for t in members[group] if t != ticker]
                 peers.setdefault(ticker, {})[name] = others[:25] + (["..."] if len(others) > 25 else [])
     why: dict[str, str] = {}
-    if expl is not None and (expl / "groups.parquet").is_file():
-        e = pd.read_parquet(expl / "groups.parquet")
+    if expl is not None:
+        e = expl.groups
         top = e[e["rank"] < 3].groupby("group")["label"].apply(lambda x: "; ".join(x))
-        grouping = json.loads((expl / "manifest.json").read_text()).get("grouping") if (expl / "manifest.json").is_file() else None
-        rows = g[g["name"] == grouping]
+        rows = g[g["name"] == expl.grouping]
         for ticker, group in zip(rows["ticker"], rows["group"], strict=True):
             if group in top.index:
                 why[ticker] = str(top[group])
-    nearest = _learned_neighbours(results, expl)
+    nearest = _learned_neighbours(inputs.neighbours, expl, inputs.headline_method)
     data = json.dumps({"peers": peers, "why": why, "names": names, "nearest": nearest}).replace("</", "<\\/")
     options = "".join(f'<option value="{_esc(t)}">' for t in sorted(peers))
     script = """
@@ -390,34 +430,15 @@ showPeers();
             f"{script}</section>")
 
 
-def build_report(results: str | Path, *, pairs: str | Path | None = None, explanations: str | Path | None = None,
-                 title: str = "finsae report") -> str:
+def render_report(inputs: ReportInputs, title: str = "finsae report") -> str:
     """The report's HTML (see the module docstring)."""
-    results = Path(results)
-    if not (results / "comovement.parquet").is_file():
-        raise DataError(f"{results} is not a benchmark results folder (no comovement.parquet)")
-    pairs_dir = Path(pairs) if pairs is not None else None
-    expl = Path(explanations) if explanations is not None else None
-    names = []
-    files = sorted(results.glob("groups_*.parquet"))
-    if files:
-        all_names = pd.read_parquet(files[0], columns=["name"])["name"].unique()
-        names = [n for n in all_names if n.endswith("@gics_industry:density")]
-    sections = [_answer_section(results), _benchmark_section(results), _ranking_section(results), _pairs_section(pairs_dir),
-                _sizes_section(results, names), _groups_section(expl), _lookup_section(results, names, expl)]
+    bench = inputs.benchmark
+    sections = [_answer_section(bench), _benchmark_section(bench), _ranking_section(bench),
+                _pairs_section(inputs.pairs), _sizes_section(inputs.groups, inputs.names, inputs.level),
+                _groups_section(inputs.explanation), _lookup_section(inputs)]
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup"))
+    pairs = f" and <code>{_esc(inputs.pairs_source)}</code>" if inputs.pairs_source else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-            f"<body><h1>{_esc(title)}</h1><p class='note'>From <code>{_esc(results)}</code>"
-            f"{f' and <code>{_esc(pairs_dir)}</code>' if pairs_dir else ''}.</p><nav>{nav}</nav>"
-            f"{''.join(sections)}</body></html>")
-
-
-def write_report(results: str | Path, out: str | Path, **kwargs) -> Path:
-    """Build the report and write it atomically to ``out``."""
-    from finsae._io import write_text
-
-    out = Path(out)
-    write_text(build_report(results, **kwargs), out)
-    logger.info("report written to %s", out)
-    return out
+            f"<body><h1>{_esc(title)}</h1><p class='note'>From <code>{_esc(inputs.source)}</code>"
+            f"{pairs}.</p><nav>{nav}</nav>{''.join(sections)}</body></html>")

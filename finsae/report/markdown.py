@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from finsae.pipeline.backtest import BacktestResult
-    from finsae.pipeline.benchmark import BenchmarkResult, DesignInfo
-    from finsae.pipeline.explain import ExplanationResult
+    # being moved there (#14)
+    from finsae.backtest.results import BacktestResult  # type: ignore[import-not-found]
+    from finsae.evaluate.results import BenchmarkResult, DesignInfo
+    from finsae.explain.results import ExplanationResult
 
 METHOD_NAMES: dict[str, str] = {
     "all_pairs": "All pairs",

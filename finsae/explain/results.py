@@ -1,0 +1,44 @@
+"""The result type of explaining one grouping: what :mod:`finsae.pipeline.explain` computes and the renderers
+(:mod:`finsae.report`) and the export (:mod:`finsae.pipeline.export`) read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from finsae.explain.labels import LatentLabels
+
+
+@dataclass(frozen=True)
+class ExplanationResult:
+    """Explanations of one grouping.
+
+    Attributes:
+        grouping: the grouping's name (as in the benchmark's ``groups_<vintage>.parquet``).
+        groups: one row per (group, explaining latent) with the group's rule, precision and recall.
+        faithfulness: one row per group.
+        labels: the latent labels used.
+        output_dir: where it was written.
+        method: the text method whose features the explanation used (None when not recorded).
+        sae: the SAE folder whose latents ``groups`` indexes (None when not recorded).
+        results_run_id: the run id of the benchmark results the grouping came from (None when not recorded).
+    """
+
+    grouping: str
+    groups: pd.DataFrame
+    faithfulness: pd.DataFrame
+    labels: LatentLabels
+    output_dir: Path | None
+    method: str | None = None
+    sae: str | None = None
+    results_run_id: str | None = None
+
+    @property
+    def faithful_share(self) -> float:
+        f = self.faithfulness
+        return float(f["faithful"].mean()) if len(f) else float("nan")
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.groups.copy()
