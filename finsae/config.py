@@ -384,14 +384,26 @@ class PlaceboConfig(_Strict):
 
 
 class TextGroupsConfig(_Strict):
-    """Peer groups written by ``finsae benchmark`` (``groups_<vintage>.parquet``) to trade inside.
+    """Peer groups to trade inside: from a ``finsae benchmark`` results folder (``results``: its run store, the
+    groupings exactly as the benchmark formed them) or from a groups table (``file``: columns ticker, group,
+    name, vintage, e.g. one's own groups or a benchmark's ``groups_<vintage>.parquet``). Give one of the two.
 
     A grouping formed from text may only be traded after the text was published: the backtest refuses a start
     on or before the vintage's publication date unless ``allow_look_ahead`` (then every output is marked)."""
 
-    file: Path
+    results: Path | None = None
+    file: Path | None = None
     names: list[str] = Field(min_length=1)
+    vintage: str | None = None  # with results: the vintage of the groupings (default: the headline design's)
     allow_look_ahead: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextGroupsConfig:
+        if (self.results is None) == (self.file is None):
+            raise ValueError("give one of results (a benchmark results folder) and file (a groups table)")
+        if self.vintage is not None and self.results is None:
+            raise ValueError("vintage goes with results; a groups table names each grouping's vintage")
+        return self
 
 
 class BackendConfig(_Strict):
@@ -510,8 +522,10 @@ def _load(path: str | Path, model: type[_Strict]) -> _Strict:
     })
     update: dict = {"data": data}
     groups = getattr(cfg, "text_groups", None)
-    if groups is not None and not groups.file.is_absolute():
-        update["text_groups"] = groups.model_copy(update={"file": base / groups.file})
+    if groups is not None:  # like data files, relative to the config's folder
+        update["text_groups"] = groups.model_copy(update={
+            key: base / value for key, value in (("results", groups.results), ("file", groups.file))
+            if value is not None and not value.is_absolute()})
     methods = getattr(cfg, "text_methods", None)
     if methods:  # SAE folders, like data files, are relative to the config's folder
         update["text_methods"] = [m.model_copy(update={"sae": base / m.sae}) if m.sae is not None

@@ -282,6 +282,22 @@ def test_trading_inside_text_groups_from_a_benchmark_groups_file(toy):
         run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out5")
 
 
+def test_text_groups_come_from_one_source_and_a_results_folder_needs_its_run_store(toy):
+    base = CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic2]")
+    for groups, msg in (("{names: [a]}", "give one of results"),
+                        ("{results: bench, file: g.parquet, names: [a]}", "give one of results"),
+                        ("{file: g.parquet, vintage: '2017', names: [a]}", "vintage goes with results")):
+        (toy / "pairs.yaml").write_text(base + f"text_groups: {groups}\n")
+        with pytest.raises(ConfigError, match=msg):
+            load_pairs_config(toy / "pairs.yaml")
+    (toy / "bench").mkdir()  # a folder without a benchmark's run store
+    (toy / "pairs.yaml").write_text(base + "text_groups: {results: bench, names: [a]}\n")
+    cfg = load_pairs_config(toy / "pairs.yaml")
+    assert cfg.text_groups is not None and cfg.text_groups.results == toy / "bench"  # relative to the config
+    with pytest.raises(ConfigError, match="finsae benchmark"):
+        run_pairs_backtest(cfg, toy / "out")
+
+
 def test_the_backtest_stage_does_not_import_the_config_and_its_settings_mirror_the_config(toy):
     import subprocess
     import sys

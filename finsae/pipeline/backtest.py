@@ -88,6 +88,7 @@ from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import within_pairs
 from finsae.group.taxonomy import taxonomy_labels
 from finsae.parallel import get_backend
+from finsae.pipeline.store import BenchmarkRun
 
 __all__ = ["BacktestResult", "plan_window", "run_pairs_backtest", "simulate_window", "summarise"]
 
@@ -157,12 +158,31 @@ class Market:
         return self.close.columns
 
 
+def _check_look_ahead(name: str, vintage: str, published: pd.Timestamp | None, start: pd.Timestamp,
+                      allowed: bool) -> bool:
+    """Whether trading ``name`` from ``start`` looks ahead (its text was published on or after ``start``, or on
+    an unknown date); refused unless ``allowed``."""
+    ahead = published is None or published >= start
+    if ahead and not allowed:
+        when = published.date() if published is not None else "on an unknown date"
+        raise ConfigError(f"text_groups: {name!r} comes from text vintage {vintage!r} (published "
+                          f"{when}), not before the backtest start {start.date()}: trading it would look "
+                          "ahead (set allow_look_ahead to run it anyway, marked)")
+    return ahead
+
+
 def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
                      start: pd.Timestamp) -> dict[str, tuple[pd.Series, bool]]:
     """Group labels (ticker -> group) of each ``cfg.text_groups.names`` entry, and whether trading them from
     ``start`` looks ahead (the text vintage was published on or after ``start``)."""
     tg = cfg.text_groups
     assert tg is not None
+    if tg.results is not None:  # the benchmark's run store: the groupings as it formed them
+        found = BenchmarkRun.load(tg.results).text_groups(tg.names, start, vintage=tg.vintage)
+        for name, g in found.items():
+            _check_look_ahead(name, g.vintage, g.published, start, tg.allow_look_ahead)
+        return {name: (g.labels, bool(g.look_ahead)) for name, g in found.items()}
+    assert tg.file is not None
     if not tg.file.is_file():
         raise ConfigError(f"text_groups.file {tg.file} not found: run the benchmark that writes it first "
                           "(e.g. finsae benchmark --config backtests/forward_2017.yaml)")
@@ -179,12 +199,7 @@ def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
                               f"{sorted(table['name'].unique())[:8]}")
         vintage = str(rows["vintage"].iloc[0])
         published = universe.vintage(vintage).published if vintage in universe.vintages else None
-        ahead = published is None or published >= start
-        if ahead and not tg.allow_look_ahead:
-            when = published.date() if published is not None else "on an unknown date"
-            raise ConfigError(f"text_groups: {name!r} comes from text vintage {vintage!r} (published "
-                              f"{when}), not before the backtest start {start.date()}: trading it would look "
-                              "ahead (set allow_look_ahead to run it anyway, marked)")
+        ahead = _check_look_ahead(name, vintage, published, start, tg.allow_look_ahead)
         out[name] = (pd.Series(rows["group"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"),
                                name=name, dtype="string"), bool(ahead))
     return out
