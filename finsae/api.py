@@ -134,6 +134,6 @@ def build_run(config: str | Path, out: str | Path, *, pairs: str | Path | None =
     if formed_by is not None and formed_by.extraction is not None and formed_by.extraction.features == "sae":
         # its SAE, model and features: from the run store
         expl = explain_grouping(result.output_dir, grouping.name, companies=companies)
-        explanations = [expl.output_dir]
+        explanations = [expl.output_dir] if expl.output_dir is not None else None
     _export_run(result.output_dir, out, pairs=pairs, explanations=explanations, companies=companies, overwrite=True)
     return load_run(out)

@@ -14,23 +14,22 @@ from typing import Protocol
 
 import pandas as pd
 
-
-class _Vintage(Protocol):
-    published: pd.Timestamp | None
-
-
-class _Universe(Protocol):
-    def vintage(self, name: str) -> _Vintage: ...
+from finsae.data import Universe
 
 
 class _Design(Protocol):
     """What :meth:`DesignInfo.from_config` reads of a design (a ``finsae.config.DesignConfig``)."""
 
-    name: str
-    text_vintage: str
-    start: dt.date
-    end: dt.date
-    note: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def text_vintage(self) -> str: ...
+    @property
+    def start(self) -> dt.date: ...
+    @property
+    def end(self) -> dt.date: ...
+    @property
+    def note(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class DesignInfo:
     note: str
 
     @classmethod
-    def from_config(cls, design: _Design, universe: _Universe) -> DesignInfo:
+    def from_config(cls, design: _Design, universe: Universe) -> DesignInfo:
         """The design ``design`` (a ``DesignConfig``) on ``universe``: look-ahead when its text vintage has no
         publication date or is published on or after the window starts."""
         vintage = universe.vintage(design.text_vintage)

@@ -9,6 +9,7 @@ in a later evaluation window cannot change the choice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ class Selection:
 
 
 def select_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.ndarray]], tickers: pd.Index,
-                       clusterers: list[str], target: GranularityTarget, match: str, corr: CorrelationMatrix, *,
+                       clusterers: Sequence[str], target: GranularityTarget, match: str, corr: CorrelationMatrix, *,
                        seed: int = 0) -> Selection:
     """Score every (transform, clusterer) of ``transformed`` (transform name -> (L2-normalised rows for
     ``tickers``, their cosine distances)) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection

@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -180,7 +181,10 @@ class Grouping:
         return self.labels.rename("group").rename_axis("ticker").reset_index()
 
 
-def _none(v: object) -> object:
+_T = TypeVar("_T")
+
+
+def _none(v: _T) -> _T | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
 
 

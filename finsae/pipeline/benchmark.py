@@ -27,7 +27,7 @@ from finsae._io import (
     write_parquet,
     write_text,
 )
-from finsae.config import BenchmarkConfig, DesignConfig
+from finsae.config import BenchmarkConfig, DesignConfig, Frequency
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns, priced_tickers
 from finsae.errors import DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
@@ -40,7 +40,7 @@ from finsae.pipeline.textgroups import TextStage, VintageGroups
 logger = logging.getLogger(__name__)
 
 
-def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: str, cfg: BenchmarkConfig,
+def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: Frequency, cfg: BenchmarkConfig,
                 progress: tqdm, text: VintageGroups | None = None) -> dict[str, list]:
     ev = cfg.evaluation
     # with text methods, every method (taxonomies too) is scored on the same companies: those with text
@@ -143,6 +143,7 @@ def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dic
     from finsae.evaluate.inference import two_way_differences
 
     lc = cfg.learned
+    assert lc is not None  # two-way differences are made for learned methods only
     headline = cfg.headline_method or cfg.text_methods[0].name
     names = list(text.methods)
     comparisons, meta = [], []
@@ -209,7 +210,7 @@ def rolling_designs(cfg: BenchmarkConfig, universe: Universe, prices: Prices) ->
         undated = [v for v in names if universe.vintage(v).published is None]
         if undated:
             logger.warning("rolling %s: vintages %s have no publication date and are skipped", r.name, undated)
-        published = sorted({universe.vintage(v).published for v in names if v not in undated})
+        published = sorted({p for v in names if (p := universe.vintage(v).published) is not None})
         if not published:
             raise DataError(f"rolling design {r.name!r}: none of the vintages {names} has a publication date")
         if r.every_months is not None:
@@ -297,7 +298,7 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
                                out if write else None, frame("ranking"), frame("verdict"), selections,
                                frame("cold_start"), frame("two_way"))
 
-    with (staged_results(out) if write else contextlib.nullcontext((None, None))) as (folder, run_id), \
+    with (staged_results(out) if write else contextlib.nullcontext((Path(), ""))) as (folder, run_id), \
             tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None

@@ -30,6 +30,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -373,7 +374,7 @@ def plan_export(
     out: str | Path,
     *,
     pairs: str | Path | None = None,
-    explanations: list[str | Path] | str | Path | None = None,
+    explanations: Sequence[str | Path] | str | Path | None = None,
     vintage: str | None = None,
     k: int = 20,
     companies: str | Path | None = None,
@@ -411,7 +412,7 @@ def export_run(
     out: str | Path,
     *,
     pairs: str | Path | None = None,
-    explanations: list[str | Path] | str | Path | None = None,
+    explanations: Sequence[str | Path] | str | Path | None = None,
     vintage: str | None = None,
     k: int = 20,
     companies: str | Path | None = None,

@@ -213,8 +213,8 @@ class TextStage:
             sel_targets.update(granularity_targets(self.universe, first.tickers, [cfg.selection.level]))
         learned = build_learned(cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets)
         for name, lm in learned.items():
-            base = methods[lm.base] if lm.base in methods else (
-                methods[learned[lm.base].base] if lm.base in learned else first)
+            base = methods[str(lm.base)] if lm.base in methods else (
+                methods[str(learned[str(lm.base)].base)] if lm.base in learned else first)
             z = base.z if lm.kind == "supervised" else np.zeros((len(first.tickers), 0))
             variant = str(lm.group_params.get("variant"))
             distance = lm.distance()

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    # being moved there (#14)
-    from finsae.backtest.results import BacktestResult  # type: ignore[import-not-found]
+    from finsae.backtest.results import BacktestResult
     from finsae.evaluate.results import BenchmarkResult, DesignInfo
     from finsae.explain.results import ExplanationResult
 

@@ -20,7 +20,7 @@ import socket
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from finsae.errors import ConfigError
 from finsae.export.store import (
@@ -102,7 +102,7 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
             raise HTTPException(status_code=401, detail=f"missing or invalid API key (send it in the {API_KEY_HEADER} "
                                                         "header)", headers={"WWW-Authenticate": "ApiKey"})
 
-    Method = Enum("Method", {m: m for m in run.methods}, type=str)
+    Method = Enum("Method", {m: m for m in run.methods}, type=str)  # type: ignore[misc]  # the run's methods
     manifest = run.manifest
     app = FastAPI(title="finsae peers service", version=finsae.__version__, docs_url=None, redoc_url=None,
                   openapi_url=None,
@@ -119,7 +119,7 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     TickerQ = Annotated[str, Query(pattern=TICKER_PATTERN, max_length=16, description="Ticker, e.g. JPM")]
     default_method = Method(manifest["headline_method"])
     auth = [Depends(require_key)]
-    errors = {401: {"model": ErrorDetail, "description": "Missing or invalid API key"},
+    errors: dict[int | str, dict[str, Any]] = {401: {"model": ErrorDetail, "description": "Missing or invalid API key"},
               404: {"model": ErrorDetail, "description": "Unknown ticker, grouping or group, or no vector"}}
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
