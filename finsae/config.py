@@ -148,9 +148,11 @@ class HybridConfig(_Strict):
     parent: str = "gics_sector"
 
 
-class TextSelectionConfig(_Strict):
-    """Where ``transform: select`` / ``clusterer: select`` are decided: groups matched to ``level`` by ``match``,
-    scored by pair-weighted correlation of ``frequency`` returns from ``start`` to ``end`` only."""
+class ChoiceConfig(_Strict):
+    """The key `selection` of a benchmark config: where `transform: select` / `clusterer: select` are decided
+    (the pre-period choice; not the pairs backtest's `selection`, :class:`PairSelectionConfig`): groups matched
+    to ``level`` by ``match``, scored by pair-weighted correlation of ``frequency`` returns from ``start`` to
+    ``end`` only."""
 
     start: dt.date = dt.date(2010, 1, 1)
     end: dt.date = dt.date(2017, 5, 31)
@@ -163,7 +165,7 @@ class TextSelectionConfig(_Strict):
         default_factory=lambda: list[Clusterer](["average", "mst"]), min_length=1)
 
     @model_validator(mode="after")
-    def _window(self) -> TextSelectionConfig:
+    def _window(self) -> ChoiceConfig:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         if self.level not in TAXONOMIES or self.level == "all_pairs":
@@ -253,7 +255,7 @@ class BenchmarkConfig(_Strict):
     headline_method: str | None = None  # the text method each verdict reports on (default: the first)
     learned: LearnedConfig | None = None
     random_groups: bool = True
-    selection: TextSelectionConfig = Field(default_factory=TextSelectionConfig)
+    selection: ChoiceConfig = Field(default_factory=ChoiceConfig)
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_dir: Path = Path("results")
@@ -313,8 +315,9 @@ class BenchmarkConfig(_Strict):
         return value
 
 
-class SelectionConfig(_Strict):
-    """Formation-window pair selection: Engle-Granger test, BH-FDR within each method's candidates, half-life.
+class PairSelectionConfig(_Strict):
+    """The key `selection` of a pairs-backtest config: formation-window pair selection (Engle-Granger test,
+    BH-FDR within each method's candidates, half-life).
 
     ``orderings``: which Engle-Granger orderings decide a pair: ``first`` tests ``y`` = the first stock in
     universe order only; ``both`` tests both and requires both to pass (the larger p-value goes into the FDR
@@ -338,7 +341,7 @@ class SelectionConfig(_Strict):
     max_pairs_per_stock: int | None = Field(2, ge=1)
 
     @model_validator(mode="after")
-    def _half_life(self) -> SelectionConfig:
+    def _half_life(self) -> PairSelectionConfig:
         if self.max_half_life <= self.min_half_life:
             raise ValueError(f"max_half_life {self.max_half_life} must exceed min_half_life {self.min_half_life}")
         return self
@@ -430,7 +433,7 @@ class PairsBacktestConfig(_Strict):
     trading_days: int = Field(126, ge=5)
     max_fill_days: int = Field(5, ge=0)
     max_abs_log_return: float | None = Field(1.0, gt=0.0)
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    selection: PairSelectionConfig = Field(default_factory=PairSelectionConfig)
     trading: TradingConfig = Field(default_factory=TradingConfig)
     distance: DistanceConfig = Field(default_factory=DistanceConfig)
     headline_basis: Literal["committed", "employed"] = "committed"

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from finsae.backtest.coint import Autolag, engle_granger
-from finsae.backtest.results import SelectionSettings
+from finsae.backtest.results import PairSelectionSettings
 from finsae.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class ResolvedTests:
 
 
 def resolve_orderings(tests: pd.DataFrame, rule: str) -> ResolvedTests:
-    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.SelectionConfig`) to a pair-test
+    """Apply the ``selection.orderings`` rule (see :class:`finsae.config.PairSelectionConfig`) to a pair-test
     table: the p-value that decides (``first``: ``p_ij``; ``both``: ``max(p_ij, p_ji)``; ``best``:
     ``min(p_ij, p_ji)``), the traded ordering (the smaller p-value's) and its half-life and hedge ratio. A
     pair whose traded hedge ratio is not positive is not usable."""
@@ -289,7 +289,7 @@ class PairChooser:
     ssd: np.ndarray | None
     i: np.ndarray
     j: np.ndarray
-    selection: SelectionSettings
+    selection: PairSelectionSettings
     distance_max_pairs: int
 
     def usable(self, strategy: str) -> np.ndarray:

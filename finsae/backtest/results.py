@@ -32,8 +32,8 @@ def _pick(cls: type[_T], source: Any, **override: Any) -> _T:
 
 
 @dataclass(frozen=True)
-class SelectionSettings:
-    """Co-integration pair selection (see ``finsae.config.SelectionConfig`` for every field)."""
+class PairSelectionSettings:
+    """Co-integration pair selection (see ``finsae.config.PairSelectionConfig`` for every field)."""
 
     fdr: float
     min_half_life: float
@@ -82,7 +82,7 @@ class BacktestSettings:
 
     formation_days: int
     trading_days: int
-    selection: SelectionSettings
+    selection: PairSelectionSettings
     trading: TradingSettings
     distance: DistanceSettings
     placebo: PlaceboSettings
@@ -97,7 +97,7 @@ class BacktestSettings:
     def of(cls, config: Any) -> BacktestSettings:
         """The settings of ``config``: any object with attributes of these names (a
         ``PairsBacktestConfig``)."""
-        return _pick(cls, config, selection=_pick(SelectionSettings, config.selection),
+        return _pick(cls, config, selection=_pick(PairSelectionSettings, config.selection),
                      trading=_pick(TradingSettings, config.trading),
                      distance=_pick(DistanceSettings, config.distance),
                      placebo=_pick(PlaceboSettings, config.placebo), costs_bps=tuple(config.costs_bps))

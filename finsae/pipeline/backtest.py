@@ -82,7 +82,7 @@ from finsae.backtest.summary import (
     window_table,
 )
 from finsae.backtest.unitroot import adf_test
-from finsae.config import PairsBacktestConfig, SelectionConfig
+from finsae.config import PairsBacktestConfig, PairSelectionConfig
 from finsae.data import Universe, load_prices, load_universe, priced_tickers
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import within_pairs
@@ -98,11 +98,11 @@ _TEST_VERSION = "eg-3-matrix"  # bump when the pair-test computation changes, to
 
 
 # ------------------------------------------------------------------------------------------------- pair tests
-def _both(sel: SelectionConfig) -> bool:
+def _both(sel: PairSelectionConfig) -> bool:
     return sel.orderings != "first"
 
 
-def _tests_key(logp: np.ndarray, tickers: list[str], sel: SelectionConfig) -> str:
+def _tests_key(logp: np.ndarray, tickers: list[str], sel: PairSelectionConfig) -> str:
     """The cache key of a window's pair tests: SHA-256 of the test version, the test settings, the tickers and
     the log prices (32 hex digits)."""
     h = hashlib.sha256()
@@ -113,7 +113,7 @@ def _tests_key(logp: np.ndarray, tickers: list[str], sel: SelectionConfig) -> st
     return h.hexdigest()[:32]
 
 
-def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], sel: SelectionConfig) -> pd.DataFrame:
+def cached_all_pair_tests(logp: np.ndarray, tickers: list[str], sel: PairSelectionConfig) -> pd.DataFrame:
     """p-value, half-life and hedge ratio of every pair of columns of ``logp`` (all-pairs order; ``_ij``: y =
     the first column, ``_ji``: the reverse, when both orderings are tested) and usability, from the cache when
     present. A corrupt cache file is recomputed. The tests come from matrix products of the panel in this

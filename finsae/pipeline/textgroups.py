@@ -17,8 +17,8 @@ import pandas as pd
 from finsae.config import BenchmarkConfig, TextMethodConfig
 from finsae.data import Prices, Universe, log_returns
 from finsae.errors import ConfigError, DataError
+from finsae.evaluate.choice import ParamChoice, choose_text_params
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
-from finsae.evaluate.selection import Selection, select_text_params
 from finsae.extract.documents import TextFeatures, document_features, document_features_many
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
@@ -38,7 +38,7 @@ class TextMethodResult:
     transform: str
     clusterer: str
     z: np.ndarray
-    selection: Selection | None
+    selection: ParamChoice | None
     distance: np.ndarray  # cosine distance of z (clipped to [0, 2]); learned methods: their group distance
     rank_similarity: np.ndarray | None = None  # learned methods: the similarity chosen for neighbour ranking
     kind: str = "text"  # text / price / text+price
@@ -195,7 +195,7 @@ class TextStage:
         if len(zs) * len(clusterers) > 1:
             level = sel_cfg.level
             target = targets.get(level) or granularity_targets(self.universe, feats.tickers, [level])[level]
-            selection = select_text_params(m.name, zs, feats.tickers, clusterers, target, sel_cfg.match,
+            selection = choose_text_params(m.name, zs, feats.tickers, clusterers, target, sel_cfg.match,
                                            self.selection_corr(), seed=self.cfg.evaluation.seed)
             transform, clusterer = selection.transform, selection.clusterer
         else:
@@ -219,7 +219,7 @@ class TextStage:
             variant = str(lm.group_params.get("variant"))
             distance = lm.distance()
             methods[name] = TextMethodResult(base.config, base.features, variant, "average", z,
-                                             Selection(name, variant, "average", lm.candidates.assign(
+                                             ParamChoice(name, variant, "average", lm.candidates.assign(
                                                  vintage=vintage, chosen=False)), distance, lm.rank_similarity,
                                              "text" if lm.kind == "supervised" else lm.kind, lm)
             grouper = PeerGrouper(None, first.tickers, "average", distance=distance)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Selection:
+class ParamChoice:
     """The chosen transform and clusterer of one text method, and every candidate's score."""
 
     method: str
@@ -34,9 +34,9 @@ class Selection:
         return self.table.copy()
 
 
-def select_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.ndarray]], tickers: pd.Index,
+def choose_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.ndarray]], tickers: pd.Index,
                        clusterers: Sequence[str], target: GranularityTarget, match: str, corr: CorrelationMatrix, *,
-                       seed: int = 0) -> Selection:
+                       seed: int = 0) -> ParamChoice:
     """Score every (transform, clusterer) of ``transformed`` (transform name -> (L2-normalised rows for
     ``tickers``, their cosine distances)) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection
     window only)."""
@@ -56,4 +56,4 @@ def select_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.
     logger.info("%s: chose transform=%s clusterer=%s (pair-weighted %.3f in %s..%s)", method,
                 table.at[best, "transform"], table.at[best, "clusterer"], table.at[best, "pair_weighted"],
                 corr.start.date(), corr.end.date())
-    return Selection(method, str(table.at[best, "transform"]), str(table.at[best, "clusterer"]), table)
+    return ParamChoice(method, str(table.at[best, "transform"]), str(table.at[best, "clusterer"]), table)
