@@ -34,10 +34,10 @@ from finsae.data import load_universe
 from finsae.extract import extract_features, extract_features_many, load_model, load_sae
 from finsae.extract.features import (
     ResidualForward,
-    _batches,
     clean_texts,
     document_chunks,
     hook_layer,
+    length_batches,
     padded_batch,
 )
 from finsae.extract.sae import DEFAULT_SAE_DIR
@@ -72,7 +72,7 @@ def forward_only(model, chunks, batch_tokens: int, layer: int, compiled: bool, r
     """Best-of-``repeats`` tokens/s (real tokens, BOS included) of the forward pass to block ``layer`` in the
     extraction's batches."""
     forward = ResidualForward(model, layer, compile=compiled)
-    batches = [padded_batch(model.tokenizer, b)[0] for b in _batches(chunks, batch_tokens)]
+    batches = [padded_batch(model.tokenizer, b)[0] for b in length_batches(chunks, batch_tokens)]
     if compiled:
         for x in batches[:3]:
             forward(x)  # compile outside the clock
@@ -119,7 +119,7 @@ def main() -> None:
     chunks = document_chunks(model.tokenizer, texts, keep, max_length, 0)
     positions = [p for c in chunks for p in range(len(c.tokens))]
     mean_pos = sum(positions) / len(positions)
-    padded = sum(len(b) * max(len(c.tokens) for c in b) for b in _batches(chunks, args.batch_tokens))
+    padded = sum(len(b) * max(len(c.tokens) for c in b) for b in length_batches(chunks, args.batch_tokens))
     flops = model_flops_per_token(model.cfg, layer, mean_pos)
     sae_flops = [2 * int(s.cfg.d_in) * int(s.cfg.d_sae) for s in saes]
     result: dict = {"machine": machine(), "threads": torch.get_num_threads(), "dtype": args.dtype,

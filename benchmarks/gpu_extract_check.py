@@ -38,11 +38,11 @@ from _common import emit, machine
 
 from finsae.data import load_universe
 from finsae.extract.features import (
-    _batches,
     clean_texts,
     document_chunks,
     encoded_batches_many,
     extract_features_many,
+    length_batches,
 )
 
 
@@ -102,7 +102,7 @@ def agreement(cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_leng
     """Token-by-token agreement of the device's SAE activations with CPU float32, in the same batches."""
     keep, _ = clean_texts(texts)
     chunks = document_chunks(cpu_model.tokenizer, texts, keep, max_length, 0)
-    n_batches = sum(1 for _ in _batches(chunks, batch_tokens))
+    n_batches = sum(1 for _ in length_batches(chunks, batch_tokens))
     jaccard, top1, recall8, tokens = [], 0, [], 0
     pooled_cpu = np.zeros((len(keep), int(cpu_sae.cfg.d_sae)))
     pooled_dev = np.zeros_like(pooled_cpu)

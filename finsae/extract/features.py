@@ -20,22 +20,33 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from finsae.errors import DataError
+from finsae.errors import DataError, ProviderError
+from finsae.extract.sae import check_compatible
+
+if TYPE_CHECKING:  # the typed model/SAE boundary; torch, sae_lens and TransformerLens load lazily at run time
+    import torch
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("sum", "mean", "max", "binary", "count")
+#: Chunk length (tokens, BOS included) for an SAE that does not say what context size it was trained on.
+FALLBACK_CONTEXT = 512
 
 
 def check_pooling(pooling: str) -> str:
+    """``pooling`` if it is one of :data:`POOLINGS`, else a :class:`DataError`."""
     if pooling not in POOLINGS:
         raise DataError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
     return pooling
@@ -94,7 +105,7 @@ class FeatureSet:
     n_tokens: np.ndarray
     n_chunks: np.ndarray
     skipped: dict[str, str] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per document: tokens, chunks and active latents."""
@@ -117,7 +128,8 @@ def clean_texts(texts: Sequence[object]) -> tuple[list[int], dict[int, str]]:
     return keep, skipped
 
 
-def _batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
+def length_batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
+    """The chunks sorted by length, in batches of at most ``batch_tokens`` padded tokens."""
     order = sorted(range(len(chunks)), key=lambda c: len(chunks[c].tokens))
     batch: list[Chunk] = []
     longest = 0
@@ -132,7 +144,7 @@ def _batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
         yield batch
 
 
-def document_chunks(tokenizer, texts: Sequence[object], keep: Sequence[int], max_length: int,
+def document_chunks(tokenizer: PreTrainedTokenizerBase, texts: Sequence[object], keep: Sequence[int], max_length: int,
                     overlap: int) -> list[Chunk]:
     """Chunks of the texts at positions ``keep``; ``Chunk.doc`` is the row (index into ``keep``)."""
     out = []
@@ -142,7 +154,7 @@ def document_chunks(tokenizer, texts: Sequence[object], keep: Sequence[int], max
     return out
 
 
-def padded_batch(tokenizer, batch: list[Chunk]):
+def padded_batch(tokenizer: PreTrainedTokenizerBase, batch: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token tensor of a batch and the mask of positions to pool (no BOS, padding, control tokens
     or overlap context; an unknown-word token is a real position)."""
     import torch
@@ -159,7 +171,8 @@ def padded_batch(tokenizer, batch: list[Chunk]):
     return tokens, pool & ~torch.isin(tokens, special)
 
 
-def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], how: str) -> sp.csr_matrix:
+def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int],
+             how: str) -> sp.csr_matrix:
     """CSR matrix from COO entries, duplicates combined by ``how`` ("sum" or "max")."""
     if how == "sum":
         return sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.float32)
@@ -182,7 +195,7 @@ class ResidualForward:
     some of that into a different active latent on near-tied tokens). Compiling needs a C++ compiler; a failure
     is an error that says to run without compiling."""
 
-    def __init__(self, model, layer: int, compile: bool = False) -> None:
+    def __init__(self, model: HookedTransformer, layer: int, compile: bool = False) -> None:
         self.model, self.layer = model, layer
         self.blocks = list(model.blocks[: layer + 1])
         self.compiled = False
@@ -201,7 +214,8 @@ class ResidualForward:
             self.blocks = cache[: layer + 1]
             self.compiled = True
 
-    def _run(self, tokens, blocks, taps: frozenset[int] = frozenset()):
+    def _run(self, tokens: torch.Tensor, blocks: Sequence[Any],
+             taps: frozenset[int] = frozenset()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         import torch
 
         out = {}
@@ -213,21 +227,19 @@ class ResidualForward:
                     out[layer] = residual
         return residual, out
 
-    def _guarded(self, tokens, taps: frozenset[int]):
+    def _guarded(self, tokens: torch.Tensor, taps: frozenset[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         if not self.compiled:
             return self._run(tokens, self.blocks, taps)
         try:
             return self._run(tokens, self.blocks, taps)
         except Exception as exc:  # inductor needs a working C++ toolchain
-            from finsae.errors import ProviderError
-
             raise ProviderError(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); extract without "
                                 "compiling (compile=False, no --compile)") from exc
 
-    def __call__(self, tokens):
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._guarded(tokens, frozenset())[0]
 
-    def residuals(self, tokens, layers: Sequence[int]) -> dict:
+    def residuals(self, tokens: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """The residual stream after each block in ``layers`` (all at most ``self.layer``), from one pass: a
         shallower layer's tensor is the one the deeper blocks then read, so it equals a pass stopped there."""
         taps = frozenset(int(x) for x in layers)
@@ -236,7 +248,8 @@ class ResidualForward:
         return self._guarded(tokens, taps)[1]
 
 
-def hook_activations(model, hooks: Sequence[str], compile: bool = False):
+def hook_activations(model: HookedTransformer, hooks: Sequence[str],
+                     compile: bool = False) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A function ``tokens -> {hook: activation}`` that reads every hook in ``hooks`` from one forward pass to
     the deepest of them. ``hook_resid_post`` hooks are read between the blocks of one :class:`ResidualForward`
     (``compile`` applies); any other hook from one ``run_with_cache`` with all of them in ``names_filter``. Each
@@ -248,7 +261,7 @@ def hook_activations(model, hooks: Sequence[str], compile: bool = False):
     layers = {h: hook_layer(h) for h in direct}
     stop = max((hook_layer(h) for h in cached), default=-1) + 1
 
-    def run(tokens) -> dict:
+    def run(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         acts = {}
         if forward is not None:
             taps = forward.residuals(tokens, sorted(set(layers.values())))
@@ -261,14 +274,13 @@ def hook_activations(model, hooks: Sequence[str], compile: bool = False):
     return run
 
 
-def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
+def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: list[Chunk], batch_tokens: int,
+                         compile: bool = False) -> Iterator[tuple[list[Chunk], torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
     """Yield ``(chunks, tokens, mask, [feats of each SAE])`` per length-sorted batch, from one forward pass per
     batch for all ``saes`` (:func:`hook_activations`): each SAE's activations ``[batch, width, d_sae]`` are
     zero outside the mask and equal those of :func:`encoded_batches` with that SAE alone (same batches, same
     forward calls, the same encode). An SAE given twice is encoded once."""
     import torch
-
-    from finsae.extract.sae import check_compatible
 
     tok = model.tokenizer
     hooks = [check_compatible(model, s) for s in saes]
@@ -277,7 +289,7 @@ def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_token
     for n, s in enumerate(saes):
         distinct.setdefault(id(s), n)
     with torch.inference_mode():
-        for batch in _batches(chunks, batch_tokens):
+        for batch in length_batches(chunks, batch_tokens):
             tokens, pool = padded_batch(tok, batch)
             tokens = tokens.to(model.cfg.device)
             acts = read(tokens)
@@ -295,7 +307,8 @@ def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_token
             yield batch, tokens, masks[first.device], [encoded[id(s)] for s in saes]
 
 
-def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
+def encoded_batches(model: HookedTransformer, sae: SAE, hook: str, chunks: list[Chunk], batch_tokens: int,
+                    compile: bool = False) -> Iterator[tuple[list[Chunk], torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(chunks, tokens, mask, feats)`` per length-sorted batch: the padded tokens, the mask of pooled
     positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass stops
     at the hook's block; a ``hook_resid_post`` hook is read from :class:`ResidualForward` (``compile`` applies),
@@ -317,7 +330,7 @@ class _Pooler:
         self.parts_c: list[np.ndarray] = []
         self.parts_v: list[np.ndarray] = []
 
-    def add(self, docs, feats) -> None:
+    def add(self, docs: torch.Tensor, feats: torch.Tensor) -> None:
         pooling = self.pooling
         if pooling in ("sum", "mean"):
             pooled = feats.sum(dim=1)
@@ -344,7 +357,7 @@ class _Pooler:
         return matrix
 
 
-def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
+def extract_features(model: HookedTransformer, sae: SAE, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
                      pooling: str = "sum", max_length: int | None = None, overlap: int = 0,
                      batch_tokens: int = 4096, progress: bool | None = None,
                      compile: bool = False) -> FeatureSet:
@@ -358,11 +371,11 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
                                  overlap=overlap, batch_tokens=batch_tokens, progress=progress, compile=compile)[0]
 
 
-def _context_size(sae) -> int:
-    return int(getattr(sae.cfg.metadata, "context_size", None) or 512)
+def _context_size(sae: SAE) -> int:
+    return int(getattr(sae.cfg.metadata, "context_size", None) or FALLBACK_CONTEXT)
 
 
-def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: Sequence[object], *,
+def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE, str]], texts: Sequence[object], *,
                           doc_ids: Sequence[str] | None = None, max_length: int | None = None, overlap: int = 0,
                           batch_tokens: int = 4096, progress: bool | None = None,
                           compile: bool = False) -> list[FeatureSet]:
@@ -372,8 +385,6 @@ def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: 
     share the chunking: ``max_length`` defaults to the SAEs' common context size (different ones are an error).
     """
     import torch
-
-    from finsae.extract.sae import check_compatible
 
     if not requests:
         raise DataError("no (sae, pooling) request to extract")

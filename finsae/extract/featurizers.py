@@ -10,20 +10,33 @@ positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from finsae._io import atomic_write
+from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.features import clean_texts
+from finsae.extract.cache import cached_extract
+from finsae.extract.features import clean_texts, extract_features
+from finsae.extract.identity import embedding_key
+from finsae.extract.model import DEFAULT_MODEL
+from finsae.extract.spec import ExtractionSpec
+
+if TYPE_CHECKING:  # sentence-transformers is an optional extra, imported on first use
+    from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +137,18 @@ def _check_texts(texts: Sequence[object], on_empty: str) -> tuple[list[int], lis
 
 
 class _LazyModel(TransformerMixin, BaseEstimator):
+    """A featurizer whose loaded models (``_loaded_attrs``) are not pickled: they load again on next use."""
+
     _loaded_attrs: tuple[str, ...] = ()
 
-    def __getstate__(self) -> dict:
+    def _set_params(self, params: dict[str, Any]) -> None:
+        """Keep ``__init__``'s arguments (its ``locals()``) as attributes of the same names, as scikit-learn's
+        ``get_params`` and ``clone`` read them."""
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for attr in self._loaded_attrs:
             state.pop(attr, None)
@@ -138,26 +160,22 @@ class SAEFeaturizer(_LazyModel):
 
     _loaded_attrs = ("model_", "sae_")
 
-    def __init__(self, model: str = "gemma-3-270m", sae: str | Path | None = None, *, tl_name: str | None = None,
+    def __init__(self, model: str = DEFAULT_MODEL, sae: str | Path | None = None, *, tl_name: str | None = None,
                  pooling: str = "sum", max_length: int | None = None, overlap: int = 0, batch_tokens: int = 8192,
                  dtype: str = "float32", cache: bool = True, on_empty: str = "error") -> None:
-        self.model = model
-        self.sae = sae
-        self.tl_name = tl_name
-        self.pooling = pooling
-        self.max_length = max_length
-        self.overlap = overlap
-        self.batch_tokens = batch_tokens
-        self.dtype = dtype
-        self.cache = cache
-        self.on_empty = on_empty
+        self._set_params(locals())
+
+    @property
+    def spec(self) -> ExtractionSpec:
+        """The extraction the parameters describe."""
+        return ExtractionSpec(model=self.model, tl_name=self.tl_name, sae=None if self.sae is None else str(self.sae),
+                              pooling=self.pooling, max_length=self.max_length, overlap=self.overlap,
+                              batch_tokens=self.batch_tokens, dtype=self.dtype)
 
     def _load(self) -> None:
-        from finsae.extract.model import load_model
-        from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
-
-        self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype, lazy=True)
-        self.sae_ = SAEHandle(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
+        spec = self.spec
+        self.model_ = spec.load_model()
+        self.sae_ = spec.sae_source()
         self.n_features_out_ = self.sae_.d_sae
         self.hook_ = self.sae_.hook_name
 
@@ -166,20 +184,17 @@ class SAEFeaturizer(_LazyModel):
         return self
 
     def transform(self, X: Sequence[str]) -> sp.csr_matrix:
-        from finsae.extract.cache import cached_extract
-        from finsae.extract.features import extract_features
-
         if not hasattr(self, "model_"):
             self._load()
         keep, empty = _check_texts(X, self.on_empty)
         texts = [X[k] for k in keep]
-        kwargs = {"pooling": self.pooling, "max_length": self.max_length, "overlap": self.overlap,
-                  "batch_tokens": self.batch_tokens}
+        ids = [str(k) for k in keep]
+        spec = self.spec
         if self.cache:
-            fs = cached_extract(self.model_, self.sae_, texts, [str(k) for k in keep], **kwargs)
+            fs = cached_extract(self.model_, self.sae_, texts, ids, spec)
         else:
-            sae = getattr(self.sae_, "sae", self.sae_)  # a handle loads its SAE here
-            fs = extract_features(self.model_.model, sae, texts, doc_ids=[str(k) for k in keep], **kwargs)
+            fs = extract_features(self.model_.model, self.sae_.load(), texts, doc_ids=ids, pooling=spec.pooling,
+                                  max_length=spec.max_length, overlap=spec.overlap, batch_tokens=spec.batch_tokens)
         self.empty_ = empty
         out = sp.lil_matrix((len(X), self.n_features_out_), dtype=np.float32)
         out[keep] = fs.matrix
@@ -205,12 +220,7 @@ class EmbeddingFeaturizer(_LazyModel):
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
                  cache: bool = False, on_empty: str = "error", chunk: bool = True) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.cache = cache
-        self.on_empty = on_empty
-        self.chunk = chunk
+        self._set_params(locals())
 
     def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The chunk texts of ``texts``, the text each chunk belongs to, and each chunk's token count."""
@@ -250,26 +260,15 @@ class EmbeddingFeaturizer(_LazyModel):
         return out.astype(np.float32)
 
     def _cache_path(self, texts: list[str]) -> Path:
-        """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts."""
-        import hashlib
-
-        from finsae._io import file_sha256
-        from finsae._paths import cache_dir
-
+        """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts
+        (:func:`finsae.extract.identity.embedding_key`)."""
         version = "v1" if not self.chunk else "chunked-v2"  # unchunked keys are unchanged
-        digest = hashlib.sha256(f"{self.model}|{self.normalize}|{version}".encode())
-        root = Path(self.model_path_)
-        for f in sorted(p for p in root.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(root)).encode() + b"\x00" + file_sha256(f).encode())
-        for t in texts:
-            digest.update(b"\x00" + t.encode())
-        return cache_dir() / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
+        key = embedding_key(self.model, self.normalize, version, Path(self.model_path_), texts)
+        return cache_dir() / "embeddings" / f"{key}.npy"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not self.cache:
             return self._embed(texts)
-        from finsae._io import atomic_write
-
         path = self._cache_path(texts)
         self.cache_path_ = str(path)
         if path.is_file():
@@ -278,16 +277,12 @@ class EmbeddingFeaturizer(_LazyModel):
                 if out.shape == (len(texts), self.n_features_out_):
                     return out
             except (OSError, ValueError) as exc:
-                import logging
-
-                logging.getLogger(__name__).warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
+                logger.warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
         out = self._embed(texts)
         atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
         return out
 
     def _load(self) -> None:
-        import os
-
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = self.model
         if self.model == "all-MiniLM-L6-v2":
@@ -300,13 +295,11 @@ class EmbeddingFeaturizer(_LazyModel):
         self.model_path_ = path
         pooling = Path(path) / "1_Pooling" / "config.json"
         if self.cache and pooling.is_file():  # the width without loading the model: a cache hit never loads it
-            import json
-
             self.n_features_out_ = int(json.loads(pooling.read_text())["word_embedding_dimension"])
         else:
             self._model()
 
-    def _model(self):
+    def _model(self) -> SentenceTransformer:
         """The SentenceTransformer, loaded on first use."""
         if getattr(self, "model_", None) is None:
             from sentence_transformers import SentenceTransformer
@@ -337,8 +330,6 @@ class EmbeddingFeaturizer(_LazyModel):
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()

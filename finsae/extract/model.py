@@ -15,8 +15,8 @@ Three sources:
 from __future__ import annotations
 
 import copy
+import functools
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -25,10 +25,16 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from finsae._io import file_sha256
 from finsae._paths import cache_dir
 from finsae.errors import DataError, ProviderError
+from finsae.extract.identity import directory_hash, hooked_key, model_identity, tensors_hash
+
+if TYPE_CHECKING:  # the typed model boundary; torch, transformers and TransformerLens load lazily at run time
+    import torch
+    from transformer_lens import HookedTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,6 @@ DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_TL_NAME = "google/gemma-3-270m"
 MODEL_DIR_ENV = "FINSAE_MODEL_DIR"
 HUB_HOST = ("huggingface.co", 443)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 #: Version of the processed-weights cache layout (bump to invalidate it).
 HOOKED_FORMAT = 1
 #: GGUF conversion: a large tensor is dequantised in slabs of about this many bytes of float32 output.
@@ -62,32 +67,51 @@ class LoadedModel:
 
     ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and local
     directories), :func:`load_model` returns at once and the weights are read on first access of ``model``, so a
-    feature-cache hit never loads them.
+    feature-cache hit never loads them. ``spec`` holds the :func:`load_model` arguments that rebuild it in another
+    process (None: an object made in memory, not rebuildable).
     """
 
     __slots__ = ("_loader", "_model", "model_id", "spec", "weight_hash")
 
-    def __init__(self, model: object | None, model_id: str, weight_hash: str,
-                 loader: Callable[[], object] | None = None, spec: dict | None = None) -> None:
+    def __init__(self, model: HookedTransformer | None, model_id: str, weight_hash: str,
+                 loader: Callable[[], HookedTransformer] | None = None, spec: dict[str, Any] | None = None) -> None:
         if model is None and loader is None:
             raise ValueError("LoadedModel needs a model or a loader")
         self._model, self._loader = model, loader
         self.model_id, self.weight_hash = model_id, weight_hash
-        self.spec = spec  # load_model arguments that rebuild it in another process (None: not rebuildable)
+        self.spec = spec
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
     @property
-    def model(self) -> object:
+    def model(self) -> HookedTransformer:
         if self._model is None:
             assert self._loader is not None
             self._model = self._loader()
         return self._model
 
+    def portable(self) -> LoadedModel:
+        """The same model for another process (a Ray worker): where ``spec`` is known, a lazy handle that loads
+        it there by :func:`load_model` (on that process's device) and checks it resolves to the same identity;
+        otherwise the model object itself (small in-memory models)."""
+        if self.spec:
+            reload = functools.partial(_reload, self.spec, self.model_id, self.weight_hash)
+            return LoadedModel(None, self.model_id, self.weight_hash, loader=reload, spec=self.spec)
+        return LoadedModel(self.model, self.model_id, self.weight_hash)
+
     def __repr__(self) -> str:
         return f"LoadedModel({self.model_id!r}, weights={self.weight_hash!r}, loaded={self.loaded})"
+
+
+def _reload(spec: dict[str, Any], model_id: str, weight_hash: str) -> HookedTransformer:
+    """The model of ``spec`` loaded in this process, after checking it is the one named ``model_id``."""
+    loaded = load_model(**spec, lazy=True)
+    if (loaded.model_id, loaded.weight_hash) != (model_id, weight_hash):
+        raise ProviderError(f"worker on {socket.gethostname()} resolves the model to {loaded.model_id} / "
+                            f"{loaded.weight_hash}, the driver to {model_id} / {weight_hash}")
+    return loaded.model
 
 
 def _offline() -> None:
@@ -215,35 +239,15 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
     return sizes
 
 
-def _weights_hash(model) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _directory_hash(path: Path) -> str:
-    """Hash of a Hugging Face directory's config and weight files (names and contents)."""
-    digest = hashlib.blake2b(digest_size=16)
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES))
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
-        raise DataError(f"{path} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    for p in files:
-        digest.update(p.name.encode() + b"\x00" + file_sha256(p).encode())
-    return digest.hexdigest()
-
-
 def _hooked_dir(tl_name: str, source_hash: str) -> Path:
     import transformer_lens
 
-    version = getattr(transformer_lens, "__version__", "unknown")
-    key = hashlib.sha256(f"{tl_name}|{source_hash}|{version}|{HOOKED_FORMAT}".encode()).hexdigest()[:20]
+    key = hooked_key(tl_name, source_hash, getattr(transformer_lens, "__version__", "unknown"), HOOKED_FORMAT)
     base = os.environ.get(MODEL_DIR_ENV)
     return (Path(base).expanduser() if base else cache_dir() / "models") / "hooked" / key
 
 
-def save_hooked(model, folder: Path) -> None:
+def save_hooked(model: HookedTransformer, folder: Path) -> None:
     """Save a HookedTransformer's processed weights (safetensors, float32) and config (JSON) atomically."""
     import torch
     from safetensors.torch import save_file
@@ -264,7 +268,8 @@ def save_hooked(model, folder: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def load_hooked(folder: Path, tokenizer, *, device: str, dtype) -> object:
+def load_hooked(folder: Path, tokenizer: PreTrainedTokenizerBase, *, device: str,
+                dtype: torch.dtype) -> HookedTransformer:
     """Rebuild a HookedTransformer saved by :func:`save_hooked` (no weight processing, no random init)."""
     import torch
     from safetensors.torch import load_file
@@ -280,7 +285,7 @@ def load_hooked(folder: Path, tokenizer, *, device: str, dtype) -> object:
 
 
 @contextmanager
-def _lean_processing(hf) -> Iterator[None]:
+def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
     """TransformerLens' first build of a model, with the same values and fewer copies alive at once.
 
     ``HookedTransformer.from_pretrained`` keeps the converted state dict referenced while
@@ -341,7 +346,7 @@ def _lean_processing(hf) -> Iterator[None]:
         ProcessWeights.process_weights = staticmethod(process_original)
 
 
-def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> object:
+def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> HookedTransformer:
     """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present; otherwise
     through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
     import torch
@@ -391,16 +396,17 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
         if source == DEFAULT_MODEL:
             path, source_hash = ensure_default_checkpoint()
             tl_name = tl_name or DEFAULT_TL_NAME
-            model_id = f"{tl_name}@{source_hash}"
+            where = source_hash
         else:
             if not (path / "config.json").is_file():
                 raise DataError(f"{path} is not a Hugging Face model directory (no config.json)")
             if not tl_name:
                 raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its architecture")
-            source_hash = _directory_hash(path)
-            model_id = f"{tl_name}@{path.resolve()}"
+            source_hash = directory_hash(path)
+            where = str(path.resolve())
         name = str(tl_name)
-        loaded = LoadedModel(None, model_id, f"{source_hash}:{dtype}",
+        model_id, weight_hash = model_identity(name, where, source_hash, dtype)
+        loaded = LoadedModel(None, model_id, weight_hash,
                              loader=lambda: _load_local(path, name, source_hash, device, dtype),
                              spec={"source": source, "tl_name": tl_name, "dtype": dtype})
         if not lazy:
@@ -414,5 +420,5 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
     except Exception as exc:
         raise ProviderError(f"cannot load model {source!r} from the hub: {exc}") from exc
     model.eval()
-    return LoadedModel(model, source, f"{_weights_hash(model)}:{dtype}",
+    return LoadedModel(model, *model_identity(source, "", tensors_hash(model), dtype),
                        spec={"source": source, "tl_name": tl_name, "dtype": dtype})
