@@ -81,12 +81,12 @@ def cached_extract(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[ob
         computed_seconds = stats["seconds"]
         extra.update(workers=stats["workers"], wall_seconds=stats["wall_seconds"])
         for shard in missing:
-            fs = read_shard(shard, plan.spec.pooling)
-            if fs is None:
+            read = read_shard(shard, plan.spec.pooling)
+            if read is None:
                 raise DataError(f"shard {shard.path.name} was reported done by a Ray worker but is not readable "
                                 "here: on a multi-node cluster the cache folder must be on a shared file system "
                                 "($FINSAE_CACHE_DIR)")
-            parts[shard.index] = fs
+            parts[shard.index] = read
     return assemble(loaded, plan, [parts[s.index] for s in plan.shards], hits, computed_seconds, **extra)
 
 

@@ -49,7 +49,7 @@ class TextFeatures:
                             "tickers")
 
     def to_frame(self) -> pd.DataFrame:
-        dense = self.matrix.toarray() if sp.issparse(self.matrix) else self.matrix
+        dense = self.matrix if isinstance(self.matrix, np.ndarray) else self.matrix.toarray()
         return pd.DataFrame(dense, index=self.tickers, columns=self.names)
 
 

@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 from finsae.errors import DataError, ProviderError
 from finsae.extract.sae import check_compatible
 
-if TYPE_CHECKING:  # the typed model/SAE boundary; torch, sae_lens and TransformerLens load lazily at run time
+# torch (the 'llm' extra, seconds to import) is imported inside the functions that run the model: a feature-cache
+# hit never imports it.
+if TYPE_CHECKING:  # the typed model/SAE boundary
     import torch
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
@@ -43,6 +45,16 @@ logger = logging.getLogger(__name__)
 POOLINGS: tuple[str, ...] = ("sum", "mean", "max", "binary", "count")
 #: Chunk length (tokens, BOS included) for an SAE that does not say what context size it was trained on.
 FALLBACK_CONTEXT = 512
+
+
+def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
+    """The model's tokenizer; a model without one (or without a BOS token) cannot be read."""
+    tok = model.tokenizer
+    if tok is None:
+        raise DataError("the model has no tokenizer: load it with one (HookedTransformer(cfg, tokenizer=...))")
+    if tok.bos_token_id is None:
+        raise DataError("the model's tokenizer has no BOS token")
+    return tok
 
 
 def check_pooling(pooling: str) -> str:
@@ -206,8 +218,9 @@ class ResidualForward:
 
                 for block in model.blocks:  # numpy scalars (TransformerLens' default attention scale) become
                     attn = getattr(block, "attn", None)  # tensors that dynamo mis-guards in inference mode
-                    if isinstance(getattr(attn, "attn_scale", None), np.generic):
-                        attn.attn_scale = float(attn.attn_scale)  # same value, exactly
+                    scale = getattr(attn, "attn_scale", None)
+                    if attn is not None and isinstance(scale, np.generic):
+                        attn.attn_scale = float(scale)  # same value, exactly
 
                 cache = [torch.compile(b, dynamic=True) for b in model.blocks]
                 object.__setattr__(model, "_finsae_compiled_blocks", cache)
@@ -282,7 +295,7 @@ def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: 
     forward calls, the same encode). An SAE given twice is encoded once."""
     import torch
 
-    tok = model.tokenizer
+    tok = tokenizer_of(model)
     hooks = [check_compatible(model, s) for s in saes]
     read = hook_activations(model, hooks, compile)
     distinct: dict[int, int] = {}
@@ -293,8 +306,8 @@ def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: 
             tokens, pool = padded_batch(tok, batch)
             tokens = tokens.to(model.cfg.device)
             acts = read(tokens)
-            encoded: dict[int, object] = {}
-            masks: dict[object, object] = {}
+            encoded: dict[int, torch.Tensor] = {}
+            masks: dict[torch.device, torch.Tensor] = {}
             for n, s in enumerate(saes):
                 if distinct[id(s)] != n:
                     continue
@@ -406,9 +419,7 @@ def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE
     keep, skipped_pos = clean_texts(texts)
     if skipped_pos:
         logger.info("skipping %d document(s) without text: %s", len(skipped_pos), list(skipped_pos.values())[:5])
-    tok = model.tokenizer
-    if tok.bos_token_id is None:
-        raise DataError("the model's tokenizer has no BOS token")
+    tok = tokenizer_of(model)
     chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
     poolers = [_Pooler(pooling, n_rows, int(sae.cfg.d_sae)) for sae, pooling in requests]

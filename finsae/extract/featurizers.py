@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -148,6 +148,14 @@ class _LazyModel(TransformerMixin, BaseEstimator):
             if name not in ("self", "__class__"):
                 setattr(self, name, value)
 
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def fit(self, X: Sequence[str] | None = None, y: object = None) -> Self:
+        """Load the model (nothing is learnt from ``X``)."""
+        self._load()
+        return self
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for attr in self._loaded_attrs:
@@ -178,10 +186,6 @@ class SAEFeaturizer(_LazyModel):
         self.sae_ = spec.sae_source()
         self.n_features_out_ = self.sae_.d_sae
         self.hook_ = self.sae_.hook_name
-
-    def fit(self, X: Sequence[str] | None = None, y: object = None) -> SAEFeaturizer:
-        self._load()
-        return self
 
     def transform(self, X: Sequence[str]) -> sp.csr_matrix:
         if not hasattr(self, "model_"):
@@ -226,7 +230,7 @@ class EmbeddingFeaturizer(_LazyModel):
         """The chunk texts of ``texts``, the text each chunk belongs to, and each chunk's token count."""
         model = self._model()
         tok = model.tokenizer
-        body = max(int(model.max_seq_length) - 2, 8)
+        body = max(int(model.max_seq_length or 0) - 2, 8)
         ids = tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         chunks: list[str] = []
         owner: list[int] = []
@@ -279,7 +283,7 @@ class EmbeddingFeaturizer(_LazyModel):
             except (OSError, ValueError) as exc:
                 logger.warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
         out = self._embed(texts)
-        atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
+        atomic_write(path, lambda tmp: _write_npy(tmp, out))
         return out
 
     def _load(self) -> None:
@@ -305,13 +309,10 @@ class EmbeddingFeaturizer(_LazyModel):
             from sentence_transformers import SentenceTransformer
 
             self.model_ = SentenceTransformer(self.model_path_, device="cpu")
-            dim = getattr(self.model_, "get_embedding_dimension", None) or self.model_.get_sentence_embedding_dimension
-            self.n_features_out_ = int(dim())
+            dim = getattr(self.model_, "get_embedding_dimension", None) or \
+                self.model_.get_sentence_embedding_dimension
+            self.n_features_out_ = int(dim() or 0)
         return self.model_
-
-    def fit(self, X: Sequence[str] | None = None, y: object = None) -> EmbeddingFeaturizer:
-        self._load()
-        return self
 
     def transform(self, X: Sequence[str]) -> np.ndarray:
         if not hasattr(self, "model_path_"):
@@ -329,7 +330,8 @@ class EmbeddingFeaturizer(_LazyModel):
         return np.array([f"emb_{i}" for i in range(self.n_features_out_)], dtype=object)
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
+def _write_npy(path: Path, a: np.ndarray) -> None:
+    """``a`` as a ``.npy`` file at ``path`` (a file object: ``np.save`` would add ``.npy`` to the name)."""
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
+    path.write_bytes(buf.getvalue())

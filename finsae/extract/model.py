@@ -22,16 +22,21 @@ import logging
 import os
 import shutil
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from finsae._paths import cache_dir
 from finsae.errors import DataError, ProviderError
 from finsae.extract.identity import directory_hash, hooked_key, model_identity, tensors_hash
 
-if TYPE_CHECKING:  # the typed model boundary; torch, transformers and TransformerLens load lazily at run time
+# torch, transformers, gguf, safetensors and TransformerLens (the 'llm' extra, seconds to import) are imported
+# inside the functions that need them: a feature-cache hit, and the command line's start, never import them.
+if TYPE_CHECKING:  # the typed model boundary
     import torch
     from transformer_lens import HookedTransformer
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -162,9 +167,6 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
     memory-mapped, each tensor is dequantised, written into ``model.safetensors`` at its place and dropped (the
     header is known from the shapes beforehand). The model skeleton is built on the meta device. Config,
     generation config and tokenizer are saved as ``save_pretrained`` does. Returns tensor name -> bytes."""
-    import struct
-
-    import numpy as np
     import torch
     from gguf import GGUFReader, dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -212,7 +214,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
             data = tensor.data
             # rows of quantisation blocks are independent: a large tensor is dequantised a slab at a time
             step = max(1, SLAB_BYTES // max(1, data[:1].nbytes * 8)) if data.ndim > 1 else len(data)
-            rows, width = 0, None
+            rows, width = 0, ()
             for start in range(0, max(len(data), 1), step):
                 weights = dequantize(data[start: start + step], tensor.tensor_type)
                 result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=mapping,
@@ -226,7 +228,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
                 f.write(array.tobytes())
                 sizes[hf_name] = sizes.get(hf_name, 0) + array.nbytes
                 del weights, result, array
-            shape = [rows, *width] if data.ndim > 1 else list(width or ())
+            shape = [rows, *width] if data.ndim > 1 else list(width)
             if shape != header[hf_name]["shape"]:  # type: ignore[index]
                 raise DataError(f"{gguf.name}: tensor {tensor.name} has shape {shape}, the model expects "
                                 f"{header[hf_name]['shape']} for {hf_name}")  # type: ignore[index]
@@ -337,13 +339,13 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
         out.update(aside)
         return out
 
-    HookedTransformer.load_and_process_state_dict = lean_load
-    ProcessWeights.process_weights = staticmethod(lean_process)
+    setattr(HookedTransformer, "load_and_process_state_dict", lean_load)  # noqa: B010 - patched for the build
+    setattr(ProcessWeights, "process_weights", staticmethod(lean_process))  # noqa: B010
     try:
         yield
     finally:
-        HookedTransformer.load_and_process_state_dict = load_original
-        ProcessWeights.process_weights = staticmethod(process_original)
+        setattr(HookedTransformer, "load_and_process_state_dict", load_original)  # noqa: B010
+        setattr(ProcessWeights, "process_weights", staticmethod(process_original))  # noqa: B010
 
 
 def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> HookedTransformer:

@@ -32,6 +32,7 @@ from finsae.extract.features import (
     hook_layer,
     length_batches,
     padded_batch,
+    tokenizer_of,
 )
 
 if TYPE_CHECKING:  # the typed model/SAE boundary; torch, sae_lens and TransformerLens load lazily at run time
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 def _chunks(model: HookedTransformer, texts: Sequence[object], max_length: int) -> list[Chunk]:
-    return document_chunks(model.tokenizer, texts, clean_texts(texts)[0], max_length, 0)
+    return document_chunks(tokenizer_of(model), texts, clean_texts(texts)[0], max_length, 0)
 
 
 Activations = dict[str, np.ndarray]
@@ -73,7 +74,7 @@ def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks
     docs: list[np.ndarray] = []
     with torch.inference_mode():
         for batch in length_batches(_chunks(model, texts, max_length), batch_tokens):
-            tokens, pool = padded_batch(model.tokenizer, batch)
+            tokens, pool = padded_batch(tokenizer_of(model), batch)
             _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=stop)
             for h in hooks:
                 out[h].append(cache[h][pool.to(cache[h].device)].float().cpu().numpy())
@@ -192,7 +193,7 @@ def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
 
     with torch.inference_mode():
         for batch in length_batches(_chunks(model, texts, max_length), loss_batch_tokens):
-            tokens, pool = padded_batch(model.tokenizer, batch)
+            tokens, pool = padded_batch(tokenizer_of(model), batch)
             target_mask = pool[:, 1:]  # predict every real token after the first position
             for mode in ce:
                 hooks = [] if mode == "clean" else [(hook, splice(mode))]
