@@ -221,24 +221,30 @@ def _sae_source(sae: str | None) -> Path:
 #: The options of ``finsae extract`` that make its extraction spec (``finsae.extract.ExtractionSpec``).
 _SPEC_OPTIONS = (
     click.option("--model", "model", default="gemma-3-270m", show_default=True,
-                 help="Default name, a local Hugging Face directory, or an official TransformerLens name (hub)."),
-    click.option("--tl-name", default=None, help="TransformerLens architecture name for a local model directory."),
+                 help="Default name, a local Hugging Face directory, or an official TransformerLens name "
+                      "(hub)."),
+    click.option("--tl-name", default=None,
+                 help="TransformerLens architecture name for a local model directory."),
     click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE)."),
     click.option("--pooling", type=click.Choice(["sum", "mean", "max", "binary", "count"]), default="sum",
                  show_default=True),
-    click.option("--max-length", type=int, default=None, help="Tokens per chunk (default: the SAE's context size)."),
+    click.option("--max-length", type=int, default=None,
+                 help="Tokens per chunk (default: the SAE's context size)."),
     click.option("--overlap", type=int, default=0, show_default=True,
                  help="Context tokens shared by consecutive chunks."),
     click.option("--batch-tokens", type=int, default=8192, show_default=True),
     click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True),
     click.option("--compile", "compile", is_flag=True,
-                 help="Run the blocks through torch.compile (about 1.4x faster on CPU; features cached apart)."),
+                 help="Run the blocks through torch.compile (about 1.4x faster on CPU; features cached "
+                      "apart)."),
 )
-#: The options of ``finsae extract`` that say where missing shards are computed (``finsae.extract.Execution``).
+#: The options of ``finsae extract`` that say where missing shards are computed
+#: (``finsae.extract.Execution``).
 _EXECUTION_OPTIONS = (
     click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                  help="ray: missing shards on a Ray cluster, one model replica per worker."),
-    click.option("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU)."),
+    click.option("--workers", type=int, default=None,
+                 help="Ray workers (default: one per GPU, else one per CPU)."),
     click.option("--address", default=None, help="Ray cluster address (default: a local cluster)."),
 )
 
@@ -253,7 +259,8 @@ def _extraction_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         spec_fields = {name: options.pop(name) for name in ExtractionSpec.__dataclass_fields__}
         spec_fields["sae"] = str(_sae_source(spec_fields["sae"]))
-        run = Execution(**{name: options.pop(name) for name in ("backend", "workers", "address")}, progress=True)
+        where = {name: options.pop(name) for name in ("backend", "workers", "address")}
+        run = Execution(**where, progress=True)
         return fn(*args, spec=ExtractionSpec(**spec_fields), run=run, **options)
 
     for option in reversed((*_SPEC_OPTIONS, *_EXECUTION_OPTIONS)):
@@ -262,7 +269,8 @@ def _extraction_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @cli.command()
-@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Universe table (default: bundled).")
+@click.option("--companies", type=click.Path(path_type=Path), default=None,
+              help="Universe table (default: bundled).")
 @click.option("--vintage", default="2017", show_default=True, help="Text vintage to encode.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/features"), show_default=True)
 @_friendly
@@ -293,8 +301,9 @@ def extract(companies: Path | None, vintage: str, out: Path, spec: ExtractionSpe
     rate = f", {m['tokens'] / m['compute_seconds']:.0f} tokens/s" if m.get("compute_seconds") else ""
     if m.get("wall_seconds"):
         rate += f" per worker, {m['workers']} Ray workers, {m['wall_seconds']:.0f} s wall"
-    click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} shards "
-               f"from cache{rate}; {len(universe.missing_text(vintage))} companies without {vintage} text")
+    without = len(universe.missing_text(vintage))
+    click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} "
+               f"shards from cache{rate}; {without} companies without {vintage} text")
     shape = json.dumps({"shape": list(fs.matrix.shape), "nnz": int(fs.matrix.nnz)})
     click.echo(f"features written to {out} ({shape})")
 
@@ -309,12 +318,14 @@ def extract(companies: Path | None, vintage: str, out: Path, spec: ExtractionSpe
 @click.option("--widths", default="5120", show_default=True, help="Candidate SAE widths (comma-separated).")
 @click.option("--k", type=int, default=32, show_default=True, help="Active latents per token (TopK).")
 @click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--eval-docs", type=int, default=60, show_default=True, help="Held-out documents for the LM-loss check.")
+@click.option("--eval-docs", type=int, default=60, show_default=True,
+              help="Held-out documents for the LM-loss check.")
 @click.option("--dead-window", type=int, default=1000, show_default=True,
               help="Training steps without firing after which a latent is dead and AuxK revives it.")
 @click.option("--returns-start", default="2010-01-01", show_default=True,
               help="Peers are scored on monthly returns from ...")
-@click.option("--returns-end", default="2017-05-31", show_default=True, help="... to here (before the text is used).")
+@click.option("--returns-end", default="2017-05-31", show_default=True,
+              help="... to here (before the text is used).")
 @click.option("--prices", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder for candidates, the chosen SAE and selection.json.")
@@ -336,8 +347,9 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
                                           tickers=universe.tickers, max_drop_share=1.0))
     loaded = load_model(model_source, tl_name=tl_name)
     table = train_and_select(loaded, list(texts), list(texts.index), out, plan, corr=corr)
-    cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0", "top1_corr_pre",
-                        "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen") if c in table]
+    cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0",
+                        "top1_corr_pre", "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen")
+            if c in table]
     click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(f"chosen SAE written to {out / 'sae'}")
 

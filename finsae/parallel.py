@@ -1,8 +1,8 @@
 """Where independent pieces of work run: in this process (``local``) or as Ray tasks (``ray``).
 
 A backend maps a module-level function over a list of items, with large read-only arguments (``shared``) sent
-once: ``backend.map(fn, items, shared={"prices": array})`` returns ``[fn(item, **shared) for item in items]`` in
-order. The Ray backend puts ``shared`` in the object store once and runs one task per item on the cluster
+once: ``backend.map(fn, items, shared={"prices": array})`` returns ``[fn(item, **shared) for item in items]``
+in order. The Ray backend puts ``shared`` in the object store once and runs one task per item on the cluster
 (``ray.init()`` locally, or the cluster at ``address``); results are the same as the local backend's because
 each item is computed by the same function on the same inputs.
 """
@@ -119,8 +119,8 @@ class RayBackend:
 
     Parameters:
         workers: at most this many tasks at once (default: as many as the cluster has CPUs).
-        address: a Ray cluster address (``"auto"``, ``"ray://head:10001"``); default: the running cluster, or a
-            new local one.
+        address: a Ray cluster address (``"auto"``, ``"ray://head:10001"``); default: the running cluster,
+            or a new local one.
         cpus_per_task: CPUs reserved by each task.
     """
 

@@ -121,7 +121,7 @@ def test_a_worker_error_names_the_shard(model, sae, tmp_path, cluster):
         ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, compute=broken)
 
 
-# --------------------------------------------------------------------------------------- pairs backtest on Ray
+# ---------------------------------------------------------------------------------- pairs backtest on Ray
 
 def test_pair_tests_on_ray_equal_the_local_run(cluster):
     from finsae.backtest.pairs import all_pairs, pair_tests

@@ -34,7 +34,8 @@ def _sae(hook: str, d_sae: int, seed: int, tmp_path_factory, context: int = 16):
 
 @pytest.fixture(scope="module")
 def others(tmp_path_factory):
-    """SAEs on a shallower resid_post hook, the same hook as ``sae`` (other width) and two non-resid_post hooks."""
+    """SAEs on a shallower resid_post hook, the same hook as ``sae`` (other width) and two non-resid_post
+    hooks."""
     return {"l0": _sae("blocks.0.hook_resid_post", 64, 2, tmp_path_factory),
             "l1_wide": _sae(HOOK, 160, 3, tmp_path_factory),
             "pre2": _sae("blocks.2.hook_resid_pre", 48, 4, tmp_path_factory),

@@ -1,4 +1,5 @@
-"""scikit-learn featurizers: nothing loaded in __init__, clone/pickle safe, one row per text, empty handling."""
+"""scikit-learn featurizers: nothing loaded in __init__, clone/pickle safe, one row per text, empty
+handling."""
 
 from __future__ import annotations
 

@@ -83,9 +83,9 @@ def cached_extract(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[ob
         for shard in missing:
             read = read_shard(shard, plan.spec.pooling)
             if read is None:
-                raise DataError(f"shard {shard.path.name} was reported done by a Ray worker but is not readable "
-                                "here: on a multi-node cluster the cache folder must be on a shared file system "
-                                "($FINSAE_CACHE_DIR)")
+                raise DataError(f"shard {shard.path.name} was reported done by a Ray worker but is not "
+                                "readable here: on a multi-node cluster the cache folder must be on a shared "
+                                "file system ($FINSAE_CACHE_DIR)")
             parts[shard.index] = read
     return assemble(loaded, plan, [parts[s.index] for s in plan.shards], hits, computed_seconds, **extra)
 
@@ -126,7 +126,8 @@ def cached_extract_many(loaded: LoadedModel, requests: Sequence[tuple[SAESource 
                 continue
             if len(todo) > 1:
                 logger.info("shard %d: one pass for %d SAE requests", index, len(todo))
-            done = compute_shard_many(loaded, [(sources[n], plans[n]) for n in todo], index, progress=progress)
+            items = [(sources[n], plans[n]) for n in todo]
+            done = compute_shard_many(loaded, items, index, progress=progress)
             for n, fs in zip(todo, done, strict=True):
                 parts[plans[n].key][index] = fs
                 seconds[plans[n].key] += fs.manifest.get("seconds", 0.0)

@@ -1,10 +1,11 @@
 """Extraction on a Ray cluster: the missing shards of a cached extraction, one model replica per worker.
 
-``ray.init()`` starts a local cluster on one machine; ``address="ray://head:10001"`` (or ``"auto"`` on a cluster
-node) joins a real one with the same code. Each worker is a Ray actor that loads the model and the SAE once, in
-its own process (on its own GPU where the cluster has GPUs), encodes the shards it is given and writes each one
-to the feature cache atomically, under the same content keys as the local backend; the driver only hands out
-shards and reads the finished files back, so the features are exactly those of a single-process run.
+``ray.init()`` starts a local cluster on one machine; ``address="ray://head:10001"`` (or ``"auto"`` on a
+cluster node) joins a real one with the same code. Each worker is a Ray actor that loads the model and the SAE
+once, in its own process (on its own GPU where the cluster has GPUs), encodes the shards it is given and
+writes each one to the feature cache atomically, under the same content keys as the local backend; the driver
+only hands out shards and reads the finished files back, so the features are exactly those of a single-process
+run.
 
 Failures: a worker that dies (killed, out of memory, a lost node) is replaced and its shard handed out again,
 up to ``max_failures`` times; past that the job stops with an error, and a rerun computes only the shards that
@@ -98,7 +99,8 @@ def ray_compute_shards(loaded: LoadedModel, sae: SAESource | SAE, plan: ShardPla
             raise ConfigError(f"workers must be at least 1, got {workers}")
         workers = min(workers, len(missing))
         threads = max(1, int(cpus_per_worker)) if not gpus_per_worker else None
-        actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(ShardWorker)
+        actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+                               max_restarts=0)(ShardWorker)
         model_ref, sae_ref, plan_ref = ray.put(loaded.portable()), ray.put(as_sae_source(sae)), ray.put(plan)
 
         def spawn() -> Any:

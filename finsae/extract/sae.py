@@ -1,9 +1,10 @@
 """Sparse autoencoders in sae_lens format: where an extraction's SAE comes from, and checks that it fits.
 
 An extraction reads its SAE through one protocol, :class:`SAESource`: what identifies it (``digest``), its
-shape and where it reads the model (``d_sae``, ``hook_name``, ``context_size``, ``model_name``), and ``load()``
-for the sae_lens SAE itself. Two sources implement it: :class:`SAEHandle`, a sae_lens folder read lazily (a
-feature-cache hit never loads the weights, nor sae_lens), and :class:`LoadedSAE`, an SAE already in memory.
+shape and where it reads the model (``d_sae``, ``hook_name``, ``context_size``, ``model_name``), and
+``load()`` for the sae_lens SAE itself. Two sources implement it: :class:`SAEHandle`, a sae_lens folder read
+lazily (a feature-cache hit never loads the weights, nor sae_lens), and :class:`LoadedSAE`, an SAE already in
+memory.
 :func:`as_sae_source` turns whatever a caller passes (either, or a bare sae_lens SAE) into a source, so no
 caller branches on the kind of SAE.
 """
@@ -65,7 +66,8 @@ class SAESource(Protocol):
     def on_device(self, device: str) -> SAESource: ...
 
 
-def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu", dtype: str | None = None) -> SAE:
+def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu",
+             dtype: str | None = None) -> SAE:
     """Load a sae_lens SAE: a directory with ``cfg.json`` + ``sae_weights.safetensors``, or, with ``sae_id``,
     a pretrained release from the model hub (``SAE.from_pretrained(release, sae_id)``)."""
     from sae_lens import SAE  # heavy optional import (the 'llm' extra): only when an SAE is really loaded
@@ -98,8 +100,8 @@ def check_finite_weights(sae: SAE, where: str) -> None:
     for name, tensor in sae.state_dict().items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise DataError(f"the SAE {where} has {bad} NaN or infinite value(s) in {name}: its features would "
-                            "be NaN; retrain it or use another SAE")
+            raise DataError(f"the SAE {where} has {bad} NaN or infinite value(s) in {name}: its features "
+                            "would be NaN; retrain it or use another SAE")
 
 
 def _base_name(name: object) -> str:
@@ -114,9 +116,9 @@ def check_sae_model(model_id: str, sae_model_name: str | None, where: str) -> No
     if not sae_model_name:
         return
     if _base_name(sae_model_name) != _base_name(model_id):
-        raise DataError(f"the SAE {where} was trained on model {sae_model_name!r} (metadata.model_name), not on "
-                        f"{model_id!r}: its latents would read activations of another model; pass the matching "
-                        "model or SAE")
+        raise DataError(f"the SAE {where} was trained on model {sae_model_name!r} (metadata.model_name), not "
+                        f"on {model_id!r}: its latents would read activations of another model; pass the "
+                        "matching model or SAE")
 
 
 def check_compatible(model: HookedTransformer, sae: SAE) -> str:
@@ -124,8 +126,8 @@ def check_compatible(model: HookedTransformer, sae: SAE) -> str:
     the activation there. Raises :class:`DataError` before any forward pass otherwise."""
     hook = getattr(sae.cfg.metadata, "hook_name", None)
     if not hook:
-        raise DataError("the SAE's cfg.json names no hook (metadata.hook_name): cannot tell where it reads the "
-                        "model")
+        raise DataError("the SAE's cfg.json names no hook (metadata.hook_name): cannot tell where it reads "
+                        "the model")
     if hook not in model.hook_dict:
         raise DataError(f"the SAE reads hook {hook!r}, which model {model.cfg.model_name!r} does not have "
                         f"(it has {model.cfg.n_layers} layers)")
@@ -249,8 +251,8 @@ class LoadedSAE:
 
 def as_sae_source(sae: SAESource | SAE) -> SAESource:
     """``sae`` as an :class:`SAESource`: a source as it is, a bare sae_lens SAE wrapped in :class:`LoadedSAE`.
-    A source is recognised by the protocol's methods on its class, ``load`` and ``on_device`` (never by reading
-    ``digest``, which may load weights); a sae_lens SAE has neither."""
+    A source is recognised by the protocol's methods on its class, ``load`` and ``on_device`` (never by
+    reading ``digest``, which may load weights); a sae_lens SAE has neither."""
     kind = type(sae)
     if callable(getattr(kind, "load", None)) and callable(getattr(kind, "on_device", None)):
         return sae  # type: ignore[return-value]

@@ -2,9 +2,9 @@
 assemble them into one :class:`~finsae.extract.features.FeatureSet`.
 
 A plan (:func:`plan_shards`) is the cache folder (:meth:`ExtractionSpec.key`) and the documents split into
-shards of ``shard_size`` in input order; each shard's file name hashes the key and the shard's document ids and
-texts (:func:`finsae.extract.identity.shard_key`). Files are written atomically, so a shard is either whole or
-missing; an unreadable one is recomputed. Both backends (:mod:`finsae.extract.cache`,
+shards of ``shard_size`` in input order; each shard's file name hashes the key and the shard's document ids
+and texts (:func:`finsae.extract.identity.shard_key`). Files are written atomically, so a shard is either
+whole or missing; an unreadable one is recomputed. Both backends (:mod:`finsae.extract.cache`,
 :mod:`finsae.extract.distributed`) compute a shard with :func:`compute_shard`.
 """
 
@@ -99,7 +99,7 @@ def _save_shard(path: Path, fs: FeatureSet) -> None:
 def _load_shard(path: Path, pooling: str) -> FeatureSet:
     with np.load(path, allow_pickle=False) as z:
         matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-        if not np.isfinite(matrix.data).all():  # e.g. written by an SAE with NaN weights: recompute, never use
+        if not np.isfinite(matrix.data).all():  # e.g. from an SAE with NaN weights: recompute, never use
             raise ValueError("non-finite features")
         return FeatureSet(matrix, [str(d) for d in z["doc_ids"]], pooling, z["n_tokens"], z["n_chunks"],
                           json.loads(str(z["skipped"])), json.loads(str(z["manifest"])))
@@ -186,5 +186,5 @@ def assemble(loaded: ModelIdentity, plan: ShardPlan, parts: Sequence[FeatureSet]
                           np.zeros(0, np.int64), np.zeros(0, np.int64), skipped, manifest)
     return FeatureSet(sp.vstack([p.matrix for p in parts], format="csr", dtype=np.float32),
                       [d for p in parts for d in p.doc_ids], spec.pooling,
-                      np.concatenate([p.n_tokens for p in parts]), np.concatenate([p.n_chunks for p in parts]),
-                      skipped, manifest)
+                      np.concatenate([p.n_tokens for p in parts]),
+                      np.concatenate([p.n_chunks for p in parts]), skipped, manifest)

@@ -1,15 +1,17 @@
 """Train and evaluate TopK SAEs on a model's residual activations with sae_lens (its trainer, its format).
 
 * Activations: the corpus is tokenized and chunked as for extraction; BOS, padding, special tokens and overlap
-  context are dropped, and so are tokens whose activation norm exceeds ``max_norm_ratio`` times the median norm
-  (rare huge-norm positions that would dominate the reconstruction loss).
+  context are dropped, and so are tokens whose activation norm exceeds ``max_norm_ratio`` times the median
+  norm (rare huge-norm positions that would dominate the reconstruction loss).
 * Training: ``sae_lens.TopKTrainingSAE`` with ``SAETrainer`` fed from the cached activations, decoder bias
-  initialised at the activation mean (Gemma's residual stream has a large constant offset), cosine learning-rate
-  decay to ``lr / 10``; saved with ``save_inference_model`` (``cfg.json`` + ``sae_weights.safetensors``).
-* Quality on held-out documents: explained variance ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``, mean L0,
-  the share of latents never active (dead), and the share of language-model loss recovered when the SAE
+  initialised at the activation mean (Gemma's residual stream has a large constant offset), cosine
+  learning-rate decay to ``lr / 10``; saved with ``save_inference_model`` (``cfg.json`` +
+  ``sae_weights.safetensors``).
+* Quality on held-out documents: explained variance ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``, mean
+  L0, the share of latents never active (dead), and the share of language-model loss recovered when the SAE
   reconstruction replaces the activation from position 1 on:
-  ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, with ``CE_zero`` the loss when the activation is zeroed there.
+  ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, with ``CE_zero`` the loss when the activation is zeroed
+  there.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks
     with torch.inference_mode():
         for batch in length_batches(_chunks(model, texts, max_length), batch_tokens):
             tokens, pool = padded_batch(tokenizer_of(model), batch)
-            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=stop)
+            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks),
+                                            stop_at_layer=stop)
             for h in hooks:
                 out[h].append(cache[h][pool.to(cache[h].device)].float().cpu().numpy())
             docs.append(np.repeat([c.doc for c in batch], pool.sum(dim=1).numpy()))
@@ -93,10 +96,11 @@ def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks
 
 
 def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
-                   model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4, seed: int = 0,
-                   autocast: bool = True, out_dir: str | Path | None = None,
+                   model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4,
+                   seed: int = 0, autocast: bool = True, out_dir: str | Path | None = None,
                    dead_feature_window: int = 1000) -> SAE:
-    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if given).
+    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if
+    given).
 
     ``dead_feature_window``: steps without firing after which a latent counts as dead and the AuxK loss starts
     pulling it towards the residual (sae_lens' default 1,000 steps exceeds a short run on a small corpus)."""
@@ -154,17 +158,20 @@ class SAEQuality:
         return self.explained_variance >= ev and self.loss_recovered >= recovered and self.dead_share <= dead
 
 
-def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *, max_length: int = 512, batch_tokens: int = 4096,
-                 acts: np.ndarray | None = None, loss_batch_tokens: int = 512) -> SAEQuality:
+def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *, max_length: int = 512,
+                 batch_tokens: int = 4096, acts: np.ndarray | None = None,
+                 loss_batch_tokens: int = 512) -> SAEQuality:
     """Quality of ``sae`` on held-out ``texts`` (see the module docstring for the formulas).
 
     The language-model loss is computed in batches of ``loss_batch_tokens`` padded tokens: the logits of one
-    batch take ``tokens x vocabulary x 4`` bytes (0.5 GB for 512 tokens of Gemma's 262,144-token vocabulary)."""
+    batch take ``tokens x vocabulary x 4`` bytes (0.5 GB for 512 tokens of Gemma's 262,144-token
+    vocabulary)."""
     import torch
 
     hook = sae.cfg.metadata.hook_name
     if acts is None:
-        acts = collect_activations(model, texts, [hook], max_length=max_length, batch_tokens=batch_tokens)[hook]
+        acts = collect_activations(model, texts, [hook], max_length=max_length,
+                                   batch_tokens=batch_tokens)[hook]
     x = torch.from_numpy(acts)
     resid = torch.zeros((), dtype=torch.float64)
     ever_active = torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool)
@@ -204,6 +211,7 @@ def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
                 del logits, nll
             n_pred += int(target_mask.sum())
     ce = {m: v / max(n_pred, 1) for m, v in ce.items()}
-    recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else math.nan
+    lost = ce["zero"] - ce["clean"]
+    recovered = (ce["zero"] - ce["sae"]) / lost if ce["zero"] != ce["clean"] else math.nan
     return SAEQuality(float(1 - resid / total), l0_sum / max(len(x), 1), float((~ever_active).float().mean()),
                       ce["clean"], ce["sae"], ce["zero"], float(recovered), len(acts))

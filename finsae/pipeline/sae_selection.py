@@ -1,12 +1,13 @@
-"""Choose the default SAE by measurement: train TopK SAEs at candidate layers and widths, report their quality,
-and score the peers they produce on returns *before* the forward window only.
+"""Choose the default SAE by measurement: train TopK SAEs at candidate layers and widths, report their
+quality, and score the peers they produce on returns *before* the forward window only.
 
 Candidates already trained in ``out_dir/candidates`` by an interrupted run are reused, not retrained.
 
 Rule: among the candidates that meet the quality floor (explained variance >= 0.80, LM loss recovered >= 85%,
-dead latents <= 50%), the one whose companies' 5 nearest neighbours (cosine of log1p sum-pooled features) have the
-highest mean monthly-return correlation over ``returns_window`` (default 2010-01 to 2017-05, before the 2017
-descriptions were published). Every candidate's figures are written to ``selection.json`` beside the SAEs.
+dead latents <= 50%), the one whose companies' 5 nearest neighbours (cosine of log1p sum-pooled features) have
+the highest mean monthly-return correlation over ``returns_window`` (default 2010-01 to 2017-05, before the
+2017 descriptions were published). Every candidate's figures are written to ``selection.json`` beside the
+SAEs.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ logger = logging.getLogger(__name__)
 class SAESweep:
     """The candidates of a sweep (every ``layers`` x ``widths``, TopK with ``k`` active latents at
     ``blocks.<layer>.<hook_kind>``) and how each is trained (``epochs``, ``batch_size``, chunks of
-    ``max_length`` tokens, ``dead_feature_window``) and judged (a ``holdout`` share of the documents drawn with
-    ``seed``; ``eval_docs`` of them for the language-model loss)."""
+    ``max_length`` tokens, ``dead_feature_window``) and judged (a ``holdout`` share of the documents drawn
+    with ``seed``; ``eval_docs`` of them for the language-model loss)."""
 
     layers: tuple[int, ...]
     widths: tuple[int, ...]
@@ -75,7 +76,8 @@ def pooled_sums(sae: SAE, acts: np.ndarray, rows: np.ndarray, n_rows: int, batch
     return out
 
 
-def _trained(loaded: LoadedModel, sweep: SAESweep, folder: Path, acts: np.ndarray, hook: str, width: int) -> SAE:
+def _trained(loaded: LoadedModel, sweep: SAESweep, folder: Path, acts: np.ndarray, hook: str,
+             width: int) -> SAE:
     """The candidate in ``folder``: reused where an earlier, interrupted run saved it, else trained on
     ``acts`` and saved there."""
     if (folder / "cfg.json").is_file():
@@ -90,7 +92,8 @@ def _trained(loaded: LoadedModel, sweep: SAESweep, folder: Path, acts: np.ndarra
 
 def _peer_scores(sae: SAE, acts: np.ndarray, rows: np.ndarray, tickers: Sequence[str],
                  corr: CorrelationMatrix) -> dict[str, float]:
-    """Mean return correlation of each company's 1, 5 and 10 nearest neighbours by the candidate's features."""
+    """Mean return correlation of each company's 1, 5 and 10 nearest neighbours by the candidate's
+    features."""
     sim = cosine_similarity_matrix(pooled_sums(sae, acts, rows, len(tickers)), "log1p")
     return {f"top{kk}_corr_pre": v for kk, v in
             topk_neighbour_correlation(sim, pd.Index(tickers), corr, (1, 5, 10)).items()}
@@ -133,10 +136,10 @@ def train_and_select(loaded: LoadedModel, texts: Sequence[str], tickers: Sequenc
     final = out / "sae"
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(out / "candidates" / chosen, final)
-    write_json({"rule": str(__doc__).split("Rule: ")[1].split("Every candidate")[0].strip().replace("\n", " "),
-                "chosen": chosen, "candidates": table.to_dict(orient="records"),
+    rule = str(__doc__).split("Rule: ")[1].split("Every candidate")[0].strip().replace("\n", " ")
+    write_json({"rule": rule, "chosen": chosen, "candidates": table.to_dict(orient="records"),
                 "returns_window": None if corr is None else [str(corr.start.date()), str(corr.end.date())],
-                "holdout_share": sweep.holdout, "seed": sweep.seed, "epochs": sweep.epochs, "model": loaded.model_id,
-                "dead_feature_window": sweep.dead_feature_window},
+                "holdout_share": sweep.holdout, "seed": sweep.seed, "epochs": sweep.epochs,
+                "model": loaded.model_id, "dead_feature_window": sweep.dead_feature_window},
                final / "selection.json")
     return table
