@@ -5,6 +5,9 @@ once: ``backend.map(fn, items, shared={"prices": array})`` returns ``[fn(item, *
 in order. The Ray backend puts ``shared`` in the object store once and runs one task per item on the cluster
 (``ray.init()`` locally, or the cluster at ``address``); results are the same as the local backend's because
 each item is computed by the same function on the same inputs.
+
+Every Ray job of finsae is scheduled by :func:`ray_schedule`: the tasks of :class:`RayBackend` (pair tests,
+placebo draws) and the model-replica actors of :mod:`finsae.extract.distributed` (feature extraction).
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ def test_a_failed_job_resumes_without_recomputing_finished_shards(model, sae, tm
     assert resumed.manifest["shards_from_cache"] == len(finished)
     for name, mtime in finished.items():
         assert (plan.folder / name).stat().st_mtime_ns == mtime  # finished shards were not rewritten
-    _same(cached_extract(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "local")), resumed)
+    local = cached_extract(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "local"))
+    _same(local, resumed)
 
 
 def test_a_worker_error_names_the_shard(model, sae, tmp_path, cluster):

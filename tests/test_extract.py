@@ -167,8 +167,9 @@ def test_cache_hit_through_handles_loads_neither_model_nor_sae(model, sae, tmp_p
     ids = [f"D{k}" for k in range(len(DOCS))]
     handle = SAEHandle(folder)
     assert (handle.d_sae, handle.hook_name, handle.context_size) == (96, HOOK, 16)
-    first = cached_extract(LoadedModel(model, "tiny", "w0"), handle, DOCS, ids, run=Execution(root=tmp_path / "f"))
-    direct = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, run=Execution(root=tmp_path / "g"))
+    loaded = LoadedModel(model, "tiny", "w0")
+    first = cached_extract(loaded, handle, DOCS, ids, run=Execution(root=tmp_path / "f"))
+    direct = cached_extract(loaded, sae, DOCS, ids, run=Execution(root=tmp_path / "g"))
     np.testing.assert_allclose(first.matrix.toarray(), direct.matrix.toarray(), rtol=1e-6)
     assert handle.digest == sae_hash(sae)  # same cache identity as the loaded SAE
 

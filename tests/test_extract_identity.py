@@ -26,7 +26,8 @@ class FixedSource:
 
     def __init__(self, context_size: int | None = 16, dtype_name: str = "torch.float32") -> None:
         self.digest, self.d_sae, self.hook_name = DIGEST, 96, "blocks.1.hook_resid_post"
-        self.context_size, self.model_name, self.dtype_name, self.location = context_size, "tiny", dtype_name, "fixed"
+        self.context_size, self.model_name, self.dtype_name = context_size, "tiny", dtype_name
+        self.location = "fixed"
 
     def load(self) -> object:
         raise AssertionError("a key never loads the SAE")
@@ -101,7 +102,8 @@ def test_every_sae_kind_is_one_source(sae, tmp_path, monkeypatch):
     monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache"))
     sae.save_model(str(tmp_path / "sae"))
     handle, loaded = SAEHandle(tmp_path / "sae"), as_sae_source(sae)
-    assert isinstance(loaded, LoadedSAE) and as_sae_source(handle) is handle and as_sae_source(loaded) is loaded
+    assert isinstance(loaded, LoadedSAE)
+    assert as_sae_source(handle) is handle and as_sae_source(loaded) is loaded
     fields = ("d_sae", "hook_name", "context_size", "model_name", "dtype_name")
     assert [getattr(handle, f) for f in fields] == [getattr(loaded, f) for f in fields]
     assert handle.digest == loaded.digest
