@@ -1,14 +1,17 @@
 """Extract stage: a language model (TransformerLens) + a sparse autoencoder (sae_lens) -> pooled features.
 
-Modules, lowest first: :mod:`~finsae.extract.identity` (every hash and cache key),
-:mod:`~finsae.extract.model` (language models), :mod:`~finsae.extract.sae` (SAE sources: one protocol, a
-folder or an SAE in memory),
-:mod:`~finsae.extract.features` (tokenize, chunk, encode, pool), :mod:`~finsae.extract.spec` (an extraction as
-a value, with its cache key), :mod:`~finsae.extract.shards` and :mod:`~finsae.extract.distributed` (the
-cache's shards, locally or on Ray), :mod:`~finsae.extract.cache` (cached extraction),
-:mod:`~finsae.extract.featurizers` (scikit-learn featurizers), :mod:`~finsae.extract.documents` (features of a
-universe's descriptions) and
-:mod:`~finsae.extract.train` (training and evaluating SAEs).
+Modules, each importing only those above it:
+
+* :mod:`~finsae.extract.identity`: every hash and cache key of the stage;
+* :mod:`~finsae.extract.model`: language models; :mod:`~finsae.extract.sae`: SAE sources (one protocol for
+  a folder or an SAE in memory);
+* :mod:`~finsae.extract.features`: tokenize, chunk, encode, pool; :mod:`~finsae.extract.train`: train and
+  evaluate SAEs;
+* :mod:`~finsae.extract.spec`: an extraction as a value (:class:`ExtractionSpec`, with its cache key);
+* :mod:`~finsae.extract.shards`, :mod:`~finsae.extract.distributed`, :mod:`~finsae.extract.cache`: the
+  feature cache's shards, computed locally or on Ray;
+* :mod:`~finsae.extract.featurizers` (scikit-learn featurizers) and :mod:`~finsae.extract.documents`
+  (features of a universe's descriptions).
 """
 
 from finsae.extract.cache import cached_extract, cached_extract_many

@@ -4,8 +4,7 @@
 cluster node) joins a real one with the same code. Each worker is a Ray actor that loads the model and the SAE
 once, in its own process (on its own GPU where the cluster has GPUs), encodes the shards it is given and
 writes each one to the feature cache atomically, under the same content keys as the local backend; the driver
-only hands out shards and reads the finished files back, so the features are exactly those of a single-process
-run.
+only hands out shards and reads the finished files back, so the features are exactly those of one process.
 
 Failures: a worker that dies (killed, out of memory, a lost node) is replaced and its shard handed out again,
 up to ``max_failures`` times; past that the job stops with an error, and a rerun computes only the shards that

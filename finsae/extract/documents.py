@@ -1,5 +1,4 @@
-"""Features of a universe's descriptions for one text vintage: SAE (cached), sentence embeddings (cached),
-TF-IDF.
+"""Features of a universe's descriptions for one text vintage: SAE and sentence embeddings (cached), TF-IDF.
 
 One entry point, :func:`document_features`, used by the benchmark and the API. Companies without text in the
 vintage get no row (``TextFeatures.tickers`` lists the rows).
@@ -34,8 +33,7 @@ FEATURE_KINDS = ("sae", "minilm", "tfidf")
 @dataclass(frozen=True)
 class TextFeatures:
     """Feature matrix (rows = ``tickers``) of one vintage's texts, with what produced it: ``source`` (model,
-    SAE, pooling, hook, cache folder ...) and, for SAE features, the :class:`ExtractionSpec` that made
-    them."""
+    SAE, pooling, hook, cache folder ...) and, for SAE features, the :class:`ExtractionSpec` behind them."""
 
     kind: str
     vintage: str

@@ -1,5 +1,4 @@
-"""What identifies the inputs of an extraction, in one place: every hash of the extract stage is computed
-here.
+"""What identifies the inputs of an extraction: every hash of the extract stage is computed here.
 
 * the model: :func:`model_identity` (``model_id`` and ``weight_hash`` of a loaded model), from the hash of a
   Hugging Face directory's files (:func:`directory_hash`) or of a state dict (:func:`tensors_hash`);
@@ -11,7 +10,7 @@ here.
   :func:`embedding_key` (sentence embeddings of texts).
 
 Every value is what earlier versions wrote, byte for byte: users' caches stay valid. Changing any of them
-invalidates caches; ``tests/test_extract_identity.py`` pins them.
+invalidates caches; ``tests/test_extract_identity.py`` pins the feature cache's keys.
 """
 
 from __future__ import annotations

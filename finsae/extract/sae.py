@@ -3,8 +3,7 @@
 An extraction reads its SAE through one protocol, :class:`SAESource`: what identifies it (``digest``), its
 shape and where it reads the model (``d_sae``, ``hook_name``, ``context_size``, ``model_name``), and
 ``load()`` for the sae_lens SAE itself. Two sources implement it: :class:`SAEHandle`, a sae_lens folder read
-lazily (a feature-cache hit never loads the weights, nor sae_lens), and :class:`LoadedSAE`, an SAE already in
-memory.
+lazily (a feature-cache hit never loads the weights, nor sae_lens), and :class:`LoadedSAE`, an SAE in memory.
 :func:`as_sae_source` turns whatever a caller passes (either, or a bare sae_lens SAE) into a source, so no
 caller branches on the kind of SAE.
 """
