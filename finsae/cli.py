@@ -7,12 +7,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 import finsae
 from finsae.errors import FinsaeError
+
+if TYPE_CHECKING:  # the extract stage loads lazily: the command line starts fast
+    from finsae.extract.spec import Execution, ExtractionSpec
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -210,33 +213,69 @@ def _sae_source(sae: str | None) -> Path:
 
     path = Path(sae) if sae else DEFAULT_SAE_DIR
     if not (path / "cfg.json").is_file():
-        raise click.UsageError(f"no SAE at {path}: pass --sae DIR (a sae_lens folder), or train one with finsae train-sae")
+        raise click.UsageError(f"no SAE at {path}: pass --sae DIR (a sae_lens folder), or train one with "
+                               "finsae train-sae")
     return path
 
 
+#: The options of ``finsae extract`` that make its extraction spec (``finsae.extract.ExtractionSpec``).
+_SPEC_OPTIONS = (
+    click.option("--model", "model", default="gemma-3-270m", show_default=True,
+                 help="Default name, a local Hugging Face directory, or an official TransformerLens name "
+                      "(hub)."),
+    click.option("--tl-name", default=None,
+                 help="TransformerLens architecture name for a local model directory."),
+    click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE)."),
+    click.option("--pooling", type=click.Choice(["sum", "mean", "max", "binary", "count"]), default="sum",
+                 show_default=True),
+    click.option("--max-length", type=int, default=None,
+                 help="Tokens per chunk (default: the SAE's context size)."),
+    click.option("--overlap", type=int, default=0, show_default=True,
+                 help="Context tokens shared by consecutive chunks."),
+    click.option("--batch-tokens", type=int, default=8192, show_default=True),
+    click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True),
+    click.option("--compile", "compile", is_flag=True,
+                 help="Run the blocks through torch.compile (about 1.4x faster on CPU; features cached "
+                      "apart)."),
+)
+#: The options of ``finsae extract`` that say where missing shards are computed
+#: (``finsae.extract.Execution``).
+_EXECUTION_OPTIONS = (
+    click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="ray: missing shards on a Ray cluster, one model replica per worker."),
+    click.option("--workers", type=int, default=None,
+                 help="Ray workers (default: one per GPU, else one per CPU)."),
+    click.option("--address", default=None, help="Ray cluster address (default: a local cluster)."),
+)
+
+
+def _extraction_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the spec and execution options to a command, and hand them to it as one ``spec``
+    (``ExtractionSpec``, its SAE folder checked) and one ``run`` (``Execution``, with progress bars)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **options: Any) -> Any:
+        from finsae.extract.spec import Execution, ExtractionSpec
+
+        spec_fields = {name: options.pop(name) for name in ExtractionSpec.__dataclass_fields__}
+        spec_fields["sae"] = str(_sae_source(spec_fields["sae"]))
+        where = {name: options.pop(name) for name in ("backend", "workers", "address")}
+        run = Execution(**where, progress=True)
+        return fn(*args, spec=ExtractionSpec(**spec_fields), run=run, **options)
+
+    for option in reversed((*_SPEC_OPTIONS, *_EXECUTION_OPTIONS)):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @cli.command()
-@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Universe table (default: bundled).")
+@click.option("--companies", type=click.Path(path_type=Path), default=None,
+              help="Universe table (default: bundled).")
 @click.option("--vintage", default="2017", show_default=True, help="Text vintage to encode.")
-@click.option("--model", "model_source", default="gemma-3-270m", show_default=True,
-              help="Default name, a local Hugging Face directory, or an official TransformerLens name (hub).")
-@click.option("--tl-name", default=None, help="TransformerLens architecture name for a local model directory.")
-@click.option("--sae", default=None, help="sae_lens SAE folder (default: the shipped SAE).")
-@click.option("--pooling", type=click.Choice(["sum", "mean", "max", "binary", "count"]), default="sum", show_default=True)
-@click.option("--max-length", type=int, default=None, help="Tokens per chunk (default: the SAE's context size).")
-@click.option("--overlap", type=int, default=0, show_default=True, help="Context tokens shared by consecutive chunks.")
-@click.option("--batch-tokens", type=int, default=8192, show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/features"), show_default=True)
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: missing shards on a Ray cluster, one model replica per worker.")
-@click.option("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else one per CPU).")
-@click.option("--address", default=None, help="Ray cluster address (default: a local cluster).")
-@click.option("--compile", "compile_blocks", is_flag=True,
-              help="Run the blocks through torch.compile (about 1.4x faster on CPU; features cached apart).")
 @_friendly
-def extract(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, sae: str | None,
-            pooling: str, max_length: int | None, overlap: int, batch_tokens: int, dtype: str, out: Path,
-            backend: str, workers: int | None, address: str | None, compile_blocks: bool) -> None:
+@_extraction_options
+def extract(companies: Path | None, vintage: str, out: Path, spec: ExtractionSpec, run: Execution) -> None:
     """Pooled SAE features of a universe's descriptions (cached: a second run is a cache hit)."""
     import json
 
@@ -244,36 +283,34 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
 
     from finsae._io import atomic_write, write_json, write_parquet
     from finsae.data import load_universe
-    from finsae.extract import cached_extract, load_model
-    from finsae.extract.sae import SAEHandle
+    from finsae.extract import cached_extract
 
     universe = load_universe(companies)
     texts = universe.descriptions(vintage)
-    sae_dir = _sae_source(sae)
-    loaded = load_model(model_source, tl_name=tl_name, dtype=dtype, lazy=True)
-    sae_model = SAEHandle(sae_dir, dtype=dtype)
-    fs = cached_extract(loaded, sae_model, list(texts), list(texts.index), pooling=pooling, max_length=max_length,
-                        overlap=overlap, batch_tokens=batch_tokens, progress=True, backend=backend, workers=workers,
-                        address=address, compile=compile_blocks)
+    fs = cached_extract(spec.load_model(), spec.sae_source(), list(texts), list(texts.index), spec, run)
+
     def save_matrix(path: Path) -> None:
         with open(path, "wb") as fh:  # a file handle: save_npz would append ".npz" to the temporary name
             sp.save_npz(fh, fs.matrix)
 
     atomic_write(out / "features.npz", save_matrix)
     write_parquet(fs.to_frame(), out / "documents.parquet")
-    write_json({**fs.manifest, "sae": str(sae_dir), "vintage": vintage, "skipped": fs.skipped,
+    write_json({**fs.manifest, "sae": spec.sae, "vintage": vintage, "skipped": fs.skipped,
                 "missing_text": list(universe.missing_text(vintage))}, out / "manifest.json")
     m = fs.manifest
     rate = f", {m['tokens'] / m['compute_seconds']:.0f} tokens/s" if m.get("compute_seconds") else ""
     if m.get("wall_seconds"):
         rate += f" per worker, {m['workers']} Ray workers, {m['wall_seconds']:.0f} s wall"
-    click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} shards "
-               f"from cache{rate}; {len(universe.missing_text(vintage))} companies without {vintage} text")
-    click.echo(f"features written to {out} ({json.dumps({'shape': list(fs.matrix.shape), 'nnz': int(fs.matrix.nnz)})})")
+    without = len(universe.missing_text(vintage))
+    click.echo(f"{m['documents']} documents, {m['tokens']} tokens, {m['shards_from_cache']}/{m['shards']} "
+               f"shards from cache{rate}; {without} companies without {vintage} text")
+    shape = json.dumps({"shape": list(fs.matrix.shape), "nnz": int(fs.matrix.nnz)})
+    click.echo(f"features written to {out} ({shape})")
 
 
 @cli.command("train-sae")
-@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Corpus: a universe table (default: bundled).")
+@click.option("--companies", type=click.Path(path_type=Path), default=None,
+              help="Corpus: a universe table (default: bundled).")
 @click.option("--vintage", default="2017", show_default=True)
 @click.option("--model", "model_source", default="gemma-3-270m", show_default=True)
 @click.option("--tl-name", default=None)
@@ -281,33 +318,38 @@ def extract(companies: Path | None, vintage: str, model_source: str, tl_name: st
 @click.option("--widths", default="5120", show_default=True, help="Candidate SAE widths (comma-separated).")
 @click.option("--k", type=int, default=32, show_default=True, help="Active latents per token (TopK).")
 @click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--eval-docs", type=int, default=60, show_default=True, help="Held-out documents for the LM-loss check.")
+@click.option("--eval-docs", type=int, default=60, show_default=True,
+              help="Held-out documents for the LM-loss check.")
 @click.option("--dead-window", type=int, default=1000, show_default=True,
               help="Training steps without firing after which a latent is dead and AuxK revives it.")
-@click.option("--returns-start", default="2010-01-01", show_default=True, help="Peers are scored on monthly returns from ...")
-@click.option("--returns-end", default="2017-05-31", show_default=True, help="... to here (before the text is used).")
+@click.option("--returns-start", default="2010-01-01", show_default=True,
+              help="Peers are scored on monthly returns from ...")
+@click.option("--returns-end", default="2017-05-31", show_default=True,
+              help="... to here (before the text is used).")
 @click.option("--prices", type=click.Path(path_type=Path), default=None)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for candidates, the chosen SAE and selection.json.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for candidates, the chosen SAE and selection.json.")
 @_friendly
-def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, layers: str, widths: str,
-              k: int, epochs: int, eval_docs: int, dead_window: int, returns_start: str, returns_end: str,
-              prices: Path | None, out: Path) -> None:
+def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: str | None, out: Path,
+              returns_start: str, returns_end: str, prices: Path | None, **sweep: Any) -> None:
     """Train TopK SAEs (sae_lens) at candidate layers/widths and choose one by measured quality and peers."""
     from finsae.data import load_prices, load_universe, log_returns
     from finsae.evaluate import correlation_matrix
     from finsae.extract import load_model
-    from finsae.pipeline.sae_selection import train_and_select
+    from finsae.pipeline.sae_selection import SAESweep, train_and_select
 
+    plan = SAESweep(layers=tuple(int(x) for x in sweep.pop("layers").split(",")),
+                    widths=tuple(int(x) for x in sweep.pop("widths").split(",")),
+                    dead_feature_window=sweep.pop("dead_window"), **sweep)
     universe = load_universe(companies)
     texts = universe.descriptions(vintage)
     corr = correlation_matrix(log_returns(load_prices(prices), returns_start, returns_end, "monthly",
                                           tickers=universe.tickers, max_drop_share=1.0))
     loaded = load_model(model_source, tl_name=tl_name)
-    table = train_and_select(loaded, list(texts), list(texts.index), out, layers=[int(x) for x in layers.split(",")],
-                             widths=[int(x) for x in widths.split(",")], k=k, epochs=epochs, corr=corr,
-                             eval_docs=eval_docs, dead_feature_window=dead_window)
-    cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0", "top1_corr_pre",
-                        "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen") if c in table]
+    table = train_and_select(loaded, list(texts), list(texts.index), out, plan, corr=corr)
+    cols = [c for c in ("candidate", "explained_variance", "loss_recovered", "dead_share", "l0",
+                        "top1_corr_pre", "top5_corr_pre", "top10_corr_pre", "meets_floor", "chosen")
+            if c in table]
     click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(f"chosen SAE written to {out / 'sae'}")
 

@@ -1,25 +1,32 @@
 """Where independent pieces of work run: in this process (``local``) or as Ray tasks (``ray``).
 
 A backend maps a module-level function over a list of items, with large read-only arguments (``shared``) sent
-once: ``backend.map(fn, items, shared={"prices": array})`` returns ``[fn(item, **shared) for item in items]`` in
-order. The Ray backend puts ``shared`` in the object store once and runs one task per item on the cluster
+once: ``backend.map(fn, items, shared={"prices": array})`` returns ``[fn(item, **shared) for item in items]``
+in order. The Ray backend puts ``shared`` in the object store once and runs one task per item on the cluster
 (``ray.init()`` locally, or the cluster at ``address``); results are the same as the local backend's because
 each item is computed by the same function on the same inputs.
+
+Every Ray job of finsae is scheduled by :func:`ray_schedule`: the tasks of :class:`RayBackend` (pair tests,
+placebo draws) and the model-replica actors of :mod:`finsae.extract.distributed` (feature extraction).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from finsae.errors import ConfigError, ProviderError
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-def import_ray():
+
+def import_ray() -> Any:
+    """The ``ray`` module (an optional extra, imported only when a Ray backend is used)."""
     try:
         import ray
     except ImportError:
@@ -51,7 +58,8 @@ class LocalBackend:
 
     name: str = "local"
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, shared: dict[str, Any] | None = None) -> list[Any]:
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *,
+            shared: dict[str, Any] | None = None) -> list[Any]:
         shared = shared or {}
         return [fn(item, **shared) for item in items]
 
@@ -59,19 +67,70 @@ class LocalBackend:
         pass
 
 
+def ray_schedule(ray: Any, items: Sequence[T], submit: Callable[[int, T], Any], *, slots: int,
+                 describe: Callable[[T], str], replace_slot: Callable[[int], None] | None = None,
+                 max_failures: int = 0, on_result: Callable[[T, Any], None] | None = None,
+                 lost_hint: str = "") -> tuple[list[Any], int]:
+    """Run every item on Ray with at most ``slots`` in flight; return the results in item order and the number
+    of lost workers. The one scheduling loop of finsae: Ray tasks (:class:`RayBackend`) and Ray actors (the
+    extraction's model replicas, :mod:`finsae.extract.distributed`) both run through it.
+
+    ``submit(slot, item)`` starts ``item`` on ``slot`` (a number below ``slots``) and returns its object
+    reference; when it is done, the slot's next item starts there, and ``on_result(item, result)`` is called.
+    A worker that dies (:class:`ray.exceptions.RayActorError`) costs one failure: with ``replace_slot`` and at
+    most ``max_failures`` failures so far, ``replace_slot(slot)`` makes a new worker and the item starts again
+    on it; otherwise the run stops with a :class:`ProviderError` (``lost_hint`` is added to its message). An
+    exception raised by the work itself stops the run with a :class:`ProviderError` naming ``describe(item)``.
+    """
+    results: list[Any] = [None] * len(items)
+    queue = deque(range(len(items)))
+    pending: dict[Any, tuple[int, int]] = {}
+
+    def start(slot: int, k: int) -> None:
+        pending[submit(slot, items[k])] = (slot, k)
+
+    for slot in range(min(slots, len(items))):
+        start(slot, queue.popleft())
+    failures = 0
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        slot, k = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayActorError as exc:
+            failures += 1
+            logger.warning("Ray worker died on %s (%s); %d failure(s) so far", describe(items[k]),
+                           type(exc).__name__, failures)
+            if replace_slot is None or failures > max_failures:
+                raise ProviderError(f"{failures} Ray worker failures (the last on {describe(items[k])}): "
+                                    f"stopping{lost_hint}") from exc
+            replace_slot(slot)
+            start(slot, k)
+            continue
+        except ray.exceptions.RayTaskError as exc:
+            raise ProviderError(f"{describe(items[k])} failed on a Ray worker: {exc.cause!r}") from exc.cause
+        results[k] = result
+        if on_result is not None:
+            on_result(items[k], result)
+        if queue:
+            start(slot, queue.popleft())
+    return results, failures
+
+
 class RayBackend:
     """Run each item as a Ray task (see the module docstring).
 
     Parameters:
         workers: at most this many tasks at once (default: as many as the cluster has CPUs).
-        address: a Ray cluster address (``"auto"``, ``"ray://head:10001"``); default: the running cluster, or a
-            new local one.
+        address: a Ray cluster address (``"auto"``, ``"ray://head:10001"``); default: the running cluster,
+            or a new local one.
         cpus_per_task: CPUs reserved by each task.
     """
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_task: float = 1.0) -> None:
+    def __init__(self, workers: int | None = None, address: str | None = None,
+                 cpus_per_task: float = 1.0) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.ray = import_ray()
@@ -79,28 +138,17 @@ class RayBackend:
         self.workers, self.cpus_per_task = workers, cpus_per_task
         self._remote: dict[Callable[..., Any], Any] = {}
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any], *, shared: dict[str, Any] | None = None) -> list[Any]:
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *,
+            shared: dict[str, Any] | None = None) -> list[Any]:
         ray = self.ray
         if fn not in self._remote:
             self._remote[fn] = ray.remote(num_cpus=self.cpus_per_task)(fn)
         remote = self._remote[fn]
         refs_shared = {k: ray.put(v) for k, v in (shared or {}).items()}
         limit = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_task))
-        results: list[Any] = [None] * len(items)
-        pending: dict[Any, int] = {}
-        next_item = 0
-        try:
-            while next_item < len(items) or pending:
-                while next_item < len(items) and len(pending) < limit:
-                    pending[remote.remote(items[next_item], **refs_shared)] = next_item
-                    next_item += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
-                k = pending.pop(done[0])
-                results[k] = ray.get(done[0])
-        except ray.exceptions.RayTaskError as exc:
-            raise ProviderError(f"{getattr(fn, '__name__', fn)} failed on a Ray worker: {exc.cause!r}") from exc.cause
-        except ray.exceptions.RayActorError as exc:  # pragma: no cover - a lost node
-            raise ProviderError(f"a Ray worker died running {getattr(fn, '__name__', fn)}: {exc}") from exc
+        name = str(getattr(fn, "__name__", fn))
+        results, _ = ray_schedule(ray, items, lambda _slot, item: remote.remote(item, **refs_shared),
+                                  slots=limit, describe=lambda _item: name)
         return results
 
     def close(self) -> None:
@@ -109,7 +157,10 @@ class RayBackend:
             self._started = False
 
 
-def get_backend(kind: str = "local", workers: int | None = None, address: str | None = None):
+Backend = LocalBackend | RayBackend
+
+
+def get_backend(kind: str = "local", workers: int | None = None, address: str | None = None) -> Backend:
     """A backend by name: ``local`` or ``ray``."""
     if kind == "local":
         return LocalBackend()

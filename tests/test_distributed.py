@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from finsae.errors import ProviderError
-from finsae.extract import LoadedModel, cached_extract
-from finsae.extract.cache import compute_shard
+from finsae.extract import Execution, LoadedModel, cached_extract
+from finsae.extract.distributed import ray_compute_shards
+from finsae.extract.shards import compute_shard, plan_shards, read_shard
 
 ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra (pip install 'finsae[ray]')")
 
@@ -43,14 +44,14 @@ def test_ray_extraction_with_two_workers_equals_the_local_run(model, sae, tmp_pa
     ids = [f"D{i}" for i in range(len(DOCS))]
     docs = [*DOCS[:5], "   ", *DOCS[5:]]  # a blank one is skipped the same way
     ids = [*ids[:5], "BLANK", *ids[5:]]
-    local = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "local")
-    dist = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "ray",
-                          backend="ray", workers=2)
+    on_ray = Execution(backend="ray", workers=2, shard_size=3, root=tmp_path / "ray")
+    local = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids,
+                           run=Execution(shard_size=3, root=tmp_path / "local"))
+    dist = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, run=on_ray)
     _same(local, dist)
     assert dist.manifest["workers"] == 2 and dist.manifest["shards_from_cache"] == 0
     assert sorted(p.name for p in (tmp_path / "local").glob("*.npz")) == sorted(p.name for p in (tmp_path / "ray").glob("*.npz"))
-    again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, shard_size=3, root=tmp_path / "ray",
-                           backend="ray", workers=2)
+    again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, run=on_ray)
     assert again.manifest["shards_from_cache"] == again.manifest["shards"]  # a full hit starts no worker
     _same(local, again)
 
@@ -72,11 +73,9 @@ def _crash_once(marker_dir: Path, crash_index: int):
 
 def _planned(model, sae, tmp_path: Path):
     """The tiny model, DOCS in shards of 2 under tmp_path/cache, and an empty marker folder."""
-    from finsae.extract.cache import plan_shards
-
     ids = [f"D{i}" for i in range(len(DOCS))]
     loaded = LoadedModel(model, "tiny", "w0")
-    plan = plan_shards(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
+    plan = plan_shards(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "cache"))
     plan.folder.mkdir(parents=True)
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -84,52 +83,46 @@ def _planned(model, sae, tmp_path: Path):
 
 
 def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tmp_path, cluster):
-    from finsae.extract.cache import read_shard
-    from finsae.extract.distributed import ray_compute_shards
-
     loaded, ids, plan, markers = _planned(model, sae, tmp_path)
     stats = ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=2, compute=_crash_once(markers, 2))
     assert stats["failures"] == 1
     computed = [p.name.split("-")[1] for p in markers.glob("computed-*")]
     assert sorted(map(int, computed)) == list(range(len(plan.shards)))  # each shard computed exactly once
-    local = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "local")
-    parts = [read_shard(s, plan.pooling) for s in plan.shards]
+    local = cached_extract(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "local"))
+    parts = [read_shard(s, plan.spec.pooling) for s in plan.shards]
     assert all(p is not None for p in parts)
-    dist = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache")
+    dist = cached_extract(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "cache"))
     assert dist.manifest["shards_from_cache"] == len(plan.shards)
     _same(local, dist)
 
 
 def test_a_failed_job_resumes_without_recomputing_finished_shards(model, sae, tmp_path, cluster):
-    from finsae.extract.distributed import ray_compute_shards
-
     loaded, ids, plan, markers = _planned(model, sae, tmp_path)
     with pytest.raises(ProviderError, match="a rerun computes only the rest"):
         ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, max_failures=0,
                            compute=_crash_once(markers, 3))
     finished = {p.name: p.stat().st_mtime_ns for p in plan.folder.glob("*.npz")}
     assert 0 < len(finished) < len(plan.shards)  # the job died part way
-    resumed = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "cache", backend="ray", workers=2)
+    resumed = cached_extract(loaded, sae, DOCS, ids,
+                             run=Execution(backend="ray", workers=2, shard_size=2, root=tmp_path / "cache"))
     assert resumed.manifest["shards_from_cache"] == len(finished)
     for name, mtime in finished.items():
         assert (plan.folder / name).stat().st_mtime_ns == mtime  # finished shards were not rewritten
-    _same(cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path / "local"), resumed)
+    local = cached_extract(loaded, sae, DOCS, ids, run=Execution(shard_size=2, root=tmp_path / "local"))
+    _same(local, resumed)
 
 
 def test_a_worker_error_names_the_shard(model, sae, tmp_path, cluster):
     def broken(loaded, sae, plan, shard):
         raise ValueError("tokenizer exploded")
 
-    from finsae.extract.cache import plan_shards
-    from finsae.extract.distributed import ray_compute_shards
-
     loaded = LoadedModel(model, "tiny", "w0")
-    plan = plan_shards(loaded, sae, DOCS[:2], ["A", "B"], shard_size=2, root=tmp_path / "c")
+    plan = plan_shards(loaded, sae, DOCS[:2], ["A", "B"], run=Execution(shard_size=2, root=tmp_path / "c"))
     with pytest.raises(ProviderError, match=r"failed on a Ray worker: ValueError\('tokenizer exploded'\)"):
         ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=1, compute=broken)
 
 
-# --------------------------------------------------------------------------------------- pairs backtest on Ray
+# ---------------------------------------------------------------------------------- pairs backtest on Ray
 
 def test_pair_tests_on_ray_equal_the_local_run(cluster):
     from finsae.backtest.pairs import all_pairs, pair_tests

@@ -12,6 +12,8 @@ from sae_lens.saes.sae import SAEMetadata
 
 from finsae.errors import DataError
 from finsae.extract import (
+    Execution,
+    ExtractionSpec,
     LoadedModel,
     cached_extract,
     check_compatible,
@@ -107,18 +109,19 @@ def test_mismatch_and_bad_arguments_fail_before_any_forward_pass(model, sae, tmp
 def test_cache_hit_miss_corruption_and_resume(model, sae, tmp_path):
     loaded = LoadedModel(model, "tiny", "w0")
     ids = [f"D{k}" for k in range(len(DOCS))]
-    first = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    run = Execution(shard_size=2, root=tmp_path)
+    first = cached_extract(loaded, sae, DOCS, ids, run=run)
     assert first.manifest["shards_from_cache"] == 0 and first.manifest["shards"] == 3
-    again = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    again = cached_extract(loaded, sae, DOCS, ids, run=run)
     assert again.manifest["shards_from_cache"] == 3
     np.testing.assert_array_equal(again.matrix.toarray(), first.matrix.toarray())
     shards = sorted(tmp_path.glob("*.npz"))
     shards[0].write_bytes(b"not a shard")  # corrupted: recomputed, not a crash
     shards[1].unlink()  # missing, as after a kill: resumed
-    fixed = cached_extract(loaded, sae, DOCS, ids, shard_size=2, root=tmp_path)
+    fixed = cached_extract(loaded, sae, DOCS, ids, run=run)
     assert fixed.manifest["shards_from_cache"] == 1
     np.testing.assert_allclose(fixed.matrix.toarray(), first.matrix.toarray(), rtol=1e-6)
-    changed = cached_extract(loaded, sae, [*DOCS[:4], "oil gas"], ids, shard_size=2, root=tmp_path)
+    changed = cached_extract(loaded, sae, [*DOCS[:4], "oil gas"], ids, run=run)
     assert changed.manifest["shards_from_cache"] == 2  # only the shard whose text changed is recomputed
 
 
@@ -130,14 +133,14 @@ def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
     import json
 
     from finsae.extract.train import collect_activations, evaluate_sae
-    from finsae.pipeline.sae_selection import train_and_select
+    from finsae.pipeline.sae_selection import SAESweep, train_and_select
 
     texts = [" ".join(np.random.default_rng(k).choice(WORDS[:40], 12)) for k in range(120)]
     acts, rows = collect_activations(model, texts, [HOOK], max_length=16, return_docs=True)
     assert acts[HOOK].shape == (len(rows[HOOK]), 32) and rows[HOOK].max() == 119
     loaded = LoadedModel(model, "tiny", "w0")
-    table = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, layers=[0, 1], widths=[64],
-                             k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
+    sweep = SAESweep(layers=(0, 1), widths=(64,), k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
+    table = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, sweep)
     assert len(table) == 2 and table["chosen"].sum() == 1
     assert {"explained_variance", "loss_recovered", "dead_share", "l0"} <= set(table.columns)
     assert (table["l0"] <= 4 + 1e-6).all()
@@ -150,8 +153,7 @@ def test_train_evaluate_and_select_on_tiny_model(model, tmp_path):
     # an interrupted run resumes: candidates already saved are reused, not retrained
     weights = tmp_path / "candidates" / table.loc[0, "candidate"] / "sae_weights.safetensors"
     before = weights.stat().st_mtime_ns
-    again = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, layers=[0, 1], widths=[64],
-                             k=4, epochs=40, batch_size=128, max_length=16, eval_docs=20)
+    again = train_and_select(loaded, texts, [f"T{k}" for k in range(120)], tmp_path, sweep)
     assert weights.stat().st_mtime_ns == before
     pd.testing.assert_frame_equal(again, table)
 
@@ -165,8 +167,9 @@ def test_cache_hit_through_handles_loads_neither_model_nor_sae(model, sae, tmp_p
     ids = [f"D{k}" for k in range(len(DOCS))]
     handle = SAEHandle(folder)
     assert (handle.d_sae, handle.hook_name, handle.context_size) == (96, HOOK, 16)
-    first = cached_extract(LoadedModel(model, "tiny", "w0"), handle, DOCS, ids, root=tmp_path / "f")
-    direct = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, root=tmp_path / "g")
+    loaded = LoadedModel(model, "tiny", "w0")
+    first = cached_extract(loaded, handle, DOCS, ids, run=Execution(root=tmp_path / "f"))
+    direct = cached_extract(loaded, sae, DOCS, ids, run=Execution(root=tmp_path / "g"))
     np.testing.assert_allclose(first.matrix.toarray(), direct.matrix.toarray(), rtol=1e-6)
     assert handle.digest == sae_hash(sae)  # same cache identity as the loaded SAE
 
@@ -174,7 +177,8 @@ def test_cache_hit_through_handles_loads_neither_model_nor_sae(model, sae, tmp_p
         raise AssertionError("the model was loaded on a cache hit")
 
     fresh = SAEHandle(folder)
-    again = cached_extract(LoadedModel(None, "tiny", "w0", loader=no_load), fresh, DOCS, ids, root=tmp_path / "f")
+    again = cached_extract(LoadedModel(None, "tiny", "w0", loader=no_load), fresh, DOCS, ids,
+                           run=Execution(root=tmp_path / "f"))
     assert again.manifest["shards_from_cache"] == again.manifest["shards"]
     assert fresh._sae is None  # digest from the memo, weights never read
     np.testing.assert_array_equal(again.matrix.toarray(), first.matrix.toarray())
@@ -224,15 +228,15 @@ def test_direct_block_forward_equals_transformer_lens_and_compiles(model, sae):
 
 
 def test_compiled_features_are_cached_apart(model, sae, tmp_path, monkeypatch):
-    from finsae.extract.cache import config_key
+    from finsae.extract.identity import config_key
 
     monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
     base = ("tiny", "w0", "sae", "sum", 16, 0, "torch.float32")
     assert config_key(*base) == config_key(*base, compiled=False) != config_key(*base, compiled=True)
     ids = [f"d{i}" for i in range(len(DOCS))]
     eager = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids)
-    fast = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, compile=True)
+    fast = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, ExtractionSpec(compile=True))
     assert eager.manifest["cache"] != fast.manifest["cache"] and fast.manifest["compiled"]
     assert fast.manifest["shards_from_cache"] == 0  # not served from the eager shards
-    again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, compile=True)
+    again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, ExtractionSpec(compile=True))
     assert again.manifest["shards_from_cache"] == again.manifest["shards"]

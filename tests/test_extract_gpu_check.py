@@ -1,5 +1,5 @@
-"""benchmarks/gpu_extract_check.py on CPU with a tiny random model (#18 item 4): the GPU check's code path runs
-and reports what it promises; float32 against the float32 reference agrees exactly, bfloat16 nearly."""
+"""benchmarks/gpu_extract_check.py on CPU with a tiny random model (#18 item 4): the GPU check's code path
+runs and reports what it promises; float32 against the float32 reference agrees exactly, bfloat16 nearly."""
 
 from __future__ import annotations
 

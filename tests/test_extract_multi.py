@@ -11,6 +11,8 @@ import torch
 
 from finsae.errors import DataError
 from finsae.extract import (
+    Execution,
+    ExtractionSpec,
     LoadedModel,
     cached_extract,
     cached_extract_many,
@@ -32,7 +34,8 @@ def _sae(hook: str, d_sae: int, seed: int, tmp_path_factory, context: int = 16):
 
 @pytest.fixture(scope="module")
 def others(tmp_path_factory):
-    """SAEs on a shallower resid_post hook, the same hook as ``sae`` (other width) and two non-resid_post hooks."""
+    """SAEs on a shallower resid_post hook, the same hook as ``sae`` (other width) and two non-resid_post
+    hooks."""
     return {"l0": _sae("blocks.0.hook_resid_post", 64, 2, tmp_path_factory),
             "l1_wide": _sae(HOOK, 160, 3, tmp_path_factory),
             "pre2": _sae("blocks.2.hook_resid_pre", 48, 4, tmp_path_factory),
@@ -104,18 +107,20 @@ def test_cached_many_keeps_each_sae_key_and_values_and_reuses_cached_shards(mode
     monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
     loaded = LoadedModel(model, "tiny", "w0")
     ids = [f"d{k}" for k in range(len(DOCS))]
-    first = cached_extract(loaded, sae, DOCS, ids, shard_size=3)  # cached before: must be reused as it is
+    run = Execution(shard_size=3)
+    first = cached_extract(loaded, sae, DOCS, ids, run=run)  # cached before: must be reused as it is
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npz")}
-    requests = [(sae, "sum"), (others["l0"], "sum"), (others["l1_wide"], "max"), (others["pre2"], "sum")]
+    requests = [(s, ExtractionSpec(pooling=pooling)) for s, pooling in
+                ((sae, "sum"), (others["l0"], "sum"), (others["l1_wide"], "max"), (others["pre2"], "sum"))]
     many = cached_extract_many(loaded, requests, DOCS, ids, shard_size=3)
     assert many[0].manifest["shards_from_cache"] == 3 and many[1].manifest["shards_from_cache"] == 0
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     _same(many[0], first)
-    for (s, pooling), got in zip(requests[1:], many[1:], strict=True):
-        alone = cached_extract(loaded, s, DOCS, ids, pooling=pooling, shard_size=3, root=tmp_path / "apart" / pooling
-                               / s.cfg.metadata.hook_name)
+    for (s, spec), got in zip(requests[1:], many[1:], strict=True):
+        apart = tmp_path / "apart" / spec.pooling / s.cfg.metadata.hook_name
+        alone = cached_extract(loaded, s, DOCS, ids, spec, Execution(shard_size=3, root=apart))
         _same(got, alone)
-        again = cached_extract(loaded, s, DOCS, ids, pooling=pooling, shard_size=3)  # the one-pass files, per key
+        again = cached_extract(loaded, s, DOCS, ids, spec, run)  # the one-pass files, per key
         assert again.manifest["cache"] == got.manifest["cache"]
         assert again.manifest["shards_from_cache"] == again.manifest["shards"]
         _same(again, alone)

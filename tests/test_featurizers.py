@@ -1,4 +1,5 @@
-"""scikit-learn featurizers: nothing loaded in __init__, clone/pickle safe, one row per text, empty handling."""
+"""scikit-learn featurizers: nothing loaded in __init__, clone/pickle safe, one row per text, empty
+handling."""
 
 from __future__ import annotations
 
@@ -51,12 +52,12 @@ def test_tfidf_drops_words_used_by_more_than_a_quarter():
 
 
 def test_sae_featurizer_rows_and_empty_texts(monkeypatch, model, sae):
-    from finsae.extract import LoadedModel
+    from finsae.extract import LoadedModel, LoadedSAE
 
     from .conftest import HOOK
 
     def fake_load(self):
-        self.model_, self.sae_ = LoadedModel(model, "tiny", "w"), sae
+        self.model_, self.sae_ = LoadedModel(model, "tiny", "w"), LoadedSAE(sae)
         self.n_features_out_, self.hook_ = int(sae.cfg.d_sae), HOOK
 
     monkeypatch.setattr(SAEFeaturizer, "_load", fake_load)

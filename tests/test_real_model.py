@@ -43,9 +43,10 @@ def test_real_descriptions_pool_and_peers_make_sense(real):
 
 
 def test_known_groups_are_explained_by_latents_that_name_them(real, tmp_path, monkeypatch):
-    """Banks and REITs (GICS) on a sample of the real descriptions: their explaining latents' labels name banking
-    and real estate. (Chip makers are not: their top latents read 'power', 'applications', 'systems'; this small
-    SAE has no latent labelled by 'semiconductor' on this sample. The test records that as it is.)"""
+    """Banks and REITs (GICS) on a sample of the real descriptions: their explaining latents' labels name
+    banking and real estate. (Chip makers are not: their top latents read 'power', 'applications', 'systems';
+    this small SAE has no latent labelled by 'semiconductor' on this sample. The test records that as it
+    is.)"""
     import pandas as pd
 
     from finsae.explain import latent_labels

@@ -1,9 +1,9 @@
 """Pooled SAE features of documents: tokenize, chunk, run the model to the hook, encode with the SAE, pool.
 
-For a document with tokens ``w_1..w_n`` (no special tokens), chunks hold at most ``max_length - 1`` tokens after
-a BOS token; consecutive chunks overlap by ``overlap`` tokens, which are context only: every token of the document
-is pooled exactly once, in the first chunk that contains it. BOS, padding and any other special token never
-contribute. With ``f_t`` the SAE activations (``d_sae``) of pooled token ``t``:
+For a document with tokens ``w_1..w_n`` (no special tokens), chunks hold at most ``max_length - 1`` tokens
+after a BOS token; consecutive chunks overlap by ``overlap`` tokens, which are context only: every token of
+the document is pooled exactly once, in the first chunk that contains it. BOS, padding and any other special
+token never contribute. With ``f_t`` the SAE activations (``d_sae``) of pooled token ``t``:
 
 * ``sum``: ``sum_t f_t``;  ``mean``: ``sum_t f_t / n``;  ``max``: ``max_t f_t`` (elementwise);
 * ``binary``: ``1[max_t f_t > 0]`` (the latent is active anywhere);  ``count``: ``sum_t 1[f_t > 0]``.
@@ -11,8 +11,8 @@ contribute. With ``f_t`` the SAE activations (``d_sae``) of pooled token ``t``:
 Chunks are sorted by length and batched up to ``batch_tokens`` padded tokens. Right padding needs no attention
 mask in a causal model: no real token attends to a later position. The forward pass stops at the hook's block
 (``stop_at_layer``; for a ``hook_resid_post`` hook the blocks are called directly, optionally compiled, see
-:class:`ResidualForward`) and caches only the hook (``names_filter``). Activations are pooled batch by batch; the
-[tokens x d_sae] matrix of the whole corpus is never held.
+:class:`ResidualForward`) and caches only the hook (``names_filter``). Activations are pooled batch by batch;
+the [tokens x d_sae] matrix of the whole corpus is never held.
 """
 
 from __future__ import annotations
@@ -20,22 +20,46 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from finsae.errors import DataError
+from finsae.errors import DataError, ProviderError
+from finsae.extract.sae import check_compatible
+
+# torch (the 'llm' extra, seconds to import) is imported inside the functions that run the model: a
+# feature-cache hit never imports it.
+if TYPE_CHECKING:  # the typed model/SAE boundary
+    import torch
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("sum", "mean", "max", "binary", "count")
+#: Chunk length (tokens, BOS included) for an SAE that does not say what context size it was trained on.
+FALLBACK_CONTEXT = 512
+
+
+def tokenizer_of(model: HookedTransformer) -> PreTrainedTokenizerBase:
+    """The model's tokenizer; a model without one (or without a BOS token) cannot be read."""
+    tok = model.tokenizer
+    if tok is None:
+        raise DataError("the model has no tokenizer: load it with one "
+                        "(HookedTransformer(cfg, tokenizer=...))")
+    if tok.bos_token_id is None:
+        raise DataError("the model's tokenizer has no BOS token")
+    return tok
 
 
 def check_pooling(pooling: str) -> str:
+    """``pooling`` if it is one of :data:`POOLINGS`, else a :class:`DataError`."""
     if pooling not in POOLINGS:
         raise DataError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
     return pooling
@@ -45,7 +69,8 @@ def hook_layer(hook_name: str) -> int:
     """Block index of a TransformerLens hook name such as ``blocks.9.hook_resid_pre``."""
     match = re.match(r"^blocks\.(\d+)\.", hook_name)
     if not match:
-        raise DataError(f"hook {hook_name!r} is not inside a transformer block (expected 'blocks.<layer>.<hook>')")
+        raise DataError(f"hook {hook_name!r} is not inside a transformer block "
+                        "(expected 'blocks.<layer>.<hook>')")
     return int(match.group(1))
 
 
@@ -54,6 +79,12 @@ class Chunk:
     doc: int  # position of the document in the input list
     tokens: list[int]  # BOS + chunk tokens
     pooled_from: int  # tokens before this position (BOS and overlap context) are not pooled
+
+
+B = TypeVar("B")
+if TYPE_CHECKING:
+    #: One batch of :func:`encoded_batches`: its chunks, padded tokens, mask of pooled positions, activations.
+    EncodedBatch: TypeAlias = tuple[list[Chunk], torch.Tensor, torch.Tensor, B]
 
 
 def chunk_tokens(ids: list[int], bos: int, max_length: int, overlap: int) -> list[tuple[list[int], int]]:
@@ -94,7 +125,7 @@ class FeatureSet:
     n_tokens: np.ndarray
     n_chunks: np.ndarray
     skipped: dict[str, str] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per document: tokens, chunks and active latents."""
@@ -117,7 +148,8 @@ def clean_texts(texts: Sequence[object]) -> tuple[list[int], dict[int, str]]:
     return keep, skipped
 
 
-def _batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
+def length_batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
+    """The chunks sorted by length, in batches of at most ``batch_tokens`` padded tokens."""
     order = sorted(range(len(chunks)), key=lambda c: len(chunks[c].tokens))
     batch: list[Chunk] = []
     longest = 0
@@ -132,17 +164,18 @@ def _batches(chunks: list[Chunk], batch_tokens: int) -> Iterator[list[Chunk]]:
         yield batch
 
 
-def document_chunks(tokenizer, texts: Sequence[object], keep: Sequence[int], max_length: int,
-                    overlap: int) -> list[Chunk]:
+def document_chunks(tokenizer: PreTrainedTokenizerBase, texts: Sequence[object], keep: Sequence[int],
+                    max_length: int, overlap: int) -> list[Chunk]:
     """Chunks of the texts at positions ``keep``; ``Chunk.doc`` is the row (index into ``keep``)."""
     out = []
     for row, k in enumerate(keep):
         ids = tokenizer(texts[k], add_special_tokens=False)["input_ids"]
-        out += [Chunk(row, piece, first) for piece, first in chunk_tokens(ids, tokenizer.bos_token_id, max_length, overlap)]
+        pieces = chunk_tokens(ids, tokenizer.bos_token_id, max_length, overlap)
+        out += [Chunk(row, piece, first) for piece, first in pieces]
     return out
 
 
-def padded_batch(tokenizer, batch: list[Chunk]):
+def padded_batch(tokenizer: PreTrainedTokenizerBase, batch: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token tensor of a batch and the mask of positions to pool (no BOS, padding, control tokens
     or overlap context; an unknown-word token is a real position)."""
     import torch
@@ -159,7 +192,8 @@ def padded_batch(tokenizer, batch: list[Chunk]):
     return tokens, pool & ~torch.isin(tokens, special)
 
 
-def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int], how: str) -> sp.csr_matrix:
+def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int],
+             how: str) -> sp.csr_matrix:
     """CSR matrix from COO entries, duplicates combined by ``how`` ("sum" or "max")."""
     if how == "sum":
         return sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.float32)
@@ -169,20 +203,21 @@ def _combine(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[
     order = np.argsort(key, kind="stable")
     key, vals = key[order], vals[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    return sp.csr_matrix((np.maximum.reduceat(vals, starts), (key[starts] // shape[1], key[starts] % shape[1])),
-                         shape=shape, dtype=np.float32)
+    where = (key[starts] // shape[1], key[starts] % shape[1])
+    return sp.csr_matrix((np.maximum.reduceat(vals, starts), where), shape=shape, dtype=np.float32)
 
 
 class ResidualForward:
     """The residual stream after block ``layer`` (``blocks.<layer>.hook_resid_post``), computed by calling
-    TransformerLens' embedding and blocks directly: the same modules and arguments as ``HookedTransformer.forward``
-    with ``stop_at_layer`` (tested equal), without hook bookkeeping, and with each block optionally compiled by
-    ``torch.compile`` (inductor fuses the elementwise work between matrix products: end to end about 1.4x faster on this
-    project's 2-core CPU; the residual equals eager to about 3e-7 relative, float reassociation, but TopK turns
-    some of that into a different active latent on near-tied tokens). Compiling needs a C++ compiler; a failure
-    is an error that says to run without compiling."""
+    TransformerLens' embedding and blocks directly: the same modules and arguments as
+    ``HookedTransformer.forward`` with ``stop_at_layer`` (tested equal), without hook bookkeeping, and with
+    each block optionally compiled by ``torch.compile`` (inductor fuses the elementwise work between matrix
+    products: end to end about 1.4x faster on this project's 2-core CPU; the residual equals eager to about
+    3e-7 relative, float reassociation, but TopK turns some of that into a different active latent on
+    near-tied tokens). Compiling needs a C++ compiler; a failure is an error that says to run without
+    compiling."""
 
-    def __init__(self, model, layer: int, compile: bool = False) -> None:
+    def __init__(self, model: HookedTransformer, layer: int, compile: bool = False) -> None:
         self.model, self.layer = model, layer
         self.blocks = list(model.blocks[: layer + 1])
         self.compiled = False
@@ -193,15 +228,17 @@ class ResidualForward:
 
                 for block in model.blocks:  # numpy scalars (TransformerLens' default attention scale) become
                     attn = getattr(block, "attn", None)  # tensors that dynamo mis-guards in inference mode
-                    if isinstance(getattr(attn, "attn_scale", None), np.generic):
-                        attn.attn_scale = float(attn.attn_scale)  # same value, exactly
+                    scale = getattr(attn, "attn_scale", None)
+                    if attn is not None and isinstance(scale, np.generic):
+                        attn.attn_scale = float(scale)  # same value, exactly
 
                 cache = [torch.compile(b, dynamic=True) for b in model.blocks]
                 object.__setattr__(model, "_finsae_compiled_blocks", cache)
             self.blocks = cache[: layer + 1]
             self.compiled = True
 
-    def _run(self, tokens, blocks, taps: frozenset[int] = frozenset()):
+    def _run(self, tokens: torch.Tensor, blocks: Sequence[Any],
+             taps: frozenset[int] = frozenset()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         import torch
 
         out = {}
@@ -213,21 +250,20 @@ class ResidualForward:
                     out[layer] = residual
         return residual, out
 
-    def _guarded(self, tokens, taps: frozenset[int]):
+    def _guarded(self, tokens: torch.Tensor,
+                 taps: frozenset[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         if not self.compiled:
             return self._run(tokens, self.blocks, taps)
         try:
             return self._run(tokens, self.blocks, taps)
         except Exception as exc:  # inductor needs a working C++ toolchain
-            from finsae.errors import ProviderError
+            raise ProviderError(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); extract "
+                                "without compiling (compile=False, no --compile)") from exc
 
-            raise ProviderError(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); extract without "
-                                "compiling (compile=False, no --compile)") from exc
-
-    def __call__(self, tokens):
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._guarded(tokens, frozenset())[0]
 
-    def residuals(self, tokens, layers: Sequence[int]) -> dict:
+    def residuals(self, tokens: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """The residual stream after each block in ``layers`` (all at most ``self.layer``), from one pass: a
         shallower layer's tensor is the one the deeper blocks then read, so it equals a pass stopped there."""
         taps = frozenset(int(x) for x in layers)
@@ -236,19 +272,20 @@ class ResidualForward:
         return self._guarded(tokens, taps)[1]
 
 
-def hook_activations(model, hooks: Sequence[str], compile: bool = False):
+def hook_activations(model: HookedTransformer, hooks: Sequence[str],
+                     compile: bool = False) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A function ``tokens -> {hook: activation}`` that reads every hook in ``hooks`` from one forward pass to
     the deepest of them. ``hook_resid_post`` hooks are read between the blocks of one :class:`ResidualForward`
-    (``compile`` applies); any other hook from one ``run_with_cache`` with all of them in ``names_filter``. Each
-    activation equals that of a pass stopped at its own hook (the blocks before it are the same calls on the
-    same inputs). A mix of both kinds takes one pass of each kind, as a single hook of that kind would."""
+    (``compile`` applies); any other hook from one ``run_with_cache`` with all of them in ``names_filter``.
+    Each activation equals that of a pass stopped at its own hook (the blocks before it are the same calls on
+    the same inputs). A mix of both kinds takes one pass of each kind, as a single hook of that kind would."""
     direct = sorted({h for h in hooks if h.endswith(".hook_resid_post")}, key=hook_layer)
     cached = sorted({h for h in hooks if not h.endswith(".hook_resid_post")}, key=hook_layer)
     forward = ResidualForward(model, hook_layer(direct[-1]), compile) if direct else None
     layers = {h: hook_layer(h) for h in direct}
     stop = max((hook_layer(h) for h in cached), default=-1) + 1
 
-    def run(tokens) -> dict:
+    def run(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         acts = {}
         if forward is not None:
             taps = forward.residuals(tokens, sorted(set(layers.values())))
@@ -261,28 +298,28 @@ def hook_activations(model, hooks: Sequence[str], compile: bool = False):
     return run
 
 
-def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
-    """Yield ``(chunks, tokens, mask, [feats of each SAE])`` per length-sorted batch, from one forward pass per
-    batch for all ``saes`` (:func:`hook_activations`): each SAE's activations ``[batch, width, d_sae]`` are
-    zero outside the mask and equal those of :func:`encoded_batches` with that SAE alone (same batches, same
-    forward calls, the same encode). An SAE given twice is encoded once."""
+def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: list[Chunk],
+                         batch_tokens: int,
+                         compile: bool = False) -> Iterator[EncodedBatch[list[torch.Tensor]]]:
+    """Yield ``(chunks, tokens, mask, [feats of each SAE])`` per length-sorted batch, from one forward pass
+    per batch for all ``saes`` (:func:`hook_activations`): each SAE's activations ``[batch, width, d_sae]``
+    are zero outside the mask and equal those of :func:`encoded_batches` with that SAE alone (same batches,
+    same forward calls, the same encode). An SAE given twice is encoded once."""
     import torch
 
-    from finsae.extract.sae import check_compatible
-
-    tok = model.tokenizer
+    tok = tokenizer_of(model)
     hooks = [check_compatible(model, s) for s in saes]
     read = hook_activations(model, hooks, compile)
     distinct: dict[int, int] = {}
     for n, s in enumerate(saes):
         distinct.setdefault(id(s), n)
     with torch.inference_mode():
-        for batch in _batches(chunks, batch_tokens):
+        for batch in length_batches(chunks, batch_tokens):
             tokens, pool = padded_batch(tok, batch)
             tokens = tokens.to(model.cfg.device)
             acts = read(tokens)
-            encoded: dict[int, object] = {}
-            masks: dict[object, object] = {}
+            encoded: dict[int, torch.Tensor] = {}
+            masks: dict[torch.device, torch.Tensor] = {}
             for n, s in enumerate(saes):
                 if distinct[id(s)] != n:
                     continue
@@ -295,12 +332,13 @@ def encoded_batches_many(model, saes: Sequence, chunks: list[Chunk], batch_token
             yield batch, tokens, masks[first.device], [encoded[id(s)] for s in saes]
 
 
-def encoded_batches(model, sae, hook: str, chunks: list[Chunk], batch_tokens: int, compile: bool = False):
+def encoded_batches(model: HookedTransformer, sae: SAE, hook: str, chunks: list[Chunk], batch_tokens: int,
+                    compile: bool = False) -> Iterator[EncodedBatch[torch.Tensor]]:
     """Yield ``(chunks, tokens, mask, feats)`` per length-sorted batch: the padded tokens, the mask of pooled
-    positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass stops
-    at the hook's block; a ``hook_resid_post`` hook is read from :class:`ResidualForward` (``compile`` applies),
-    any other hook through ``run_with_cache``. (One SAE of :func:`encoded_batches_many`; ``hook`` must be the
-    SAE's.)"""
+    positions and the SAE activations ``[batch, width, d_sae]`` (zero outside the mask). The forward pass
+    stops at the hook's block; a ``hook_resid_post`` hook is read from :class:`ResidualForward` (``compile``
+    applies), any other hook through ``run_with_cache``. (One SAE of :func:`encoded_batches_many`; ``hook``
+    must be the SAE's.)"""
     if hook != sae.cfg.metadata.hook_name:
         raise DataError(f"hook {hook!r} is not the SAE's ({sae.cfg.metadata.hook_name!r})")
     for batch, tokens, mask, (feats,) in encoded_batches_many(model, [sae], chunks, batch_tokens, compile):
@@ -317,7 +355,7 @@ class _Pooler:
         self.parts_c: list[np.ndarray] = []
         self.parts_v: list[np.ndarray] = []
 
-    def add(self, docs, feats) -> None:
+    def add(self, docs: torch.Tensor, feats: torch.Tensor) -> None:
         pooling = self.pooling
         if pooling in ("sum", "mean"):
             pooled = feats.sum(dim=1)
@@ -344,10 +382,10 @@ class _Pooler:
         return matrix
 
 
-def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
-                     pooling: str = "sum", max_length: int | None = None, overlap: int = 0,
-                     batch_tokens: int = 4096, progress: bool | None = None,
-                     compile: bool = False) -> FeatureSet:
+def extract_features(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
+                     doc_ids: Sequence[str] | None = None, pooling: str = "sum",
+                     max_length: int | None = None, overlap: int = 0, batch_tokens: int = 4096,
+                     progress: bool | None = None, compile: bool = False) -> FeatureSet:
     """Pooled SAE features of ``texts`` with a TransformerLens ``model`` and a sae_lens ``sae``.
 
     ``max_length`` defaults to the SAE's training context size (or 512 if unknown). Texts that are missing or
@@ -355,25 +393,26 @@ def extract_features(model, sae, texts: Sequence[object], *, doc_ids: Sequence[s
     blocks through ``torch.compile`` (:class:`ResidualForward`).
     """
     return extract_features_many(model, [(sae, pooling)], texts, doc_ids=doc_ids, max_length=max_length,
-                                 overlap=overlap, batch_tokens=batch_tokens, progress=progress, compile=compile)[0]
+                                 overlap=overlap, batch_tokens=batch_tokens, progress=progress,
+                                 compile=compile)[0]
 
 
-def _context_size(sae) -> int:
-    return int(getattr(sae.cfg.metadata, "context_size", None) or 512)
+def _context_size(sae: SAE) -> int:
+    return int(getattr(sae.cfg.metadata, "context_size", None) or FALLBACK_CONTEXT)
 
 
-def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: Sequence[object], *,
-                          doc_ids: Sequence[str] | None = None, max_length: int | None = None, overlap: int = 0,
+def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE, str]],
+                          texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
+                          max_length: int | None = None, overlap: int = 0,
                           batch_tokens: int = 4096, progress: bool | None = None,
                           compile: bool = False) -> list[FeatureSet]:
     """Pooled features of ``texts`` for every ``(sae, pooling)`` request, from one language-model pass per
-    batch (:func:`encoded_batches_many`; SAEs on any hooks, each SAE encoded once however many poolings ask for
-    it). Each result equals :func:`extract_features` with that SAE and pooling alone, bit for bit. The requests
-    share the chunking: ``max_length`` defaults to the SAEs' common context size (different ones are an error).
+    batch (:func:`encoded_batches_many`; SAEs on any hooks, each SAE encoded once however many poolings ask
+    for it). Each result equals :func:`extract_features` with that SAE and pooling alone, bit for bit. The
+    requests share the chunking: ``max_length`` defaults to the SAEs' common context size (different ones are
+    an error).
     """
     import torch
-
-    from finsae.extract.sae import check_compatible
 
     if not requests:
         raise DataError("no (sae, pooling) request to extract")
@@ -384,8 +423,8 @@ def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: 
     if max_length is None:
         sizes = {_context_size(s) for s in saes}
         if len(sizes) > 1:
-            raise DataError(f"the SAEs were trained on different context sizes {sorted(sizes)}: pass max_length or "
-                            "extract them apart")
+            raise DataError(f"the SAEs were trained on different context sizes {sorted(sizes)}: pass "
+                            "max_length or extract them apart")
         max_length = sizes.pop()
     ids = [str(d) for d in doc_ids] if doc_ids is not None else [str(k) for k in range(len(texts))]
     if len(ids) != len(texts):
@@ -394,10 +433,9 @@ def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: 
         raise DataError(f"compile must be True or False, not {compile!r}")
     keep, skipped_pos = clean_texts(texts)
     if skipped_pos:
-        logger.info("skipping %d document(s) without text: %s", len(skipped_pos), list(skipped_pos.values())[:5])
-    tok = model.tokenizer
-    if tok.bos_token_id is None:
-        raise DataError("the model's tokenizer has no BOS token")
+        logger.info("skipping %d document(s) without text: %s", len(skipped_pos),
+                    list(skipped_pos.values())[:5])
+    tok = tokenizer_of(model)
     chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
     poolers = [_Pooler(pooling, n_rows, int(sae.cfg.d_sae)) for sae, pooling in requests]
@@ -420,13 +458,15 @@ def extract_features_many(model, requests: Sequence[tuple[object, str]], texts: 
     for (sae, pooling), pooler in zip(requests, poolers, strict=True):
         matrix = pooler.matrix(n_tokens)
         if not np.isfinite(matrix.data).all():
-            bad = sorted({ids[keep[r]] for r in np.unique(matrix.tocoo().row[~np.isfinite(matrix.tocoo().data)])})
-            raise DataError(f"NaN or infinite SAE features for {len(bad)} document(s), e.g. {bad[:5]}: the model's "
-                            "activations or the SAE's weights are not finite")
+            coo = matrix.tocoo()
+            bad = sorted({ids[keep[r]] for r in np.unique(coo.row[~np.isfinite(coo.data)])})
+            raise DataError(f"NaN or infinite SAE features for {len(bad)} document(s), e.g. {bad[:5]}: the "
+                            "model's activations or the SAE's weights are not finite")
         dtype = next(sae.parameters()).dtype
         manifest = {"hook": sae.cfg.metadata.hook_name, "pooling": pooling, "max_length": max_length,
-                    "overlap": overlap, "batch_tokens": batch_tokens, "dtype": str(dtype).replace("torch.", ""),
-                    "d_sae": pooler.d_sae, "documents": n_rows, "skipped": len(skipped_pos),
+                    "overlap": overlap, "batch_tokens": batch_tokens,
+                    "dtype": str(dtype).replace("torch.", ""), "d_sae": pooler.d_sae, "documents": n_rows,
+                    "skipped": len(skipped_pos),
                     "tokens": int(n_tokens.sum()), "seconds": round(seconds, 3),
                     "tokens_per_second": round(float(n_tokens.sum()) / max(seconds, 1e-9), 1),
                     "compiled": use_compile}

