@@ -93,7 +93,7 @@ def tiny_env(model, tmp_path_factory):
         return LoadedModel(model, "tiny", "w0")
 
     mp.setattr(model_module, "load_model", load)
-    for name in ("finsae.extract.documents", "finsae.pipeline.explain"):  # should they import it by name
+    for name in ("finsae.extract.spec", "finsae.extract.documents", "finsae.pipeline.explain"):  # by name
         mp.setattr(f"{name}.load_model", load, raising=False)
     yield
     mp.undo()

@@ -254,5 +254,5 @@ def as_sae_source(sae: SAESource | SAE) -> SAESource:
     reading ``digest``, which may load weights); a sae_lens SAE has neither."""
     kind = type(sae)
     if callable(getattr(kind, "load", None)) and callable(getattr(kind, "on_device", None)):
-        return sae  # type: ignore[return-value]
-    return LoadedSAE(sae)  # type: ignore[arg-type]
+        return sae
+    return LoadedSAE(sae)
