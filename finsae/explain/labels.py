@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from finsae._io import write_parquet
 from finsae._paths import cache_dir
 from finsae.errors import DataError
+from finsae.extract.sae import as_sae_source
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +79,13 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
                   batch_tokens: int = 8192, cache: bool = True, progress: bool | None = None) -> LatentLabels:
     """Labels and top examples of every latent of ``sae`` over ``texts`` (see the module docstring).
 
-    ``loaded`` is a :class:`finsae.extract.LoadedModel`, ``sae`` a sae_lens SAE or
-    :class:`finsae.extract.SAEHandle`; on a cache hit neither is loaded."""
-    from finsae.extract.cache import sae_hash
-    from finsae.extract.sae import SAEHandle
-
+    ``loaded`` is a :class:`finsae.extract.LoadedModel`, ``sae`` an :class:`finsae.extract.sae.SAESource` (e.g.
+    :class:`finsae.extract.SAEHandle`) or a sae_lens SAE; on a cache hit neither is loaded."""
+    source = as_sae_source(sae)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
-    handle = sae if isinstance(sae, SAEHandle) else None
-    digest = handle.digest if handle is not None else sae_hash(sae)
-    context_size = handle.context_size if handle is not None else getattr(sae.cfg.metadata, "context_size", None)
-    max_length = int(max_length or context_size or 512)
-    key = _labels_key(loaded.model_id, loaded.weight_hash, digest, max_length, [str(d) for d in doc_ids],
+    max_length = int(max_length or source.context_size or 512)
+    key = _labels_key(loaded.model_id, loaded.weight_hash, source.digest, max_length, [str(d) for d in doc_ids],
                       [str(t) for t in texts], n_examples, n_label_tokens)
     folder = cache_dir() / "labels" / key
     if cache and (folder / "labels.parquet").is_file() and (folder / "examples.parquet").is_file():
@@ -101,7 +97,7 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
             return LatentLabels(table.set_index("latent", drop=False), examples)
         except Exception as exc:  # unreadable: recompute
             logger.warning("latent label cache %s is unreadable (%s): recomputing", folder, exc)
-    result = _compute(loaded.model, handle.sae if handle is not None else sae, texts, doc_ids, n_examples=n_examples,
+    result = _compute(loaded.model, source.load(), texts, doc_ids, n_examples=n_examples,
                       n_label_tokens=n_label_tokens, context=context, max_length=max_length,
                       batch_tokens=batch_tokens, progress=progress)
     if cache:
