@@ -72,7 +72,7 @@ def main() -> None:
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read() if proc.stderr else ""
         seconds = time.perf_counter() - t0
-        name = " ".join(shlex.split(step)[1:4])
+        name = " ".join(shlex.split(step)[1:])[:100]
         rows.append({"step": name, "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
                      "rc": proc.returncode})
         print(f"{seconds:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GB  rc {proc.returncode}  {name}", flush=True)
