@@ -48,6 +48,12 @@ class _Result:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
+def _frame(items: tuple, cls: type) -> pd.DataFrame:
+    """One row per dataclass in ``items``, the fields of ``cls`` as columns (also when ``items`` is empty)."""
+    columns = [f.name for f in dataclasses.fields(cls)]
+    return pd.DataFrame([dataclasses.asdict(x) for x in items], columns=columns)
+
+
 @dataclass(frozen=True)
 class Company(_Result):
     ticker: str
@@ -77,8 +83,7 @@ class PeerList(_Result):
     peers: tuple[Peer, ...]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(p) for p in self.peers],
-                            columns=["rank", "ticker", "name", "similarity"])
+        return _frame(self.peers, Peer)
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,7 @@ class PairExplanation(_Result):
     latents: tuple[SharedLatent, ...]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
-                            columns=["latent", "label", "contribution", "share", "excess"])
+        return _frame(self.latents, SharedLatent)
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,7 @@ class Group(_Result):
     faithful: bool | None
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
-                            columns=[f.name for f in dataclasses.fields(GroupLatent)])
+        return _frame(self.latents, GroupLatent)
 
 
 @dataclass(frozen=True)
