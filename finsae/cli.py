@@ -194,16 +194,29 @@ def data_edgar(paths: tuple[Path, ...], out: Path, report_path: Path | None, cik
     click.echo(f"wrote {len(frame)} filing(s) of {frame['ticker'].nunique()} companies to {out}")
 
 
+def _config_and_output(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--config`` (a ``kind`` config, YAML) and ``--output`` options of a command that writes a results
+    folder."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--output", type=click.Path(path_type=Path), default=None,
+                          help="Results folder (default: output_dir/name from the config).")(fn)
+        return click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+                            help=f"{kind} config (YAML).")(fn)
+
+    return decorate
+
+
+def _results_and_pairs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--results`` (benchmark) and ``--pairs`` (pairs backtest) folder options of report and export."""
+    fn = click.option("--pairs", type=click.Path(path_type=Path), default=None,
+                      help="Pairs backtest results folder.")(fn)
+    return click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"),
+                        show_default=True, help="Benchmark results folder.")(fn)
+
+
 @cli.command()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), required=True, help="Benchmark config (YAML)."
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Results folder (default: output_dir/name from the config).",
-)
+@_config_and_output("Benchmark")
 @_friendly
 def benchmark(config_path: Path, output: Path | None) -> None:
     """Score every grouping of a config on return co-movement; write a results folder and print the table."""
@@ -218,19 +231,7 @@ def benchmark(config_path: Path, output: Path | None) -> None:
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Pairs backtest config (YAML).",
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Results folder (default: output_dir/name from the config).",
-)
+@_config_and_output("Pairs backtest")
 @click.option(
     "--backend",
     type=click.Choice(["local", "ray"]),
@@ -431,14 +432,7 @@ def explain(results: Path, grouping: str, companies: Path | None, top: int, draw
 
 
 @cli.command()
-@click.option(
-    "--results",
-    type=click.Path(path_type=Path),
-    default=Path("results/forward_2017"),
-    show_default=True,
-    help="Benchmark results folder.",
-)
-@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
+@_results_and_pairs
 @click.option("--explanations", type=click.Path(path_type=Path), default=None,
               help="Explanations folder (from finsae explain).")
 @click.option(
@@ -454,14 +448,7 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
 
 
 @cli.command()
-@click.option(
-    "--results",
-    type=click.Path(path_type=Path),
-    default=Path("results/forward_2017"),
-    show_default=True,
-    help="Benchmark results folder.",
-)
-@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
+@_results_and_pairs
 @click.option("--explanations", type=click.Path(path_type=Path), multiple=True,
               help="Explanations folder(s) from finsae explain (repeatable; default: every folder under "
                    "<results>/explanations).")
