@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 
 from finsae._io import write_json, write_parquet
 from finsae._paths import cache_dir
+from finsae.data._net import check_tcp
 from finsae.data.prices import Prices, prices_from_frame
 from finsae.data.universe import normalize_tickers
 from finsae.errors import ProviderError
@@ -101,12 +101,7 @@ class YahooPriceProvider:
     def check_reachable(self) -> None:
         """Raise :class:`ProviderError` unless a TCP connection to Yahoo opens within ``timeout`` seconds."""
         host, port = self.host or YAHOO_HOST
-        try:
-            socket.create_connection((host, port), timeout=self.timeout).close()
-        except OSError as exc:
-            raise ProviderError(
-                f"Yahoo Finance cannot be reached ({host}:{port}: {exc}). " + _NO_YAHOO_HINT
-            ) from None
+        check_tcp(host, port, self.timeout, "Yahoo Finance", _NO_YAHOO_HINT)
 
     def fetch(self, tickers: Sequence[str], start: str | pd.Timestamp, end: str | pd.Timestamp) -> Prices:
         """Adjusted closes of ``tickers`` from ``start`` to ``end`` (inclusive), from the cache where it

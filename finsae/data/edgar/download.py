@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from finsae._io import atomic_write
 from finsae._paths import cache_dir
+from finsae.data._net import check_tcp
 from finsae.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -154,12 +154,7 @@ class EdgarClient:
         if self._checked or self.host is None:
             return
         host, port = self.host
-        try:
-            socket.create_connection((host, port), timeout=self.timeout).close()
-        except OSError as exc:
-            raise ProviderError(
-                f"SEC EDGAR cannot be reached ({host}:{port}: {exc}). " + NO_EDGAR_HINT
-            ) from None
+        check_tcp(host, port, self.timeout, "SEC EDGAR", NO_EDGAR_HINT)
         self._checked = True
 
     def _cache_path(self, url: str) -> Path:
