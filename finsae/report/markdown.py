@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,17 @@ METHOD_NAMES: dict[str, str] = {
 
 def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    """One row of a markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(intro: str, head: str, n_cols: int) -> list[str]:
+    """A paragraph ``intro``, a blank line, then the header row ``head`` of a markdown table of ``n_cols``
+    columns and its separator row."""
+    return [intro, "", head, "|" + "---|" * n_cols]
 
 
 def comovement_markdown(rows: pd.DataFrame) -> str:
@@ -127,8 +139,7 @@ def backtest_markdown(result: BacktestResult) -> str:
         for basis in bases:
             rows = s[(s["strategy"] == strategy) & (s["basis"] == basis)]
             mark = " (headline basis)" if basis == cfg.headline_basis else ""
-            lines = [f"**{strategy_names[strategy]}, {basis} capital{mark}**", "",
-                     "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            lines = _table(f"**{strategy_names[strategy]}, {basis} capital{mark}**", _row(cols), len(cols))
             for r in rows.itertuples(index=False):
                 d = r._asdict()
                 name = METHOD_NAMES.get(r.method, r.method) + (" (LOOK-AHEAD)" if d.get("look_ahead") else "")
@@ -142,13 +153,15 @@ def backtest_markdown(result: BacktestResult) -> str:
                 cells += [str(r.pairs_traded), str(r.trades), str(r.distinct_stocks), top,
                           f"{_f(r.ex_top_sharpe_net, 2)} / {_f(r.ex_top_bp_month_net, 0)}",
                           _pct(r.hit_rate_net), _f(r.avg_holding_days, 1), f"{r.max_drawdown_net:.1%}"]
-                lines.append("| " + " | ".join(cells) + " |")
+                lines.append(_row(cells))
             sections += [*lines, ""]
     w = result.windows[result.windows["strategy"] == "coint"]
     if len(w) and "candidates_significant_at_5pct" in w:
-        funnel = ["**co-integration selection, mean per window**", "",
-                  "| method | eligible | I(1) legs | candidates | usable | significant at 5% | selected |",
-                  "|---|---|---|---|---|---|---|"]
+        funnel = _table(
+            "**co-integration selection, mean per window**",
+            "| method | eligible | I(1) legs | candidates | usable | significant at 5% | selected |",
+            7,
+        )
         for m, g in w.groupby("method", sort=False):
             share = g["candidates_significant_at_5pct"].sum() / max(g["candidates"].sum(), 1)
             funnel.append(f"| {METHOD_NAMES.get(str(m), m)} | {g['eligible'].mean():.0f} | "
@@ -262,9 +275,9 @@ def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> l
     if len(tw):
         tw = tw[(tw["design"] == design) & (tw["frequency"] == frequency)]
     if len(tw):
-        lines = ["Paired differences of pair-weighted correlation, density-matched, with a two-way bootstrap "
-                 "(companies x circular blocks of months, 95% CI):", "",
-                 "| level | A | B | PW(A) | PW(B) | A - B [95% CI] |", "|---|---|---|---|---|---|"]
+        lines = _table("Paired differences of pair-weighted correlation, density-matched, with a two-way "
+                       "bootstrap (companies x circular blocks of months, 95% CI):",
+                       "| level | A | B | PW(A) | PW(B) | A - B [95% CI] |", 6)
         for x in tw.itertuples(index=False):
             lines.append(f"| {METHOD_NAMES.get(x.level, x.level)} | {x.a} | {x.b} | {_f(x.pair_weighted_a)} "
                          f"| {_f(x.pair_weighted_b)} | {x.difference:+.3f} [{x.ci_low:+.3f}, "
@@ -276,27 +289,18 @@ def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> l
     if len(cs):
         nb = cs[cs["kind"] == "neighbours"]
         ks = [c for c in nb.columns if c.startswith("top") and nb[c].notna().any()]
-        lines = [
-            "Cold start (no price history): top-k neighbour correlation of every company, learned weights "
-            "fitted without any pair of the company's fold; references need no fit:",
-            "",
-            "| method | fitted without the fold | " + " | ".join(ks) + " |",
-            "|" + "---|" * (2 + len(ks)),
-        ]
+        lines = _table("Cold start (no price history): top-k neighbour correlation of every company, learned "
+                       "weights fitted without any pair of the company's fold; references need no fit:",
+                       "| method | fitted without the fold | " + " | ".join(ks) + " |", 2 + len(ks))
         for x in nb.itertuples(index=False):
             d = x._asdict()
             lines.append(f"| {METHOD_NAMES.get(x.method, x.method)} | {'yes' if x.fitted else 'no fit'} | "
                          + " | ".join(_f(d[k]) for k in ks) + " |")
         gr = cs[cs["kind"] == "groups"]
         if len(gr):
-            lines += [
-                "",
-                "Cold-start groups (each fold's weights; within-group pairs with a held-out company, "
-                "pooled over folds), against the taxonomy on the same folds:",
-                "",
-                "| method | level | pair-weighted | taxonomy | pairs |",
-                "|---|---|---|---|---|",
-            ]
+            lines += ["", *_table("Cold-start groups (each fold's weights; within-group pairs with a "
+                                  "held-out company, pooled over folds), against the taxonomy on the same "
+                                  "folds:", "| method | level | pair-weighted | taxonomy | pairs |", 5)]
             for x in gr.itertuples(index=False):
                 lines.append(f"| {x.method} | {METHOD_NAMES.get(x.level, x.level)} | {_f(x.pair_weighted)} | "
                              f"{_f(x.taxonomy_pair_weighted)} | {int(x.n_pairs)} |")
@@ -321,9 +325,9 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
             methods = list(dict.fromkeys(text["text_method"]))
             for match in [m for m in ("density", "count") if m in set(text["match"])]:
                 cols = ["level", "taxonomy", *methods]
-                lines = [f"Matched by {'pair density' if match == 'density' else 'number of groups'} "
-                         "(pair-weighted correlation [95% CI] @ pair density in the window):", "",
-                         "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                lines = _table(f"Matched by {'pair density' if match == 'density' else 'number of groups'} "
+                               "(pair-weighted correlation [95% CI] @ pair density in the window):",
+                               _row(cols), len(cols))
                 for level in dict.fromkeys(text["level"]):
                     ref = w[(w["method"] == level) & (w["method_kind"] == "taxonomy")]
                     cells = [METHOD_NAMES.get(level, level), _cell(ref.iloc[0]) if len(ref) else "n/a"]
@@ -331,21 +335,18 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                         row = text[(text["text_method"] == m) & (text["level"] == level)
                                    & (text["match"].isin([match, "same_sizes"]))]
                         cells.append(_cell(row.iloc[0]) if len(row) else "")
-                    lines.append("| " + " | ".join(cells) + " |")
+                    lines.append(_row(cells))
                 parts += [*lines, ""]
             if len(result.ranking):
                 r = result.ranking[
                     (result.ranking["design"] == info.name) & (result.ranking["frequency"] == frequency)
                 ]
                 ks = [c for c in r.columns if c.startswith("top")]
-                lines = [
-                    "Ranking (no clustering): mean return correlation of each company's k most similar "
-                    "companies, and Spearman of similarity vs correlation over all pairs (taxonomies: same "
-                    "group = 1):",
-                    "",
-                    "| method | transform | companies | " + " | ".join(ks) + " | Spearman |",
-                    "|" + "---|" * (4 + len(ks)),
-                ]
+                lines = _table("Ranking (no clustering): mean return correlation of each company's k most "
+                               "similar companies, and Spearman of similarity vs correlation over all pairs "
+                               "(taxonomies: same group = 1):",
+                               "| method | transform | companies | " + " | ".join(ks) + " | Spearman |",
+                               4 + len(ks))
                 for x in r.itertuples(index=False):
                     d = x._asdict()
                     lines.append(f"| {METHOD_NAMES.get(x.method, x.method)} | {x.transform} | "
@@ -413,18 +414,15 @@ def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str
     f = result.faithfulness.set_index("group")
     g = result.groups
     order = f.sort_values("n_members", ascending=False).index[:max_groups]
-    lines = [
-        f"## Explanations of `{result.grouping}`",
-        "",
+    lines = [f"## Explanations of `{result.grouping}`", "", *_table(
         f"{len(f)} groups of 3 or more companies; the explaining latents are faithful (ablating them lowers "
         f"the within-group similarity the groups were formed by (the cosine, or a learned method's weighted "
         f"similarity) more than 95% of ablations of random latents with similar document "
         f"frequency) for **{result.faithful_share:.0%}** of them.",
-        "",
         "| group | members | top latents (label: share in group / outside) | rule precision / recall | "
         "cosine drop: explaining / random |",
-        "|---|---|---|---|---|",
-    ]
+        5,
+    )]
     for group in order:
         rows = g[g["group"] == group].sort_values("rank").head(4)
         latents = "; ".join(f"{r.label} ({r.p_in:.0%} / {r.p_out:.0%})" for r in rows.itertuples())
