@@ -1,12 +1,13 @@
-"""The README's answer-first chart: the pre-registered headline method minus the taxonomy and minus price peers at
-each density-matched level, with two-way bootstrap CIs, from a benchmark results folder (``two_way.parquet``).
+"""The README's answer-first chart: the pre-registered headline method minus the taxonomy and minus price
+peers at each density-matched level, with two-way bootstrap CIs, from a benchmark results folder
+(``two_way.parquet``).
 
     python benchmarks/answer_chart.py [--results results/forward_2017] [--out docs/answer.png]
 
-Also prints the numbers behind each bar and the figures the README gives beside the chart: each method's coverage
-(share of companies in a group of 2 or more) and singletons at GICS-industry and sub-industry density, the
-headline grouping's largest groups, and the share of the 2017 descriptions longer than MiniLM's window
-(``--no-minilm`` skips loading its tokenizer).
+Also prints the numbers behind each bar and the figures the README gives beside the chart: each method's
+coverage (share of companies in a group of 2 or more) and singletons at GICS-industry and sub-industry
+density, the headline grouping's largest groups, and the share of the 2017 descriptions longer than MiniLM's
+window (``--no-minilm`` skips loading its tokenizer).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from finsae.report.html import answer_figure
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--results", type=Path, default=Path("results/forward_2017"))
     parser.add_argument("--out", type=Path, default=Path("docs/answer.png"))
     parser.add_argument("--no-minilm", action="store_true", help="Skip the MiniLM window statistic.")
@@ -37,14 +40,33 @@ def main() -> None:
     tw = tw[(tw["design"] == tw["design"].iloc[0]) & (tw["frequency"] == tw["frequency"].iloc[0])]
     rows = tw[tw["a"].str.startswith(head + "@") & (tw["comparison"].isin(["taxonomy", "price"]))]
     with pd.option_context("display.width", 200):
-        print(rows[["level", "comparison", "a", "b", "pair_weighted_a", "pair_weighted_b", "difference", "ci_low",
-                    "ci_high"]].round(3).to_string(index=False))
+        print(
+            rows[
+                [
+                    "level",
+                    "comparison",
+                    "a",
+                    "b",
+                    "pair_weighted_a",
+                    "pair_weighted_b",
+                    "difference",
+                    "ci_low",
+                    "ci_high",
+                ]
+            ]
+            .round(3)
+            .to_string(index=False)
+        )
     print(f"chart written to {args.out}")
 
     como = pd.read_parquet(args.results / "comovement.parquet")
     levels = ["gics_industry", "gics_sub_industry"]
-    rows = como[(como["design"] == tw["design"].iloc[0]) & (como["frequency"] == tw["frequency"].iloc[0])
-                & como["level"].isin(levels) & ((como["match"] == "density") | (como["method_kind"] == "taxonomy"))]
+    rows = como[
+        (como["design"] == tw["design"].iloc[0])
+        & (como["frequency"] == tw["frequency"].iloc[0])
+        & como["level"].isin(levels)
+        & ((como["match"] == "density") | (como["method_kind"] == "taxonomy"))
+    ]
     print("\ncoverage at matched density (share of companies in a group of 2+; singletons):")
     with pd.option_context("display.width", 200):
         print(rows[["level", "method", "n_groups", "n_singletons", "coverage", "pair_weighted"]].round(3)
@@ -53,7 +75,8 @@ def main() -> None:
     for level in levels:
         name = f"{head}@{level}:density"
         sizes = groups.loc[groups["name"] == name, "group"].value_counts()
-        print(f"{name}: {len(sizes)} groups, {int((sizes == 1).sum())} singletons, largest {sizes.head(5).tolist()}")
+        print(f"{name}: {len(sizes)} groups, {int((sizes == 1).sum())} singletons, largest "
+              f"{sizes.head(5).tolist()}")
     if not args.no_minilm:
         from finsae.data import load_universe
         from finsae.extract.featurizers import EmbeddingFeaturizer
@@ -62,8 +85,8 @@ def main() -> None:
         texts = list(load_universe().descriptions("2017"))
         ids = model.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         longer = sum(len(t) + 2 > model.max_seq_length for t in ids)
-        print(f"2017 descriptions longer than MiniLM's {model.max_seq_length}-token window: {longer} of {len(ids)} "
-              f"({longer / len(ids):.0%})")
+        print(f"2017 descriptions longer than MiniLM's {model.max_seq_length}-token window: {longer} of "
+              f"{len(ids)} ({longer / len(ids):.0%})")
 
 
 if __name__ == "__main__":

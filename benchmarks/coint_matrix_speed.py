@@ -1,13 +1,15 @@
 """All-pairs Engle-Granger from matrix products against the per-pair path and statsmodels ``coint``.
 
-On the 504 trading days ending 2019-12-31 of the bundled stocks (log closes, gaps of up to 5 days forward-filled,
-stocks with a longer gap dropped: 1,540 stocks, 1,185,030 pairs), fixed lag 1 as the pairs backtest uses:
+On the 504 trading days ending 2019-12-31 of the bundled stocks (log closes, gaps of up to 5 days
+forward-filled, stocks with a longer gap dropped: 1,540 stocks, 1,185,030 pairs), fixed lag 1 as the pairs
+backtest uses:
 
-1. all pairs by :class:`finsae.backtest.coint_matrix.EngleGrangerPanel` (``--repeat`` runs, best and median), one
-   ordering and both orderings;
+1. all pairs by :class:`finsae.backtest.coint_matrix.EngleGrangerPanel` (``--repeat`` runs, best and median),
+   one ordering and both orderings;
 2. all pairs by the per-pair path (:func:`finsae.backtest.pairs.pair_tests`, chunked ``engle_granger``), once
    (``--pairwise-sample`` extrapolates from that many pairs instead);
-3. statsmodels ``coint`` on ``--sample`` pairs, extrapolated; its statistics and p-values against the matrix path;
+3. statsmodels ``coint`` on ``--sample`` pairs, extrapolated; its statistics and p-values against the matrix
+   path;
 4. the cross-over: (a) ``P`` random pairs of all 1,540 stocks, (b) all pairs of the first ``n`` stocks, matrix
    against per-pair;
 5. with ``--autolag``: AIC lag choice up to Schwert's maxlag (18) on all pairs of the first 300 stocks.
@@ -57,12 +59,16 @@ def crossover(sizes: list[int], matrix: list[float], pairwise: list[float]) -> f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=5, help="runs of the all-pairs matrix test")
     parser.add_argument("--sample", type=int, default=200, help="pairs timed with statsmodels")
     parser.add_argument("--pairwise-sample", type=int, default=0,
                         help="time the per-pair path on this many pairs and extrapolate (0: all pairs)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for both paths (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for both paths (default: all cores)"
+    )
     parser.add_argument("--autolag", action="store_true", help="also time AIC lag choice (slow per pair)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -80,11 +86,13 @@ def main() -> None:
     times, (res, route) = timed(lambda: panel.test_with_route(i, j), args.repeat)
     result["matrix_s"] = {"best": min(times), "median": float(np.median(times)), "runs": times}
     result["matrix_fallback_pairs"] = int(np.sum(route != ROUTE_MATRIX))
-    print(f"matrix, all pairs:            best {min(times):6.2f} s, median {np.median(times):6.2f} s of {args.repeat}"
-          f" ({min(times) / len(i) * 1e6:.2f} us/pair; {result['matrix_fallback_pairs']} pairs took the fallback)")
+    print(f"matrix, all pairs:            best {min(times):6.2f} s, median {np.median(times):6.2f} s of "
+          f"{args.repeat} ({min(times) / len(i) * 1e6:.2f} us/pair; {result['matrix_fallback_pairs']} pairs "
+          "took the fallback)")
     both_times, _ = timed(lambda: panel.test_both(i, j), max(1, args.repeat // 2))
     result["matrix_both_orderings_s"] = {"best": min(both_times), "median": float(np.median(both_times))}
-    print(f"matrix, both orderings:       best {min(both_times):6.2f} s, median {np.median(both_times):6.2f} s")
+    print(f"matrix, both orderings:       best {min(both_times):6.2f} s, median {np.median(both_times):6.2f} "
+          "s")
 
     if args.pairwise_sample:
         sub = np.random.default_rng(1).choice(len(i), args.pairwise_sample, replace=False)
@@ -109,9 +117,11 @@ def main() -> None:
     d_p = float(np.max(np.abs(res.pvalue[sub] - ref_sm[:, 1])))
     result.update(statsmodels_s_extrapolated=sm_all, statsmodels_us_per_pair=sm / len(sub) * 1e6,
                   max_abs_stat_diff_vs_statsmodels=d_stat, max_abs_pvalue_diff_vs_statsmodels=d_p)
-    print(f"statsmodels (extrapolated):   {sm_all:6.0f} s ({sm / len(sub) * 1e3:.2f} ms/pair, from {len(sub)} pairs)")
-    print(f"speed-up: {pw_all / min(times):.0f}x over the per-pair path, {sm_all / min(times):.0f}x over statsmodels; "
-          f"max |d stat| {d_pw:.1e} vs per-pair, {d_stat:.1e} vs statsmodels, max |d p| {d_p:.1e}")
+    print(f"statsmodels (extrapolated):   {sm_all:6.0f} s ({sm / len(sub) * 1e3:.2f} ms/pair, from "
+          f"{len(sub)} pairs)")
+    print(f"speed-up: {pw_all / min(times):.0f}x over the per-pair path, {sm_all / min(times):.0f}x over "
+          f"statsmodels; max |d stat| {d_pw:.1e} vs per-pair, {d_stat:.1e} vs statsmodels, max |d p| "
+          f"{d_p:.1e}")
 
     print("\ncross-over (a): P random pairs of all stocks (matrix takes only the columns used)")
     rng = np.random.default_rng(3)
@@ -135,15 +145,21 @@ def main() -> None:
     result["crossover_random_pairs"] = {"sizes": sizes, "matrix_s": mat_t, "pairwise_s": pw_t,
                                         "crossover_pairs": crossover(sizes, mat_t, pw_t)}
     cross = result["crossover_random_pairs"]["crossover_pairs"]
-    print(f"  matrix faster from about {cross:,.0f} pairs ({cross / n:.1f} per stock)" if cross else "  never")
+    print(
+        f"  matrix faster from about {cross:,.0f} pairs ({cross / n:.1f} per stock)" if cross else "  never"
+    )
 
     print("cross-over (b): all pairs of the first n stocks")
     ns = [5, 10, 20, 50, 100, 200, 400]
     mat_t, pw_t = [], []
     for m in ns:
         a, b = all_pairs(m)
-        mt, pt = race(lambda a=a, b=b, m=m: EngleGrangerPanel(logp[:, :m], n_jobs=args.threads, **kw).test(a, b),
-                      a, b, f"n={m:>4} ({len(a):>6,} pairs)")
+        mt, pt = race(
+            lambda a=a, b=b, m=m: EngleGrangerPanel(logp[:, :m], n_jobs=args.threads, **kw).test(a, b),
+            a,
+            b,
+            f"n={m:>4} ({len(a):>6,} pairs)",
+        )
         mat_t.append(mt)
         pw_t.append(pt)
     result["crossover_all_pairs_of_n"] = {"n": ns, "matrix_s": mat_t, "pairwise_s": pw_t,
@@ -154,7 +170,9 @@ def main() -> None:
     if args.autolag:
         m = 300
         a, b = all_pairs(m)
-        (mt,), r = timed(lambda: EngleGrangerPanel(logp[:, :m], autolag="aic", n_jobs=args.threads).test(a, b))
+        (mt,), r = timed(
+            lambda: EngleGrangerPanel(logp[:, :m], autolag="aic", n_jobs=args.threads).test(a, b)
+        )
         (pt,), p = timed(lambda: engle_granger(logp.T[a], logp.T[b], autolag="aic", n_jobs=args.threads))
         result["autolag_aic_first_300"] = {"pairs": len(a), "matrix_s": mt, "pairwise_s": pt,
                                            "max_abs_stat_diff": float(np.nanmax(np.abs(r.stat - p.stat))),

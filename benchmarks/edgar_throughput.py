@@ -4,9 +4,9 @@
    process and in ``--workers`` processes (best of ``--repeat`` runs), and how many extractions match the
    manifest's first and last words of Item 1.
 2. ``--compare``: on the HTML fixtures, seconds to turn HTML into text with each installed candidate (lxml as
-   finsae uses it, selectolax, BeautifulSoup with html.parser, the stdlib ``html.parser``), and, where edgartools
-   is installed, its own Item 1 (``edgar.documents.parse_html(...).sections["part_i_item_1"]``): time and
-   manifest matches. Candidates not installed are reported as such.
+   finsae uses it, selectolax, BeautifulSoup with html.parser, the stdlib ``html.parser``), and, where
+   edgartools is installed, its own Item 1 (``edgar.documents.parse_html(...).sections["part_i_item_1"]``):
+   time and manifest matches. Candidates not installed are reported as such.
 
 The one-process run also reports CPU seconds: on a machine shared with other jobs (see ``load_average_1min``)
 wall time overstates the cost, and ``filings_per_cpu_second`` x cores bounds what those cores can do.
@@ -45,8 +45,8 @@ def correct(text: str, row: dict[str, str]) -> bool:
 
 
 def timed_batch(files: list[Path], workers: int, repeat: int) -> tuple[float, float, object]:
-    """Best wall seconds and best CPU seconds of this process (meaningful for one process) over ``repeat`` runs:
-    on a shared machine the CPU time shows the cost that wall time hides behind other load."""
+    """Best wall seconds and best CPU seconds of this process (meaningful for one process) over ``repeat``
+    runs: on a shared machine the CPU time shows the cost that wall time hides behind other load."""
     best, cpu, batch = float("inf"), float("inf"), None
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -57,8 +57,13 @@ def timed_batch(files: list[Path], workers: int, repeat: int) -> tuple[float, fl
 
 
 def compare(rows: list[dict[str, str]]) -> dict:
-    docs = {r["file_name"]: lzma.decompress((FIXTURES / f"{r['file_name']}.xz").read_bytes()).decode("utf-8", "replace")
-            for r in rows if r["format"] in ("html", "ixbrl")}
+    docs = {
+        r["file_name"]: lzma.decompress((FIXTURES / f"{r['file_name']}.xz").read_bytes()).decode(
+            "utf-8", "replace"
+        )
+        for r in rows
+        if r["format"] in ("html", "ixbrl")
+    }
     out: dict[str, dict] = {}
 
     def run(name: str, fn) -> None:
@@ -71,13 +76,19 @@ def compare(rows: list[dict[str, str]]) -> dict:
     try:
         from selectolax.lexbor import LexborHTMLParser
 
-        run("selectolax lexbor (.text(separator='\\n'))", lambda t: LexborHTMLParser(t).body.text(separator="\n"))
+        run(
+            "selectolax lexbor (.text(separator='\\n'))",
+            lambda t: LexborHTMLParser(t).body.text(separator="\n"),
+        )
     except ImportError as exc:
         out["selectolax"] = {"not installed": str(exc)}
     try:
         from bs4 import BeautifulSoup
 
-        run("BeautifulSoup html.parser (.get_text('\\n'))", lambda t: BeautifulSoup(t, "html.parser").get_text("\n"))
+        run(
+            "BeautifulSoup html.parser (.get_text('\\n'))",
+            lambda t: BeautifulSoup(t, "html.parser").get_text("\n"),
+        )
     except ImportError as exc:
         out["beautifulsoup4"] = {"not installed": str(exc)}
     from html.parser import HTMLParser
@@ -128,7 +139,9 @@ def compare(rows: list[dict[str, str]]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compare", action="store_true", help="also time candidate parsers / edgartools")
@@ -148,9 +161,16 @@ def main() -> None:
         "manifest_matches": hits,
         "statuses": batch.counts(),  # type: ignore[union-attr]
         "load_average_1min": round(os.getloadavg()[0], 1),
-        "one_process": {"seconds": round(one, 2), "filings_per_second": round(len(files) / one, 1),
-                        "cpu_seconds": round(one_cpu, 2), "filings_per_cpu_second": round(len(files) / one_cpu, 1)},
-        f"{args.workers}_processes": {"seconds": round(many, 2), "filings_per_second": round(len(files) / many, 1)},
+        "one_process": {
+            "seconds": round(one, 2),
+            "filings_per_second": round(len(files) / one, 1),
+            "cpu_seconds": round(one_cpu, 2),
+            "filings_per_cpu_second": round(len(files) / one_cpu, 1),
+        },
+        f"{args.workers}_processes": {
+            "seconds": round(many, 2),
+            "filings_per_second": round(len(files) / many, 1),
+        },
         "target_filings_per_second_on_2_cores": 20,
     }
     if args.compare:

@@ -87,7 +87,9 @@ def forward_only(model, chunks, batch_tokens: int, layer: int, compiled: bool, r
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--docs", type=int, default=None)
     parser.add_argument("--sae", action="append", default=None,
                         help="SAE directory (repeat for two; default: both shipped SAEs)")
@@ -97,7 +99,9 @@ def main() -> None:
                         help="eager blocks, compiled blocks, or both (compared)")
     parser.add_argument("--separate", action="store_true", help="also time the two SAEs one after the other")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many interleaved runs")
-    parser.add_argument("--hf", action="store_true", help="also compare with the truncated transformers model")
+    parser.add_argument(
+        "--hf", action="store_true", help="also compare with the truncated transformers model"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     sae_dirs = args.sae or [str(DEFAULT_SAE_DIR), str(DEFAULT_SAE_DIR.parent / "gemma-3-270m-l3-5120")]
@@ -106,13 +110,16 @@ def main() -> None:
     main_dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
     rates = [roof[args.dtype]]  # measured again between the runs: the best is the machine's rate
     for name, value in roof.items():
-        print(f"matmul 4096x640 @ 640x2048 in {name}: {value / 1e9:,.1f} GFLOP/s (best of 5)", file=sys.stderr)
+        print(
+            f"matmul 4096x640 @ 640x2048 in {name}: {value / 1e9:,.1f} GFLOP/s (best of 5)", file=sys.stderr
+        )
     texts = list(load_universe().descriptions("2017"))[: args.docs]
     t0 = time.perf_counter()
     loaded = load_model(dtype=args.dtype, device="cpu")
     saes = [load_sae(d, dtype=args.dtype) for d in sae_dirs]
     model = loaded.model
-    print(f"cpu, {torch.get_num_threads()} threads, dtype {args.dtype}; load {time.perf_counter() - t0:.1f} s; SAEs "
+    print(f"cpu, {torch.get_num_threads()} threads, dtype {args.dtype}; load {time.perf_counter() - t0:.1f} "
+          "s; SAEs "
           + ", ".join(f"{s.cfg.metadata.hook_name} d_sae={s.cfg.d_sae}" for s in saes), file=sys.stderr)
     layer = max(hook_layer(s.cfg.metadata.hook_name) for s in saes)
     max_length = int(saes[0].cfg.metadata.context_size or 512)
@@ -130,8 +137,9 @@ def main() -> None:
                     "model_mflop_per_token": round(flops / 1e6, 2),
                     "sae_mflop_per_token": [round(f / 1e6, 2) for f in sae_flops],
                     "forward": {}, "extract": {}}
-    print(f"{len(keep)} documents, {len(chunks)} chunks, {len(positions):,} tokens (mean position {mean_pos:.0f}); "
-          f"padding {result['padding_share']:.1%} of the batches; {flops / 1e6:.1f} MFLOP/token to layer {layer}",
+    print(f"{len(keep)} documents, {len(chunks)} chunks, {len(positions):,} tokens (mean position "
+          f"{mean_pos:.0f}); padding {result['padding_share']:.1%} of the batches; {flops / 1e6:.1f} "
+          f"MFLOP/token to layer {layer}",
           file=sys.stderr)
     modes = [False, True] if args.compile == "both" else [args.compile == "on"]
     with torch.inference_mode():
@@ -145,16 +153,24 @@ def main() -> None:
     for compiled in modes:
         label = "compiled" if compiled else "eager"
         if compiled:  # compile once outside the clock (inductor caches kernels on disk afterwards)
-            extract_features_many(model, [(s, "sum") for s in saes], texts[:20], batch_tokens=args.batch_tokens,
-                                  compile=True)
+            extract_features_many(
+                model, [(s, "sum") for s in saes], texts[:20], batch_tokens=args.batch_tokens, compile=True
+            )
         t1 = t2 = apart = float("inf")
         ratios = []
         for _ in range(args.repeats):  # interleaved, best of: the machine may be shared
             one = extract_features(model, saes[0], texts, batch_tokens=args.batch_tokens, progress=False,
                                    compile=compiled)
-            both = extract_features_many(model, [(s, "sum") for s in saes], texts, batch_tokens=args.batch_tokens,
-                                         progress=False, compile=compiled)
-            assert all(a.matrix.nnz for a in both) and (both[0].matrix != one.matrix).nnz == 0  # same features
+            both = extract_features_many(
+                model,
+                [(s, "sum") for s in saes],
+                texts,
+                batch_tokens=args.batch_tokens,
+                progress=False,
+                compile=compiled,
+            )
+            # same features
+            assert all(a.matrix.nnz for a in both) and (both[0].matrix != one.matrix).nnz == 0
             t1, t2 = min(t1, one.manifest["seconds"]), min(t2, both[0].manifest["seconds"])
             ratios.append(both[0].manifest["seconds"] / one.manifest["seconds"])
             if args.separate and len(saes) > 1:
@@ -163,16 +179,20 @@ def main() -> None:
                                      compile=compiled).manifest["seconds"] for s in saes[1:]))
         rates.append(matmul_flops(main_dtype))
         n = one.manifest["tokens"]
-        row = {"one_sae_tokens_per_second": round(n / t1), "two_saes_one_pass_tokens_per_second": round(n / t2),
-               "second_sae_extra_share": round(t2 / t1 - 1, 3),
-               "second_sae_extra_share_median_of_adjacent_runs": round(float(np.median(ratios)) - 1, 3),
-               "one_sae_mflop_per_token": round((flops + sae_flops[0]) / 1e6, 2),
-               "two_saes_mflop_per_token": round((flops + sum(sae_flops)) / 1e6, 2)}
+        row = {
+            "one_sae_tokens_per_second": round(n / t1),
+            "two_saes_one_pass_tokens_per_second": round(n / t2),
+            "second_sae_extra_share": round(t2 / t1 - 1, 3),
+            "second_sae_extra_share_median_of_adjacent_runs": round(float(np.median(ratios)) - 1, 3),
+            "one_sae_mflop_per_token": round((flops + sae_flops[0]) / 1e6, 2),
+            "two_saes_mflop_per_token": round((flops + sum(sae_flops)) / 1e6, 2),
+        }
         if apart < float("inf"):
             row["two_saes_separately_tokens_per_second"] = round(n / apart)
         runs[label] = row
-        print(f"extract ({label}): one SAE {n / t1:,.0f} tokens/s, two SAEs in one pass {n / t2:,.0f} tokens/s "
-              f"({t2 / t1 - 1:+.0%} time for the second SAE; median of adjacent runs {np.median(ratios) - 1:+.0%})"
+        print(f"extract ({label}): one SAE {n / t1:,.0f} tokens/s, two SAEs in one pass {n / t2:,.0f} "
+              f"tokens/s ({t2 / t1 - 1:+.0%} time for the second SAE; median of adjacent runs "
+              f"{np.median(ratios) - 1:+.0%})"
               + (f", two SAEs separately {row['two_saes_separately_tokens_per_second']:,} tokens/s"
                  if "two_saes_separately_tokens_per_second" in row else ""), file=sys.stderr)
     result["extract"] = runs
@@ -184,17 +204,25 @@ def main() -> None:
     result["target_tokens_per_second"] = round(0.8 * peak / flops)
     for label, row in result["forward"].items():
         row["roofline_share"] = round(row["tokens_per_second"] * flops / peak, 3)
-        print(f"forward to layer {layer} ({label}): {row['roofline_share']:.0%} of the roofline", file=sys.stderr)
+        print(
+            f"forward to layer {layer} ({label}): {row['roofline_share']:.0%} of the roofline",
+            file=sys.stderr,
+        )
     for label, row in runs.items():
-        row["one_sae_roofline_share"] = round(row["one_sae_tokens_per_second"] * row["one_sae_mflop_per_token"] * 1e6
-                                              / peak, 3)
+        row["one_sae_roofline_share"] = round(
+            row["one_sae_tokens_per_second"] * row["one_sae_mflop_per_token"] * 1e6 / peak, 3
+        )
         row["two_saes_roofline_share"] = round(row["two_saes_one_pass_tokens_per_second"]
                                                * row["two_saes_mflop_per_token"] * 1e6 / peak, 3)
         print(f"extract ({label}): one SAE {row['one_sae_roofline_share']:.0%}, two SAEs "
               f"{row['two_saes_roofline_share']:.0%} of the roofline (SAE encodes counted)", file=sys.stderr)
-    print(f"roofline: best of {len(rates)} matmul measurements {peak / 1e9:,.1f} GFLOP/s (all: "
-          + ", ".join(f"{r / 1e9:.0f}" for r in rates) + f") -> {peak / flops:,.0f} tokens/s to layer {layer}; "
-          f"target (80%) {0.8 * peak / flops:,.0f}", file=sys.stderr)
+    print(
+        f"roofline: best of {len(rates)} matmul measurements {peak / 1e9:,.1f} GFLOP/s (all: "
+        + ", ".join(f"{r / 1e9:.0f}" for r in rates)
+        + f") -> {peak / flops:,.0f} tokens/s to layer {layer}; "
+        f"target (80%) {0.8 * peak / flops:,.0f}",
+        file=sys.stderr,
+    )
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if args.hf:
         result["hf_vs_transformer_lens"] = hf_forward_comparison(loaded, texts[:64], layer)
@@ -219,7 +247,9 @@ def hf_forward_comparison(loaded, texts: list[str], layer: int) -> dict:
     inner = hf.model
     inner.layers = inner.layers[: layer + 1]
     captured = {}
-    inner.layers[layer].register_forward_hook(lambda mod, inp, out: captured.update(x=out[0] if isinstance(out, tuple) else out))
+    inner.layers[layer].register_forward_hook(
+        lambda mod, inp, out: captured.update(x=out[0] if isinstance(out, tuple) else out)
+    )
     hook = f"blocks.{layer}.hook_resid_post"
     out = {}
     with torch.inference_mode():

@@ -62,14 +62,26 @@ def tiny_pair(texts: list[str], folder: Path, dtype: torch.dtype, device: str):
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     fast.save_pretrained(folder / "tok")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tok")
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=64, d_head=16, n_heads=4, d_mlp=256, n_ctx=128,
-                                  d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN",
-                                  default_prepend_bos=True, positional_embedding_type="standard", device="cpu")
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        d_mlp=256,
+        n_ctx=128,
+        d_vocab=len(tokenizer),
+        act_fn="gelu",
+        normalization_type="LN",
+        default_prepend_bos=True,
+        positional_embedding_type="standard",
+        device="cpu",
+    )
     model = HookedTransformer(cfg, tokenizer=tokenizer).eval()
     torch.manual_seed(1)
     sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=512, k=16, metadata=SAEMetadata(
@@ -99,7 +111,9 @@ def real_pair(device: str, dtype: str, sae_dtype: str):
     return model, load_sae(DEFAULT_SAE_DIR, device=device, dtype=sae_dtype)
 
 
-def agreement(cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_length: int, batch_tokens: int) -> dict:
+def agreement(
+    cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_length: int, batch_tokens: int
+) -> dict:
     """Token-by-token agreement of the device's SAE activations with CPU float32, in the same batches."""
     keep, _ = clean_texts(texts)
     chunks = document_chunks(cpu_model.tokenizer, texts, keep, max_length, 0)
@@ -126,15 +140,22 @@ def agreement(cpu_model, cpu_sae, dev_model, dev_sae, texts: list[str], max_leng
         np.add.at(pooled_dev, docs, b.double().numpy())
     cos = (pooled_cpu * pooled_dev).sum(1) / np.maximum(
         np.linalg.norm(pooled_cpu, axis=1) * np.linalg.norm(pooled_dev, axis=1), 1e-30)
-    return {"documents": len(keep), "tokens": tokens, "batches": n_batches,
-            "mean_jaccard_active_latents": round(float(np.concatenate(jaccard).mean()), 4),
-            "top1_latent_same_share": round(top1 / max(tokens, 1), 4),
-            "cpu_top8_still_active_share": round(float(np.concatenate(recall8).mean()), 4),
-            "pooled_cosine_min": round(float(cos.min()), 5), "pooled_cosine_mean": round(float(cos.mean()), 5)}
+    return {
+        "documents": len(keep),
+        "tokens": tokens,
+        "batches": n_batches,
+        "mean_jaccard_active_latents": round(float(np.concatenate(jaccard).mean()), 4),
+        "top1_latent_same_share": round(top1 / max(tokens, 1), 4),
+        "cpu_top8_still_active_share": round(float(np.concatenate(recall8).mean()), 4),
+        "pooled_cosine_min": round(float(cos.min()), 5),
+        "pooled_cosine_mean": round(float(cos.mean()), 5),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--sae-dtype", default=None, choices=["bfloat16", "float32"],
@@ -143,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare-docs", type=int, default=64)
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="padded tokens per batch on the device (default 65536 on a GPU, 4096 on CPU)")
-    parser.add_argument("--tiny", action="store_true", help="a tiny random model and SAE (tests without a GPU)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a tiny random model and SAE (tests without a GPU)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
@@ -166,7 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
         max_length = int(getattr(dev_sae.cfg.metadata, "context_size", None) or 512)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        extract_features_many(dev_model, [(dev_sae, "sum")], texts[:8], batch_tokens=batch_tokens, progress=False)
+        extract_features_many(
+            dev_model, [(dev_sae, "sum")], texts[:8], batch_tokens=batch_tokens, progress=False
+        )
         fs = extract_features_many(dev_model, [(dev_sae, "sum")], texts, batch_tokens=batch_tokens,
                                    progress=False)[0]
         gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
@@ -175,14 +200,26 @@ def main(argv: list[str] | None = None) -> dict:
                           min(batch_tokens, 8192))
         compare_seconds = time.perf_counter() - t0
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
-    result = {"machine": machine(), "device": device, "device_name": name, "model": "tiny" if args.tiny else
-              "gemma-3-270m", "dtype": args.dtype, "sae_dtype": sae_dtype, "batch_tokens": batch_tokens,
-              "hook": fs.manifest["hook"], "documents": fs.manifest["documents"], "tokens": fs.manifest["tokens"],
-              "extract_seconds": fs.manifest["seconds"], "tokens_per_second": fs.manifest["tokens_per_second"],
-              "device_peak_memory_mib": None if gpu_peak is None else round(gpu_peak),
-              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-              "setup_seconds": round(setup, 1), "compare_seconds": round(compare_seconds, 1),
-              "agreement_with_cpu_float32": agree, "total_seconds": round(time.perf_counter() - t_start, 1)}
+    result = {
+        "machine": machine(),
+        "device": device,
+        "device_name": name,
+        "model": "tiny" if args.tiny else "gemma-3-270m",
+        "dtype": args.dtype,
+        "sae_dtype": sae_dtype,
+        "batch_tokens": batch_tokens,
+        "hook": fs.manifest["hook"],
+        "documents": fs.manifest["documents"],
+        "tokens": fs.manifest["tokens"],
+        "extract_seconds": fs.manifest["seconds"],
+        "tokens_per_second": fs.manifest["tokens_per_second"],
+        "device_peak_memory_mib": None if gpu_peak is None else round(gpu_peak),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "setup_seconds": round(setup, 1),
+        "compare_seconds": round(compare_seconds, 1),
+        "agreement_with_cpu_float32": agree,
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
     emit(result, args.out)
     return result
 

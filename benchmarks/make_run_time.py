@@ -3,8 +3,8 @@
 The steps are read from the Makefile's ``run`` recipe, so this measures what ``make run`` does. They run in a
 scratch folder (a copy of ``backtests/``, results and exports written there; the repository's ``results/`` and
 ``exports/`` are not touched), with ``$FINSAE_CACHE_DIR`` pointing at a fresh empty folder unless ``--warm``
-(then the user's cache is used as it is). Each step's peak resident set size is the ``ru_maxrss`` of its process
-(``os.wait4``). Setup (``make setup``) is not part of the figure: run it first.
+(then the user's cache is used as it is). Each step's peak resident set size is the ``ru_maxrss`` of its
+process (``os.wait4``). Setup (``make setup``) is not part of the figure: run it first.
 
     python benchmarks/make_run_time.py                 # cold: every model, feature and test cache rebuilt
     python benchmarks/make_run_time.py --warm          # the user's caches
@@ -73,19 +73,37 @@ def main() -> None:
         err = proc.stderr.read() if proc.stderr else ""
         seconds = time.perf_counter() - t0
         name = " ".join(shlex.split(step)[1:])[:100]
-        rows.append({"step": name, "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
-                     "rc": proc.returncode})
-        print(f"{seconds:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GB  rc {proc.returncode}  {name}", flush=True)
+        rows.append(
+            {
+                "step": name,
+                "seconds": round(seconds, 1),
+                "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+                "rc": proc.returncode,
+            }
+        )
+        print(
+            f"{seconds:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GB  rc {proc.returncode}  {name}", flush=True
+        )
         if proc.returncode != 0:
             print(err[-3000:])
             break
     total = time.perf_counter() - t_all
     peak = max(r["peak_rss_gb"] for r in rows)
-    result = {"machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(), "cache": "warm" if args.warm else "cold",
-              "total_seconds": round(total, 1), "total_minutes": round(total / 60, 1),
-              "peak_rss_gb": peak, "target_minutes": TARGET_SECONDS / 60, "target_gb": TARGET_GB,
-              "time_target_met": total <= TARGET_SECONDS, "memory_target_met": peak <= TARGET_GB,
-              "all_steps_ok": all(r["rc"] == 0 for r in rows), "steps": rows}
+    result = {
+        "machine": machine(),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "cache": "warm" if args.warm else "cold",
+        "total_seconds": round(total, 1),
+        "total_minutes": round(total / 60, 1),
+        "peak_rss_gb": peak,
+        "target_minutes": TARGET_SECONDS / 60,
+        "target_gb": TARGET_GB,
+        "time_target_met": total <= TARGET_SECONDS,
+        "memory_target_met": peak <= TARGET_GB,
+        "all_steps_ok": all(r["rc"] == 0 for r in rows),
+        "steps": rows,
+    }
     emit(result, args.out)
     if args.keep:
         print(f"scratch folder kept: {scratch}")

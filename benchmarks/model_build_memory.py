@@ -63,16 +63,22 @@ print(json.dumps({"phase": phase, "seconds": round(time.perf_counter() - t0, 1),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 '''
 
-STEPS = {"convert_before": "GGUF -> checkpoint as before #18 (transformers from_pretrained + save_pretrained)",
-         "convert": "GGUF -> checkpoint, tensor by tensor (finsae.extract.model.convert_gguf)",
-         "hooked": "checkpoint -> TransformerLens model + processed-weights cache (first load)",
-         "load": "warm load (processed weights from the cache)",
-         "extract": "warm load + one-pass extraction of the first --docs 2017 descriptions with both shipped SAEs"}
+STEPS = {
+    "convert_before": "GGUF -> checkpoint as before #18 (transformers from_pretrained + save_pretrained)",
+    "convert": "GGUF -> checkpoint, tensor by tensor (finsae.extract.model.convert_gguf)",
+    "hooked": "checkpoint -> TransformerLens model + processed-weights cache (first load)",
+    "load": "warm load (processed weights from the cache)",
+    "extract": "warm load + one-pass extraction of the first --docs 2017 descriptions with both shipped SAEs",
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", action="store_true", help="also measure the conversion as it was before #18")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--before", action="store_true", help="also measure the conversion as it was before #18"
+    )
     parser.add_argument("--docs", type=int, default=40)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -89,7 +95,8 @@ def main() -> None:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["step"] = STEPS[phase]
             rows.append(row)
-            print(f"{phase:>15}: {row['seconds']:7.1f} s, peak RSS {row['peak_rss_mib']:,} MiB  ({row['step']})",
+            print(f"{phase:>15}: {row['seconds']:7.1f} s, peak RSS {row['peak_rss_mib']:,} MiB  "
+                  f"({row['step']})",
                   file=sys.stderr)
     emit({"machine": machine(), "steps": rows, "max_peak_rss_mib": max(r["peak_rss_mib"] for r in rows
                                                                         if r["phase"] != "convert_before")},

@@ -24,7 +24,9 @@ import numpy as np
 from _common import emit, machine
 
 
-def _extract(workers: int, docs: list[str], ids: list[str], root: Path, shard_size: int) -> tuple[float, object]:
+def _extract(
+    workers: int, docs: list[str], ids: list[str], root: Path, shard_size: int
+) -> tuple[float, object]:
     from finsae.extract import Execution, ExtractionSpec, cached_extract
 
     spec = ExtractionSpec(batch_tokens=8192)
@@ -62,10 +64,16 @@ def main() -> None:
         (s1, f1), (s2, f2) = runs[1], runs[2]
         assert f1.doc_ids == f2.doc_ids and (f1.matrix != f2.matrix).nnz == 0, "features differ between runs"
         tokens = int(f1.manifest["tokens"])
-        result["extraction"] = {"tokens": tokens, "shards": f1.manifest["shards"],
-                                "one_worker_s": round(s1, 1), "two_workers_s": round(s2, 1),
-                                "one_worker_tokens_per_s": round(tokens / s1), "two_workers_tokens_per_s": round(tokens / s2),
-                                "speedup": round(s1 / s2, 2), "identical": True}
+        result["extraction"] = {
+            "tokens": tokens,
+            "shards": f1.manifest["shards"],
+            "one_worker_s": round(s1, 1),
+            "two_workers_s": round(s2, 1),
+            "one_worker_tokens_per_s": round(tokens / s1),
+            "two_workers_tokens_per_s": round(tokens / s2),
+            "speedup": round(s1 / s2, 2),
+            "identical": True,
+        }
         print(json.dumps(result["extraction"]), flush=True)
 
         prices = load_prices()
@@ -82,9 +90,14 @@ def main() -> None:
         same = all(np.array_equal(getattr(outs[1], f), getattr(outs[2], f), equal_nan=True)
                    for f in ("pvalue", "stat", "half_life", "hedge_ratio", "valid"))
         assert same, "pair tests differ between runs"
-        result["pair_tests"] = {"stocks": logp.shape[1], "pairs": len(i), "one_worker_s": round(timings[1], 1),
-                                "two_workers_s": round(timings[2], 1), "speedup": round(timings[1] / timings[2], 2),
-                                "identical": True}
+        result["pair_tests"] = {
+            "stocks": logp.shape[1],
+            "pairs": len(i),
+            "one_worker_s": round(timings[1], 1),
+            "two_workers_s": round(timings[2], 1),
+            "speedup": round(timings[1] / timings[2], 2),
+            "identical": True,
+        }
         print(json.dumps(result["pair_tests"]), flush=True)
     finally:
         ray.shutdown()

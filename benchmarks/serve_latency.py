@@ -1,9 +1,9 @@
 """Latency of ``GET /peers/{ticker}`` of ``finsae serve`` on loopback (target: p95 under 20 ms).
 
 Starts the real service (``finsae serve`` in a subprocess, a random API key) over an export folder, waits for
-``/health``, then requests the peers of every company with a vector, in random order, ``--rounds`` times over one
-keep-alive connection (sequential), and once more from ``--concurrency`` parallel clients. Prints and writes
-(``--out``) p50 / p95 / p99 / max in milliseconds, measured by the client (request sent -> body read).
+``/health``, then requests the peers of every company with a vector, in random order, ``--rounds`` times over
+one keep-alive connection (sequential), and once more from ``--concurrency`` parallel clients. Prints and
+writes (``--out``) p50 / p95 / p99 / max in milliseconds, measured by the client (request sent -> body read).
 
     python benchmarks/serve_latency.py --export exports/forward_2017
 """
@@ -34,9 +34,14 @@ def _free_port() -> int:
 
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2),
-            "mean_ms": round(float(a.mean()), 2)}
+    return {
+        "n": int(a.size),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
 
 
 def main() -> None:
@@ -105,11 +110,19 @@ def main() -> None:
         proc.terminate()
         proc.wait(10)
     result = {
-        "export": str(args.export), "companies": int(len(companies)), "with_vectors": len(tickers), "k": args.k,
+        "export": str(args.export),
+        "companies": int(len(companies)),
+        "with_vectors": len(tickers),
+        "k": args.k,
         "startup_s": round(startup, 2),
         "sequential": _stats(seq),
-        "concurrent": {**_stats(par), "clients": args.concurrency, "requests_per_s": round(len(par) / wall, 1)},
-        "target_p95_ms": 20.0, "meets_target": _stats(seq)["p95_ms"] < 20.0,
+        "concurrent": {
+            **_stats(par),
+            "clients": args.concurrency,
+            "requests_per_s": round(len(par) / wall, 1),
+        },
+        "target_p95_ms": 20.0,
+        "meets_target": _stats(seq)["p95_ms"] < 20.0,
         "machine": machine(),
     }
     emit(result, args.out)

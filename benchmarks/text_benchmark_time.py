@@ -30,7 +30,9 @@ def run(config: str, out: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="backtests/forward_2017.yaml")
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
@@ -41,7 +43,8 @@ def main() -> None:
         for k in range(args.runs):
             print(f"timed run {k + 1} (features cached):")
             times.append(run(args.config, Path(tmp) / f"run{k}"))
-    print(f"whole benchmark with cached features: best {min(times):.1f} s, median {sorted(times)[len(times) // 2]:.1f} s")
+    print(f"whole benchmark with cached features: best {min(times):.1f} s, median "
+          f"{sorted(times)[len(times) // 2]:.1f} s")
 
 
 if __name__ == "__main__":

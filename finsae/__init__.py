@@ -1,8 +1,8 @@
 """finsae: company peer groups from sparse-autoencoder features of business descriptions, proven with returns.
 
-The tree is the pipeline. Stage packages are libraries of pure, typed pieces, each importing only lower stages:
-``finsae.data`` (universe, prices, returns, EDGAR) -> ``finsae.extract`` (language model + SAE -> pooled
-features; TF-IDF, MiniLM) -> ``finsae.group`` (transforms, similarities, clusterers, peer groups) ->
+The tree is the pipeline. Stage packages are libraries of pure, typed pieces, each importing only lower
+stages: ``finsae.data`` (universe, prices, returns, EDGAR) -> ``finsae.extract`` (language model + SAE ->
+pooled features; TF-IDF, MiniLM) -> ``finsae.group`` (transforms, similarities, clusterers, peer groups) ->
 ``finsae.evaluate`` (co-movement, ranking, inference) -> ``finsae.backtest`` (co-integration, pairs engine) ->
 ``finsae.explain`` (latent labels, group explanations, faithfulness) -> ``finsae.report`` (markdown, HTML) ->
 ``finsae.export`` (versioned export, its reader) -> ``finsae.serve`` (HTTP service). ``finsae.pipeline`` runs

@@ -77,9 +77,9 @@ def fresh_sibling(path: str | Path, tag: str) -> Path:
 
 
 def replace_dir(new: str | Path, out: str | Path, carry: Callable[[Path], bool] | None = None) -> Path:
-    """Put the folder ``new`` at ``out`` by renames. A previous ``out`` is renamed aside, then removed; its entries
-    for which ``carry(entry)`` is true (and that ``new`` lacks) are moved into the new folder first. The caller
-    has checked that ``out`` may be replaced."""
+    """Put the folder ``new`` at ``out`` by renames. A previous ``out`` is renamed aside, then removed; its
+    entries for which ``carry(entry)`` is true (and that ``new`` lacks) are moved into the new folder first.
+    The caller has checked that ``out`` may be replaced."""
     new, out = Path(new), Path(out)
     if not out.exists():
         os.rename(new, out)
@@ -135,9 +135,9 @@ def _owned(name: str, owned: Sequence[str]) -> bool:
 
 
 def check_results_target(out: str | Path, owned: Sequence[str] = RESULTS_FILES) -> None:
-    """Refuse to write a run into ``out`` when that could destroy something that is not a finsae run: an existing
-    ``out`` must be a folder that is empty, a results folder (``manifest.json`` written by finsae), or hold no
-    file a run would replace (``owned`` patterns)."""
+    """Refuse to write a run into ``out`` when that could destroy something that is not a finsae run: an
+    existing ``out`` must be a folder that is empty, a results folder (``manifest.json`` written by finsae),
+    or hold no file a run would replace (``owned`` patterns)."""
     from finsae.errors import ConfigError
 
     out = Path(out)
@@ -153,20 +153,22 @@ def check_results_target(out: str | Path, owned: Sequence[str] = RESULTS_FILES) 
         return
     clash = sorted(e.name for e in out.iterdir() if _owned(e.name, owned))
     if clash:
-        raise ConfigError(f"{out} is not a finsae results folder (no finsae manifest.json) but holds {clash[:5]}, "
-                          "which a run would replace: choose another output folder or move them")
+        raise ConfigError(f"{out} is not a finsae results folder (no finsae manifest.json) but holds "
+                          f"{clash[:5]}, which a run would replace: choose another output folder or move "
+                          "them")
 
 
 @contextmanager
 def staged_results(out: str | Path, owned: Sequence[str] = RESULTS_FILES) -> Iterator[tuple[Path, str]]:
-    """Write a results folder whole or not at all: yields ``(folder, run_id)``, a fresh hidden sibling of ``out``
-    and a new run id; write every table there (``write_parquet(..., run_id=run_id)``, ``"run_id"`` in the
-    manifest). When the block ends normally the folder replaces ``out`` in one swap: ``out`` is the previous run
-    or the new one, never a mix. Entries of the previous ``out`` that are not the run's own files (``owned``
-    patterns: e.g. ``explanations/``, a user's notes) are moved into the new folder, never deleted.
+    """Write a results folder whole or not at all: yields ``(folder, run_id)``, a fresh hidden sibling of
+    ``out`` and a new run id; write every table there (``write_parquet(..., run_id=run_id)``, ``"run_id"`` in
+    the manifest). When the block ends normally the folder replaces ``out`` in one swap: ``out`` is the
+    previous run or the new one, never a mix. Entries of the previous ``out`` that are not the run's own files
+    (``owned`` patterns: e.g. ``explanations/``, a user's notes) are moved into the new folder, never deleted.
 
     When the block raises, ``out`` is untouched; what the run had written is kept, for inspection, in
-    ``<out>.failed-<run_id>`` (logged); a killed process leaves the hidden ``.<out>.*.partial`` folder instead."""
+    ``<out>.failed-<run_id>`` (logged); a killed process leaves the hidden ``.<out>.*.partial`` folder
+    instead."""
     out = Path(out)
     check_results_target(out, owned)
     run_id = new_run_id()
@@ -186,9 +188,9 @@ def staged_results(out: str | Path, owned: Sequence[str] = RESULTS_FILES) -> Ite
 
 
 def check_run_tables(folder: str | Path, manifest: dict, owned: Sequence[str] = ("*.parquet",)) -> None:
-    """Raise :class:`~finsae.errors.DataError` unless every table of the results ``folder`` carries the run id of
-    its ``manifest`` (tables of another run beside this manifest: a mixed folder). A manifest without a run id
-    (written before run ids) is not checked."""
+    """Raise :class:`~finsae.errors.DataError` unless every table of the results ``folder`` carries the run id
+    of its ``manifest`` (tables of another run beside this manifest: a mixed folder). A manifest without a run
+    id (written before run ids) is not checked."""
     from finsae.errors import DataError
 
     run_id = manifest.get("run_id")
@@ -204,8 +206,9 @@ def check_run_tables(folder: str | Path, manifest: dict, owned: Sequence[str] = 
         except Exception as exc:  # unreadable table: name it
             raise DataError(f"{path} is not a readable parquet table: {exc}") from None
         if got != run_id:
-            raise DataError(f"{path} comes from another run ({got or 'no run id'}) than {Path(folder) / 'manifest.json'}"
-                            f" ({run_id}): the folder mixes runs; rerun into a fresh folder")
+            raise DataError(f"{path} comes from another run ({got or 'no run id'}) than "
+                            f"{Path(folder) / 'manifest.json'} ({run_id}): the folder mixes runs; rerun into "
+                            "a fresh folder")
 
 
 def write_text(text: str, path: str | Path) -> Path:
@@ -224,7 +227,9 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def run_manifest(config: dict[str, Any], data_files: dict[str, str], seconds: float, **extra: Any) -> dict[str, Any]:
+def run_manifest(
+    config: dict[str, Any], data_files: dict[str, str], seconds: float, **extra: Any
+) -> dict[str, Any]:
     """What a results folder was made from: package and Python versions, time, config, and each data file's
     path and sha256 (None where the source is not a file)."""
     import finsae

@@ -33,7 +33,10 @@ def bundled_data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Root of finsae's on-disk cache: ``$FINSAE_CACHE_DIR`` or ``~/.cache/finsae``. Created on demand."""
-    base = os.environ.get(CACHE_DIR_ENV) or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finsae"
+    base = (
+        os.environ.get(CACHE_DIR_ENV)
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finsae"
+    )
     path = Path(base).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path

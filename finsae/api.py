@@ -7,12 +7,12 @@ Typical use::
 
     from finsae import api
 
-    run = api.load_run("exports/forward_2017")          # an export folder (finsae export / api.export_run)
-    run.peers("JPM", k=5)                               # PeerList: rank, ticker, name, similarity
-    run.similarity("JPM", "BAC")                        # Similarity (cosine, headline method)
-    run.explain_pair("JPM", "BAC")                      # PairExplanation: shared SAE latents, ranked by excess
-    run.groups("sae", "gics_industry")                  # Grouping: ticker -> group id
-    run.explain_group("sae:12")                         # Group: members, latents, rule, faithfulness
+    run = api.load_run("exports/forward_2017")  # an export folder (finsae export / api.export_run)
+    run.peers("JPM", k=5)                       # PeerList: rank, ticker, name, similarity
+    run.similarity("JPM", "BAC")                # Similarity (cosine, headline method)
+    run.explain_pair("JPM", "BAC")              # PairExplanation: shared SAE latents, ranked by excess
+    run.groups("sae", "gics_industry")          # Grouping: ticker -> group id
+    run.explain_group("sae:12")                 # Group: members, latents, rule, faithfulness
 
     result = api.benchmark("backtests/forward_2017.yaml")   # BenchmarkResult (writes a results folder)
     bt = api.backtest("backtests/pairs_forward.yaml")       # BacktestResult
@@ -90,7 +90,8 @@ def load_run(path: str | Path) -> Run:
 
 
 def benchmark(config: str | Path, output: str | Path | None = None) -> BenchmarkResult:
-    """Run a benchmark config (YAML path); writes its results folder (default: the config's ``output_dir/name``)."""
+    """Run a benchmark config (YAML path); writes its results folder (default: the config's
+    ``output_dir/name``)."""
     from finsae.config import load_benchmark_config
     from finsae.pipeline.benchmark import run_benchmark
 
@@ -135,5 +136,7 @@ def build_run(config: str | Path, out: str | Path, *, pairs: str | Path | None =
         # its SAE, model and features: from the run store
         expl = explain_grouping(result.output_dir, grouping.name, companies=companies)
         explanations = [expl.output_dir] if expl.output_dir is not None else None
-    _export_run(result.output_dir, out, pairs=pairs, explanations=explanations, companies=companies, overwrite=True)
+    _export_run(
+        result.output_dir, out, pairs=pairs, explanations=explanations, companies=companies, overwrite=True
+    )
     return load_run(out)

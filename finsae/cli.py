@@ -45,8 +45,12 @@ def data() -> None:
 
 
 @data.command("info")
-@click.option("--companies", type=click.Path(path_type=Path), default=None, help="Universe table (default: bundled).")
-@click.option("--prices", type=click.Path(path_type=Path), default=None, help="Prices table (default: bundled).")
+@click.option(
+    "--companies", type=click.Path(path_type=Path), default=None, help="Universe table (default: bundled)."
+)
+@click.option(
+    "--prices", type=click.Path(path_type=Path), default=None, help="Prices table (default: bundled)."
+)
 @_friendly
 def data_info(companies: Path | None, prices: Path | None) -> None:
     """Summary of the universe, its text vintages, codes and prices, and the data's known limits."""
@@ -59,19 +63,29 @@ def data_info(companies: Path | None, prices: Path | None) -> None:
     click.echo(f"Universe: {len(u)} companies from {u.source}")
     for name, v in u.vintages.items():
         pub = "date unknown" if v.published is None else f"published by {v.published:%Y-%m-%d}"
-        click.echo(f"  text {name:<16} {len(u.descriptions(name)):>5} with text, {len(u.missing_text(name)):>4} missing; {pub} ({v.source})")
+        click.echo(f"  text {name:<16} {len(u.descriptions(name)):>5} with text, "
+                   f"{len(u.missing_text(name)):>4} missing; {pub} ({v.source})")
     c = u.companies
-    for col, label in (("sic", "SIC 4-digit"), ("gics", "GICS sub-industry"), ("yahoo_industry", "Yahoo industry")):
+    for col, label in (
+        ("sic", "SIC 4-digit"),
+        ("gics", "GICS sub-industry"),
+        ("yahoo_industry", "Yahoo industry"),
+    ):
         click.echo(f"  {label:<18} {c[col].notna().sum():>5} coded, {c[col].nunique():>4} distinct")
     priced = u.tickers.intersection(p.tickers)
-    click.echo(f"Prices: {p.close.shape[1]} tickers, {len(p.close)} trading days {p.start:%Y-%m-%d} to {p.end:%Y-%m-%d} ({p.source})")
+    click.echo(f"Prices: {p.close.shape[1]} tickers, {len(p.close)} trading days {p.start:%Y-%m-%d} to "
+               f"{p.end:%Y-%m-%d} ({p.source})")
     click.echo(f"  universe tickers with a price column: {len(priced)} of {len(u)}")
     if len(p.bad_ticks):
         ticks = ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in p.bad_ticks.itertuples())
-        click.echo(f"  bad ticks set missing (one-day spikes of 2x or more that revert): {len(p.bad_ticks)}: {ticks}")
+        click.echo(f"  bad ticks set missing (one-day spikes of 2x or more that revert): {len(p.bad_ticks)}: "
+                   f"{ticks}")
     try:
-        monthly = log_returns(p, p.start, p.end, "monthly", tickers=priced, min_obs_share=1.0, max_drop_share=1.0)
-        click.echo(f"  with every monthly return {pd.Timestamp(p.start):%Y-%m} to {p.end:%Y-%m}: {monthly.returns.shape[1]}")
+        monthly = log_returns(
+            p, p.start, p.end, "monthly", tickers=priced, min_obs_share=1.0, max_drop_share=1.0
+        )
+        click.echo(f"  with every monthly return {pd.Timestamp(p.start):%Y-%m} to {p.end:%Y-%m}: "
+                   f"{monthly.returns.shape[1]}")
     except FinsaeError as exc:
         click.echo(f"  monthly returns: {exc}")
     if companies is None:
@@ -86,10 +100,17 @@ def data_info(companies: Path | None, prices: Path | None) -> None:
               help="Take the tickers of this universe table.")
 @click.option("--start", required=True, help="First date, YYYY-MM-DD.")
 @click.option("--end", required=True, help="Last date, YYYY-MM-DD.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Write the wide prices table here (.parquet or .csv).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Write the wide prices table here (.parquet or .csv).",
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds allowed to reach Yahoo.")
 @_friendly
-def data_fetch_prices(tickers: str | None, universe_path: Path | None, start: str, end: str, out: Path, timeout: float) -> None:
+def data_fetch_prices(
+    tickers: str | None, universe_path: Path | None, start: str, end: str, out: Path, timeout: float
+) -> None:
     """Download adjusted closes from Yahoo Finance (cached), and save them as a prices file."""
     from finsae._io import atomic_write
     from finsae.data import load_universe
@@ -119,19 +140,24 @@ def data_fetch_prices(tickers: str | None, universe_path: Path | None, start: st
               help="Keep or drop an unnumbered 'Executive Officers' subsection that ends Item 1.")
 @click.option("--include-incorporated", is_flag=True,
               help="Put pointer-style Item 1s (incorporated by reference) into the universe too.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes reading filings (0 = one per CPU).")
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Processes reading filings (0 = one per CPU)."
+)
 @click.option("--company", "companies", multiple=True,
               help="Download this company's 10-Ks from EDGAR first (CIK or ticker; repeatable).")
 @click.option("--years", default=None, help="Year range of the periods to download, e.g. 2015-2020.")
 @click.option("--user-agent", envvar="FINSAE_EDGAR_USER_AGENT", default=None,
               help="'Name e-mail' sent to EDGAR, required by the SEC (or FINSAE_EDGAR_USER_AGENT).")
-@click.option("--cache", "cache", type=click.Path(path_type=Path), default=None, help="EDGAR download cache folder.")
+@click.option(
+    "--cache", "cache", type=click.Path(path_type=Path), default=None, help="EDGAR download cache folder."
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds allowed to reach EDGAR.")
 @_friendly
 def data_edgar(paths: tuple[Path, ...], out: Path, report_path: Path | None, cik_map: Path | None,
                executive_officers: str, include_incorporated: bool, workers: int, companies: tuple[str, ...],
                years: str | None, user_agent: str | None, cache: Path | None, timeout: float) -> None:
-    """Item 1 (Business) of 10-K filings (files or folders, and/or downloaded from EDGAR) as a universe table."""
+    """Item 1 (Business) of 10-K filings (files or folders, and/or downloaded from EDGAR) as a universe
+    table."""
     from finsae._io import atomic_write
     from finsae.data.edgar import EdgarClient, load_cik_map, read_filings
 
@@ -168,9 +194,29 @@ def data_edgar(paths: tuple[Path, ...], out: Path, report_path: Path | None, cik
     click.echo(f"wrote {len(frame)} filing(s) of {frame['ticker'].nunique()} companies to {out}")
 
 
+def _config_and_output(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--config`` (a ``kind`` config, YAML) and ``--output`` options of a command that writes a results
+    folder."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--output", type=click.Path(path_type=Path), default=None,
+                          help="Results folder (default: output_dir/name from the config).")(fn)
+        return click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+                            help=f"{kind} config (YAML).")(fn)
+
+    return decorate
+
+
+def _results_and_pairs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--results`` (benchmark) and ``--pairs`` (pairs backtest) folder options of report and export."""
+    fn = click.option("--pairs", type=click.Path(path_type=Path), default=None,
+                      help="Pairs backtest results folder.")(fn)
+    return click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"),
+                        show_default=True, help="Benchmark results folder.")(fn)
+
+
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, help="Benchmark config (YAML).")
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Results folder (default: output_dir/name from the config).")
+@_config_and_output("Benchmark")
 @_friendly
 def benchmark(config_path: Path, output: Path | None) -> None:
     """Score every grouping of a config on return co-movement; write a results folder and print the table."""
@@ -185,10 +231,13 @@ def benchmark(config_path: Path, output: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, help="Pairs backtest config (YAML).")
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Results folder (default: output_dir/name from the config).")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
-              help="Run pair tests and placebo draws locally or as Ray tasks (default: the config's backend).")
+@_config_and_output("Pairs backtest")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Run pair tests and placebo draws locally or as Ray tasks (default: the config's backend).",
+)
 @click.option("--workers", type=int, default=None, help="Ray tasks at once (default: the cluster's CPUs).")
 @click.option("--address", default=None, help="Ray cluster address (default: a local cluster).")
 @_friendly
@@ -201,7 +250,9 @@ def backtest(config_path: Path, output: Path | None, backend: str | None, worker
 
     cfg = load_pairs_config(config_path)
     if backend or workers or address:
-        update = {k: v for k, v in (("kind", backend), ("workers", workers), ("address", address)) if v is not None}
+        update = {
+            k: v for k, v in (("kind", backend), ("workers", workers), ("address", address)) if v is not None
+        }
         cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update=update)})
     result = run_pairs_backtest(cfg, output)
     click.echo(backtest_markdown(result))
@@ -355,8 +406,13 @@ def train_sae(companies: Path | None, vintage: str, model_source: str, tl_name: 
 
 
 @cli.command()
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"), show_default=True,
-              help="A benchmark results folder (its run store says how every grouping was formed).")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    default=Path("results/forward_2017"),
+    show_default=True,
+    help="A benchmark results folder (its run store says how every grouping was formed).",
+)
 @click.option("--grouping", default="sae@gics_industry:density", show_default=True,
               help="Which SAE grouping to explain (a name in the groups file); its SAE, model and features "
                    "come from the run store.")
@@ -376,12 +432,12 @@ def explain(results: Path, grouping: str, companies: Path | None, top: int, draw
 
 
 @cli.command()
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"), show_default=True,
-              help="Benchmark results folder.")
-@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
+@_results_and_pairs
 @click.option("--explanations", type=click.Path(path_type=Path), default=None,
               help="Explanations folder (from finsae explain).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/report.html"), show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("results/report.html"), show_default=True
+)
 @_friendly
 def report(results: Path, pairs: Path | None, explanations: Path | None, out: Path) -> None:
     """Write one self-contained HTML report (plots embedded) from results folders."""
@@ -392,9 +448,7 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
 
 
 @cli.command()
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results/forward_2017"), show_default=True,
-              help="Benchmark results folder.")
-@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="Pairs backtest results folder.")
+@_results_and_pairs
 @click.option("--explanations", type=click.Path(path_type=Path), multiple=True,
               help="Explanations folder(s) from finsae explain (repeatable; default: every folder under "
                    "<results>/explanations).")
@@ -403,7 +457,8 @@ def report(results: Path, pairs: Path | None, explanations: Path | None, out: Pa
 @click.option("--k", type=int, default=20, show_default=True, help="Peers per company in peers.parquet.")
 @click.option("--vintage", default=None, help="Formation text vintage (default: the first design's).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace an existing export folder (only one finsae export wrote, holding only export files).")
+              help="Replace an existing export folder (only one finsae export wrote, holding only export "
+                   "files).")
 @_friendly
 def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path | None, k: int,
            vintage: str | None, overwrite: bool) -> None:
@@ -419,7 +474,9 @@ def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], ou
 
 
 @cli.command()
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), required=True, help="Export folder to serve.")
+@click.option(
+    "--export", "export_dir", type=click.Path(path_type=Path), required=True, help="Export folder to serve."
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
@@ -446,10 +503,19 @@ def serve(export_dir: Path, host: str, port: int, api_key_file: Path | None) -> 
 @click.option("--tl-name", default=None)
 @click.option("--companies", type=click.Path(path_type=Path), default=None)
 @click.option("--vintage", default="2017", show_default=True)
-@click.option("--docs", type=int, default=60, show_default=True, help="Documents evaluated (the last ones of the corpus).")
+@click.option(
+    "--docs",
+    type=int,
+    default=60,
+    show_default=True,
+    help="Documents evaluated (the last ones of the corpus).",
+)
 @_friendly
-def sae_eval(sae: str | None, model_source: str, tl_name: str | None, companies: Path | None, vintage: str, docs: int) -> None:
-    """Explained variance, L0, dead latents and LM loss recovered (spliced from position 1) against the floor."""
+def sae_eval(
+    sae: str | None, model_source: str, tl_name: str | None, companies: Path | None, vintage: str, docs: int
+) -> None:
+    """Explained variance, L0, dead latents and LM loss recovered (spliced from position 1) against the
+    floor."""
     from finsae.data import load_universe
     from finsae.extract import load_model, load_sae
     from finsae.extract.train import evaluate_sae
@@ -460,7 +526,8 @@ def sae_eval(sae: str | None, model_source: str, tl_name: str | None, companies:
     for key, value in q.to_dict().items():
         click.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
     floor = q.meets_floor()
-    click.echo(f"quality floor (EV >= 0.80, loss recovered >= 85%, dead <= 50%): {'met' if floor else 'NOT met'}")
+    click.echo("quality floor (EV >= 0.80, loss recovered >= 85%, dead <= 50%): "
+               f"{'met' if floor else 'NOT met'}")
     if not floor:
         sys.exit(1)
 

@@ -27,7 +27,8 @@ Prior = Literal["zero", "cosine"]
 
 
 def _numeric_fields(model: type[BaseModel]) -> set[str]:
-    """Names of the fields of ``model`` typed int or float (optionally None), where a YAML boolean is a mistake."""
+    """Names of the fields of ``model`` typed int or float (optionally None), where a YAML boolean is a
+    mistake."""
     out = set()
     for name, info in model.model_fields.items():
         ann = info.annotation
@@ -108,8 +109,8 @@ class EvaluationConfig(_Strict):
 class TextMethodConfig(_Strict):
     """A text method: features of each design's text vintage, a transform, and a clusterer.
 
-    ``transform`` / ``clusterer`` = ``"select"`` lets the benchmark choose them among ``selection.transforms`` /
-    ``selection.clusterers`` on returns of the selection window only (before the text is used)."""
+    ``transform`` / ``clusterer`` = ``"select"`` lets the benchmark choose them among ``selection.transforms``
+    / ``selection.clusterers`` on returns of the selection window only (before the text is used)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     features: Literal["sae", "minilm", "tfidf"]
@@ -127,8 +128,18 @@ class TextMethodConfig(_Strict):
 class GranularityConfig(_Strict):
     """Taxonomy levels whose granularity text groups are matched to (on the formation-time universe)."""
 
-    levels: list[str] = Field(default_factory=lambda: ["gics_sector", "gics_industry_group", "gics_industry",
-                                                        "gics_sub_industry", "sic2", "sic3", "sic4"], min_length=1)
+    levels: list[str] = Field(
+        default_factory=lambda: [
+            "gics_sector",
+            "gics_industry_group",
+            "gics_industry",
+            "gics_sub_industry",
+            "sic2",
+            "sic3",
+            "sic4",
+        ],
+        min_length=1,
+    )
     match: list[Match] = Field(default_factory=lambda: list[Match](["count", "density"]), min_length=1)
 
     @field_validator("levels")
@@ -150,9 +161,9 @@ class HybridConfig(_Strict):
 
 class ChoiceConfig(_Strict):
     """The key `selection` of a benchmark config: where `transform: select` / `clusterer: select` are decided
-    (the pre-period choice; not the pairs backtest's `selection`, :class:`PairSelectionConfig`): groups matched
-    to ``level`` by ``match``, scored by pair-weighted correlation of ``frequency`` returns from ``start`` to
-    ``end`` only."""
+    (the pre-period choice; not the pairs backtest's `selection`, :class:`PairSelectionConfig`): groups
+    matched to ``level`` by ``match``, scored by pair-weighted correlation of ``frequency`` returns from
+    ``start`` to ``end`` only."""
 
     start: dt.date = dt.date(2010, 1, 1)
     end: dt.date = dt.date(2017, 5, 31)
@@ -191,11 +202,12 @@ class LearnedConfig(_Strict):
     ``methods``: text methods that also get a supervised variant ``<name>_sup`` (weights per feature fitted to
     pair correlations, :mod:`finsae.group.supervised`); ``price_peers``: the price-peer baseline
     ``price_peers``; ``blend_with``: methods (text or ``<name>_sup``) blended with price peers as
-    ``<name>_price``. Every choice (``alpha`` x ``prior`` or the unsupervised cosine; the blend weight ``beta``)
-    is made by a time split of the selection window: fitted on ``selection.start..split``, scored on
+    ``<name>_price``. Every choice (``alpha`` x ``prior`` or the unsupervised cosine; the blend weight
+    ``beta``) is made by a time split of the selection window: fitted on ``selection.start..split``, scored on
     ``split..selection.end`` (groups: pair-weighted correlation at ``selection.level`` density; neighbours:
     top-``rank_k`` correlation), then refitted on the whole selection window. ``folds``: cold start, weights
-    fitted without any pair of the held-out fold. ``vintages``: the text vintages to do this for (None: all)."""
+    fitted without any pair of the held-out fold. ``vintages``: the text vintages to do this for (None:
+    all)."""
 
     methods: list[str] = Field(default_factory=list)
     price_peers: bool = True
@@ -234,8 +246,8 @@ class LearnedConfig(_Strict):
         return out + [f"{m}_price" for m in self.blend_with]
 
     def base_method(self, name: str) -> str | None:
-        """The text method whose features a learned method ``name`` is built on (``sae_sup`` and ``sae_sup_price``
-        -> ``sae``); None for price peers or a name that is not a learned method."""
+        """The text method whose features a learned method ``name`` is built on (``sae_sup`` and
+        ``sae_sup_price`` -> ``sae``); None for price peers or a name that is not a learned method."""
         for m in self.methods:
             if name == f"{m}_sup" or (f"{m}_sup" in self.blend_with and name == f"{m}_sup_price"):
                 return m
@@ -284,14 +296,16 @@ class BenchmarkConfig(_Strict):
             bad = [m for m in self.learned.blend_with if m not in names + self.learned.names[:len(
                 self.learned.methods)]]
             if bad or (self.learned.blend_with and not self.learned.price_peers):
-                raise ValueError(f"learned.blend_with {bad or self.learned.blend_with} must name text methods or "
-                                 "their _sup variants, with price_peers on")
+                raise ValueError(f"learned.blend_with {bad or self.learned.blend_with} must name text "
+                                 "methods or their _sup variants, with price_peers on")
             names = names + self.learned.names
         if self.headline_method is not None and self.headline_method not in names:
-            raise ValueError(f"headline_method {self.headline_method!r} is not one of the text_methods {names}")
+            raise ValueError(f"headline_method {self.headline_method!r} is not one of the text_methods "
+                             f"{names}")
         if self.hybrid is not None:
             if self.hybrid.method not in names:
-                raise ValueError(f"hybrid.method {self.hybrid.method!r} is not one of the text_methods {names}")
+                raise ValueError(f"hybrid.method {self.hybrid.method!r} is not one of the text_methods "
+                                 f"{names}")
             if self.hybrid.parent not in TAXONOMIES or self.hybrid.parent == "all_pairs":
                 raise ValueError(f"hybrid.parent {self.hybrid.parent!r} is not a taxonomy level")
         return self
@@ -324,8 +338,8 @@ class PairSelectionConfig(_Strict):
     control; the ordering with the smaller p-value is traded); ``best`` takes the smaller p-value and its
     ordering (about twice the false positives of one test). ``i1_screen``: both legs must look I(1) in the
     formation window (ADF with ``i1_lags`` lags does not reject a unit root in the log price at ``i1_alpha``
-    and rejects it in the first difference). ``max_pairs_per_stock``: a stock takes part in at most that many of
-    a window's selected pairs (best first). Pairs whose hedge ratio is not positive are never selected.
+    and rejects it in the first difference). ``max_pairs_per_stock``: a stock takes part in at most that many
+    of a window's selected pairs (best first). Pairs whose hedge ratio is not positive are never selected.
     """
 
     fdr: float = Field(0.05, gt=0.0, le=1.0)
@@ -343,7 +357,8 @@ class PairSelectionConfig(_Strict):
     @model_validator(mode="after")
     def _half_life(self) -> PairSelectionConfig:
         if self.max_half_life <= self.min_half_life:
-            raise ValueError(f"max_half_life {self.max_half_life} must exceed min_half_life {self.min_half_life}")
+            raise ValueError(f"max_half_life {self.max_half_life} must exceed min_half_life "
+                             f"{self.min_half_life}")
         return self
 
 
@@ -355,7 +370,8 @@ class TradingConfig(_Strict):
     stop_z: float = 4.0
     borrow_bps: float = Field(50.0, ge=0.0)
     gross_notional: float = Field(2.0, gt=0.0)  # long + short notional per unit of capital
-    delisting_return: float = Field(0.0, gt=-1.0)  # a leg's simple return on the day it is closed after delisting
+    # a leg's simple return on the day it is closed after delisting
+    delisting_return: float = Field(0.0, gt=-1.0)
 
     @model_validator(mode="after")
     def _thresholds(self) -> TradingConfig:
@@ -370,10 +386,11 @@ class TradingConfig(_Strict):
 
 
 class DistanceConfig(_Strict):
-    """The distance method of Gatev, Goetzmann and Rouwenhorst (2006) inside the same groups: the ``max_pairs``
-    pairs with the smallest sum of squared deviations of normalised prices over the formation window (at most
-    ``selection.max_pairs_per_stock`` per stock), opened at ``entry_z`` formation standard deviations of the
-    normalised spread, closed when the paths cross (``exit_z`` 0), no stop; same costs and capital bases."""
+    """The distance method of Gatev, Goetzmann and Rouwenhorst (2006) inside the same groups: the
+    ``max_pairs`` pairs with the smallest sum of squared deviations of normalised prices over the formation
+    window (at most ``selection.max_pairs_per_stock`` per stock), opened at ``entry_z`` formation standard
+    deviations of the normalised spread, closed when the paths cross (``exit_z`` 0), no stop; same costs
+    and capital bases."""
 
     enabled: bool = True
     entry_z: float = Field(2.0, gt=0.0)
@@ -387,9 +404,10 @@ class PlaceboConfig(_Strict):
 
 
 class TextGroupsConfig(_Strict):
-    """Peer groups to trade inside: from a ``finsae benchmark`` results folder (``results``: its run store, the
-    groupings exactly as the benchmark formed them) or from a groups table (``file``: columns ticker, group,
-    name, vintage, e.g. one's own groups or a benchmark's ``groups_<vintage>.parquet``). Give one of the two.
+    """Peer groups to trade inside: from a ``finsae benchmark`` results folder (``results``: its run store,
+    the groupings exactly as the benchmark formed them) or from a groups table (``file``: columns ticker,
+    group, name, vintage, e.g. one's own groups or a benchmark's ``groups_<vintage>.parquet``). Give one of
+    the two.
 
     A grouping formed from text may only be traded after the text was published: the backtest refuses a start
     on or before the vintage's publication date unless ``allow_look_ahead`` (then every output is marked)."""
@@ -463,13 +481,15 @@ class PairsBacktestConfig(_Strict):
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         if self.headline_cost_bps not in self.costs_bps:
-            raise ValueError(f"headline_cost_bps {self.headline_cost_bps} must be one of costs_bps {self.costs_bps}")
+            raise ValueError(f"headline_cost_bps {self.headline_cost_bps} must be one of costs_bps "
+                             f"{self.costs_bps}")
         if not self.methods and self.text_groups is None:
             raise ValueError("give taxonomy methods, text_groups, or both")
         if self.text_groups is not None:
             clash = set(self.methods) & set(self.text_groups.names)
             if clash or len(set(self.text_groups.names)) != len(self.text_groups.names):
-                raise ValueError(f"text_groups.names repeat or clash with methods: {sorted(clash) or self.text_groups.names}")
+                raise ValueError("text_groups.names repeat or clash with methods: "
+                                 f"{sorted(clash) or self.text_groups.names}")
         return self
 
     @property
@@ -498,7 +518,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}); a key may be given once",
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}); a key may be given "
+                                "once",
                     key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -537,11 +558,12 @@ def _load(path: str | Path, model: type[_Strict]) -> _Strict:
 
 
 def load_benchmark_config(path: str | Path) -> BenchmarkConfig:
-    """Read and validate a benchmark config; data paths and SAE folders become absolute (relative to the config's
-    folder)."""
+    """Read and validate a benchmark config; data paths and SAE folders become absolute (relative to the
+    config's folder)."""
     return _load(path, BenchmarkConfig)  # type: ignore[return-value]
 
 
 def load_pairs_config(path: str | Path) -> PairsBacktestConfig:
-    """Read and validate a pairs-backtest config; data paths become absolute (relative to the config's folder)."""
+    """Read and validate a pairs-backtest config; data paths become absolute (relative to the config's
+    folder)."""
     return _load(path, PairsBacktestConfig)  # type: ignore[return-value]

@@ -22,7 +22,9 @@ def synthetic_prices(n_tickers: int = 12, n_days: int = 400, seed: int = 0, n_fa
     return Prices(pd.DataFrame(close, index=dates, columns=cols), "synthetic")
 
 
-def synthetic_panel(n_periods: int = 60, n_tickers: int = 12, seed: int = 0, nan_share: float = 0.0) -> ReturnsPanel:
+def synthetic_panel(
+    n_periods: int = 60, n_tickers: int = 12, seed: int = 0, nan_share: float = 0.0
+) -> ReturnsPanel:
     rng = np.random.default_rng(seed)
     factors = rng.normal(size=(n_periods, 3))
     x = factors[:, np.arange(n_tickers) % 3] + rng.normal(size=(n_periods, n_tickers))
@@ -46,9 +48,11 @@ def prices():
 
 # ---------------------------------------------------------------- a tiny language model and SAE
 
-WORDS = ("the company makes sells phones chips banks lend money loans customers in ohio texas real estate trusts "
-         "own offices malls oil gas drilling software cloud services retail stores food drinks insurance policies "
-         "die firma verkauft autos 会社 は 銀行 です").split()
+WORDS = (
+    "the company makes sells phones chips banks lend money loans customers in ohio texas real estate trusts "
+    "own offices malls oil gas drilling software cloud services retail stores food drinks insurance policies "
+    "die firma verkauft autos 会社 は 銀行 です"
+).split()
 HOOK = "blocks.1.hook_resid_post"
 
 
@@ -63,8 +67,9 @@ def tokenizer(tmp_path_factory):
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     folder = tmp_path_factory.mktemp("tokenizer")
     fast.save_pretrained(folder)  # reloaded from disk, as TransformerLens expects (name_or_path)
     return PreTrainedTokenizerFast.from_pretrained(folder)

@@ -1,11 +1,13 @@
 """Golden copies of a run's numbers: a refactor must leave every number of ``make run`` as it was (issue #14).
 
 ``snapshot(folder)`` reads every parquet table under a results (or export) folder, drops what legitimately
-changes between runs (run ids, timings, paths), sorts rows by their non-float columns and returns one canonical
-frame per table. ``write_golden`` stores them under ``tests/golden/<name>/``; ``compare`` reports every table,
-column and row that differs (floats to 12 significant digits: a refactor may reorder a sum, nothing more).
+changes between runs (run ids, timings, paths), sorts rows by their non-float columns and returns one
+canonical frame per table. ``write_golden`` stores them under ``tests/golden/<name>/``; ``compare`` reports
+every table, column and row that differs (floats to 12 significant digits: a refactor may reorder a sum,
+nothing more).
 
-Run ``python -m tests.golden write results`` before a change and ``python -m tests.golden check results`` after.
+Run ``python -m tests.golden write results`` before a change and ``python -m tests.golden check results``
+after.
 """
 
 from __future__ import annotations
@@ -17,8 +19,20 @@ import numpy as np
 import pandas as pd
 
 GOLDEN = Path(__file__).parent / "golden"
-VOLATILE = {"run_id", "seconds", "wall_seconds", "elapsed", "elapsed_s", "created", "created_at", "path", "file",
-            "source", "results", "features_source"}
+VOLATILE = {
+    "run_id",
+    "seconds",
+    "wall_seconds",
+    "elapsed",
+    "elapsed_s",
+    "created",
+    "created_at",
+    "path",
+    "file",
+    "source",
+    "results",
+    "features_source",
+}
 RTOL = 1e-12
 # large tables are digested per column instead of stored whole
 STORE_MAX_ROWS = 20_000
@@ -30,8 +44,15 @@ def _canonical(table: pd.DataFrame) -> pd.DataFrame:
     for c in table.columns:
         col = table[c]
         if col.dtype == object or str(col.dtype).startswith(("string", "category")):
-            table[c] = col.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
-                               str(list(v)) if isinstance(v, list | tuple | np.ndarray) else str(v)).astype(object)
+            table[c] = col.map(
+                lambda v: (
+                    None
+                    if v is None or (isinstance(v, float) and np.isnan(v))
+                    else str(list(v))
+                    if isinstance(v, list | tuple | np.ndarray)
+                    else str(v)
+                )
+            ).astype(object)
     keys = [c for c in table.columns if not pd.api.types.is_float_dtype(table[c])]
     if keys:
         table = table.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
@@ -49,7 +70,8 @@ def snapshot(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def _digest(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per column: dtype, and for floats sum / abs-sum / NaN count, for others a hash of the values."""
+    """One row per column: dtype, and for floats sum / abs-sum / NaN count, for others a hash of the
+    values."""
     rows = []
     for c in table.columns:
         col = table[c]
@@ -87,8 +109,8 @@ def _close(a: pd.Series, b: pd.Series) -> bool:
 
 
 def compare(folder: Path, name: str) -> list[str]:
-    """Differences between ``folder``'s tables and the golden copy ``name`` (empty: identical). Tables the golden copy
-    lacks are not differences: they are new, and new tables change no number."""
+    """Differences between ``folder``'s tables and the golden copy ``name`` (empty: identical). Tables the
+    golden copy lacks are not differences: they are new, and new tables change no number."""
     target = GOLDEN / name
     if not target.is_dir():
         return [f"no golden copy {target}"]
@@ -105,9 +127,15 @@ def compare(folder: Path, name: str) -> list[str]:
         if expected[rel].name.endswith(".digest.parquet"):
             have = _digest(have)
             for (_, w), (_, h) in zip(want.iterrows(), have.iterrows(), strict=False):
-                if w["column"] != h["column"] or w["n"] != h["n"] or w["nan"] != h["nan"] or w["hash"] != h["hash"] \
-                        or not np.allclose([w["sum"], w["abs_sum"]], [h["sum"], h["abs_sum"]], rtol=1e-10,
-                                           equal_nan=True):
+                if (
+                    w["column"] != h["column"]
+                    or w["n"] != h["n"]
+                    or w["nan"] != h["nan"]
+                    or w["hash"] != h["hash"]
+                    or not np.allclose(
+                        [w["sum"], w["abs_sum"]], [h["sum"], h["abs_sum"]], rtol=1e-10, equal_nan=True
+                    )
+                ):
                     problems.append(f"{rel}: column {w['column']} differs ({dict(w)} vs {dict(h)})")
             if len(want) != len(have):
                 problems.append(f"{rel}: columns {list(want['column'])} vs {list(have['column'])}")

@@ -108,7 +108,9 @@ def test_size_strata_equal_loop_computation():
         vals = [ref["corr"].loc[a, b] for m in members for a, b in itertools.combinations(m, 2)]
         if vals:
             assert strata.loc[name, "pair_weighted"] == pytest.approx(np.mean(vals), abs=1e-12)
-            means = [np.mean([ref["corr"].loc[a, b] for a, b in itertools.combinations(m, 2)]) for m in members]
+            means = [
+                np.mean([ref["corr"].loc[a, b] for a, b in itertools.combinations(m, 2)]) for m in members
+            ]
             assert strata.loc[name, "cluster_weighted"] == pytest.approx(np.mean(means), abs=1e-12)
         else:
             assert np.isnan(strata.loc[name, "pair_weighted"])
@@ -134,7 +136,11 @@ def test_null_is_a_same_size_relabelling():
         relabelled = pd.Series(np.nan, index=panel.tickers, dtype=object)
         relabelled.iloc[q] = labels.to_numpy()
         # group sizes preserved exactly, including the unlabelled companies
-        assert relabelled.value_counts(dropna=False).sort_index().equals(labels.value_counts(dropna=False).sort_index())
+        assert (
+            relabelled.value_counts(dropna=False)
+            .sort_index()
+            .equals(labels.value_counts(dropna=False).sort_index())
+        )
         ref = loop_metrics(panel.returns, relabelled, max(3, panel.n_periods // 2))
         assert null_pw[d] == pytest.approx(ref["pair_weighted"], abs=1e-12)
         assert null_cw[d] == pytest.approx(ref["cluster_weighted"], abs=1e-12)
@@ -158,7 +164,9 @@ def test_bootstrap_ci_resamples_groups():
     labels = pd.Series(np.repeat(np.arange(6), [2, 3, 3, 4, 4, 4]), index=panel.tickers)
     res = comovement(corr, labels, null_draws=0, bootstrap_draws=300, seed=11)
     ref = loop_metrics(panel.returns, labels, max(3, panel.n_periods // 2))
-    group_pairs = [[ref["corr"].loc[a, b] for a, b in itertools.combinations(m, 2)] for m in ref["groups"].values()]
+    group_pairs = [
+        [ref["corr"].loc[a, b] for a, b in itertools.combinations(m, 2)] for m in ref["groups"].values()
+    ]
     weights = np.random.default_rng(11).multinomial(6, np.full(6, 1 / 6), size=300)
     boots = []
     for w in weights:

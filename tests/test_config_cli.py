@@ -40,8 +40,15 @@ def toy_files(tmp_path: Path) -> Path:
     sic = ["2834", "2836", "2834", "6021", "6022", "6021", "7372", "7373", "7372", "2834", "6021", "7372"]
     gics = ["35202010", "35201010", "35202010", "40101015", "40101015", "40101010",
             "45103010", "45103020", "45103010", "35202010", "40101015", "45103010"]
-    pd.DataFrame({"ticker": prices.tickers, "description": [f"Company {t}" for t in prices.tickers],
-                  "sic": sic, "gics": gics, "as_of": "2015-01-01"}).to_csv(tmp_path / "companies.csv", index=False)
+    pd.DataFrame(
+        {
+            "ticker": prices.tickers,
+            "description": [f"Company {t}" for t in prices.tickers],
+            "sic": sic,
+            "gics": gics,
+            "as_of": "2015-01-01",
+        }
+    ).to_csv(tmp_path / "companies.csv", index=False)
     (tmp_path / "toy.yaml").write_text(CONFIG)
     return tmp_path
 
@@ -72,14 +79,30 @@ def test_shipped_forward_config_points_at_the_shipped_saes():
     assert (saes["sae_5120"] / "cfg.json").is_file()
 
 
-@pytest.mark.parametrize(("edit", "pattern"), [
-    (("null_draws: 20", "null_drawz: 20"), r"evaluation\.null_drawz: unknown key"),
-    (("name: toy", "name: toy\ncolour: red"), r"colour: unknown key"),
-    (("frequencies: [monthly, daily]", "frequencies: [weekly]"), r"designs\.0\.frequencies\.0: Input should be 'monthly' or 'daily'"),
-    (("taxonomies: [all_pairs, sic2, gics_sector]", "taxonomies: [sic5]"), r"taxonomies: Value error, unknown taxonomies \['sic5'\]"),
-    (("end: 2016-06-30", "end: 2014-06-30"), r"designs\.0: Value error, end 2014-06-30 must be after start"),
-    (("null_draws: 20", "null_draws: -1"), r"evaluation\.null_draws: Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (("null_draws: 20", "null_drawz: 20"), r"evaluation\.null_drawz: unknown key"),
+        (("name: toy", "name: toy\ncolour: red"), r"colour: unknown key"),
+        (
+            ("frequencies: [monthly, daily]", "frequencies: [weekly]"),
+            r"designs\.0\.frequencies\.0: Input should be 'monthly' or 'daily'",
+        ),
+        (
+            ("taxonomies: [all_pairs, sic2, gics_sector]", "taxonomies: [sic5]"),
+            r"taxonomies: Value error, unknown taxonomies \['sic5'\]",
+        ),
+        (
+            ("end: 2016-06-30", "end: 2014-06-30"),
+            r"designs\.0: Value error, end 2014-06-30 must be after start",
+        ),
+        (
+            ("null_draws: 20", "null_draws: -1"),
+            r"evaluation\.null_draws: Input should be greater than or equal "
+            r"to 0",
+        ),
+    ],
+)
 def test_bad_configs_name_the_key(tmp_path, edit, pattern):
     path = write_config(tmp_path, CONFIG.replace(*edit))
     with pytest.raises(ConfigError, match=pattern):
@@ -97,7 +120,9 @@ def test_config_file_errors(tmp_path):
 
 def test_benchmark_command_writes_results(toy_files, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["benchmark", "--config", str(toy_files / "toy.yaml"), "--output", str(out)])
+    result = CliRunner().invoke(
+        cli, ["benchmark", "--config", str(toy_files / "toy.yaml"), "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "| All pairs | 1 |" in result.output and "| SIC 2-digit | 3 |" in result.output
     assert "LOOK-AHEAD" not in result.output  # text of 2015-01-01 precedes a window starting 2015-03-01
@@ -113,7 +138,9 @@ def test_benchmark_command_writes_results(toy_files, tmp_path):
 def test_look_ahead_is_flagged(toy_files, tmp_path):
     text = (toy_files / "toy.yaml").read_text().replace("start: 2015-03-01", "start: 2014-12-01")
     (toy_files / "toy.yaml").write_text(text)
-    result = CliRunner().invoke(cli, ["benchmark", "--config", str(toy_files / "toy.yaml"), "--output", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["benchmark", "--config", str(toy_files / "toy.yaml"), "--output", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     assert "**LOOK-AHEAD for any text method**" in result.output
 

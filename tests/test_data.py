@@ -166,7 +166,9 @@ def test_daily_returns_inside_window():
     assert panel.returns.index[0] == pd.Timestamp("2015-01-12")  # first trading day in the window
     t = panel.returns.index[0]
     prev = p.close.index[p.close.index.get_loc(t) - 1]
-    assert panel.returns.loc[t, "T00"] == pytest.approx(np.log(p.close.loc[t, "T00"] / p.close.loc[prev, "T00"]))
+    assert panel.returns.loc[t, "T00"] == pytest.approx(
+        np.log(p.close.loc[t, "T00"] / p.close.loc[prev, "T00"])
+    )
 
 
 def test_bad_series_are_dropped_with_reasons():
@@ -175,7 +177,9 @@ def test_bad_series_are_dropped_with_reasons():
     p["T02"] = 12.5  # constant
     p.loc[p.index[100]:, "T03"] = np.nan  # stops trading early
     prices = prices_from_frame(p)
-    panel = log_returns(prices, "2015-03-01", "2015-12-31", "daily", tickers=[*p.columns, "NOPX"], max_drop_share=0.6)
+    panel = log_returns(
+        prices, "2015-03-01", "2015-12-31", "daily", tickers=[*p.columns, "NOPX"], max_drop_share=0.6
+    )
     assert dict(panel.dropped) == {
         "NOPX": "no prices", "T01": "no prices in window", "T02": "constant price",
         "T03": panel.dropped["T03"],
@@ -193,7 +197,8 @@ def test_too_many_dropped_is_an_error():
 
 def test_window_without_data_is_an_error():
     p = synthetic_prices(n_days=50)
-    with pytest.raises(WindowError, match="no monthly returns between 2030-01-01 and 2030-12-31: prices in synthetic cover 2015-01-01"):
+    with pytest.raises(WindowError, match="no monthly returns between 2030-01-01 and 2030-12-31: prices in "
+                                          "synthetic cover 2015-01-01"):
         log_returns(p, "2030-01-01", "2030-12-31")
     with pytest.raises(WindowError, match="before its start"):
         log_returns(p, "2015-03-01", "2015-02-01")

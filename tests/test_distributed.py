@@ -21,9 +21,16 @@ ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra (p
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
 
-DOCS = [f"{a} {b} company serves customers in ohio" for a in ("banks lend money", "oil gas drilling",
-                                                            "software cloud services", "real estate trusts own offices")
-        for b in ("and more", "for clients", "with stores")]
+DOCS = [
+    f"{a} {b} company serves customers in ohio"
+    for a in (
+        "banks lend money",
+        "oil gas drilling",
+        "software cloud services",
+        "real estate trusts own offices",
+    )
+    for b in ("and more", "for clients", "with stores")
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,9 @@ def test_ray_extraction_with_two_workers_equals_the_local_run(model, sae, tmp_pa
     dist = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, run=on_ray)
     _same(local, dist)
     assert dist.manifest["workers"] == 2 and dist.manifest["shards_from_cache"] == 0
-    assert sorted(p.name for p in (tmp_path / "local").glob("*.npz")) == sorted(p.name for p in (tmp_path / "ray").glob("*.npz"))
+    assert sorted(p.name for p in (tmp_path / "local").glob("*.npz")) == sorted(
+        p.name for p in (tmp_path / "ray").glob("*.npz")
+    )
     again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, docs, ids, run=on_ray)
     assert again.manifest["shards_from_cache"] == again.manifest["shards"]  # a full hit starts no worker
     _same(local, again)
@@ -84,7 +93,9 @@ def _planned(model, sae, tmp_path: Path):
 
 def test_a_killed_worker_is_replaced_and_only_its_shard_is_redone(model, sae, tmp_path, cluster):
     loaded, ids, plan, markers = _planned(model, sae, tmp_path)
-    stats = ray_compute_shards(loaded, sae, plan, list(plan.shards), workers=2, compute=_crash_once(markers, 2))
+    stats = ray_compute_shards(
+        loaded, sae, plan, list(plan.shards), workers=2, compute=_crash_once(markers, 2)
+    )
     assert stats["failures"] == 1
     computed = [p.name.split("-")[1] for p in markers.glob("computed-*")]
     assert sorted(map(int, computed)) == list(range(len(plan.shards)))  # each shard computed exactly once
@@ -134,9 +145,21 @@ def test_pair_tests_on_ray_equal_the_local_run(cluster):
     i, j = all_pairs(14)
     local = pair_tests(logp, i, j, maxlag=None, autolag="aic", both_orderings=True, chunk_pairs=10)
     backend = RayBackend(workers=2)
-    dist = pair_tests(logp, i, j, maxlag=None, autolag="aic", both_orderings=True, chunk_pairs=10, backend=backend)
+    dist = pair_tests(
+        logp, i, j, maxlag=None, autolag="aic", both_orderings=True, chunk_pairs=10, backend=backend
+    )
     backend.close()
-    for field in ("pvalue", "stat", "half_life", "hedge_ratio", "lags", "collinear", "valid", "pvalue_ij", "pvalue_ji"):
+    for field in (
+        "pvalue",
+        "stat",
+        "half_life",
+        "hedge_ratio",
+        "lags",
+        "collinear",
+        "valid",
+        "pvalue_ij",
+        "pvalue_ji",
+    ):
         assert np.array_equal(getattr(local, field), getattr(dist, field), equal_nan=True), field
     assert local.pvalue[0] < 0.01
 
@@ -153,14 +176,21 @@ def test_pairs_backtest_on_ray_equals_the_local_run(tmp_path, monkeypatch, clust
     prices.reset_index().to_parquet(tmp_path / "prices.parquet")
     sic = {0: "2834", 1: "6021", 2: "7372"}
     gics = {0: "35202010", 1: "40101015", 2: "45103010"}
-    pd.DataFrame({"ticker": prices.columns, "description": "x", "sic": [sic[int(c[1])] for c in prices.columns],
-                  "gics": [gics[int(c[1])] for c in prices.columns]}).to_csv(tmp_path / "companies.csv", index=False)
+    pd.DataFrame(
+        {
+            "ticker": prices.columns,
+            "description": "x",
+            "sic": [sic[int(c[1])] for c in prices.columns],
+            "gics": [gics[int(c[1])] for c in prices.columns],
+        }
+    ).to_csv(tmp_path / "companies.csv", index=False)
     config = CONFIG.replace("placebo: {draws: 3, seed: 1}", "placebo: {draws: 7, seed: 1}")
     (tmp_path / "local.yaml").write_text(config)
     (tmp_path / "ray.yaml").write_text(config + "backend: {kind: ray, workers: 2, placebo_chunk: 2}\n")
     monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache_local"))
     local = run_pairs_backtest(load_pairs_config(tmp_path / "local.yaml"), tmp_path / "out_local")
-    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache_ray"))  # pair tests recomputed on Ray, not read
+    # pair tests recomputed on Ray, not read
+    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path / "cache_ray"))
     dist = run_pairs_backtest(load_pairs_config(tmp_path / "ray.yaml"), tmp_path / "out_ray")
     assert list((tmp_path / "cache_ray" / "pairtests").glob("*.parquet"))
     for name in ("summary", "daily", "windows", "placebo", "trades", "selections"):

@@ -41,10 +41,12 @@ def matches(text: str, row: dict[str, str], alt: bool = False) -> bool:
 
 @pytest.fixture(scope="module")
 def batch():
-    return read_filings([fixture(r["file_name"]) for r in MANIFEST], tickers=load_cik_map(FIXTURES / "tickers.csv"))
+    return read_filings(
+        [fixture(r["file_name"]) for r in MANIFEST], tickers=load_cik_map(FIXTURES / "tickers.csv")
+    )
 
 
-# --- the 26 real filings -------------------------------------------------------------------------------------
+# --- the 26 real filings ------------------------------------------------------------------------------------
 
 
 def test_every_fixture_is_right_or_not_ok(batch):
@@ -76,7 +78,9 @@ def test_metadata_from_header_dei_and_cover(batch):
     by_name = {Path(r.path).name[:-3]: r for r in batch.results}
     mrk = by_name["MRK_1995_10-K405.txt"]
     assert (mrk.cik, mrk.form, mrk.sic, mrk.accession) == (64978, "10-K405", "2834", "0000950130-96-000896")
-    assert str(mrk.period) == "1995-12-31" and str(mrk.filed) == "1996-03-20" and str(mrk.as_of) == "1996-03-20"
+    assert (
+        str(mrk.period) == "1995-12-31" and str(mrk.filed) == "1996-03-20" and str(mrk.as_of) == "1996-03-20"
+    )
     assert mrk.as_of_source == "filing_date" and mrk.fiscal_year == 1995 and mrk.company == "MERCK & CO INC"
     aapl = by_name["AAPL_2025_10-K.htm"]
     assert (aapl.cik, aapl.form, aapl.fiscal_year, str(aapl.period)) == (320193, "10-K", 2025, "2025-09-27")
@@ -107,9 +111,9 @@ def _doc(form: str, body: str) -> str:
 
 
 ITEM1 = " ".join(["Example Corp makes widgets for industrial customers in North America and Europe."] * 8)
-GOOD_10K = _doc("10-K", f"<p>ANNUAL REPORT PURSUANT TO SECTION 13 OR 15(d)</p><p>PART I</p><p>Item 1. Business</p>"
-                        f"<p>{ITEM1}</p><p>See Item 1A. Risk Factors for more.</p><p>Item 1A. Risk Factors</p>"
-                        "<p>Risks.</p><p>Item 2. Properties</p><p>None.</p>")
+GOOD_10K = _doc("10-K", "<p>ANNUAL REPORT PURSUANT TO SECTION 13 OR 15(d)</p><p>PART I</p><p>Item 1. "
+                        f"Business</p><p>{ITEM1}</p><p>See Item 1A. Risk Factors for more.</p><p>Item 1A. "
+                        "Risk Factors</p><p>Risks.</p><p>Item 2. Properties</p><p>None.</p>")
 
 
 @pytest.fixture
@@ -150,7 +154,9 @@ def test_bad_inputs_get_clear_statuses_and_the_batch_continues(mixed: Path):
     assert "caf\u00e9 widgets \u201cquoted\u201d" in got["latin1.htm"].text
     assert got["utf16.htm"].status == "ok" and got["utf16.htm"].encoding == "utf-16"
     good = got["good.htm"]
-    assert good.status == "ok" and good.text.startswith("Example Corp makes") and good.text.endswith("for more.")
+    assert (
+        good.status == "ok" and good.text.startswith("Example Corp makes") and good.text.endswith("for more.")
+    )
     report = batch.to_frame()
     assert list(report["status"].value_counts().sort_index().index) == sorted(
         {"ok", "not_a_10k", "unreadable", "not_found"})
@@ -162,8 +168,8 @@ def test_bad_inputs_get_clear_statuses_and_the_batch_continues(mixed: Path):
 
 def test_plain_text_rules():
     wrapped = ("FORM 10-K\n\nANNUAL REPORT PURSUANT TO SECTION 13 OR 15(d)\n\n"
-               "                     TABLE OF CONTENTS\n\nItem 1.  Business ........ 3\nItem 2. Properties .... 9\n\n"
-               "PART I\n\nITEMS 1 AND 2.   BUSINESS AND PROPERTIES\n\n"
+               "                     TABLE OF CONTENTS\n\nItem 1.  Business ........ 3\nItem 2. Properties "
+               ".... 9\n\nPART I\n\nITEMS 1 AND 2.   BUSINESS AND PROPERTIES\n\n"
                + "The Company makes things. Risks are described in\nItem 1A. Risk Factors, below, and in\n"
                  "Item 7, \"Management's Discussion\" of this report.\n" * 6
                + "\n                                  12\n\nITEM 3. LEGAL PROCEEDINGS\n\nNone.\n")
@@ -171,13 +177,15 @@ def test_plain_text_rules():
     assert res.status == "ok", res.detail
     assert res.text.startswith("The Company makes things.") and res.text.endswith("of this report.")
     # an Item 1 that points elsewhere is said to
-    pointer = ("FORM 10-K\n\nItem 1. Business\n\nThe information required by this item is incorporated herein by "
-               "reference to pages 2 to 9 of the Annual Report to Shareholders, filed as Exhibit 13.\n\n"
-               "Item 2. Properties\n\nSee page 10.\n")
+    pointer = ("FORM 10-K\n\nItem 1. Business\n\nThe information required by this item is incorporated "
+               "herein by reference to pages 2 to 9 of the Annual Report to Shareholders, filed as Exhibit "
+               "13.\n\nItem 2. Properties\n\nSee page 10.\n")
     res = read_filing("p.txt", data=pointer.encode())
     assert res.status == "incorporated_by_reference" and "incorporated" in res.text
     # runs into a heading that cannot follow Item 1: no confidence
-    gap = f"FORM 10-K\n\nItem 1. Business\n\n{ITEM1}\n\nItem 7. Management's Discussion and Analysis\n\nText.\n"
+    gap = (
+        f"FORM 10-K\n\nItem 1. Business\n\n{ITEM1}\n\nItem 7. Management's Discussion and Analysis\n\nText.\n"
+    )
     res = read_filing("g.txt", data=gap.encode())
     assert res.status == "not_found" and "7" in res.detail
     assert read_filing("n.txt", data=b"FORM 10-K\n\nNothing here.\n").status == "not_found"
@@ -199,8 +207,12 @@ def test_universe_table_reads_as_a_dated_universe(batch):
     assert len(u.texts) == len(frame) and "1996-03-20" in u.vintages
     assert u.vintages["1996-03-20"].published == pd.Timestamp("1996-03-20")
     # without a map: dei tickers, the CIK's other filings' ticker, placeholders; filings without CIK left out
-    plain = read_filings([fixture(n) for n in ("IBM_1997_10-K405.txt", "IBM_2024_10-K.html", "KO_1997_10-K.txt",
-                                               "BA_2003_10-K.htm")])
+    plain = read_filings(
+        [
+            fixture(n)
+            for n in ("IBM_1997_10-K405.txt", "IBM_2024_10-K.html", "KO_1997_10-K.txt", "BA_2003_10-K.htm")
+        ]
+    )
     f2 = plain.universe_frame()
     assert sorted(f2["ticker"]) == ["CIK21344", "IBM", "IBM"]  # IBM 1997 takes the ticker of IBM 2024's dei
     assert "no ticker and no CIK" in plain.to_frame().set_index("path").loc[str(fixture("BA_2003_10-K.htm")),
@@ -210,8 +222,20 @@ def test_universe_table_reads_as_a_dated_universe(batch):
 def test_cli_writes_universe_that_benchmark_accepts(tmp_path: Path):
     out = tmp_path / "universe.parquet"
     runner = CliRunner()
-    res = runner.invoke(cli, ["data", "edgar", *[str(fixture(r["file_name"])) for r in MANIFEST], "--out", str(out),
-                              "--tickers", str(FIXTURES / "tickers.csv"), "--workers", "2"])
+    res = runner.invoke(
+        cli,
+        [
+            "data",
+            "edgar",
+            *[str(fixture(r["file_name"])) for r in MANIFEST],
+            "--out",
+            str(out),
+            "--tickers",
+            str(FIXTURES / "tickers.csv"),
+            "--workers",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "26 file(s): ok 25, incorporated_by_reference 1" in res.output
     report = pd.read_csv(tmp_path / "universe.report.csv")
@@ -219,9 +243,12 @@ def test_cli_writes_universe_that_benchmark_accepts(tmp_path: Path):
     u = load_universe(out)
     assert len(u.texts) == 22  # 25 ok, less three shell companies that have neither a CIK nor a mapped ticker
     cfg = (Path(__file__).parents[1] / "backtests" / "edgar_fixtures.yaml").read_text()
-    cfg = cfg.replace("../results/edgar_fixtures/universe.parquet", str(out)).replace("output_dir: results",
-                                                                                      f"output_dir: {tmp_path}")
-    cfg = cfg.replace("null_draws: 100", "null_draws: 10").replace("bootstrap_draws: 200", "bootstrap_draws: 10")
+    cfg = cfg.replace("../results/edgar_fixtures/universe.parquet", str(out)).replace(
+        "output_dir: results", f"output_dir: {tmp_path}"
+    )
+    cfg = cfg.replace("null_draws: 100", "null_draws: 10").replace(
+        "bootstrap_draws: 200", "bootstrap_draws: 10"
+    )
     (tmp_path / "cfg.yaml").write_text(cfg)
     res = runner.invoke(cli, ["benchmark", "--config", str(tmp_path / "cfg.yaml")])
     assert res.exit_code == 0, res.output

@@ -14,9 +14,14 @@ from finsae.extract import LoadedModel
 
 from .conftest import HOOK, WORDS
 
-DOCS = ["the company makes phones and chips", "banks lend money loans to customers in ohio",
-        "real estate trusts own offices malls", "oil gas drilling in texas", "software cloud services retail stores",
-        "banks lend money loans in texas"]
+DOCS = [
+    "the company makes phones and chips",
+    "banks lend money loans to customers in ohio",
+    "real estate trusts own offices malls",
+    "oil gas drilling in texas",
+    "software cloud services retail stores",
+    "banks lend money loans in texas",
+]
 
 
 def per_token_activations(model, sae, text):
@@ -61,8 +66,13 @@ def test_latent_labels_match_brute_force(model, sae, tmp_path, monkeypatch):
     for j in alive[:20]:
         assert all(w in words for w in res.table.at[j, "top_tokens"])
     # a second call is a cache hit that needs no model
-    again = latent_labels(LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded")), sae, DOCS, ids,
-                          n_examples=3)
+    again = latent_labels(
+        LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded")),
+        sae,
+        DOCS,
+        ids,
+        n_examples=3,
+    )
     assert again.table["label"].tolist() == res.table["label"].tolist()
 
 

@@ -1,6 +1,6 @@
 """Versioned exports (schema-checked), the stable API surface, and the HTTP service started for real on a
-loopback port. Built from a small TF-IDF benchmark + pairs backtest on synthetic data; one explanation folder is
-made with the same functions ``finsae explain`` uses."""
+loopback port. Built from a small TF-IDF benchmark + pairs backtest on synthetic data; one explanation folder
+is made with the same functions ``finsae explain`` uses."""
 
 from __future__ import annotations
 
@@ -75,14 +75,21 @@ def built(tmp_path_factory) -> dict[str, Path]:
     cfg = _text_files(tmp, prices.close)
     companies = pd.read_csv(tmp / "companies.csv", dtype=str)
     companies.loc[29, "description"] = ""  # one company without text: in the universe, without a vector
-    companies.loc[28, "description"] = "company serves clients"  # only words every company uses: a zero vector
+    # only words every company uses: a zero vector
+    companies.loc[28, "description"] = "company serves clients"
     companies.to_csv(tmp / "companies.csv", index=False)
     text = cfg.read_text().replace("levels: [sic2, gics_industry]", "levels: [gics_sector, gics_industry]")
-    text = text.replace("transform: select\n", "transform: idf\n").replace("clusterer: select\n", "clusterer: average\n")
+    text = text.replace("transform: select\n", "transform: idf\n").replace(
+        "clusterer: select\n", "clusterer: average\n"
+    )
     cfg.write_text(text)
     run_benchmark(load_benchmark_config(cfg), tmp / "bench")
-    pairs_cfg = PAIRS_CONFIG.replace("start: 2015-07-01\nend: 2016-06-30", "start: 2016-06-01\nend: 2017-12-31")
-    pairs_cfg = pairs_cfg.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [all_pairs, gics_industry]")
+    pairs_cfg = PAIRS_CONFIG.replace(
+        "start: 2015-07-01\nend: 2016-06-30", "start: 2016-06-01\nend: 2017-12-31"
+    )
+    pairs_cfg = pairs_cfg.replace(
+        "methods: [all_pairs, sic2, gics_sector]", "methods: [all_pairs, gics_industry]"
+    )
     (tmp / "pairs.yaml").write_text(pairs_cfg)
     run_pairs_backtest(load_pairs_config(tmp / "pairs.yaml"), tmp / "pairs")
     expl = _explanation_folder(tmp / "bench", tmp / "expl")
@@ -199,10 +206,36 @@ def test_export_takes_the_vectors_the_groups_were_formed_by_from_the_run_store(b
 
 # ------------------------------------------------------------------------------------------- the public API
 
-PUBLIC = {"SCHEMA_VERSION", "BacktestResult", "BenchmarkResult", "Company", "ConfigError", "DataError", "ExportError",
-          "ExportResult", "FinsaeError", "Group", "GroupLatent", "Grouping", "NoVectorError", "PairExplanation", "Peer",
-          "PeerList", "ProviderError", "Run", "SharedLatent", "Similarity", "UnknownNameError", "UnknownTickerError",
-          "backtest", "benchmark", "build_run", "export_run", "load_run", "validate_export"}
+PUBLIC = {
+    "SCHEMA_VERSION",
+    "BacktestResult",
+    "BenchmarkResult",
+    "Company",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "ExportResult",
+    "FinsaeError",
+    "Group",
+    "GroupLatent",
+    "Grouping",
+    "NoVectorError",
+    "PairExplanation",
+    "Peer",
+    "PeerList",
+    "ProviderError",
+    "Run",
+    "SharedLatent",
+    "Similarity",
+    "UnknownNameError",
+    "UnknownTickerError",
+    "backtest",
+    "benchmark",
+    "build_run",
+    "export_run",
+    "load_run",
+    "validate_export",
+}
 
 SIGNATURES = {
     "load_run": ["path"],
@@ -226,7 +259,17 @@ FIELDS = {
     "SharedLatent": ["latent", "label", "contribution", "share", "excess"],
     "PairExplanation": ["a", "b", "method", "similarity", "baseline", "rank_by", "latents"],
     "GroupLatent": ["rank", "latent", "label", "p_in", "p_out", "lift", "score"],
-    "Group": ["grouping", "group_id", "size", "members", "latents", "rule", "rule_precision", "rule_recall", "faithful"],
+    "Group": [
+        "grouping",
+        "group_id",
+        "size",
+        "members",
+        "latents",
+        "rule",
+        "rule_precision",
+        "rule_recall",
+        "faithful",
+    ],
     "Company": ["ticker", "name", "sic", "gics", "gics_sector", "gics_industry", "has_text"],
 }
 
@@ -260,19 +303,25 @@ def test_run_answers_match_the_exported_tables(built):
     s = run.similarity(a, b)
     assert np.isclose(s.similarity, run.peers("t00", k=1).peers[0].similarity)
     e = run.explain_pair("t00", a, top=1000)
-    assert np.isclose(e.similarity, s.similarity) and np.isclose(sum(x.contribution for x in e.latents), s.similarity)
+    assert np.isclose(e.similarity, s.similarity) and np.isclose(
+        sum(x.contribution for x in e.latents), s.similarity
+    )
     assert all(x.label for x in e.latents)  # TF-IDF terms name the shared dimensions
     # excess terms: contribution minus the dimension's squared mean, ranked largest first
     vec = pd.read_parquet(built["out"] / "vectors.parquet")
     with_text = [t for t in pd.read_parquet(built["out"] / "companies.parquet").query("has_text")["ticker"]]
-    dense = vec[vec["method"] == "tfidf"].pivot_table(index="ticker", columns="dim", values="value", fill_value=0.0)
+    dense = vec[vec["method"] == "tfidf"].pivot_table(
+        index="ticker", columns="dim", values="value", fill_value=0.0
+    )
     mean = dense.reindex(with_text, fill_value=0.0).mean(axis=0)  # zero vectors count
     for x in e.latents:
         assert np.isclose(x.excess, x.contribution - mean[x.latent] ** 2)
     assert [x.excess for x in e.latents] == sorted((x.excess for x in e.latents), reverse=True)
     assert np.isclose(e.baseline, float(mean @ mean))
     by_term = run.explain_pair("t00", a, top=3, rank_by="contribution")
-    assert [x.contribution for x in by_term.latents] == sorted((x.contribution for x in e.latents), reverse=True)[:3]
+    assert [x.contribution for x in by_term.latents] == sorted(
+        (x.contribution for x in e.latents), reverse=True
+    )[:3]
     g = run.explain_group(run.grouping().labels.iloc[0])
     assert g.size >= 1 and g.grouping == GROUPING
     assert run.groups("gics", "gics_industry").n_groups == 5  # five industries in the toy codes
@@ -366,7 +415,9 @@ def test_service_happy_paths(service, built):
     r = _get(service, "/peers/t00", k=4)
     assert r.status_code == 200
     body = r.json()
-    assert body["ticker"] == "T00" and [p["ticker"] for p in body["peers"]] == [p.ticker for p in run.peers("T00", 4).peers]
+    assert body["ticker"] == "T00" and [p["ticker"] for p in body["peers"]] == [
+        p.ticker for p in run.peers("T00", 4).peers
+    ]
     s = _get(service, "/similarity", a="T00", b="T05").json()
     assert np.isclose(s["similarity"], run.similarity("T00", "T05").similarity)
     e = _get(service, "/explain/pair", a="T00", b="T05", top=3).json()
@@ -379,7 +430,9 @@ def test_service_happy_paths(service, built):
     assert _get(service, "/openapi.json", key=None).status_code == 401  # the document needs the key too
     assert _get(service, "/docs", key=None).status_code == 401 and _get(service, "/docs").status_code == 200
     doc = _get(service, "/openapi.json").json()
-    assert {"/peers/{ticker}", "/similarity", "/explain/pair", "/groups/{group_id}", "/health"} <= set(doc["paths"])
+    assert {"/peers/{ticker}", "/similarity", "/explain/pair", "/groups/{group_id}", "/health"} <= set(
+        doc["paths"]
+    )
 
 
 def test_service_refuses_missing_and_wrong_keys(service):
@@ -404,8 +457,14 @@ def test_service_unknown_and_malformed_inputs(service):
     assert _get(service, "/similarity", a="T00", b="X" * 5000).status_code == 422
     assert _get(service, "/groups/nope").status_code == 404
     assert _get(service, "/groups/x", grouping="a" * 500).status_code == 422
-    for path in ("/peers/..%2Fetc%2Fpasswd", "/peers/%2E%2E", "/peers/../etc/passwd", "/groups/..%2F..%2Fmanifest.json",
-                 "/peers/~root", "/peers/%00"):
+    for path in (
+        "/peers/..%2Fetc%2Fpasswd",
+        "/peers/%2E%2E",
+        "/peers/../etc/passwd",
+        "/groups/..%2F..%2Fmanifest.json",
+        "/peers/~root",
+        "/peers/%00",
+    ):
         r = _get(service, path)
         assert r.status_code in (404, 422), (path, r.status_code)
         assert "root:" not in r.text and "schema_version" not in r.text

@@ -25,8 +25,13 @@ from finsae.extract import (
 
 from .conftest import HOOK, WORDS
 
-DOCS = ["the company makes phones and chips", "banks lend money to customers in ohio",
-        "real estate trusts own offices malls", "oil gas drilling", "software cloud services retail stores food"]
+DOCS = [
+    "the company makes phones and chips",
+    "banks lend money to customers in ohio",
+    "real estate trusts own offices malls",
+    "oil gas drilling",
+    "software cloud services retail stores food",
+]
 
 
 def direct_pool(model, sae, text, pooling):
@@ -84,8 +89,16 @@ def test_chunked_long_document_pools_like_hand_computed_chunks(model, sae):
 
 
 def test_missing_blank_long_and_foreign_texts(model, sae):
-    texts = ["the company makes phones", "", "   ", float("nan"), None, "phones " * 20000, "die firma verkauft autos",
-             "会社 は 銀行 です"]
+    texts = [
+        "the company makes phones",
+        "",
+        "   ",
+        float("nan"),
+        None,
+        "phones " * 20000,
+        "die firma verkauft autos",
+        "会社 は 銀行 です",
+    ]
     fs = extract_features(model, sae, texts, doc_ids=list("abcdefgh"))
     assert fs.doc_ids == ["a", "f", "g", "h"]
     assert fs.skipped == {"b": "empty or blank", "c": "empty or blank", "d": "missing", "e": "missing"}
@@ -97,7 +110,9 @@ def test_mismatch_and_bad_arguments_fail_before_any_forward_pass(model, sae, tmp
     wrong_width = TopKSAE(TopKSAEConfig(d_in=48, d_sae=96, k=8, metadata=SAEMetadata(hook_name=HOOK)))
     with pytest.raises(DataError, match="SAE/model mismatch: the SAE expects d_in=48"):
         check_compatible(model, wrong_width)
-    wrong_hook = TopKSAE(TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name="blocks.7.hook_resid_post")))
+    wrong_hook = TopKSAE(
+        TopKSAEConfig(d_in=32, d_sae=96, k=8, metadata=SAEMetadata(hook_name="blocks.7.hook_resid_post"))
+    )
     with pytest.raises(DataError, match="does not have"):
         extract_features(model, wrong_hook, DOCS)
     with pytest.raises(DataError, match="unknown pooling 'median'"):

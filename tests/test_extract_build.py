@@ -12,17 +12,32 @@ from finsae.extract.model import _lean_processing
 
 
 def _cfg(norm: str) -> HookedTransformerConfig:
-    return HookedTransformerConfig(n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=32, d_vocab=50,
-                                   act_fn="gelu", normalization_type=norm, positional_embedding_type="rotary",
-                                   gated_mlp=True, n_key_value_heads=2, final_rms=norm == "RMS")
+    return HookedTransformerConfig(
+        n_layers=3,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        n_ctx=32,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type=norm,
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        n_key_value_heads=2,
+        final_rms=norm == "RMS",
+    )
 
 
 @pytest.mark.parametrize("norm", ["RMS", "LN"])
 def test_lean_processing_gives_the_same_weights(norm):
     torch.manual_seed(0)
     donor = HookedTransformer(_cfg(norm))
-    raw = {k: torch.randn_like(v) * 0.3 + (1.0 if k.endswith(".w") else 0.0) for k, v in donor.state_dict().items()
-           if not k.endswith(("IGNORE", ".mask", "rotary_sin", "rotary_cos"))}
+    raw = {
+        k: torch.randn_like(v) * 0.3 + (1.0 if k.endswith(".w") else 0.0)
+        for k, v in donor.state_dict().items()
+        if not k.endswith(("IGNORE", ".mask", "rotary_sin", "rotary_cos"))
+    }
     plain = HookedTransformer(_cfg(norm))
     plain.load_and_process_state_dict({k: v.clone() for k, v in raw.items()})
     hf = torch.nn.Linear(4, 4)  # stands for the Hugging Face model whose parameters are released

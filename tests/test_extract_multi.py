@@ -23,9 +23,16 @@ from finsae.extract.features import ResidualForward, document_chunks, hook_activ
 
 from .conftest import HOOK, WORDS, tiny_sae
 
-DOCS = ["the company makes phones and chips", "banks lend money to customers in ohio",
-        "real estate trusts own offices malls", "oil gas drilling", "", "software cloud services retail stores food",
-        " ".join(WORDS[:30]), "insurance policies " * 9]
+DOCS = [
+    "the company makes phones and chips",
+    "banks lend money to customers in ohio",
+    "real estate trusts own offices malls",
+    "oil gas drilling",
+    "",
+    "software cloud services retail stores food",
+    " ".join(WORDS[:30]),
+    "insurance policies " * 9,
+]
 
 
 def _sae(hook: str, d_sae: int, seed: int, tmp_path_factory, context: int = 16):
@@ -45,7 +52,9 @@ def others(tmp_path_factory):
 def _same(a, b) -> None:
     """Bit-identical feature sets (CSR arrays, row ids, counts)."""
     assert a.doc_ids == b.doc_ids and a.skipped == b.skipped
-    assert np.array_equal(a.matrix.indptr, b.matrix.indptr) and np.array_equal(a.matrix.indices, b.matrix.indices)
+    assert np.array_equal(a.matrix.indptr, b.matrix.indptr) and np.array_equal(
+        a.matrix.indices, b.matrix.indices
+    )
     assert a.matrix.data.dtype == b.matrix.data.dtype and a.matrix.data.tobytes() == b.matrix.data.tobytes()
     assert np.array_equal(a.n_tokens, b.n_tokens) and np.array_equal(a.n_chunks, b.n_chunks)
 
@@ -61,7 +70,9 @@ def test_hook_activations_read_every_hook_from_one_pass_equal_to_stopped_passes(
             assert torch.equal(acts[h], alone)
         for h in hooks[2:]:
             stop = int(h.split(".")[1]) + 1
-            assert torch.equal(acts[h], model.run_with_cache(tokens, names_filter=h, stop_at_layer=stop)[1][h])
+            assert torch.equal(
+                acts[h], model.run_with_cache(tokens, names_filter=h, stop_at_layer=stop)[1][h]
+            )
 
 
 @pytest.mark.parametrize("batch_tokens", [40, 4096])
@@ -71,7 +82,9 @@ def test_one_pass_features_equal_per_sae_features_exactly(model, sae, others, ba
     ids = [f"d{k}" for k in range(len(DOCS))]
     many = extract_features_many(model, requests, DOCS, doc_ids=ids, batch_tokens=batch_tokens, overlap=3)
     for (s, pooling), got in zip(requests, many, strict=True):
-        alone = extract_features(model, s, DOCS, doc_ids=ids, pooling=pooling, batch_tokens=batch_tokens, overlap=3)
+        alone = extract_features(
+            model, s, DOCS, doc_ids=ids, pooling=pooling, batch_tokens=batch_tokens, overlap=3
+        )
         _same(got, alone)
         assert got.manifest["hook"] == s.cfg.metadata.hook_name and got.manifest["shared_pass_saes"] == 5
         assert got.skipped == {"d4": "empty or blank"}
@@ -124,8 +137,13 @@ def test_cached_many_keeps_each_sae_key_and_values_and_reuses_cached_shards(mode
         assert again.manifest["cache"] == got.manifest["cache"]
         assert again.manifest["shards_from_cache"] == again.manifest["shards"]
         _same(again, alone)
-    hit = cached_extract_many(LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded")), requests,
-                              DOCS, ids, shard_size=3)
+    hit = cached_extract_many(
+        LoadedModel(None, "tiny", "w0", loader=lambda: pytest.fail("model loaded")),
+        requests,
+        DOCS,
+        ids,
+        shard_size=3,
+    )
     assert [h.manifest["shards_from_cache"] for h in hit] == [3, 3, 3, 3]
 
 

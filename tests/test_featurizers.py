@@ -12,8 +12,12 @@ from sklearn.base import clone
 from finsae.errors import DataError
 from finsae.extract.featurizers import EmbeddingFeaturizer, SAEFeaturizer, tfidf_vectorizer
 
-TEXTS = ["Banks lend money to customers in Ohio.", "The company designs semiconductors and chips.",
-         "A real estate investment trust owning shopping malls.", "Regional bank offering loans and deposits."]
+TEXTS = [
+    "Banks lend money to customers in Ohio.",
+    "The company designs semiconductors and chips.",
+    "A real estate investment trust owning shopping malls.",
+    "Regional bank offering loans and deposits.",
+]
 
 
 def test_init_loads_nothing_and_clones():
@@ -101,7 +105,9 @@ def test_minilm_reads_the_whole_text_in_chunks():
     assert len(chunks) >= 3 and (owner == 0).all() and sizes.sum() > 256
     # what lies beyond the first 256 tokens changes the chunked vector, not the truncated one
     long = long + " The group also runs pet grooming salons and animal clinics." * 20
-    other = "A regional bank holding company offering loans and deposits." + tail + " It also smelts steel." * 40
+    other = (
+        "A regional bank holding company offering loans and deposits." + tail + " It also smelts steel." * 40
+    )
     assert np.abs(plain.transform([long]) - plain.transform([other])).max() < 1e-3
     assert np.abs(chunked.transform([long]) - chunked.transform([other])).max() > 1e-2
     v = chunked.transform([long])

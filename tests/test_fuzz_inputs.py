@@ -1,7 +1,7 @@
 """Fuzz-style: random small universes and price tables (gaps, NaN, jumps, duplicate dates, odd tickers and
 scripts) through load_universe, load_prices, log_returns and a taxonomy benchmark. Every failure must be a
-finsae error (one line, no traceback from inside a library) and no reported figure may be NaN. Bounded: a fixed
-number of seeded cases, well under 30 s."""
+finsae error (one line, no traceback from inside a library) and no reported figure may be NaN. Bounded: a
+fixed number of seeded cases, well under 30 s."""
 
 from __future__ import annotations
 
@@ -39,11 +39,18 @@ def _case(rng: np.random.Generator, folder: Path) -> Path:
     for k in range(n):
         if rng.random() < 0.04:
             tickers[k] = str(rng.choice(ODD))
-    companies = pd.DataFrame({"ticker": tickers,
-                              "description": [str(rng.choice(TEXTS[:-1])) if rng.random() < 0.9 else None
-                                              for _ in tickers],
-                              "sic": [str(rng.choice(SIC)) if rng.random() < 0.93 else
-                                      (None if rng.random() < 0.5 else str(rng.choice(BAD_SIC))) for _ in tickers]})
+    companies = pd.DataFrame(
+        {
+            "ticker": tickers,
+            "description": [str(rng.choice(TEXTS[:-1])) if rng.random() < 0.9 else None for _ in tickers],
+            "sic": [
+                str(rng.choice(SIC))
+                if rng.random() < 0.93
+                else (None if rng.random() < 0.5 else str(rng.choice(BAD_SIC)))
+                for _ in tickers
+            ],
+        }
+    )
     companies.to_csv(folder / "companies.csv", index=False)
     days = int(rng.integers(2, 400))
     dates = pd.bdate_range("2018-01-01", periods=days)
@@ -68,7 +75,9 @@ def _case(rng: np.random.Generator, folder: Path) -> Path:
 
 def _figures(frame: pd.DataFrame) -> pd.DataFrame:
     num = frame.select_dtypes("number")
-    return num[[c for c in ("pair_weighted", "pair_density", "n_pairs", "n_groups", "n_companies") if c in num]]
+    return num[
+        [c for c in ("pair_weighted", "pair_density", "n_pairs", "n_groups", "n_companies") if c in num]
+    ]
 
 
 @pytest.mark.parametrize("seed", [0])

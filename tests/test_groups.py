@@ -40,7 +40,9 @@ from finsae.pipeline.benchmark import run_benchmark
 from .conftest import synthetic_panel, synthetic_prices
 
 
-def blobs(n_per: int = 15, k: int = 4, dim: int = 12, seed: int = 0, spread: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    n_per: int = 15, k: int = 4, dim: int = 12, seed: int = 0, spread: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(k, dim)) * 3
     x = np.concatenate([c + spread * rng.normal(size=(n_per, dim)) for c in centers])
@@ -123,7 +125,7 @@ def test_clusterers_reject_bad_parameters():
         SphericalKMeans(100).fit(x)
 
 
-# ------------------------------------------------------------------------------------------ matched granularity
+# ---------------------------------------------------------------------------------------- matched granularity
 
 
 @pytest.mark.parametrize("clusterer", ["average", "kmeans"])
@@ -165,7 +167,7 @@ def test_unreachable_density_is_flagged_unmatched():
     assert not g.matched
 
 
-# -------------------------------------------------------------------------------------------------- transforms
+# ------------------------------------------------------------------------------------------------- transforms
 
 
 def test_feature_transform_idf_and_formation_only_fit():
@@ -197,7 +199,7 @@ def test_feature_transform_errors():
         FeatureTransform("raw").fit(np.ones((3, 2))).transform(np.ones((3, 4)))
 
 
-# ------------------------------------------------------------------------------------------------ ranking metrics
+# -------------------------------------------------------------------------------------------- ranking metrics
 
 
 def test_ranking_metrics_equal_loops():
@@ -215,7 +217,11 @@ def test_ranking_metrics_equal_loops():
             others = sorted((j for j in range(12) if j != i), key=lambda j: -sim[i, j])[:k]
             vals += [c.loc[a, tickers[j]] for j in others]
         assert np.isclose(got[k], np.nanmean(vals))
-    pairs = [(sim[i, j], c.iloc[i, j]) for i, j in itertools.combinations(range(12), 2) if not np.isnan(c.iloc[i, j])]
+    pairs = [
+        (sim[i, j], c.iloc[i, j])
+        for i, j in itertools.combinations(range(12), 2)
+        if not np.isnan(c.iloc[i, j])
+    ]
     ref = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
     assert np.isclose(similarity_spearman(sim, tickers, corr), ref)
 
@@ -248,7 +254,7 @@ def test_paired_difference_point_estimate_and_ci():
     assert same.difference == 0 and same.ci_low == 0 and same.ci_high == 0 and not same.separated
 
 
-# ---------------------------------------------------------------------------------- the text benchmark, end to end
+# ----------------------------------------------------------------------------- the text benchmark, end to end
 
 TOPICS = [
     "bank loans deposits mortgages lending branches",
@@ -259,8 +265,13 @@ TOPICS = [
 ]
 
 SIC = [("6021", "6022"), ("3674", "3672"), ("1311", "1381"), ("6311", "6331"), ("5812", "5813")]
-GICS = [("40101010", "40101015"), ("45301020", "45301010"), ("10102020", "10102010"), ("40301020", "40301040"),
-        ("25301040", "25301030")]
+GICS = [
+    ("40101010", "40101015"),
+    ("45301020", "45301010"),
+    ("10102020", "10102010"),
+    ("40301020", "40301040"),
+    ("25301040", "25301030"),
+]
 
 TEXT_CONFIG = """\
 name: toytext
@@ -338,7 +349,9 @@ def test_forward_design_choices_cannot_see_later_returns(tmp_path):
     gb = pd.read_parquet(b / "out" / "groups_2016-01-01.parquet")
     pd.testing.assert_frame_equal(ga, gb)
     # the returns that changed do change the evaluation (so the test could have seen a leak)
-    assert not np.allclose(ra.table["pair_weighted"].to_numpy(), rb.table["pair_weighted"].to_numpy(), equal_nan=True)
+    assert not np.allclose(
+        ra.table["pair_weighted"].to_numpy(), rb.table["pair_weighted"].to_numpy(), equal_nan=True
+    )
     # and the outputs are complete: text, hybrid and random rows, ranking, verdict lines, markdown
     kinds = set(ra.table["method_kind"])
     assert {"taxonomy", "text", "random"} <= kinds
@@ -377,8 +390,13 @@ def test_text_config_errors_name_the_key(tmp_path):
 def test_universe_snapshot_takes_each_companys_latest_text_by_the_date():
     from finsae.data.universe import universe_from_frame
 
-    table = pd.DataFrame({"ticker": ["A", "A", "B", "C"], "description": ["a old", "a new", "b old", "c later"],
-                          "as_of": ["2015-01-31", "2016-01-31", "2015-03-31", "2017-01-31"]})
+    table = pd.DataFrame(
+        {
+            "ticker": ["A", "A", "B", "C"],
+            "description": ["a old", "a new", "b old", "c later"],
+            "as_of": ["2015-01-31", "2016-01-31", "2015-03-31", "2017-01-31"],
+        }
+    )
     u = universe_from_frame(table).snapshot(pd.Timestamp("2016-06-30"))
     snap = u.descriptions("asof_2016-06-30")
     assert snap.to_dict() == {"A": "a new", "B": "b old"}  # C's text is not published yet

@@ -1,6 +1,6 @@
-"""The import contract of issue #14: stage packages import only lower stages, never the config, the pipeline or
-the entry points (``[tool.importlinter]`` in pyproject.toml, checked by ``make lint``). The contract holds for the
-tree, and it fails, naming the import, when a stage imports upward."""
+"""The import contract of issue #14: stage packages import only lower stages, never the config, the pipeline
+or the entry points (``[tool.importlinter]`` in pyproject.toml, checked by ``make lint``). The contract holds
+for the tree, and it fails, naming the import, when a stage imports upward."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT.is_file(), reason="import-linter not installed (pip install -e .[dev])")
+pytestmark = pytest.mark.skipif(
+    not LINT.is_file(), reason="import-linter not installed (pip install -e .[dev])"
+)
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_tree_keeps_the_layers() -> None:

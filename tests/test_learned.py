@@ -1,5 +1,6 @@
 """Learned similarities in the benchmark: price peers, supervised weights, blends, cold start and the two-way
-bootstrap on a small synthetic universe; no choice, weight or group can see returns after the selection window."""
+bootstrap on a small synthetic universe; no choice, weight or group can see returns after the selection
+window."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     learned_a = ra.selection[ra.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
     learned_b = rb.selection[rb.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
     assert len(learned_a) == 1 + 2 * 2 + 1 + 3  # cosine + alpha x prior; price peers; betas
-    pd.testing.assert_frame_equal(learned_a[cols].reset_index(drop=True), learned_b[cols].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        learned_a[cols].reset_index(drop=True), learned_b[cols].reset_index(drop=True)
+    )
     ga = pd.read_parquet(a / "out" / "groups_2016-01-01.parquet")
     gb = pd.read_parquet(b / "out" / "groups_2016-01-01.parquet")
     assert {"tfidf_sup", "price_peers", "tfidf_sup_price"} <= set(ga["method"])
@@ -67,7 +70,8 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     assert set(ra.two_way["frequency"]) == {"monthly"}
     cs = ra.cold_start
     assert {"neighbours", "groups"} == set(cs["kind"])
-    assert cs[(cs["kind"] == "neighbours") & cs["fitted"]]["method"].tolist().count("tfidf_sup") == 2  # 2 freq
+    # 2 frequencies
+    assert cs[(cs["kind"] == "neighbours") & cs["fitted"]]["method"].tolist().count("tfidf_sup") == 2
     assert (a / "out" / "cold_start.parquet").is_file() and (a / "out" / "two_way.parquet").is_file()
     wa = pd.read_parquet(a / "out" / "learned_weights_2016-01-01.parquet")
     wb = pd.read_parquet(b / "out" / "learned_weights_2016-01-01.parquet")
@@ -129,10 +133,15 @@ def test_cold_start_weights_never_see_a_held_out_companys_pairs():
     n = 24
     panel = synthetic_panel(n_periods=60, n_tickers=n, seed=5)
     tickers = panel.tickers
-    cfg = BenchmarkConfig.model_validate({
-        "name": "t", "designs": [{"name": "f", "text_vintage": "v", "start": "2016-01-01", "end": "2016-12-31"}],
-        "taxonomies": ["all_pairs"], "text_methods": [{"name": "x", "features": "tfidf"}],
-        "learned": {"methods": ["x"], "alphas": [1.0], "priors": ["zero"], "folds": 3}})
+    cfg = BenchmarkConfig.model_validate(
+        {
+            "name": "t",
+            "designs": [{"name": "f", "text_vintage": "v", "start": "2016-01-01", "end": "2016-12-31"}],
+            "taxonomies": ["all_pairs"],
+            "text_methods": [{"name": "x", "features": "tfidf"}],
+            "learned": {"methods": ["x"], "alphas": [1.0], "priors": ["zero"], "folds": 3},
+        }
+    )
     z = l2_normalize(np.abs(np.random.default_rng(1).normal(size=(n, 5))))
     target = {"gics_industry": GranularityTarget("gics_industry", 6, 0.1, n)}
 
@@ -147,7 +156,8 @@ def test_cold_start_weights_never_see_a_held_out_companys_pairs():
     folds = _folds(n, 3, cfg.evaluation.seed)
     held = np.flatnonzero(folds == 0)
     changed = panel.returns.copy()
-    changed.iloc[:, held] = np.random.default_rng(2).normal(size=(60, len(held)))  # every pair with fold 0 moves
+    # every pair with fold 0 moves
+    changed.iloc[:, held] = np.random.default_rng(2).normal(size=(60, len(held)))
     again = cold(changed)
     np.testing.assert_allclose(again[held], base[held], atol=1e-10)  # fold 0's scores never saw those pairs
     assert not np.allclose(again[folds != 0], base[folds != 0])  # the other folds' fits did

@@ -15,9 +15,15 @@ from .conftest import synthetic_panel
 
 
 def test_cosine_similarity_equals_direct_formula():
-    x = np.abs(np.random.default_rng(0).normal(size=(6, 20))) * (np.random.default_rng(1).random((6, 20)) > 0.6)
+    x = np.abs(np.random.default_rng(0).normal(size=(6, 20))) * (
+        np.random.default_rng(1).random((6, 20)) > 0.6
+    )
     x[5] = 0
-    for transform, f in (("raw", lambda v: v), ("log1p", np.log1p), ("binary", lambda v: (v > 0).astype(float))):
+    for transform, f in (
+        ("raw", lambda v: v),
+        ("log1p", np.log1p),
+        ("binary", lambda v: (v > 0).astype(float)),
+    ):
         s = cosine_similarity_matrix(sp.csr_matrix(x), transform)
         for i in range(6):
             for j in range(6):

@@ -11,12 +11,18 @@ from finsae.group import TAXONOMIES, taxonomy_labels
 
 @pytest.fixture(scope="module")
 def corr_2010s(universe, prices):
-    return correlation_matrix(log_returns(prices, "2010-01-01", "2019-12-31", "monthly", tickers=universe.tickers))
+    return correlation_matrix(
+        log_returns(prices, "2010-01-01", "2019-12-31", "monthly", tickers=universe.tickers)
+    )
 
 
 def test_pair_weighted_rises_from_all_pairs_to_sector_to_industry(universe, corr_2010s):
-    pw = {name: comovement(corr_2010s, taxonomy_labels(universe, name), null_draws=0, bootstrap_draws=0).pair_weighted
-          for name in ("all_pairs", "gics_sector", "gics_industry")}
+    pw = {
+        name: comovement(
+            corr_2010s, taxonomy_labels(universe, name), null_draws=0, bootstrap_draws=0
+        ).pair_weighted
+        for name in ("all_pairs", "gics_sector", "gics_industry")
+    }
     assert pw["all_pairs"] < pw["gics_sector"] < pw["gics_industry"]
     assert pw["all_pairs"] == pytest.approx(0.25, abs=0.02)
     assert pw["gics_sector"] == pytest.approx(0.32, abs=0.02)

@@ -57,7 +57,11 @@ def test_known_groups_are_explained_by_latents_that_name_them(real, tmp_path, mo
     u = load_universe()
     texts = u.descriptions("2017")
     gics = u.companies["gics"].reindex(texts.index)
-    groups = {"banks": gics.str[:6] == "401010", "reits": gics.str[:4] == "6010", "chips": gics.str[:6] == "453010"}
+    groups = {
+        "banks": gics.str[:6] == "401010",
+        "reits": gics.str[:4] == "6010",
+        "chips": gics.str[:6] == "453010",
+    }
     chosen = pd.Index([])
     for mask in groups.values():
         chosen = chosen.union(texts.index[mask.fillna(False).to_numpy()][:25])
@@ -69,7 +73,9 @@ def test_known_groups_are_explained_by_latents_that_name_them(real, tmp_path, mo
     expect = {"banks": ("bank", "loan", "deposit"), "reits": ("estate", "reit", "propert", "real"),
               "chips": ("semiconductor", "chip", "circuit")}
     chip_members = groups["chips"].reindex(tickers).fillna(False).to_numpy()
-    chip_text = " ".join(explain_group(fs.matrix, chip_members, labels=labels, top=8).latents["label"]).lower()
+    chip_text = " ".join(
+        explain_group(fs.matrix, chip_members, labels=labels, top=8).latents["label"]
+    ).lower()
     assert "semiconductor" not in chip_text  # a known gap; if this starts failing, move chips into the loop
     for name, mask in list(groups.items())[:2]:
         members = mask.reindex(tickers).fillna(False).to_numpy()

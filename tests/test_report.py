@@ -30,9 +30,15 @@ def results(tmp_path_factory) -> dict[str, Path]:
     cfg.write_text(text)
     bench = tmp / "bench"
     run_benchmark(load_benchmark_config(cfg), bench)
-    pairs_cfg = PAIRS_CONFIG.replace("start: 2015-07-01\nend: 2016-06-30", "start: 2016-06-01\nend: 2017-12-31")
-    pairs_cfg = pairs_cfg.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [all_pairs, gics_industry]")
-    pairs_cfg += "text_groups: {file: bench/groups_2016-01-01.parquet, names: [tfidf@gics_industry:density]}\n"
+    pairs_cfg = PAIRS_CONFIG.replace(
+        "start: 2015-07-01\nend: 2016-06-30", "start: 2016-06-01\nend: 2017-12-31"
+    )
+    pairs_cfg = pairs_cfg.replace(
+        "methods: [all_pairs, sic2, gics_sector]", "methods: [all_pairs, gics_industry]"
+    )
+    pairs_cfg += (
+        "text_groups: {file: bench/groups_2016-01-01.parquet, names: [tfidf@gics_industry:density]}\n"
+    )
     (tmp / "pairs.yaml").write_text(pairs_cfg)
     run_pairs_backtest(load_pairs_config(tmp / "pairs.yaml"), tmp / "pairs")
     return {"bench": bench, "pairs": tmp / "pairs", "tmp": tmp}

@@ -33,7 +33,9 @@ def _small_config(folder: Path) -> Path:
     prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=3)
     cfg = _text_files(folder, prices.close)
     text = cfg.read_text().replace("levels: [sic2, gics_industry]", "levels: [gics_sector, gics_industry]")
-    text = text.replace("transform: select\n", "transform: idf\n").replace("clusterer: select\n", "clusterer: average\n")
+    text = text.replace("transform: select\n", "transform: idf\n").replace(
+        "clusterer: select\n", "clusterer: average\n"
+    )
     cfg.write_text(text)
     return cfg
 
@@ -99,7 +101,7 @@ def test_cli_overwrite_refuses_the_parent_of_the_results(bench):
     assert (bench["bench"] / "manifest.json").is_file()
 
 
-# ----------------------------------------------------------------- 2. a results folder is one run, never a mix
+# ---------------------------------------------------------------- 2. a results folder is one run, never a mix
 
 _KILL_SECOND_WINDOW = textwrap.dedent("""
     import os, signal, sys
@@ -138,11 +140,17 @@ def test_a_killed_benchmark_leaves_the_old_run_and_export_refuses_a_mix(bench, t
     before = _snapshot(results)
     run_id = json.loads((results / "manifest.json").read_text())["run_id"]
     assert all(parquet_run_id(p) == run_id for p in results.glob("*.parquet"))
-    r = subprocess.run([sys.executable, "-c", _KILL_SECOND_WINDOW, str(_two_window_config(bench)), str(results)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_SECOND_WINDOW, str(_two_window_config(bench)), str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert _snapshot(results) == before  # the old run, whole
-    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".results.") and p.name.endswith(".partial")]
+    partial = [
+        p for p in tmp_path.iterdir() if p.name.startswith(".results.") and p.name.endswith(".partial")
+    ]
     assert len(partial) == 1 and (partial[0] / "comovement.parquet").is_file()  # the new run's first window
     assert not (partial[0] / "manifest.json").exists()
     export_run(results, tmp_path / "export", k=2)  # the old run exports
@@ -202,7 +210,9 @@ def test_a_benchmark_refuses_a_folder_that_is_not_a_results_folder(bench, tmp_pa
 def test_export_refuses_explanations_of_another_run(bench, tmp_path):
     expl = tmp_path / "expl"
     expl.mkdir()
-    (expl / "manifest.json").write_text(json.dumps({"grouping": "x", "results_run_id": "19990101T000000-deadbeef"}))
+    (expl / "manifest.json").write_text(
+        json.dumps({"grouping": "x", "results_run_id": "19990101T000000-deadbeef"})
+    )
     with pytest.raises(DataError, match="another benchmark run"):
         export_run(bench["bench"], tmp_path / "e", explanations=[expl], k=2)
 
@@ -242,7 +252,8 @@ def test_an_unadjusted_split_is_an_error_naming_ticker_and_date_or_repaired_on_r
     close[60:, 1] /= 10  # an unadjusted 10:1 split of T1 on day 60
     table = _wide(close)
     day = table["date"].iloc[60]
-    with pytest.raises(DataError, match=rf"T1 on {day:%Y-%m-%d} moves .* unadjusted 10:1 split.*splits='repair'"):
+    with pytest.raises(DataError, match=rf"T1 on {day:%Y-%m-%d} moves .* unadjusted 10:1 "
+                                        r"split.*splits='repair'"):
         prices_from_frame(table, "p.csv")
     fixed = prices_from_frame(table, "p.csv", splits="repair")
     assert np.allclose(fixed.close["T1"].to_numpy(), np.r_[close[:60, 1] / 10, close[60:, 1]])
@@ -268,7 +279,8 @@ def test_bundled_prices_keep_their_reviewed_jumps_unchanged(prices):
     assert {(t, f"{d:%Y-%m-%d}") for t, d in zip(prices.jumps["ticker"], prices.jumps["date"], strict=True)} \
         == set(BUNDLED_PRICE_JUMPS)
     assert set(prices.jumps["action"]) == {"kept (reviewed)"}
-    assert len(find_split_jumps(prices.close)) == len(BUNDLED_PRICE_JUMPS)  # kept: the closes are as in the file
+    # kept: the closes are as in the file
+    assert len(find_split_jumps(prices.close)) == len(BUNDLED_PRICE_JUMPS)
     assert prices.close.at[pd.Timestamp("2010-08-23"), "CPF"] == pytest.approx(1.3139, rel=1e-4)
 
 
@@ -278,14 +290,28 @@ def test_tfidf_reads_any_script_and_english_as_before():
     from finsae.extract.featurizers import tfidf_vectorizer, tokenize_any_script
 
     assert tokenize_any_script("the bank's café lends money") == ["the", "bank", "lends", "money"]
-    english = ["banks lend money to customers in ohio", "the company sells phones and chips", "café owner's shop"]
+    english = [
+        "banks lend money to customers in ohio",
+        "the company sells phones and chips",
+        "café owner's shop",
+    ]
     old = TfidfVectorizer(token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", stop_words="english")
     new = TfidfVectorizer(tokenizer=tokenize_any_script, token_pattern=None, stop_words="english")
     assert (old.fit_transform(english) != new.fit_transform(english)).nnz == 0
     assert tokenize_any_script("中国银行 是 一家 银行") == ["中国", "国银", "银行", "是", "一家", "银行"]
     assert tokenize_any_script("شركة مصرفية kapital") == ["kapital", "شركة", "مصرفية"]
-    texts = ["中国银行是一家银行", "招商银行是一家银行", "中国石油公司", "中国石化公司", "tech software cloud",
-             "tech software chips", "banks lend money", "banks take deposits", "oil gas drilling", "oil gas pipes"]
+    texts = [
+        "中国银行是一家银行",
+        "招商银行是一家银行",
+        "中国石油公司",
+        "中国石化公司",
+        "tech software cloud",
+        "tech software chips",
+        "banks lend money",
+        "banks take deposits",
+        "oil gas drilling",
+        "oil gas pipes",
+    ]
     m = tfidf_vectorizer().fit_transform(texts)
     assert (np.diff(m.tocsr().indptr) > 0).all()  # every text, Chinese too, has a non-zero vector
     sims = (m @ m.T).toarray()
@@ -361,7 +387,8 @@ def test_prices_for_another_universe_nonnumeric_prices_and_short_gics(bench, tmp
     assert list(priced_tickers(["BBB", "ZZZ"], p)) == ["BBB"]
     table["BBB"] = table["BBB"].astype(object)
     table.loc[5, "BBB"] = "12,5"
-    with pytest.raises(DataError, match=rf"non-numeric price '12,5' for BBB on {table['date'].iloc[5]:%Y-%m-%d}"):
+    with pytest.raises(DataError, match=r"non-numeric price '12,5' for BBB on "
+                                        rf"{table['date'].iloc[5]:%Y-%m-%d}"):
         prices_from_frame(table, "p.csv")
     u = pd.DataFrame({"ticker": ["A", "B"], "description": ["x", "y"], "gics": ["451020", "45102010"]})
     with pytest.raises(DataError, match=r"8-digit sub-industry codes.*A: 451020 \(6 digits\)"):
@@ -381,8 +408,8 @@ def test_a_mistyped_sae_path_is_reported_before_anything_loads(bench, tmp_path, 
     import finsae.extract.model as model
 
     monkeypatch.setattr(model, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    text = bench["cfg"].read_text().replace("text_methods:\n", "text_methods:\n  - name: sae\n    features: sae\n"
-                                                                "    sae: no/such/sae\n")
+    text = bench["cfg"].read_text().replace("text_methods:\n", "text_methods:\n  - name: sae\n    features: "
+                                                                "sae\n    sae: no/such/sae\n")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text.replace("companies: companies.csv", f"companies: {bench['tmp'] / 'companies.csv'}")
                    .replace("prices: prices.parquet", f"prices: {bench['tmp'] / 'prices.parquet'}"))
@@ -435,16 +462,31 @@ def _nan_first(v: pd.DataFrame) -> pd.DataFrame:
     return v
 
 
-@pytest.mark.parametrize(("table", "edit", "pattern"), [
-    ("vectors", _nan_first, r"'vectors': non-finite value for"),
-    ("vectors", lambda v: pd.concat([v, v.iloc[:5]], ignore_index=True), "more than once"),
-    ("vectors", lambda v: v.assign(dim=v["dim"].where(v.index > 0, 10**6)), "outside method 'tfidf'"),
-    ("vectors", lambda v: v.assign(value=v["value"] * 2), "has length"),
-    ("peers", lambda p: p.assign(similarity=p["similarity"].where(p.index > 0, np.inf)), "non-finite similarity"),
-    ("manifest", lambda m: m.update(headline_method="bert"), "headline_method 'bert' is not one of the methods"),
-    ("manifest", lambda m: m.update(default_grouping="nope"), "default_grouping 'nope'"),
-    ("companies", lambda c: c.assign(ticker=c["ticker"].where(c.index > 0, "ÄPPLE")), r"\['ÄPPLE'\] break the"),
-])
+@pytest.mark.parametrize(
+    ("table", "edit", "pattern"),
+    [
+        ("vectors", _nan_first, r"'vectors': non-finite value for"),
+        ("vectors", lambda v: pd.concat([v, v.iloc[:5]], ignore_index=True), "more than once"),
+        ("vectors", lambda v: v.assign(dim=v["dim"].where(v.index > 0, 10**6)), "outside method 'tfidf'"),
+        ("vectors", lambda v: v.assign(value=v["value"] * 2), "has length"),
+        (
+            "peers",
+            lambda p: p.assign(similarity=p["similarity"].where(p.index > 0, np.inf)),
+            "non-finite similarity",
+        ),
+        (
+            "manifest",
+            lambda m: m.update(headline_method="bert"),
+            "headline_method 'bert' is not one of the methods",
+        ),
+        ("manifest", lambda m: m.update(default_grouping="nope"), "default_grouping 'nope'"),
+        (
+            "companies",
+            lambda c: c.assign(ticker=c["ticker"].where(c.index > 0, "ÄPPLE")),
+            r"\['ÄPPLE'\] break the",
+        ),
+    ],
+)
 def test_validate_export_checks_contents_not_only_hashes(bench, tmp_path, table, edit, pattern):
     from finsae.export import ExportError
 

@@ -90,7 +90,9 @@ class PairBlock:
 
     def columns(self, cols: np.ndarray) -> PairBlock:
         """The pairs of columns ``cols`` only."""
-        picked: dict[str, Any] = {f.name: getattr(self, f.name)[cols] for f in fields(self) if f.name != "paths"}
+        picked: dict[str, Any] = {
+            f.name: getattr(self, f.name)[cols] for f in fields(self) if f.name != "paths"
+        }
         return replace(self, **picked, paths=self.paths.columns(cols))
 
 

@@ -1,8 +1,8 @@
 """Industry codes: SIC validation and GICS names (from the PyPI ``gics`` package).
 
 GICS codes of the bundled data follow the GICS structure of 2018-09-29 (digits 1-2 sector, 1-4 industry group,
-1-6 industry, 1-8 sub-industry). SIC codes are 4-digit strings; a 3-digit code in a source table is a code with its
-leading zero dropped (``100`` is ``0100``, agricultural production - crops).
+1-6 industry, 1-8 sub-industry). SIC codes are 4-digit strings; a 3-digit code in a source table is a code
+with its leading zero dropped (``100`` is ``0100``, agricultural production - crops).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ GICS_VERSION = "20180929"
 #: GICS level name -> number of leading digits.
 GICS_LEVELS: dict[str, int] = {"sector": 2, "industry_group": 4, "industry": 6, "sub_industry": 8}
 
-# Major groups (first two digits) of the 1987 SIC manual, plus 99 (nonclassifiable). A code whose major group is
-# not here is not a SIC code.
+# Major groups (first two digits) of the 1987 SIC manual, plus 99 (nonclassifiable). A code whose major group
+# is not here is not a SIC code.
 _SIC_MAJOR_GROUPS = frozenset(
     [1, 2, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
     + list(range(20, 40))
@@ -45,8 +45,8 @@ def _gics_definition(version: str) -> dict[str, str]:
 
 
 def _code_strings(codes: pd.Series, width: int, what: str, pad: bool = True) -> pd.Series:
-    """Codes as zero-padded digit strings (unpadded unless ``pad``); missing stays missing; anything non-numeric
-    is reported."""
+    """Codes as zero-padded digit strings (unpadded unless ``pad``); missing stays missing; anything
+    non-numeric is reported."""
     out = pd.Series(pd.NA, index=codes.index, dtype="string")
     present = codes.notna()
     if not present.any():
@@ -56,13 +56,15 @@ def _code_strings(codes: pd.Series, width: int, what: str, pad: bool = True) -> 
     bad = ~raw.str.fullmatch(rf"\d{{1,{width}}}")
     if bad.any():
         examples = ", ".join(f"{t}: {c!r}" for t, c in raw[bad].head(5).items())
-        raise DataError(f"{what} codes must be up to {width} digits; bad values for {int(bad.sum())} ticker(s): {examples}")
+        raise DataError(f"{what} codes must be up to {width} digits; bad values for {int(bad.sum())} "
+                        f"ticker(s): {examples}")
     out[present] = raw.str.zfill(width) if pad else raw
     return out
 
 
 def normalize_sic(codes: pd.Series) -> pd.Series:
-    """4-digit SIC strings indexed like ``codes`` (ticker index). Raises :class:`DataError` naming unknown codes."""
+    """4-digit SIC strings indexed like ``codes`` (ticker index). Raises :class:`DataError` naming unknown
+    codes."""
     out = _code_strings(codes, 4, "SIC")
     present = out.dropna()
     major = present.str[:2].astype(int)
@@ -82,14 +84,15 @@ def normalize_gics(codes: pd.Series, version: str = GICS_VERSION) -> pd.Series:
     short = present.str.len() != 8
     if short.any():
         examples = ", ".join(f"{t}: {c} ({len(c)} digits)" for t, c in present[short].head(5).items())
-        raise DataError(f"GICS codes must be 8-digit sub-industry codes; {int(short.sum())} ticker(s) have shorter "
-                        f"ones (a sector, group or industry code?): {examples}")
+        raise DataError(f"GICS codes must be 8-digit sub-industry codes; {int(short.sum())} ticker(s) have "
+                        f"shorter ones (a sector, group or industry code?): {examples}")
     known = set(_gics_definition(version))
     bad = short | ~present.isin(known)
     if bad.any():
         examples = ", ".join(f"{t}: {c}" for t, c in present[bad].head(5).items())
         raise DataError(
-            f"unknown GICS sub-industry code (GICS structure {version}) for {int(bad.sum())} ticker(s): {examples}"
+            f"unknown GICS sub-industry code (GICS structure {version}) for {int(bad.sum())} ticker(s): "
+            f"{examples}"
         )
     return out
 

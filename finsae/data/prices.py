@@ -6,22 +6,24 @@ Price tables (CSV or parquet) come in two shapes:
 * **long**: columns ``date``, ``ticker`` and one price column named ``close``, ``adj_close``, ``adjclose`` or
   ``price``.
 
-Prices must be adjusted for splits and dividends (total-return style). Missing values are allowed and stay missing
-(nothing is forward-filled); non-positive prices are an error unless ``nonpositive="nan"`` turns them into missing
-values.
+Prices must be adjusted for splits and dividends (total-return style). Missing values are allowed and stay
+missing (nothing is forward-filled); non-positive prices are an error unless ``nonpositive="nan"`` turns them
+into missing values.
 
-Bad ticks: a close that differs from *both* neighbouring closes by a factor of at least ``spike_factor`` (2), in the
-same direction, while the two neighbours agree within 25%, is a data error (the bundled Stooq prices have 11 such
-decimal slips, e.g. SLG at 0.842 on 2014-03-04 between 83.06 and 83.74). By default (``bad_ticks="nan"``) those
-closes become missing, are logged, and are listed in :attr:`Prices.bad_ticks`; ``bad_ticks="keep"`` leaves them.
+Bad ticks: a close that differs from *both* neighbouring closes by a factor of at least ``spike_factor`` (2),
+in the same direction, while the two neighbours agree within 25%, is a data error (the bundled Stooq prices
+have 11 such decimal slips, e.g. SLG at 0.842 on 2014-03-04 between 83.06 and 83.74). By default
+(``bad_ticks="nan"``) those closes become missing, are logged, and are listed in :attr:`Prices.bad_ticks`;
+``bad_ticks="keep"`` leaves them.
 
-Unadjusted splits: a one-day move by a common split ratio (2, 3, 4, 5, ... 100 or its inverse, within 2%) after
-which the price stays at the new level (the median of the next 10 closes against the previous 10, within 10%)
-looks like a split the prices were not adjusted for; it would enter every return and correlation as a real move.
-By default (``splits="raise"``) it is an error naming the ticker and the date; ``splits="repair"`` adjusts the
-closes before it by the ratio (as a split adjustment would), ``splits="keep"`` keeps them (a real move). Both are
-listed in :attr:`Prices.jumps`. The bundled prices have :data:`BUNDLED_PRICE_JUMPS` such moves, reviewed and kept
-as they are (most are real one-day halvings; see the list), so the bundled results do not change.
+Unadjusted splits: a one-day move by a common split ratio (2, 3, 4, 5, ... 100 or its inverse, within 2%)
+after which the price stays at the new level (the median of the next 10 closes against the previous 10, within
+10%) looks like a split the prices were not adjusted for; it would enter every return and correlation as a
+real move. By default (``splits="raise"``) it is an error naming the ticker and the date; ``splits="repair"``
+adjusts the closes before it by the ratio (as a split adjustment would), ``splits="keep"`` keeps them (a real
+move). Both are listed in :attr:`Prices.jumps`. The bundled prices have :data:`BUNDLED_PRICE_JUMPS` such
+moves, reviewed and kept as they are (most are real one-day halvings; see the list), so the bundled results do
+not change.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ _JUMP_COLUMNS = ["ticker", "date", "ratio", "before", "after", "action"]
 
 @dataclass(frozen=True)
 class Prices:
-    """Wide table of daily adjusted closes: ``DatetimeIndex`` named ``date`` (sorted, unique), one float64 column
-    per ticker."""
+    """Wide table of daily adjusted closes: ``DatetimeIndex`` named ``date`` (sorted, unique), one float64
+    column per ticker."""
 
     close: pd.DataFrame
     source: str = "<frame>"
@@ -85,7 +87,9 @@ class Prices:
         return self.close.copy()
 
 
-def find_bad_ticks(close: pd.DataFrame, spike_factor: float = 2.0, revert_tolerance: float = 0.25) -> pd.DataFrame:
+def find_bad_ticks(
+    close: pd.DataFrame, spike_factor: float = 2.0, revert_tolerance: float = 0.25
+) -> pd.DataFrame:
     """Boolean frame marking one-day spikes: ``|log P_t - log P_{t-1}| >= log(spike_factor)`` and
     ``|log P_{t+1} - log P_t| >= log(spike_factor)`` in opposite directions, with
     ``|log P_{t+1} - log P_{t-1}| < revert_tolerance * |log P_t - log P_{t-1}|`` (the neighbours agree)."""
@@ -103,8 +107,8 @@ def find_split_jumps(close: pd.DataFrame, ratios: tuple[float, ...] = SPLIT_RATI
                      window: int = 10, persistence: float = 0.1) -> pd.DataFrame:
     """Moves that look like unadjusted splits: from one available close to the next, ``log P`` changes by
     ``log r`` (``r`` a split ratio or its inverse) within ``tolerance``, and the median log close of the next
-    ``window`` closes differs from that of the previous ``window`` by ``log r`` within ``persistence`` (the price
-    stays at the new level). Columns ``ticker, date, ratio`` (after / before, the split ratio matched),
+    ``window`` closes differs from that of the previous ``window`` by ``log r`` within ``persistence`` (the
+    price stays at the new level). Columns ``ticker, date, ratio`` (after / before, the split ratio matched),
     ``before, after`` (the two closes)."""
     logs = np.log(np.asarray(ratios, dtype=np.float64))
     logs = np.concatenate([logs, -logs])
@@ -122,8 +126,16 @@ def find_split_jumps(close: pd.DataFrame, ratios: tuple[float, ...] = SPLIT_RATI
         target = logs[int(np.argmin(dist))]
         shift = float(s.iloc[k:k + window].median() - s.iloc[max(0, k - window):k].median())
         if abs(shift - target) < persistence:
-            rows.append({"ticker": lp.columns[j], "date": date, "ratio": float(np.exp(target)),
-                         "before": float(np.exp(s.iloc[k - 1])), "after": float(np.exp(s.iloc[k])), "action": ""})
+            rows.append(
+                {
+                    "ticker": lp.columns[j],
+                    "date": date,
+                    "ratio": float(np.exp(target)),
+                    "before": float(np.exp(s.iloc[k - 1])),
+                    "after": float(np.exp(s.iloc[k])),
+                    "action": "",
+                }
+            )
     return pd.DataFrame(rows, columns=_JUMP_COLUMNS)
 
 
@@ -141,20 +153,29 @@ def _handle_jumps(wide: pd.DataFrame, source: str, splits: str,
     if splits == "raise" and not reviewed.all():
         new = jumps[~reviewed]
         first = new.iloc[0]
-        more = f" (and {len(new) - 1} more: {', '.join(f'{r.ticker} {r.date:%Y-%m-%d}' for r in new.iloc[1:6].itertuples())})" \
-            if len(new) > 1 else ""
+        more = (
+            f" (and {len(new) - 1} more: "
+            f"{', '.join(f'{r.ticker} {r.date:%Y-%m-%d}' for r in new.iloc[1:6].itertuples())})"
+            if len(new) > 1
+            else ""
+        )
         raise DataError(f"{source}: {first.ticker} on {first.date:%Y-%m-%d} moves from {first.before:.4g} to "
-                        f"{first.after:.4g} and stays there, like an unadjusted {_ratio_text(1 / first.ratio)} split"
-                        f"{more}; give split-adjusted prices, or set splits='repair' (data.splits: repair) to adjust "
-                        "the earlier closes, or splits='keep' if the move is real")
+                        f"{first.after:.4g} and stays there, like an unadjusted "
+                        f"{_ratio_text(1 / first.ratio)} split{more}; give split-adjusted prices, or set "
+                        "splits='repair' (data.splits: repair) to adjust the earlier closes, or "
+                        "splits='keep' if the move is real")
     if splits == "repair":
         wide = wide.copy()
         for r in jumps.sort_values("date", ascending=False).itertuples():  # latest first: ratios compound
             earlier = wide.index < r.date
             wide.loc[earlier, r.ticker] = wide.loc[earlier, r.ticker] * r.ratio
         jumps["action"] = "repaired"
-        logger.warning("%s: %d split-like jump(s) repaired (earlier closes scaled by the ratio): %s", source,
-                       len(jumps), ", ".join(f"{r.ticker} {r.date:%Y-%m-%d} x{r.ratio:g}" for r in jumps.itertuples()))
+        logger.warning(
+            "%s: %d split-like jump(s) repaired (earlier closes scaled by the ratio): %s",
+            source,
+            len(jumps),
+            ", ".join(f"{r.ticker} {r.date:%Y-%m-%d} x{r.ratio:g}" for r in jumps.itertuples()),
+        )
     else:
         jumps["action"] = np.where(reviewed, "kept (reviewed)", "kept")
         log = logger.info if reviewed.all() else logger.warning
@@ -203,9 +224,11 @@ def prices_from_frame(
     except (ValueError, TypeError) as exc:
         raise DataError(f"{source}: the date column/index cannot be parsed as dates: {exc}") from None
     if wide.index.has_duplicates:
-        raise DataError(f"{source}: duplicate dates, e.g. {list(wide.index[wide.index.duplicated()][:5].date)}")
+        raise DataError(f"{source}: duplicate dates, e.g. "
+                        f"{list(wide.index[wide.index.duplicated()][:5].date)}")
     if wide.columns.has_duplicates:
-        raise DataError(f"{source}: duplicate ticker columns: {sorted(set(wide.columns[wide.columns.duplicated()]))[:10]}")
+        raise DataError(f"{source}: duplicate ticker columns: "
+                        f"{sorted(set(wide.columns[wide.columns.duplicated()]))[:10]}")
     numeric = wide.apply(pd.to_numeric, errors="coerce").astype("float64")
     bad = numeric.isna() & wide.notna()
     if bad.to_numpy().any():
@@ -220,22 +243,36 @@ def prices_from_frame(
     if bad.to_numpy().any():
         counts = bad.sum()
         counts = counts[counts > 0].sort_values(ascending=False)
-        desc = ", ".join(f"{t} ({n} day(s), first {wide.index[bad[t].to_numpy()][0].date()})" for t, n in counts.head(5).items())
+        desc = ", ".join(
+            f"{t} ({n} day(s), first {wide.index[bad[t].to_numpy()][0].date()})"
+            for t, n in counts.head(5).items()
+        )
         if nonpositive == "raise":
             raise DataError(
-                f"{source}: non-positive or infinite prices for {len(counts)} ticker(s): {desc}. Adjusted closes "
-                "must be > 0; pass nonpositive='nan' to treat them as missing."
+                f"{source}: non-positive or infinite prices for {len(counts)} ticker(s): {desc}. Adjusted "
+                "closes must be > 0; pass nonpositive='nan' to treat them as missing."
             )
-        logger.warning("%s: treating non-positive prices as missing for %d ticker(s): %s", source, len(counts), desc)
+        logger.warning(
+            "%s: treating non-positive prices as missing for %d ticker(s): %s", source, len(counts), desc
+        )
         wide = wide.mask(bad)
     spikes = find_bad_ticks(wide)
     found = spikes.stack()
     found = found[found]
-    ticks = pd.DataFrame({"ticker": found.index.get_level_values("ticker"), "date": found.index.get_level_values(0),
-                          "price": [wide.at[d, t] for d, t in found.index]})
+    ticks = pd.DataFrame(
+        {
+            "ticker": found.index.get_level_values("ticker"),
+            "date": found.index.get_level_values(0),
+            "price": [wide.at[d, t] for d, t in found.index],
+        }
+    )
     if len(ticks) and bad_ticks == "nan":
-        logger.info("%s: %d bad tick(s) set missing (one-day spikes of 2x or more that revert): %s", source,
-                    len(ticks), ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in ticks.head(5).itertuples()))
+        logger.info(
+            "%s: %d bad tick(s) set missing (one-day spikes of 2x or more that revert): %s",
+            source,
+            len(ticks),
+            ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in ticks.head(5).itertuples()),
+        )
         wide = wide.mask(spikes)
     wide, jumps = _handle_jumps(wide, source, splits, known_jumps)
     return Prices(wide, source, ticks, jumps)
@@ -261,17 +298,17 @@ def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise",
 
 def priced_tickers(tickers: pd.Index | list[str], prices: Prices, what: str = "the universe",
                    min_share: float = 0.0) -> pd.Index:
-    """The ``tickers`` that have a price column in ``prices``. Raises :class:`DataError` when none has (the prices
-    are for another universe, or tickers are spelled differently) or fewer than ``min_share`` of them, naming
-    examples of both sides; a run on such prices would only report empty windows or empty tables."""
+    """The ``tickers`` that have a price column in ``prices``. Raises :class:`DataError` when none has (the
+    prices are for another universe, or tickers are spelled differently) or fewer than ``min_share`` of them,
+    naming examples of both sides; a run on such prices would only report empty windows or empty tables."""
     wanted = pd.Index(tickers)
     if wanted.empty:
         raise DataError(f"{what} has no tickers")
     common = wanted.intersection(prices.tickers, sort=False)
     if len(common) == 0 or len(common) < min_share * len(wanted):
-        raise DataError(f"prices {prices.source} share {len(common)} of the {len(wanted)} tickers of {what} (e.g. "
-                        f"{list(wanted[:3])}; the prices have e.g. {list(prices.tickers[:3])}): prices for another "
-                        "universe, or tickers spelled differently")
+        raise DataError(f"prices {prices.source} share {len(common)} of the {len(wanted)} tickers of {what} "
+                        f"(e.g. {list(wanted[:3])}; the prices have e.g. {list(prices.tickers[:3])}): prices "
+                        "for another universe, or tickers spelled differently")
     return common
 
 
@@ -319,9 +356,9 @@ def log_returns(
 
     Monthly returns are ``log(P_m / P_{m-1})`` with ``P_m`` the last available close of calendar month ``m``;
     a month belongs to the window when it overlaps it (so ``start=2017-06-01, end=2020-01-31`` gives the 32
-    returns of June 2017 ... January 2020, the last one ending at the last close in the data). Daily returns are
-    ``log(P_t / P_{t-1})`` between consecutive trading days, for days ``t`` in the window; a missing close makes
-    two returns missing. Nothing is filled.
+    returns of June 2017 ... January 2020, the last one ending at the last close in the data). Daily returns
+    are ``log(P_t / P_{t-1})`` between consecutive trading days, for days ``t`` in the window; a missing close
+    makes two returns missing. Nothing is filled.
 
     A ticker is dropped (and reported in ``dropped``) when it has no price column, fewer than
     ``min_obs_share`` of the window's periods with a return (and never fewer than 3), or a return standard
@@ -356,8 +393,8 @@ def log_returns(
         rets = rets[(rets.index >= start) & (rets.index <= end) & (np.arange(len(rets)) > 0)]
     if rets.empty:
         raise WindowError(
-            f"no {frequency} returns between {start.date()} and {end.date()}: prices in {prices.source} cover "
-            f"{prices.start.date()} to {prices.end.date()}"
+            f"no {frequency} returns between {start.date()} and {end.date()}: prices in {prices.source} "
+            f"cover {prices.start.date()} to {prices.end.date()}"
         )
 
     n = len(rets)
@@ -375,9 +412,9 @@ def log_returns(
     if len(wanted) and len(dropped) / len(wanted) > max_drop_share:
         summary = dropped.value_counts().to_dict()
         raise WindowError(
-            f"{len(dropped)} of {len(wanted)} tickers ({len(dropped) / len(wanted):.0%}) have no usable {frequency} "
-            f"returns between {start.date()} and {end.date()} (more than max_drop_share={max_drop_share:.0%}): "
-            f"{summary}; e.g. {dict(dropped.head(5))}"
+            f"{len(dropped)} of {len(wanted)} tickers ({len(dropped) / len(wanted):.0%}) have no usable "
+            f"{frequency} returns between {start.date()} and {end.date()} (more than "
+            f"max_drop_share={max_drop_share:.0%}): {summary}; e.g. {dict(dropped.head(5))}"
         )
     if dropped.size:
         logger.info("%s window %s..%s: dropped %d ticker(s): %s", frequency, start.date(), end.date(),

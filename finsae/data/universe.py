@@ -5,9 +5,9 @@ Two table formats are read (CSV or parquet):
 * **bundled** (``data/companies.parquet``): one row per company with ``ticker, name, cik, sic, gics,
   yahoo_sector, yahoo_industry, description_2017, description_2020, wikipedia_2020``.
 * **user**: ``ticker`` and ``description`` columns, optionally ``name``, ``cik``, ``sic``, ``gics``,
-  ``yahoo_sector``, ``yahoo_industry`` and ``as_of`` (the date the description was published). Without ``as_of``
-  there is one row per ticker. With ``as_of`` a ticker may have several rows, one per dated description; each
-  distinct date becomes a text vintage named by its ISO date.
+  ``yahoo_sector``, ``yahoo_industry`` and ``as_of`` (the date the description was published). Without
+  ``as_of`` there is one row per ticker. With ``as_of`` a ticker may have several rows, one per dated
+  description; each distinct date becomes a text vintage named by its ISO date.
 
 Tickers are normalised to upper case with ``.`` and ``/`` written as ``-`` (``BRK.B`` -> ``BRK-B``), the
 convention of the bundled data; price tables get the same treatment so the two always join.
@@ -29,9 +29,9 @@ from finsae.errors import DataError
 logger = logging.getLogger(__name__)
 
 COMPANY_COLUMNS = ("name", "cik", "sic", "gics", "yahoo_sector", "yahoo_industry")
-#: What a ticker may look like after normalisation (upper case, ``.``/``/`` as ``-``): ASCII letters and digits,
-#: ``-``, ``.``, ``^``, ``=``; 1-16 characters, starting with a letter or digit. One rule for the universe, the
-#: export and the HTTP service: every company a universe accepts can be asked for by its ticker.
+#: What a ticker may look like after normalisation (upper case, ``.``/``/`` as ``-``): ASCII letters and
+#: digits, ``-``, ``.``, ``^``, ``=``; 1-16 characters, starting with a letter or digit. One rule for the
+#: universe, the export and the HTTP service: every company a universe accepts can be asked for by its ticker.
 TICKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-^=]{0,15}$"
 _TICKER_RE = re.compile(TICKER_PATTERN)
 
@@ -40,8 +40,9 @@ _TICKER_RE = re.compile(TICKER_PATTERN)
 class TextVintage:
     """One dated set of descriptions.
 
-    ``published`` is the last date on which the texts could have been written: a text may be used to form peers
-    for returns strictly after it. ``None`` means the date is unknown, and forward-dated designs refuse it.
+    ``published`` is the last date on which the texts could have been written: a text may be used to form
+    peers for returns strictly after it. ``None`` means the date is unknown, and forward-dated designs refuse
+    it.
     """
 
     name: str
@@ -59,15 +60,19 @@ BUNDLED_VINTAGES: dict[str, TextVintage] = {
 #: Known limits of the bundled data, to be stated wherever results are reported (from data/README.md).
 BUNDLED_DATA_LIMITS: tuple[str, ...] = (
     "Survivorship: every company was still listed in January 2020; delisted companies are absent.",
-    "Look-ahead in text: description_2020 describes each company as of 2020; evaluating it on 2010-2019 returns "
-    "flatters any text method. The clean design forms peers from description_2017 and tests on June 2017 - "
-    "January 2020.",
+    "Look-ahead in text: description_2020 describes each company as of 2020; evaluating it on 2010-2019 "
+    "returns flatters any text method. The clean design forms peers from description_2017 and tests on June "
+    "2017 - January 2020.",
     "Codes are snapshots: SIC about 2018, GICS about 2020 (GICS 2018 structure).",
     "Ticker reuse: the join was name-validated, but a ticker is not a durable key across decades; CIK is.",
     "Licences: descriptions from Yahoo and Wikipedia (CC BY-SA), GICS is an MSCI/S&P product, Stooq prices "
     "state no licence: research data only.",
 )
-_BUNDLED_TEXT_COLUMNS = {"2017": "description_2017", "2020": "description_2020", "wikipedia_2020": "wikipedia_2020"}
+_BUNDLED_TEXT_COLUMNS = {
+    "2017": "description_2017",
+    "2020": "description_2020",
+    "wikipedia_2020": "wikipedia_2020",
+}
 
 
 def normalize_tickers(tickers: pd.Series | pd.Index) -> pd.Index:
@@ -112,8 +117,11 @@ class Universe:
         """Non-empty texts of one vintage, indexed by ticker (companies without text are absent)."""
         self.vintage(vintage)
         rows = self.texts[self.texts["vintage"] == vintage]
-        return pd.Series(rows["text"].to_numpy(), index=pd.Index(rows["ticker"].to_numpy(), dtype=object, name="ticker"),
-                         name=vintage)
+        return pd.Series(
+            rows["text"].to_numpy(),
+            index=pd.Index(rows["ticker"].to_numpy(), dtype=object, name="ticker"),
+            name=vintage,
+        )
 
     def missing_text(self, vintage: str) -> pd.Index:
         """Tickers with no (or only blank) text in ``vintage``."""
@@ -129,17 +137,25 @@ class Universe:
             out[f"has_text_{name}"] = out.index.isin(self.descriptions(name).index)
         return out
 
-    def snapshot(self, date: pd.Timestamp, vintages: list[str] | None = None, name: str | None = None) -> Universe:
-        """The universe plus one vintage holding, for every company, its latest text among ``vintages`` (default:
-        all dated vintages) published on or before ``date``. The new vintage (named ``name``, default
-        ``asof_<date>``) is dated by the latest publication it uses, so it never looks past ``date``."""
+    def snapshot(
+        self, date: pd.Timestamp, vintages: list[str] | None = None, name: str | None = None
+    ) -> Universe:
+        """The universe plus one vintage holding, for every company, its latest text among ``vintages``
+        (default: all dated vintages) published on or before ``date``. The new vintage (named ``name``,
+        default ``asof_<date>``) is dated by the latest publication it uses, so it never looks past
+        ``date``."""
         date = pd.Timestamp(date)
-        names = vintages if vintages is not None else [v for v, tv in self.vintages.items() if tv.published is not None]
+        names = (
+            vintages
+            if vintages is not None
+            else [v for v, tv in self.vintages.items() if tv.published is not None]
+        )
         usable = {v: self.vintage(v).published for v in names}
         usable = {v: p for v, p in usable.items() if p is not None and p <= date}
         name = name or f"asof_{date:%Y-%m-%d}"
         if not usable:
-            raise DataError(f"universe {self.source}: no dated text vintage published on or before {date.date()}")
+            raise DataError(f"universe {self.source}: no dated text vintage published on or before "
+                            f"{date.date()}")
         rows = self.texts[self.texts["vintage"].isin(list(usable))].copy()
         rows["published"] = rows["vintage"].map(usable)
         latest = rows.sort_values(["ticker", "published"]).drop_duplicates("ticker", keep="last")
@@ -200,12 +216,13 @@ def _check_tickers(table: pd.DataFrame, source: str, keys: list[str]) -> pd.Data
     table = table.copy()
     blank = table["ticker"].isna() | (table["ticker"].astype(str).str.strip() == "")
     if blank.any():
-        raise DataError(f"{source}: {int(blank.sum())} row(s) with an empty ticker (rows {list(table.index[blank][:5])})")
+        raise DataError(f"{source}: {int(blank.sum())} row(s) with an empty ticker (rows "
+                        f"{list(table.index[blank][:5])})")
     table["ticker"] = normalize_tickers(table["ticker"])
     odd = [t for t in table["ticker"] if not _TICKER_RE.match(str(t))]
     if odd:
-        raise DataError(f"{source}: {len(odd)} ticker(s) that are not tickers (1-16 ASCII letters, digits, '-', '.', "
-                        f"'^', '='): {[t[:40] for t in odd[:5]]}")
+        raise DataError(f"{source}: {len(odd)} ticker(s) that are not tickers (1-16 ASCII letters, digits, "
+                        f"'-', '.', '^', '='): {[t[:40] for t in odd[:5]]}")
     dup = table.duplicated(keys, keep=False)
     if dup.any():
         names = sorted(set(table.loc[dup, "ticker"]))
@@ -230,7 +247,8 @@ def universe_from_frame(table: pd.DataFrame, source: str = "<frame>") -> Univers
     if "description" not in table:
         raise DataError(
             f"{source}: a universe table needs 'ticker' and 'description' columns "
-            f"(optional: name, cik, sic, gics, yahoo_sector, yahoo_industry, as_of); found {list(table.columns)}"
+            "(optional: name, cik, sic, gics, yahoo_sector, yahoo_industry, as_of); found "
+            f"{list(table.columns)}"
         )
     known = {"ticker", "description", "as_of", *COMPANY_COLUMNS}
     extra = [c for c in table.columns if c not in known]
@@ -242,14 +260,16 @@ def universe_from_frame(table: pd.DataFrame, source: str = "<frame>") -> Univers
         as_of = pd.to_datetime(table["as_of"], errors="coerce")
         bad = as_of.isna()
         if bad.any():
-            raise DataError(f"{source}: unparseable or missing as_of dates for tickers {list(table.loc[bad, 'ticker'][:10])}")
+            raise DataError(f"{source}: unparseable or missing as_of dates for tickers "
+                            f"{list(table.loc[bad, 'ticker'][:10])}")
         table["as_of"] = as_of.dt.normalize()
         table = table.sort_values(["ticker", "as_of"])
         latest = table.drop_duplicates("ticker", keep="last")
         companies = _companies_frame(latest, source)
         vintage_names = table["as_of"].dt.strftime("%Y-%m-%d")
         vintages = {
-            name: TextVintage(name, pd.Timestamp(name), f"{source} (as_of {name})") for name in sorted(set(vintage_names))
+            name: TextVintage(name, pd.Timestamp(name), f"{source} (as_of {name})")
+            for name in sorted(set(vintage_names))
         }
     else:
         companies = _companies_frame(table, source)

@@ -34,21 +34,43 @@ class ParamChoice:
         return self.table.copy()
 
 
-def choose_text_params(method: str, transformed: dict[str, tuple[np.ndarray, np.ndarray]], tickers: pd.Index,
-                       clusterers: Sequence[str], target: GranularityTarget, match: str, corr: CorrelationMatrix, *,
-                       seed: int = 0) -> ParamChoice:
+def choose_text_params(
+    method: str,
+    transformed: dict[str, tuple[np.ndarray, np.ndarray]],
+    tickers: pd.Index,
+    clusterers: Sequence[str],
+    target: GranularityTarget,
+    match: str,
+    corr: CorrelationMatrix,
+    *,
+    seed: int = 0,
+) -> ParamChoice:
     """Score every (transform, clusterer) of ``transformed`` (transform name -> (L2-normalised rows for
     ``tickers``, their cosine distances)) x ``clusterers`` at ``target``/``match`` on ``corr`` (the selection
     window only)."""
     rows = []
     for transform, (z, distance) in transformed.items():
         for clusterer in clusterers:
-            g = PeerGrouper(z, tickers, clusterer, seed=seed, distance=distance).grouping(method, target, match)
+            g = PeerGrouper(z, tickers, clusterer, seed=seed, distance=distance).grouping(
+                method, target, match
+            )
             res = comovement(corr, g.labels, null_draws=0, bootstrap_draws=0, method=method)
-            rows.append({"method": method, "transform": transform, "clusterer": clusterer, "level": target.level,
-                         "match": match, "n_groups": g.n_groups, "formation_density": g.density,
-                         "pair_weighted": res.pair_weighted, "coverage": res.coverage,
-                         "window_start": corr.start, "window_end": corr.end, "frequency": corr.frequency})
+            rows.append(
+                {
+                    "method": method,
+                    "transform": transform,
+                    "clusterer": clusterer,
+                    "level": target.level,
+                    "match": match,
+                    "n_groups": g.n_groups,
+                    "formation_density": g.density,
+                    "pair_weighted": res.pair_weighted,
+                    "coverage": res.coverage,
+                    "window_start": corr.start,
+                    "window_end": corr.end,
+                    "frequency": corr.frequency,
+                }
+            )
     table = pd.DataFrame(rows)
     scores = table["pair_weighted"].fillna(-np.inf).to_numpy()
     best = int(np.argmax(scores))

@@ -12,8 +12,8 @@ members and within-group pair set ``P_k = {(i, j): i < j, g(i) = g(j) = k}``.
   percentile of the real value in the null distribution (ties count half);
 * 95% CI: percentile bootstrap resampling the groups (with ``n_k >= 2``) with replacement.
 
-Pairs whose overlap is shorter than ``min_periods`` have no correlation and are left out of every mean (they still
-count in pair density, which is a property of the grouping).
+Pairs whose overlap is shorter than ``min_periods`` have no correlation and are left out of every mean (they
+still count in pair density, which is a property of the grouping).
 """
 
 from __future__ import annotations
@@ -136,11 +136,13 @@ def encode_labels(corr: CorrelationMatrix, labels: pd.Series) -> tuple[np.ndarra
     """Integer group codes aligned to ``corr.tickers`` (-1 = no group), the group names, and the number of
     labelled tickers dropped for lack of returns.
 
-    Raises :class:`DataError` for duplicate tickers in ``labels`` or tickers that are neither in the window nor
-    among its dropped tickers (i.e. not in the universe).
+    Raises :class:`DataError` for duplicate tickers in ``labels`` or tickers that are neither in the window
+    nor among its dropped tickers (i.e. not in the universe).
     """
     if not isinstance(labels, pd.Series):
-        raise DataError(f"group labels must be a pandas Series indexed by ticker, not {type(labels).__name__}")
+        raise DataError(
+            f"group labels must be a pandas Series indexed by ticker, not {type(labels).__name__}"
+        )
     if labels.index.has_duplicates:
         dups = sorted(set(labels.index[labels.index.duplicated()]))
         raise DataError(f"group labels {labels.name!r}: duplicate tickers {dups[:10]}")
@@ -148,7 +150,8 @@ def encode_labels(corr: CorrelationMatrix, labels: pd.Series) -> tuple[np.ndarra
     unknown = labels.index.difference(known)
     if len(unknown):
         raise DataError(
-            f"group labels {labels.name!r}: {len(unknown)} ticker(s) not in the universe: {list(unknown[:10])}"
+            f"group labels {labels.name!r}: {len(unknown)} ticker(s) not in the universe: "
+            f"{list(unknown[:10])}"
         )
     n_dropped = int(labels.index.isin(corr.dropped.index).sum())
     aligned = labels.reindex(corr.tickers)
@@ -192,9 +195,13 @@ def _group_sums(corr: CorrelationMatrix, wi: np.ndarray, wj: np.ndarray, wg: np.
     return sums, counts
 
 
-def null_distribution(corr: CorrelationMatrix, codes: np.ndarray, draws: int,
-                      rng: np.random.Generator,
-                      pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def null_distribution(
+    corr: CorrelationMatrix,
+    codes: np.ndarray,
+    draws: int,
+    rng: np.random.Generator,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pair- and cluster-weighted means of ``draws`` random relabellings with exactly the group sizes of
     ``codes``.
 
@@ -338,7 +345,9 @@ def comovement(
         cw_ci = tuple(np.percentile(boot_cw, [2.5, 97.5]))
 
     null_pw, null_cw = null_distribution(corr, codes, null_draws, rng, pairs=(wi, wj, wg))
-    p_value = float((1 + np.sum(null_pw >= pw)) / (1 + null_draws)) if null_draws and not np.isnan(pw) else np.nan
+    p_value = (
+        float((1 + np.sum(null_pw >= pw)) / (1 + null_draws)) if null_draws and not np.isnan(pw) else np.nan
+    )
 
     return CoMovement(
         method=method or str(labels.name),
@@ -393,8 +402,8 @@ class _PairWeights:
     """Within-group pair structure of one grouping, for fast weighted sums over many company-weight draws.
 
     ``sum_{i<j, same group} w_i w_j X_ij`` for ``X`` = the correlations (``C0``, 0 where undefined) and the
-    valid-pair indicator: groups of at least ``dense_min`` members as dense quadratic forms ``w_k X_k w_k^T / 2``
-    (BLAS), all other pairs through one sparse upper-triangular matrix ``U`` as ``sum_i w_i (U w)_i``."""
+    valid-pair indicator: groups of at least ``dense_min`` members as dense quadratic forms ``w_k X_k w_k^T /
+    2`` (BLAS), all other pairs through one sparse upper-triangular matrix ``U`` as ``sum_i w_i (U w)_i``."""
 
     def __init__(self, corr: CorrelationMatrix, codes: np.ndarray, dense_min: int = 400) -> None:
         import scipy.sparse as sp
@@ -424,8 +433,9 @@ class _PairWeights:
         return num, den
 
 
-def paired_difference(corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, draws: int = 1000, seed: int = 0,
-                      chunk: int = 250) -> PairedDifference:
+def paired_difference(
+    corr: CorrelationMatrix, a: pd.Series, b: pd.Series, *, draws: int = 1000, seed: int = 0, chunk: int = 250
+) -> PairedDifference:
     """Difference of pair-weighted means ``PW(a) - PW(b)`` with a company bootstrap.
 
     A draw resamples the ``N`` companies with replacement; company ``i`` drawn ``w_i`` times enters every pair

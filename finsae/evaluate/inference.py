@@ -1,4 +1,5 @@
-"""Inference that accounts for time: paired differences of pair-weighted correlation under a two-way bootstrap.
+"""Inference that accounts for time: paired differences of pair-weighted correlation under a two-way
+bootstrap.
 
 The company bootstrap of :func:`finsae.evaluate.comovement.paired_difference` treats the window's correlation
 matrix as fixed; but monthly correlations over 32 months are themselves noisy, and the same months move every
@@ -7,11 +8,12 @@ pair. A draw here resamples both:
 * **months**: a circular block bootstrap of the ``T`` periods (blocks of ``block`` consecutive periods with
   uniformly random starts, wrapping at the end, concatenated and cut to ``T``), which keeps short-range
   dependence; the correlation matrix ``C*`` is recomputed on the resampled periods (pairwise complete);
-* **companies**: multinomial weights ``w_i`` (company ``i`` drawn ``w_i`` times), each pair weighted ``w_i w_j``.
+* **companies**: multinomial weights ``w_i`` (company ``i`` drawn ``w_i`` times), each pair weighted ``w_i
+  w_j``.
 
-The resampled pair-weighted mean of grouping ``g`` is ``sum_{i<j in P_g} w_i w_j C*_ij / sum w_i w_j`` over its
-within-group pairs with a valid ``C*_ij``; the difference of two groupings uses the same draw for both (paired).
-95% CI: percentiles 2.5 and 97.5 of the draws.
+The resampled pair-weighted mean of grouping ``g`` is ``sum_{i<j in P_g} w_i w_j C*_ij / sum w_i w_j`` over
+its within-group pairs with a valid ``C*_ij``; the difference of two groupings uses the same draw for both
+(paired). 95% CI: percentiles 2.5 and 97.5 of the draws.
 """
 
 from __future__ import annotations
@@ -50,11 +52,19 @@ def block_indices(n_periods: int, block: int, rng: np.random.Generator) -> np.nd
     return ((starts[:, None] + np.arange(block)[None, :]) % n_periods).ravel()[:n_periods]
 
 
-def two_way_differences(returns: pd.DataFrame, corr: CorrelationMatrix, groupings: dict[str, pd.Series],
-                        comparisons: list[tuple[str, str]], *, draws: int = 500, block: int = 6, seed: int = 0,
-                        min_periods: int | None = None) -> list[TwoWayDifference]:
-    """Paired differences for ``comparisons`` (pairs of names of ``groupings``) on the returns panel ``returns``
-    (periods x tickers, the panel ``corr`` was computed from; module docstring)."""
+def two_way_differences(
+    returns: pd.DataFrame,
+    corr: CorrelationMatrix,
+    groupings: dict[str, pd.Series],
+    comparisons: list[tuple[str, str]],
+    *,
+    draws: int = 500,
+    block: int = 6,
+    seed: int = 0,
+    min_periods: int | None = None,
+) -> list[TwoWayDifference]:
+    """Paired differences for ``comparisons`` (pairs of names of ``groupings``) on the returns panel
+    ``returns`` (periods x tickers, the panel ``corr`` was computed from; module docstring)."""
     missing = sorted({n for ab in comparisons for n in ab} - set(groupings))
     if missing:
         raise DataError(f"comparisons name groupings that were not given: {missing}")

@@ -1,9 +1,10 @@
 """Peers from past returns alone, and blends of a text similarity with them: the first bar a quant checks.
 
 * **Price similarity**: ``P_ij = corr(r_i, r_j)`` over a window that ends before formation (pairwise-complete
-  Pearson correlation of log returns, :func:`finsae.evaluate.comovement.correlation_matrix`). Companies without
-  usable returns in that window (too short a history) have no price similarity: for ranking and grouping their
-  entries are ``-1`` (the least similar possible), so price peers cannot place them - the cold-start case.
+  Pearson correlation of log returns, :func:`finsae.evaluate.comovement.correlation_matrix`). Companies
+  without usable returns in that window (too short a history) have no price similarity: for ranking and
+  grouping their entries are ``-1`` (the least similar possible), so price peers cannot place them - the
+  cold-start case.
 * **Blend**: ``B = (1 - beta) std(T) + beta std(P)``, each similarity standardised over its off-diagonal
   entries (``std(X) = (X - mean) / sd``); a missing price correlation counts as ``std(P) = 0`` (average), so a
   company without history is placed by its text alone. ``beta = 0`` is the text, ``beta = 1`` price peers.
@@ -33,7 +34,8 @@ def price_similarity(corr: CorrelationMatrix, tickers: pd.Index, *, missing: flo
     """Pre-formation return correlation as a similarity on ``tickers``; unknown pairs get ``missing``
     (diagonal 1)."""
     if not len(pd.Index(tickers).intersection(corr.tickers)):
-        raise DataError(f"no ticker has returns in the price-peer window {corr.start.date()}..{corr.end.date()}")
+        raise DataError("no ticker has returns in the price-peer window "
+                        f"{corr.start.date()}..{corr.end.date()}")
     s = np.nan_to_num(aligned_correlation(corr, tickers), nan=missing)
     np.fill_diagonal(s, 1.0)
     return s

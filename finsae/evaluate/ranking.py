@@ -1,8 +1,9 @@
 """Ranking metrics: do a method's most similar companies co-move? (No clustering needed.)
 
 For companies ``i`` with similarity ``S_ij`` (e.g. cosine of feature vectors) and return correlation ``C_ij``:
-the top-k neighbour correlation is ``mean_i mean_{j in N_k(i)} C_ij``, where ``N_k(i)`` are the ``k`` companies
-most similar to ``i`` (``i`` itself excluded; ties broken by position). Companies without returns are left out.
+the top-k neighbour correlation is ``mean_i mean_{j in N_k(i)} C_ij``, where ``N_k(i)`` are the ``k``
+companies most similar to ``i`` (``i`` itself excluded; ties broken by position). Companies without returns
+are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str 
     return cosine_similarity(FeatureTransform(transform).fit_transform(features))
 
 
-def _aligned(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> tuple[np.ndarray, np.ndarray]:
+def _aligned(
+    similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix
+) -> tuple[np.ndarray, np.ndarray]:
     """Similarity and correlation restricted to the companies in both, in the same order."""
     tickers = pd.Index(tickers)
     if similarity.shape != (len(tickers), len(tickers)):
@@ -35,8 +38,14 @@ def _aligned(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix)
             corr.values[np.ix_(pos_in_corr, pos_in_corr)])
 
 
-def topk_neighbour_correlation(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix,
-                               ks: tuple[int, ...] = (1, 5, 10), *, tie_seed: int | None = None) -> dict[int, float]:
+def topk_neighbour_correlation(
+    similarity: np.ndarray,
+    tickers: pd.Index,
+    corr: CorrelationMatrix,
+    ks: tuple[int, ...] = (1, 5, 10),
+    *,
+    tie_seed: int | None = None,
+) -> dict[int, float]:
     """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``.
 
     Ties are broken arbitrarily, or at random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
@@ -54,7 +63,9 @@ def topk_neighbour_correlation(similarity: np.ndarray, tickers: pd.Index, corr: 
         s = s + scale * rng.random(s.shape)
     kmax = min(max(ks), n - 1)
     top = np.argpartition(-s, kmax - 1, axis=1)[:, :kmax]  # the kmax most similar, then in order
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
+    top = np.take_along_axis(
+        top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1
+    )
     out = {}
     for k in ks:
         vals = np.take_along_axis(c, top[:, :k], axis=1)

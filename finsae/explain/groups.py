@@ -54,7 +54,8 @@ def _activity(features: object) -> sp.csr_matrix:
 
 def explain_group(features: object, members: np.ndarray, *, labels: pd.Series | None = None, top: int = 8,
                   rule_latents: int = 20, group: str = "") -> GroupExplanation:
-    """Explain the group ``members`` (boolean mask over the rows of ``features``); see the module docstring."""
+    """Explain the group ``members`` (boolean mask over the rows of ``features``); see the module
+    docstring."""
     a = _activity(features)
     members = np.asarray(members, dtype=bool)
     n = a.shape[0]
@@ -85,7 +86,9 @@ def explain_group(features: object, members: np.ndarray, *, labels: pd.Series | 
         precision = tp / max(int(pred.sum()), 1)
         recall = tp / n_in
         feat_names = [f"[{j}] " + (str(labels.get(j, "")) if labels is not None else "") for j in cols]
-        rule = export_text(tree, feature_names=[f.replace("\n", " ") for f in feat_names], class_names=["out", "in"])
+        rule = export_text(
+            tree, feature_names=[f.replace("\n", " ") for f in feat_names], class_names=["out", "in"]
+        )
     return GroupExplanation(group, n_in, table, rule, float(precision), float(recall))
 
 
@@ -94,10 +97,11 @@ def explain_pair(z: np.ndarray, a: int, b: int, *, labels: pd.Series | None = No
     """The shared latents behind the cosine of rows ``a`` and ``b`` of L2-normalised ``z``: ``latent, label,
     contribution`` (``z_aj * z_bj``) and ``share`` of the cosine, largest first.
 
-    With ``mean`` (the mean row of ``z`` over all companies) also ``excess = z_aj * z_bj - mean_j**2``, the term
-    minus what latent ``j`` gives a typical pair, and rows are ranked by it: latents active for nearly everyone
-    add to every pair's cosine and explain nothing about this one. The excesses of all latents sum to
-    ``cosine - |mean|**2``. ``rank_by="contribution"`` keeps the ``excess`` column but ranks by the raw terms."""
+    With ``mean`` (the mean row of ``z`` over all companies) also ``excess = z_aj * z_bj - mean_j**2``, the
+    term minus what latent ``j`` gives a typical pair, and rows are ranked by it: latents active for nearly
+    everyone add to every pair's cosine and explain nothing about this one. The excesses of all latents sum to
+    ``cosine - |mean|**2``. ``rank_by="contribution"`` keeps the ``excess`` column but ranks by the raw
+    terms."""
     if rank_by not in ("excess", "contribution"):
         raise DataError(f"rank_by must be 'excess' or 'contribution', got {rank_by!r}")
     z = np.asarray(z, dtype=np.float64)
@@ -145,13 +149,23 @@ class Faithfulness:
         return {**self.__dict__, "faithful": self.faithful}
 
 
-def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: np.ndarray, *, draws: int = 50,
-                 pool: int = 20, seed: int = 0, group: str = "", weights: np.ndarray | None = None) -> Faithfulness:
-    """Drop of the mean within-group cosine (rows of ``z``) when ``latents`` are zeroed, against random latents
-    of similar document frequency (in ``features``); see the module docstring. With ``weights`` (a learned
-    similarity), the drop of the mean within-group weighted similarity of the re-normalised rows: the similarity
-    the group was formed by (without re-normalisation the drop would be the latents' contributions themselves,
-    and a test of latents ranked by contribution would pass by construction)."""
+def faithfulness(
+    z: np.ndarray,
+    features: object,
+    members: np.ndarray,
+    latents: np.ndarray,
+    *,
+    draws: int = 50,
+    pool: int = 20,
+    seed: int = 0,
+    group: str = "",
+    weights: np.ndarray | None = None,
+) -> Faithfulness:
+    """Drop of the mean within-group cosine (rows of ``z``) when ``latents`` are zeroed, against random
+    latents of similar document frequency (in ``features``); see the module docstring. With ``weights`` (a
+    learned similarity), the drop of the mean within-group weighted similarity of the re-normalised rows: the
+    similarity the group was formed by (without re-normalisation the drop would be the latents' contributions
+    themselves, and a test of latents ranked by contribution would pass by construction)."""
     z = np.asarray(z, dtype=np.float64)
     rows = np.flatnonzero(np.asarray(members, dtype=bool))
     if len(rows) < 2:
@@ -187,15 +201,17 @@ def faithfulness(z: np.ndarray, features: object, members: np.ndarray, latents: 
                         float(np.percentile(random_drops, 95)), pct)
 
 
-# --- explanations of a learned (weighted) similarity ------------------------------------------------------------
+# --- explanations of a learned (weighted) similarity --------------------------------------------------------
 
 
-def explain_pair_weighted(z: np.ndarray, weights: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None,
-                          top: int = 8) -> pd.DataFrame:
+def explain_pair_weighted(
+    z: np.ndarray, weights: np.ndarray, a: int, b: int, *, labels: pd.Series | None = None, top: int = 8
+) -> pd.DataFrame:
     """The latents behind the learned similarity ``s_ab = sum_k w_k z_ak z_bk`` of rows ``a`` and ``b``
-    (:mod:`finsae.group.supervised`): ``latent, label, weight, contribution`` (``w_k z_ak z_bk``) and ``share``
-    of ``s_ab``, largest contribution first. All contributions (not only the ``top`` shown) sum to ``s_ab``;
-    negative ones (a latent both share whose weight says it does not make returns co-move) are kept."""
+    (:mod:`finsae.group.supervised`): ``latent, label, weight, contribution`` (``w_k z_ak z_bk``) and
+    ``share`` of ``s_ab``, largest contribution first. All contributions (not only the ``top`` shown) sum to
+    ``s_ab``; negative ones (a latent both share whose weight says it does not make returns co-move) are
+    kept."""
     z = np.asarray(z, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (z.shape[1],):
@@ -215,10 +231,10 @@ def explain_group_weighted(z: np.ndarray, weights: np.ndarray, members: np.ndarr
     """The latents behind a group's mean within-group learned similarity.
 
     For group ``G`` (``n_G >= 2``) latent ``k`` contributes ``c_k = w_k mean_{i != j in G} z_ik z_jk =
-    w_k ((sum_G z_k)^2 - sum_G z_k^2) / (n_G (n_G - 1))`` (the ``c_k`` sum to the group's mean similarity); the
-    same over all companies, ``c_k^all``, is what latent ``k`` gives a typical pair. Rows: ``latent, label,
-    weight, contribution`` (``c_k``), ``typical`` (``c_k^all``) and ``excess = c_k - c_k^all``, ranked by excess:
-    what sets the group's similarity apart."""
+    w_k ((sum_G z_k)^2 - sum_G z_k^2) / (n_G (n_G - 1))`` (the ``c_k`` sum to the group's mean similarity);
+    the same over all companies, ``c_k^all``, is what latent ``k`` gives a typical pair. Rows: ``latent,
+    label, weight, contribution`` (``c_k``), ``typical`` (``c_k^all``) and ``excess = c_k - c_k^all``, ranked
+    by excess: what sets the group's similarity apart."""
     z = np.asarray(z, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     members = np.asarray(members, dtype=bool)

@@ -7,8 +7,8 @@ One pass over a corpus (the same chunks and forward pass as extraction) collects
 * the ``n_examples`` strongest activations, each with its document and a snippet of the text around it.
 
 The label is the ``n_label_tokens`` tokens with the highest ``mass[j, t] * log(N / count[t])`` (``N`` = pooled
-tokens in the corpus): tokens the latent fires on a lot, down-weighted when they are everywhere. Where those are
-only function words (the latent reads context, not the word), the two commonest content words around its
+tokens in the corpus): tokens the latent fires on a lot, down-weighted when they are everywhere. Where those
+are only function words (the latent reads context, not the word), the two commonest content words around its
 strongest examples are added: ``of (near: banking, services)``. Results are
 cached under ``<finsae cache>/labels/`` by a key over the model, the SAE, the chunking and the texts.
 """
@@ -67,8 +67,9 @@ def _clean_token(text: str) -> str:
 
 def _labels_key(model_id: str, weight_hash: str, sae_digest: str, max_length: int, ids: Sequence[str],
                 texts: Sequence[str], n_examples: int, n_label_tokens: int) -> str:
-    digest = hashlib.sha256(json.dumps([model_id, weight_hash, sae_digest, max_length, n_examples, n_label_tokens,
-                                        "v2"]).encode())
+    digest = hashlib.sha256(
+        json.dumps([model_id, weight_hash, sae_digest, max_length, n_examples, n_label_tokens, "v2"]).encode()
+    )
     for d, t in zip(ids, texts, strict=True):
         digest.update(b"\x00" + str(d).encode() + b"\x01" + str(t).encode())
     return digest.hexdigest()[:32]
@@ -79,14 +80,22 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
                   batch_tokens: int = 8192, cache: bool = True, progress: bool | None = None) -> LatentLabels:
     """Labels and top examples of every latent of ``sae`` over ``texts`` (see the module docstring).
 
-    ``loaded`` is a :class:`finsae.extract.LoadedModel`, ``sae`` an :class:`finsae.extract.sae.SAESource` (e.g.
-    :class:`finsae.extract.SAEHandle`) or a sae_lens SAE; on a cache hit neither is loaded."""
+    ``loaded`` is a :class:`finsae.extract.LoadedModel`, ``sae`` an :class:`finsae.extract.sae.SAESource`
+    (e.g. :class:`finsae.extract.SAEHandle`) or a sae_lens SAE; on a cache hit neither is loaded."""
     source = as_sae_source(sae)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
     max_length = int(max_length or source.context_size or 512)
-    key = _labels_key(loaded.model_id, loaded.weight_hash, source.digest, max_length, [str(d) for d in doc_ids],
-                      [str(t) for t in texts], n_examples, n_label_tokens)
+    key = _labels_key(
+        loaded.model_id,
+        loaded.weight_hash,
+        source.digest,
+        max_length,
+        [str(d) for d in doc_ids],
+        [str(t) for t in texts],
+        n_examples,
+        n_label_tokens,
+    )
     folder = cache_dir() / "labels" / key
     if cache and (folder / "labels.parquet").is_file() and (folder / "examples.parquet").is_file():
         try:
@@ -105,8 +114,19 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
     return result
 
 
-def _compute(model, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_examples: int, n_label_tokens: int,
-             context: int, max_length: int, batch_tokens: int, progress: bool | None) -> LatentLabels:
+def _compute(
+    model,
+    sae,
+    texts: Sequence[object],
+    doc_ids: Sequence[str],
+    *,
+    n_examples: int,
+    n_label_tokens: int,
+    context: int,
+    max_length: int,
+    batch_tokens: int,
+    progress: bool | None,
+) -> LatentLabels:
     import torch
 
     from finsae.extract.features import clean_texts, document_chunks, encoded_batches
@@ -169,7 +189,12 @@ def _compute(model, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_e
             examples.append({"latent": j, "rank": r, "value": float(tv[r, j]), "doc_id": ids[chunk.doc],
                              "token": mid, "snippet": f"{left}[[{mid}]]{right}".replace("\n", " ")})
             context_words.setdefault(j, Counter()).update(
-                {w for w in re.findall(r"[a-z][a-z]+", f"{left} {right}".lower()) if w not in ENGLISH_STOP_WORDS})
+                {
+                    w
+                    for w in re.findall(r"[a-z][a-z]+", f"{left} {right}".lower())
+                    if w not in ENGLISH_STOP_WORDS
+                }
+            )
     rows = []
     for j in range(d_sae):
         lo, hi = scored.indptr[j], scored.indptr[j + 1]
@@ -188,7 +213,8 @@ def _compute(model, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_e
                 break
         label = " / ".join(words or marks) if active[j] else "(never active)"
         if active[j] and (not words or all(w in ENGLISH_STOP_WORDS for w in words)):
-            near = [w for w, _ in context_words.get(j, Counter()).most_common(2)]  # function words: add context
+            # function words: add context
+            near = [w for w, _ in context_words.get(j, Counter()).most_common(2)]
             if near:
                 label += f" (near: {', '.join(near)})"
         m_lo, m_hi = mass.indptr[j], mass.indptr[j + 1]

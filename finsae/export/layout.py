@@ -1,5 +1,6 @@
 """The layout of a finsae export: its schema version, its marker file, what an export run returns, and the
-peer ranking both the writer (:mod:`finsae.pipeline.export`) and the reader (:mod:`finsae.export.store`) use."""
+peer ranking both the writer (:mod:`finsae.pipeline.export`) and the reader (:mod:`finsae.export.store`)
+use."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def top_peers(sims: np.ndarray, row: int, k: int) -> tuple[np.ndarray, np.ndarra
     k = min(k, len(sims) - 1)
     if k <= 0:
         return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-    # candidates: everything at least as similar as the k-th largest, then an exact (similarity, position) sort
+    # candidates: everything at least as similar as the k-th largest, then an exact (similarity, position)
+    # sort
     kth = np.partition(sims, len(sims) - k)[len(sims) - k]
     cand = np.flatnonzero(sims >= kth)
     order = cand[np.lexsort((cand, -sims[cand]))][:k]

@@ -1,12 +1,12 @@
 """The JSON Schema of an export (``export_schema.json``, shipped with the package) and its validator.
 
-The schema validates ``manifest.json``; ``$defs/tables/<name>`` is the JSON Schema of one row of each table, so
-a reader in any language can check rows with a standard JSON Schema validator. :func:`validate_export` checks
-the manifest, every table's file hash, each table's parquet column types against its row schema, the enumerated
-values of whole columns, a sample of rows with ``jsonschema``, and the contents a reader relies on
+The schema validates ``manifest.json``; ``$defs/tables/<name>`` is the JSON Schema of one row of each table,
+so a reader in any language can check rows with a standard JSON Schema validator. :func:`validate_export`
+checks the manifest, every table's file hash, each table's parquet column types against its row schema, the
+enumerated values of whole columns, a sample of rows with ``jsonschema``, and the contents a reader relies on
 (:func:`check_contents`): finite vectors and similarities, one entry per (method, ticker, dimension),
-dimensions inside each method's width, vectors of length at most 1, unique tickers that the universe's ticker rule
-accepts, and manifest names (headline and explain method, default grouping) that exist.
+dimensions inside each method's width, vectors of length at most 1, unique tickers that the universe's ticker
+rule accepts, and manifest names (headline and explain method, default grouping) that exist.
 
 The sha256 hashes guard against accidents (a truncated copy, a file edited by hand), not against tampering:
 whoever can change a table can change its hash in the manifest too.
@@ -102,7 +102,8 @@ def validate_export(path: str | Path, *, sample_rows: int = 500) -> dict:
         if not file.is_file():
             raise ExportError(f"table {name!r}: {file} is missing")
         if file_sha256(file) != info["sha256"]:
-            raise ExportError(f"table {name!r}: {file} does not match the sha256 in the manifest (changed after export?)")
+            raise ExportError(f"table {name!r}: {file} does not match the sha256 in the manifest (changed "
+                              "after export?)")
         pf = pq.ParquetFile(file)
         if pf.metadata.num_rows != info["rows"]:
             raise ExportError(f"table {name!r}: {pf.metadata.num_rows} rows, manifest says {info['rows']}")
@@ -121,20 +122,23 @@ def validate_export(path: str | Path, *, sample_rows: int = 500) -> dict:
             kind = _arrow_kind(arrow.field(col).type)
             allowed = _allowed(prop)
             if allowed is not None and kind not in allowed:
-                raise ExportError(f"table {name!r}: column {col!r} has type {kind}, schema allows {sorted(allowed)}")
+                raise ExportError(f"table {name!r}: column {col!r} has type {kind}, schema allows "
+                                  f"{sorted(allowed)}")
             if "enum" in prop:
                 table = table if table is not None else pq.read_table(file)
                 values = set(table.column(col).unique().to_pylist())
                 bad = sorted(map(str, values - set(prop["enum"])))
                 if bad:
-                    raise ExportError(f"table {name!r}: column {col!r} has values {bad[:5]} outside {prop['enum']}")
+                    raise ExportError(f"table {name!r}: column {col!r} has values {bad[:5]} outside "
+                                      f"{prop['enum']}")
         if sample_rows and info["rows"]:
             first = next(pf.iter_batches(batch_size=sample_rows))
             validator = jsonschema.Draft202012Validator(row_schema)
             for i, row in enumerate(first.to_pylist()):
                 err = next(iter(validator.iter_errors({k: _json_value(v) for k, v in row.items()})), None)
                 if err is not None:
-                    raise ExportError(f"table {name!r}, row {i}: {'/'.join(map(str, err.path)) or 'row'}: {err.message}")
+                    raise ExportError(f"table {name!r}, row {i}: {'/'.join(map(str, err.path)) or 'row'}: "
+                                      f"{err.message}")
     check_contents(path, manifest)
     return manifest
 
@@ -159,42 +163,46 @@ def check_contents(path: str | Path, manifest: dict) -> None:
     for key in ("headline_method", "explain_method"):
         value = manifest.get(key)
         if value is not None and value not in methods:
-            raise ExportError(f"{path / 'manifest.json'}: {key} {value!r} is not one of the methods {list(methods)}")
+            raise ExportError(f"{path / 'manifest.json'}: {key} {value!r} is not one of the methods "
+                              f"{list(methods)}")
     companies = read("companies", ["ticker"])["ticker"].astype(str)
     if companies.duplicated().any():
-        raise ExportError(f"table 'companies': duplicate tickers {sorted(set(companies[companies.duplicated()]))[:5]}")
+        raise ExportError("table 'companies': duplicate tickers "
+                          f"{sorted(set(companies[companies.duplicated()]))[:5]}")
     rule = re.compile(TICKER_PATTERN)
     odd = [t for t in companies if not rule.match(t)]
     if odd:
-        raise ExportError(f"table 'companies': tickers {odd[:5]} break the ticker rule {TICKER_PATTERN} (the API "
-                          "could not reach them)")
+        raise ExportError(f"table 'companies': tickers {odd[:5]} break the ticker rule {TICKER_PATTERN} (the "
+                          "API could not reach them)")
     known = set(companies)
     vec = read("vectors", ["method", "ticker", "dim", "value"])
     unknown = sorted(set(vec["method"].astype(str)) - set(methods))
     if unknown:
-        raise ExportError(f"table 'vectors': methods {unknown} are not in the manifest's methods {list(methods)}")
+        raise ExportError(f"table 'vectors': methods {unknown} are not in the manifest's methods "
+                          f"{list(methods)}")
     values = vec["value"].to_numpy(np.float64)
     if not np.isfinite(values).all():
         bad = vec[~np.isfinite(values)].iloc[0]
-        raise ExportError(f"table 'vectors': non-finite value for {bad['ticker']} ({bad['method']}, dim {bad['dim']})")
+        raise ExportError(f"table 'vectors': non-finite value for {bad['ticker']} ({bad['method']}, dim "
+                          f"{bad['dim']})")
     width = vec["method"].map({m: int(info["dims"]) for m, info in methods.items()}).to_numpy()
     dims = vec["dim"].to_numpy(np.int64)
     outside = (dims < 0) | (dims >= width)
     if outside.any():
         bad = vec[outside].iloc[0]
-        raise ExportError(f"table 'vectors': dim {bad['dim']} of {bad['ticker']} is outside method {bad['method']!r}'s "
-                          f"{methods[bad['method']]['dims']} dimensions")
+        raise ExportError(f"table 'vectors': dim {bad['dim']} of {bad['ticker']} is outside method "
+                          f"{bad['method']!r}'s {methods[bad['method']]['dims']} dimensions")
     dup = vec.duplicated(["method", "ticker", "dim"])
     if dup.any():
         bad = vec[dup].iloc[0]
-        raise ExportError(f"table 'vectors': {bad['ticker']} has dim {bad['dim']} of method {bad['method']!r} more "
-                          "than once")
+        raise ExportError(f"table 'vectors': {bad['ticker']} has dim {bad['dim']} of method "
+                          f"{bad['method']!r} more than once")
     norms = (vec.assign(sq=values ** 2).groupby(["method", "ticker"])["sq"].sum())
     long = norms[norms > 1.0 + 1e-3]
     if len(long):
         (m, t), v = long.index[0], long.iloc[0]
-        raise ExportError(f"table 'vectors': the {m!r} vector of {t} has length {np.sqrt(v):.4g}; vectors are unit "
-                          "length (or zero)")
+        raise ExportError(f"table 'vectors': the {m!r} vector of {t} has length {np.sqrt(v):.4g}; vectors "
+                          "are unit length (or zero)")
     stray = sorted(set(vec["ticker"].astype(str)) - known)
     if stray:
         raise ExportError(f"table 'vectors': tickers {stray[:5]} are not in companies.parquet")
@@ -212,11 +220,12 @@ def check_contents(path: str | Path, manifest: dict) -> None:
         raise ExportError(f"table 'groups': tickers {stray[:5]} are not in companies.parquet")
     default = manifest.get("default_grouping")
     if default is not None and default not in set(groups["grouping"].astype(str)):
-        raise ExportError(f"{path / 'manifest.json'}: default_grouping {default!r} is not a grouping of groups.parquet")
+        raise ExportError(f"{path / 'manifest.json'}: default_grouping {default!r} is not a grouping of "
+                          "groups.parquet")
     if "dimensions" in tables:
         d = read("dimensions", ["method", "dim"])
         w = d["method"].map({m: int(info["dims"]) for m, info in methods.items()})
         bad = d[w.isna() | (d["dim"] < 0) | (d["dim"] >= w.fillna(0))]
         if len(bad):
-            raise ExportError(f"table 'dimensions': dim {bad.iloc[0]['dim']} of method {bad.iloc[0]['method']!r} is "
-                              "not one of its dimensions")
+            raise ExportError(f"table 'dimensions': dim {bad.iloc[0]['dim']} of method "
+                              f"{bad.iloc[0]['method']!r} is not one of its dimensions")

@@ -48,6 +48,12 @@ class _Result:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
+def _frame(items: tuple, cls: type) -> pd.DataFrame:
+    """One row per dataclass in ``items``, the fields of ``cls`` as columns (also when ``items`` is empty)."""
+    columns = [f.name for f in dataclasses.fields(cls)]
+    return pd.DataFrame([dataclasses.asdict(x) for x in items], columns=columns)
+
+
 @dataclass(frozen=True)
 class Company(_Result):
     ticker: str
@@ -77,8 +83,7 @@ class PeerList(_Result):
     peers: tuple[Peer, ...]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(p) for p in self.peers],
-                            columns=["rank", "ticker", "name", "similarity"])
+        return _frame(self.peers, Peer)
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,10 @@ class Similarity(_Result):
 
 @dataclass(frozen=True)
 class SharedLatent:
-    """One dimension's term of a pair's cosine similarity (``latent`` = ``j``: an SAE latent or a TF-IDF term's
-    column; ``label`` says what it means): ``contribution = z_a[j] * z_b[j]``, its ``share`` of the similarity,
-    and ``excess = contribution - mean_j**2`` (``mean_j``: the dimension's mean over all companies), how much more
-    it contributes than it does to a typical pair."""
+    """One dimension's term of a pair's cosine similarity (``latent`` = ``j``: an SAE latent or a TF-IDF
+    term's column; ``label`` says what it means): ``contribution = z_a[j] * z_b[j]``, its ``share`` of the
+    similarity, and ``excess = contribution - mean_j**2`` (``mean_j``: the dimension's mean over all
+    companies), how much more it contributes than it does to a typical pair."""
 
     latent: int
     label: str
@@ -107,9 +112,9 @@ class SharedLatent:
 class PairExplanation(_Result):
     """Why two companies are similar.
 
-    The cosine similarity is the sum of per-dimension terms ``z_a[j] * z_b[j]``. Latents active for almost every
-    company contribute to every pair, so the latents are ranked by ``excess``, the term minus what the latent
-    gives a typical pair (``mean_j**2``, ``mean`` = the mean unit-length vector); the excesses of all
+    The cosine similarity is the sum of per-dimension terms ``z_a[j] * z_b[j]``. Latents active for almost
+    every company contribute to every pair, so the latents are ranked by ``excess``, the term minus what the
+    latent gives a typical pair (``mean_j**2``, ``mean`` = the mean unit-length vector); the excesses of all
     dimensions sum to ``similarity - baseline`` with ``baseline = |mean|**2``, close to the mean similarity of
     two random companies. ``rank_by="contribution"`` ranks by the raw terms, which sum to ``similarity``."""
 
@@ -122,8 +127,7 @@ class PairExplanation(_Result):
     latents: tuple[SharedLatent, ...]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
-                            columns=["latent", "label", "contribution", "share", "excess"])
+        return _frame(self.latents, SharedLatent)
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,7 @@ class Group(_Result):
     faithful: bool | None
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([dataclasses.asdict(x) for x in self.latents],
-                            columns=[f.name for f in dataclasses.fields(GroupLatent)])
+        return _frame(self.latents, GroupLatent)
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,9 @@ class ExportedRun:
         self.manifest = validate_export(self.path, sample_rows=50)
         read = lambda name: pd.read_parquet(self.path / self.manifest["tables"][name]["file"])  # noqa: E731
         companies = read("companies")
-        self._companies = companies.set_index(pd.Index(companies["ticker"].astype(str).to_numpy(), dtype=object))
+        self._companies = companies.set_index(
+            pd.Index(companies["ticker"].astype(str).to_numpy(), dtype=object)
+        )
         self._names = self._companies["name"].astype(object).where(self._companies["name"].notna(), None)
         self.methods: tuple[str, ...] = tuple(self.manifest["methods"])
         self.explain_method: str | None = self.manifest.get("explain_method")
@@ -228,8 +233,11 @@ class ExportedRun:
         self._groupings: dict[str, Grouping] = {}
         for name, g in groups.groupby("grouping", sort=False):
             first = g.iloc[0]
-            labels = pd.Series(g["group"].astype(str).to_numpy(), index=pd.Index(g["ticker"].astype(str).to_numpy(),
-                               dtype=object), name=str(name))
+            labels = pd.Series(
+                g["group"].astype(str).to_numpy(),
+                index=pd.Index(g["ticker"].astype(str).to_numpy(), dtype=object),
+                name=str(name),
+            )
             self._groupings[str(name)] = Grouping(str(name), str(first["method"]), str(first["level"]),
                                                   str(first["match"]), str(first["kind"]), labels)
         tables = self.manifest["tables"]
@@ -243,18 +251,23 @@ class ExportedRun:
             inside = d["dim"].to_numpy() < len(labels)
             labels[d["dim"].to_numpy()[inside]] = d["label"].astype(str).to_numpy()[inside]
             self._dim_labels[str(method)] = labels
-        logger.info("export %s loaded: %d companies, methods %s, %d groupings", self.path, len(self._companies),
-                    list(self.methods), len(self._groupings))
+        logger.info(
+            "export %s loaded: %d companies, methods %s, %d groupings",
+            self.path,
+            len(self._companies),
+            list(self.methods),
+            len(self._groupings),
+        )
 
-    # --- lookups ---------------------------------------------------------------------------------------------
+    # --- lookups --------------------------------------------------------------------------------------------
     def _ticker(self, ticker: str) -> str:
         t = str(normalize_tickers([str(ticker)])[0])  # the universe's normalisation
         if not _TICKER_RE.match(t):
-            raise UnknownTickerError(f"{str(ticker)[:40]!r} is not a ticker (1-16 ASCII letters, digits, '-', '.', "
-                                     "'^', '=')")
+            raise UnknownTickerError(f"{str(ticker)[:40]!r} is not a ticker (1-16 ASCII letters, digits, "
+                                     "'-', '.', '^', '=')")
         if t not in self._companies.index:
-            raise UnknownTickerError(f"unknown ticker {ticker!r}: not among the {len(self._companies)} companies of "
-                                     f"this export")
+            raise UnknownTickerError(f"unknown ticker {ticker!r}: not among the {len(self._companies)} "
+                                     "companies of this export")
         return t
 
     def _method(self, method: str | None) -> str:
@@ -267,16 +280,23 @@ class ExportedRun:
         t = self._ticker(ticker)
         row = self._row[method].get(t)
         if row is None:
-            raise NoVectorError(f"{t} has no {self.manifest['vintage']} description, so method {method!r} has no "
-                                f"vector for it")
+            raise NoVectorError(f"{t} has no {self.manifest['vintage']} description, so method {method!r} "
+                                "has no vector for it")
         return row
 
     def company(self, ticker: str) -> Company:
         """Names and codes of one company."""
         t = self._ticker(ticker)
         r = self._companies.loc[t]
-        return Company(t, _none(r.get("name")), _none(r.get("sic")), _none(r.get("gics")), _none(r.get("gics_sector")),
-                       _none(r.get("gics_industry")), bool(r["has_text"]))
+        return Company(
+            t,
+            _none(r.get("name")),
+            _none(r.get("sic")),
+            _none(r.get("gics")),
+            _none(r.get("gics_sector")),
+            _none(r.get("gics_industry")),
+            bool(r["has_text"]),
+        )
 
     def companies(self) -> pd.DataFrame:
         return self._companies.reset_index(drop=True).copy()
@@ -285,7 +305,7 @@ class ExportedRun:
     def groupings(self) -> tuple[str, ...]:
         return tuple(self._groupings)
 
-    # --- queries ---------------------------------------------------------------------------------------------
+    # --- queries --------------------------------------------------------------------------------------------
     def peers(self, ticker: str, k: int = 10, method: str | None = None) -> PeerList:
         """The ``k`` companies with the highest cosine similarity to ``ticker`` under ``method`` (default: the
         headline method); ties broken by universe order, as in ``peers.parquet``."""
@@ -316,15 +336,15 @@ class ExportedRun:
 
     def explain_pair(self, a: str, b: str, top: int = 8, method: str | None = None,
                      rank_by: str = "excess") -> PairExplanation:
-        """The ``top`` shared dimensions (SAE latents by default, or TF-IDF terms) behind the cosine similarity of
-        ``a`` and ``b``, ranked by ``excess`` over a typical pair (default) or by ``contribution``; see
-        :class:`PairExplanation`."""
+        """The ``top`` shared dimensions (SAE latents by default, or TF-IDF terms) behind the cosine
+        similarity of ``a`` and ``b``, ranked by ``excess`` over a typical pair (default) or by
+        ``contribution``; see :class:`PairExplanation`."""
         if rank_by not in ("excess", "contribution"):
             raise ConfigError(f"rank_by must be 'excess' or 'contribution', got {rank_by!r}")
         method = method or self.explain_method
         if method is None:
-            raise UnknownNameError("this export has no interpretable method (SAE or TF-IDF without PCA): nothing "
-                                   "to explain a pair with")
+            raise UnknownNameError("this export has no interpretable method (SAE or TF-IDF without PCA): "
+                                   "nothing to explain a pair with")
         method = self._method(method)
         if method not in self._dim_labels:
             raise UnknownNameError(f"method {method!r} has no interpretable dimensions; explain with one of "
@@ -332,8 +352,15 @@ class ExportedRun:
         i, j = self._vector_row(a, method), self._vector_row(b, method)
         z = self._z[method]
         mean = self._mean(method)
-        table = explain_pair(z[[i, j]].toarray(), 0, 1, labels=pd.Series(self._dim_labels[method]), top=int(top),
-                             mean=mean, rank_by=rank_by)
+        table = explain_pair(
+            z[[i, j]].toarray(),
+            0,
+            1,
+            labels=pd.Series(self._dim_labels[method]),
+            top=int(top),
+            mean=mean,
+            rank_by=rank_by,
+        )
         cosine = float(z[i].multiply(z[j]).sum())
         latents = tuple(SharedLatent(int(r.latent), str(r.label), float(r.contribution),
                                      float(r.share) if cosine > 0 else None, float(r.excess))
@@ -354,9 +381,11 @@ class ExportedRun:
                                    f"({len(self._groupings)} in all)")
         return self._groupings[name]
 
-    def groups(self, method: str | None = None, granularity: str = "gics_industry", match: str = "density") -> Grouping:
-        """The grouping of ``method`` (a text method, ``gics`` or ``sic``) at ``granularity`` (a taxonomy level;
-        text groupings have as many groups / the same pair density as that level, per ``match``)."""
+    def groups(
+        self, method: str | None = None, granularity: str = "gics_industry", match: str = "density"
+    ) -> Grouping:
+        """The grouping of ``method`` (a text method, ``gics`` or ``sic``) at ``granularity`` (a taxonomy
+        level; text groupings have as many groups / the same pair density as that level, per ``match``)."""
         method = method or self.manifest["headline_method"]
         if method in ("gics", "sic"):
             return self.grouping(granularity)
@@ -379,9 +408,15 @@ class ExportedRun:
                             for _, r in rows.iterrows())
             if len(rows):
                 first = rows.iloc[0]
-                rule, precision, recall = str(first["rule"]), _none(float(first["precision"])), _none(float(first["recall"]))
+                rule, precision, recall = (
+                    str(first["rule"]),
+                    _none(float(first["precision"])),
+                    _none(float(first["recall"])),
+                )
         if self._faith is not None:
             f = self._faith[(self._faith["grouping"] == g.name) & (self._faith["group"] == str(group_id))]
             if len(f):
                 faithful = bool(f["faithful"].iloc[0])
-        return Group(g.name, str(group_id), len(members), tuple(members), latents, rule, precision, recall, faithful)
+        return Group(
+            g.name, str(group_id), len(members), tuple(members), latents, rule, precision, recall, faithful
+        )

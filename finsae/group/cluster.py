@@ -2,26 +2,28 @@
 requested granularity.
 
 Input rows are L2-normalised feature vectors (:class:`finsae.group.similarity.FeatureTransform` output); the
-distance is the cosine distance ``d_ij = 1 - z_i . z_j``. Labels are integers ``0..K-1``; ``-1`` = in no group.
+distance is the cosine distance ``d_ij = 1 - z_i . z_j``. Labels are integers ``0..K-1``; ``-1`` = in no
+group.
 
 * :class:`MSTClustering` - the reference paper's method: the minimum spanning tree of the complete graph with
   weights ``d_ij`` (Prim's algorithm), cut by removing every edge longer than ``threshold`` (or the
   ``n_clusters - 1`` longest edges); groups are the connected components. This is single-linkage clustering.
-* :class:`LinkageClustering` - agglomerative clustering (default average linkage, cosine), cut at ``n_clusters``
-  or ``distance_threshold`` (scipy's linkage; equal to scikit-learn's ``AgglomerativeClustering``).
+* :class:`LinkageClustering` - agglomerative clustering (default average linkage, cosine), cut at
+  ``n_clusters`` or ``distance_threshold`` (scipy's linkage; equal to scikit-learn's
+  ``AgglomerativeClustering``).
 * :class:`SphericalKMeans` - k-means on the unit sphere: assign each row to the centroid of largest cosine,
   recompute centroids as normalised means (Dhillon & Modha 2001); k-means++ seeding, best of ``n_init``.
 * :class:`HybridClustering` - sub-groups inside given parent groups (e.g. SAE groups inside each GICS sector):
   one average-linkage tree per parent, cut at a common distance threshold.
 
-**Matched granularity.** A tree clusterer is a sequence of merges in increasing distance; after ``m`` merges of
-``n`` points there are ``n - m`` groups and the number of within-group pairs is the running sum of
+**Matched granularity.** A tree clusterer is a sequence of merges in increasing distance; after ``m`` merges
+of ``n`` points there are ``n - m`` groups and the number of within-group pairs is the running sum of
 ``size_a * size_b`` over the merges. :func:`merges_for_target` picks the ``m`` that hits a requested number of
 groups exactly. A pair density ``sum_k n_k (n_k - 1) / 2 / (n (n - 1) / 2)`` cannot always be hit by one cut
 (a single merge of two large groups adds many pairs at once), so :meth:`MergeSequence.greedy_labels` takes the
 merges in increasing distance and skips those that would exceed a pair budget: every group is still a union
-of tree neighbours. The budget is the target's pair count, or 5% above it when that lands closer. Spherical k-means is matched on
-density by bisection on ``k``.
+of tree neighbours. The budget is the target's pair count, or 5% above it when that lands closer. Spherical
+k-means is matched on density by bisection on ``k``.
 """
 
 from __future__ import annotations
@@ -40,14 +42,19 @@ from finsae.group.similarity import l2_normalize
 
 
 def cosine_distance_matrix(z: np.ndarray) -> np.ndarray:
-    """``1 - z_i . z_j`` for L2-normalised rows, clipped to [0, 2], zero diagonal; a zero row is at distance 1."""
+    """``1 - z_i . z_j`` for L2-normalised rows, clipped to [0, 2], zero diagonal; a zero row is at
+    distance 1."""
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or len(z) == 0:
         raise DataError(f"features must be a non-empty 2-D matrix, got shape {z.shape}")
     if not np.isfinite(z).all():
         raise DataError("features contain NaN or infinite values")
     norms = np.sqrt(np.einsum("ij,ij->i", z, z))
-    unit = z if np.all((np.abs(norms - 1.0) < 1e-9) | (norms == 0)) else z / np.where(norms > 0, norms, 1.0)[:, None]
+    unit = (
+        z
+        if np.all((np.abs(norms - 1.0) < 1e-9) | (norms == 0))
+        else z / np.where(norms > 0, norms, 1.0)[:, None]
+    )
     d = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
     np.fill_diagonal(d, 0.0)
     return d
@@ -73,8 +80,9 @@ def n_groups(labels: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class MergeSequence:
-    """Merges of ``n`` points in increasing height: merge ``r`` joins the groups of points ``a[r]`` and ``b[r]``
-    (two different groups at that time) at distance ``height[r]``; ``new_pairs[r]`` = ``size_a * size_b``."""
+    """Merges of ``n`` points in increasing height: merge ``r`` joins the groups of points ``a[r]`` and
+    ``b[r]`` (two different groups at that time) at distance ``height[r]``; ``new_pairs[r]`` = ``size_a *
+    size_b``."""
 
     n: int
     a: np.ndarray
@@ -117,8 +125,9 @@ class MergeSequence:
             labels = _relabel(labels)
         return labels
 
-
-    def greedy_labels(self, max_pairs: float, members: np.ndarray | None = None) -> tuple[np.ndarray, int, float]:
+    def greedy_labels(
+        self, max_pairs: float, members: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int, float]:
         """Labels from the merges taken in increasing height, skipping any merge that would take the number of
         within-group pairs above ``max_pairs`` (so groups keep growing where that is still possible). Returns
         the labels, the number of merges taken and the height of the last one."""
@@ -219,7 +228,7 @@ def merges_for_target(seq: MergeSequence, *, n_clusters: int) -> int:
     return seq.n - n_clusters
 
 
-# --- estimators ------------------------------------------------------------------------------------------------
+# --- estimators ---------------------------------------------------------------------------------------------
 
 
 class _TreeClustering(ClusterMixin, BaseEstimator):
@@ -363,13 +372,17 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         best: tuple[float, np.ndarray, np.ndarray] | None = None
         for _ in range(self.n_init):
-            centers, _ = kmeans_plusplus(z, self.n_clusters, random_state=int(rng.integers(2**31 - 1)), n_local_trials=1)
+            centers, _ = kmeans_plusplus(
+                z, self.n_clusters, random_state=int(rng.integers(2**31 - 1)), n_local_trials=1
+            )
             prev = -np.inf
             for _ in range(self.max_iter):
                 sims = z @ centers.T
                 labels = sims.argmax(axis=1)
                 score = float(sims[np.arange(len(z)), labels].sum())
-                onehot = sp.csr_matrix((np.ones(len(z)), (labels, np.arange(len(z)))), shape=centers.shape[:1] + (len(z),))
+                onehot = sp.csr_matrix(
+                    (np.ones(len(z)), (labels, np.arange(len(z)))), shape=centers.shape[:1] + (len(z),)
+                )
                 sums = onehot @ z
                 cn = np.linalg.norm(sums, axis=1, keepdims=True)
                 empty = cn[:, 0] == 0

@@ -1,7 +1,7 @@
 """Text peer groups at a matched granularity.
 
-A taxonomy level (e.g. GICS industry) defines two targets on the **formation universe** (the companies with text
-in the vintage used to form peers, known when the text is published; no returns are involved):
+A taxonomy level (e.g. GICS industry) defines two targets on the **formation universe** (the companies with
+text in the vintage used to form peers, known when the text is published; no returns are involved):
 
 * ``count``: the number of distinct groups the taxonomy has there;
 * ``density``: its pair density ``sum_k n_k (n_k - 1) / 2 / (N (N - 1) / 2)`` over those ``N`` companies
@@ -63,7 +63,9 @@ def label_codes(labels: pd.Series, tickers: pd.Index) -> np.ndarray:
     return pd.factorize(labels.reindex(tickers))[0].astype(np.int64)
 
 
-def granularity_targets(universe: Universe, tickers: pd.Index, levels: list[str]) -> dict[str, GranularityTarget]:
+def granularity_targets(
+    universe: Universe, tickers: pd.Index, levels: list[str]
+) -> dict[str, GranularityTarget]:
     """The count and density targets of each taxonomy ``level`` on the companies ``tickers``."""
     out = {}
     for level in levels:
@@ -86,11 +88,19 @@ class TextGrouping:
     matched: bool = True
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"ticker": self.labels.index, "group": self.labels.to_numpy(), "method": self.method,
-                             "level": self.level, "match": self.match})
+        return pd.DataFrame(
+            {
+                "ticker": self.labels.index,
+                "group": self.labels.to_numpy(),
+                "method": self.method,
+                "level": self.level,
+                "match": self.match,
+            }
+        )
 
 
-#: A grouping is matched when its count is within one group, or its density within 5% (relative), of the target.
+#: A grouping is matched when its count is within one group, or its density within 5% (relative), of the
+#: target.
 COUNT_TOLERANCE = 1
 DENSITY_TOLERANCE = 0.05
 
@@ -104,9 +114,9 @@ def is_matched(target: GranularityTarget, match: str, k: int, density: float) ->
 class PeerGrouper:
     """Groups of L2-normalised feature rows ``z`` (one per ticker) by ``clusterer``, at any target.
 
-    Tree clusterers (``average``, ``mst``) build their merge sequence once and are cut many times; ``kmeans`` is
-    refitted per target. ``parents`` (a label per ticker) makes it a hybrid: average-linkage sub-groups inside
-    each parent group."""
+    Tree clusterers (``average``, ``mst``) build their merge sequence once and are cut many times; ``kmeans``
+    is refitted per target. ``parents`` (a label per ticker) makes it a hybrid: average-linkage sub-groups
+    inside each parent group."""
 
     def __init__(self, z: np.ndarray | None, tickers: pd.Index, clusterer: str = "average", *,
                  parents: pd.Series | None = None, seed: int = 0, distance: np.ndarray | None = None) -> None:
@@ -114,7 +124,8 @@ class PeerGrouper:
             raise DataError(f"unknown clusterer {clusterer!r}; choose one of {list(CLUSTERERS)}")
         if z is None:  # a similarity without feature rows (price peers, learned similarities): trees only
             if distance is None or clusterer == "kmeans":
-                raise DataError("PeerGrouper without feature rows needs a distance matrix and a tree clusterer")
+                raise DataError("PeerGrouper without feature rows needs a distance matrix and a tree "
+                                "clusterer")
             z = np.zeros((len(distance), 0))
         if len(z) != len(tickers):
             raise DataError(f"{len(z)} feature rows for {len(tickers)} tickers")

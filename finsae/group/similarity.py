@@ -1,8 +1,8 @@
 """Feature transforms for similarity: companies are compared by the cosine of transformed feature vectors.
 
-``FeatureTransform`` is a scikit-learn transformer fitted on formation-time documents only (its IDF weights and
-PCA basis never see later text). For a pooled feature matrix ``X`` (documents x latents, non-negative for SAE
-features):
+``FeatureTransform`` is a scikit-learn transformer fitted on formation-time documents only (its IDF weights
+and PCA basis never see later text). For a pooled feature matrix ``X`` (documents x latents, non-negative for
+SAE features):
 
 * ``raw``: ``X``;
 * ``log1p``: ``log(1 + X)`` (damps a few very strong latents);
@@ -11,8 +11,8 @@ features):
   ``df_j`` = documents where latent ``j`` is active in the fitting set): frequent, generic latents say little
   about a company.
 
-Then, optionally, PCA to ``n_components`` (fitted on the same documents), and rows are scaled to unit length so
-that ``Z @ Z.T`` is the cosine similarity. All-zero rows stay zero (similarity 0 to everyone).
+Then, optionally, PCA to ``n_components`` (fitted on the same documents), and rows are scaled to unit length
+so that ``Z @ Z.T`` is the cosine similarity. All-zero rows stay zero (similarity 0 to everyone).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
 
     Parameters:
         kind: the transform, one of :data:`TRANSFORMS`.
-        n_components: PCA dimension (``None`` = no PCA); sparse input uses ``TruncatedSVD`` (no centring, as is
-            usual for sparse text matrices).
+        n_components: PCA dimension (``None`` = no PCA); sparse input uses ``TruncatedSVD`` (no centring, as
+            is usual for sparse text matrices).
         random_state: seed of the randomized PCA/SVD solver.
 
     Attributes (after ``fit``): ``idf_`` (``idf`` only), ``pca_`` (with ``n_components``), ``n_features_in_``.
@@ -99,7 +99,8 @@ class FeatureTransform(TransformerMixin, BaseEstimator):
             raise DataError("FeatureTransform is not fitted; call fit first")
         x = _check_matrix(X)
         if x.shape[1] != self.n_features_in_:
-            raise DataError(f"features have {x.shape[1]} columns, the transform was fitted on {self.n_features_in_}")
+            raise DataError(f"features have {x.shape[1]} columns, the transform was fitted on "
+                            f"{self.n_features_in_}")
         z = self._elementwise(x)
         if self.kind == "idf":
             z = z @ sp.diags(self.idf_) if sp.issparse(z) else z * self.idf_

@@ -1,19 +1,19 @@
 """Similarity with one learned weight per feature, fitted in closed form to past return co-movement.
 
 For ``N`` companies with L2-normalised feature rows ``z_i`` (``Z`` is ``N x d``, the output of
-:class:`finsae.group.similarity.FeatureTransform`; SAE latents, TF-IDF words or embedding dimensions alike) and a
-matrix ``C`` of pairwise return correlations from a window that ends before formation, the similarity of a pair is
-a weighted dot product whose terms are the explanation:
+:class:`finsae.group.similarity.FeatureTransform`; SAE latents, TF-IDF words or embedding dimensions alike)
+and a matrix ``C`` of pairwise return correlations from a window that ends before formation, the similarity of
+a pair is a weighted dot product whose terms are the explanation:
 
     s_w(i, j) = sum_k w_k z_ik z_jk,        contribution of feature k: w_k z_ik z_jk.
 
-**Fit.** Ridge least squares over all ordered pairs ``i != j`` (``n_p = N (N - 1)`` of them) with an unpenalised
-intercept ``c`` and a prior weight ``w0`` the weights shrink towards,
+**Fit.** Ridge least squares over all ordered pairs ``i != j`` (``n_p = N (N - 1)`` of them) with an
+unpenalised intercept ``c`` and a prior weight ``w0`` the weights shrink towards,
 
     min_{c, w}  sum_{i != j} (y_ij - c - sum_k w_k z_ik z_jk)^2 + lambda ||w - w0 1||^2,
 
-with ``y_ij = C_ij - mean_{i != j} C_ij`` (missing correlations are set to the mean, i.e. ``y = 0``). The normal
-equations need only ``d x d`` matrices, never the ``n_p x d`` pair matrix:
+with ``y_ij = C_ij - mean_{i != j} C_ij`` (missing correlations are set to the mean, i.e. ``y = 0``). The
+normal equations need only ``d x d`` matrices, never the ``n_p x d`` pair matrix:
 
     A    = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)            (* elementwise; the second term removes i = j)
     b    = diag(Z^T Y Z)                                    (Y = y with a zero diagonal)
@@ -21,17 +21,18 @@ equations need only ``d x d`` matrices, never the ``n_p x d`` pair matrix:
     A_c  = A - n_p pbar pbar^T,   b_c = b - n_p ybar pbar    (the intercept eliminated; ybar = mean of y)
     w    = (A_c + lambda I)^{-1} (b_c + lambda w0 1),   c = ybar - pbar^T w,
 
-with ``lambda = alpha * trace(A_c) / d`` (``alpha`` is scale-free). One eigendecomposition ``A_c = V E V^T`` gives
-``w`` for every ``alpha`` (:class:`PairSystem`). Priors: ``zero`` (``w0 = 0``, plain ridge) or ``cosine`` (``w0 =
-mu``, the least-squares slope of ``y`` on the plain cosine ``z_i . z_j``): as ``alpha`` grows the similarity
-becomes ``mu`` times the unsupervised cosine, so the prior interpolates between learned and unsupervised.
+with ``lambda = alpha * trace(A_c) / d`` (``alpha`` is scale-free). One eigendecomposition ``A_c = V E V^T``
+gives ``w`` for every ``alpha`` (:class:`PairSystem`). Priors: ``zero`` (``w0 = 0``, plain ridge) or
+``cosine`` (``w0 = mu``, the least-squares slope of ``y`` on the plain cosine ``z_i . z_j``): as ``alpha``
+grows the similarity becomes ``mu`` times the unsupervised cosine, so the prior interpolates between learned
+and unsupervised.
 
-**Many features.** When ``d`` exceeds ``max_features`` (TF-IDF vocabularies), only the ``max_features`` features
-active in most rows get a learned weight; the others keep ``w0`` and enter the fit as a fixed offset
+**Many features.** When ``d`` exceeds ``max_features`` (TF-IDF vocabularies), only the ``max_features``
+features active in most rows get a learned weight; the others keep ``w0`` and enter the fit as a fixed offset
 (``y <- y - w0 S^R`` with ``S^R`` the dot products over the fixed features), so the same formulas apply.
 
-The intercept does not change any ranking or grouping and is not part of :meth:`SupervisedSimilarity.similarity`:
-the contributions of a pair sum to its similarity exactly.
+The intercept does not change any ranking or grouping and is not part of
+:meth:`SupervisedSimilarity.similarity`: the contributions of a pair sum to its similarity exactly.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _check_inputs(Z: object, C: object) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(z).all():
         raise DataError("features contain NaN or infinite values")
     if c.shape != (len(z), len(z)):
-        raise DataError(f"correlation matrix is {c.shape}, expected {(len(z), len(z))} (one row per feature row)")
+        raise DataError(f"correlation matrix is {c.shape}, expected {(len(z), len(z))} (one row per feature "
+                        "row)")
     return z, c
 
 
@@ -74,7 +76,8 @@ def centred_pairs(C: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def pair_gram(Z: np.ndarray) -> np.ndarray:
-    """``A = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)``: the Gram matrix of the pair products over pairs ``i != j``."""
+    """``A = (Z^T Z) * (Z^T Z) - (Z * Z)^T (Z * Z)``: the Gram matrix of the pair products over pairs ``i
+    != j``."""
     g, q = _grams(Z)
     return g * g - q
 
@@ -86,9 +89,9 @@ def _grams(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class PairSystem:
     """The features' side of the normal equations (it does not depend on the returns): ``A_c``, ``pbar``, the
-    learned/fixed split of the features and the fixed features' dot products. Build it once with :meth:`build`;
-    :meth:`solve` then fits any returns window and any ``alpha`` (after :meth:`decompose`, by one
-    eigendecomposition ``A_c = V E V^T`` shared by every ``alpha``; otherwise by one linear solve)."""
+    learned/fixed split of the features and the fixed features' dot products. Build it once with
+    :meth:`build`; :meth:`solve` then fits any returns window and any ``alpha`` (after :meth:`decompose`, by
+    one eigendecomposition ``A_c = V E V^T`` shared by every ``alpha``; otherwise by one linear solve)."""
 
     def __init__(self, z: np.ndarray, learned: np.ndarray, fixed_dot: np.ndarray | None, pbar: np.ndarray,
                  a_c: np.ndarray, n_pairs: int, cosine: np.ndarray,
@@ -99,9 +102,12 @@ class PairSystem:
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def build(cls, Z: object, max_features: int | None = 2048, learned: np.ndarray | None = None) -> PairSystem:
+    def build(
+        cls, Z: object, max_features: int | None = 2048, learned: np.ndarray | None = None
+    ) -> PairSystem:
         """``learned``: the indices of the features to learn (default: the ``max_features`` most often active,
-        or all); given, e.g., to fit on a subset of companies with the full set's choice (a text-only choice)."""
+        or all); given, e.g., to fit on a subset of companies with the full set's choice (a text-only
+        choice)."""
         z = np.asarray(Z, dtype=np.float64)
         if z.ndim != 2 or len(z) < 3:
             raise DataError(f"features must be a 2-D matrix with at least 3 rows, got shape {z.shape}")
@@ -157,9 +163,9 @@ class PairSystem:
         return self
 
     def similarity(self, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """``sum_k w_k z_ik z_jk`` for rows ``rows`` (default all) against every row, computed over the learned
-        features plus ``w0`` times the fixed features' dot products (equal to ``Z diag(w) Z^T``; diagonal
-        entries of the fixed part are 0, which no ranking or grouping reads)."""
+        """``sum_k w_k z_ik z_jk`` for rows ``rows`` (default all) against every row, computed over the
+        learned features plus ``w0`` times the fixed features' dot products (equal to ``Z diag(w) Z^T``;
+        diagonal entries of the fixed part are 0, which no ranking or grouping reads)."""
         zl = self.z[:, self.learned]
         r = slice(None) if rows is None else rows
         s = (zl[r] * weights[self.learned]) @ zl.T
@@ -266,18 +272,20 @@ class SupervisedSimilarity(BaseEstimator):
 
     def similarity(self, Z: object | None = None, Z2: object | None = None) -> np.ndarray:
         """``sum_k w_k z_ik z_jk`` for the rows of ``Z`` (default: the fitted rows) against those of ``Z2``
-        (default ``Z``). Features of new companies work alike: the weights belong to features, not companies."""
+        (default ``Z``). Features of new companies work alike: the weights belong to features, not
+        companies."""
         self._check_fitted()
         z = self.z_ if Z is None else np.asarray(Z, dtype=np.float64)
         z2 = None if Z2 is None else np.asarray(Z2, dtype=np.float64)
         for m in (z, z2):
             if m is not None and m.shape[1] != self.n_features_in_:
-                raise DataError(f"features have {m.shape[1]} columns, the weights were fitted on {self.n_features_in_}")
+                raise DataError(f"features have {m.shape[1]} columns, the weights were fitted on "
+                                f"{self.n_features_in_}")
         return weighted_similarity(self.weights_, z, z2)
 
     def contributions(self, i: int, j: int, Z: object | None = None) -> np.ndarray:
-        """Per feature ``k``: ``w_k z_ik z_jk`` for rows ``i``, ``j`` of ``Z`` (default: the fitted rows); they
-        sum to ``similarity()[i, j]``."""
+        """Per feature ``k``: ``w_k z_ik z_jk`` for rows ``i``, ``j`` of ``Z`` (default: the fitted rows);
+        they sum to ``similarity()[i, j]``."""
         self._check_fitted()
         z = self.z_ if Z is None else np.asarray(Z, dtype=np.float64)
         if not (0 <= i < len(z) and 0 <= j < len(z)):

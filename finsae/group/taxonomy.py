@@ -1,8 +1,8 @@
 """Taxonomy peer groups: one group label per company from its SIC, GICS or Yahoo codes.
 
 A grouping is a ``pd.Series`` indexed by ticker whose values are group labels (strings); a missing label means
-the company is in no group (its code is unknown). ``all_pairs`` puts every company into one group: the baseline
-of "any two companies".
+the company is in no group (its code is unknown). ``all_pairs`` puts every company into one group: the
+baseline of "any two companies".
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def taxonomy_labels(universe: Universe, name: str) -> pd.Series:
     else:
         values = universe.companies[column].astype("string")
         if values.isna().all():
-            raise DataError(f"taxonomy {name!r} needs column {column!r}, which is empty in universe {universe.source}")
+            raise DataError(f"taxonomy {name!r} needs column {column!r}, which is empty in universe "
+                            f"{universe.source}")
         labels = values.str[:digits] if digits else values
     labels.name = name
     labels.index.name = "ticker"

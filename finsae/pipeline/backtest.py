@@ -160,8 +160,8 @@ class Market:
 
 def _check_look_ahead(name: str, vintage: str, published: pd.Timestamp | None, start: pd.Timestamp,
                       allowed: bool) -> bool:
-    """Whether trading ``name`` from ``start`` looks ahead (its text was published on or after ``start``, or on
-    an unknown date); refused unless ``allowed``."""
+    """Whether trading ``name`` from ``start`` looks ahead (its text was published on or after ``start``, or
+    on an unknown date); refused unless ``allowed``."""
     ahead = published is None or published >= start
     if ahead and not allowed:
         when = published.date() if published is not None else "on an unknown date"

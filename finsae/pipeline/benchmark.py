@@ -1,10 +1,10 @@
 """The co-movement benchmark: every grouping of a config, in every design window and return frequency.
 
 One correlation matrix per (design, frequency); every grouping is scored on it by
-:func:`finsae.evaluate.comovement.comovement`. The results folder is written into a fresh hidden sibling (tables
-after each window) and swapped in whole at the end (:func:`finsae._io.staged_results`): the folder is the previous
-run or the new one, never a mix; every table carries the run id of the manifest. A failed run leaves the folder as
-it was and keeps the windows it finished in ``<folder>.failed-<run id>``.
+:func:`finsae.evaluate.comovement.comovement`. The results folder is written into a fresh hidden sibling
+(tables after each window) and swapped in whole at the end (:func:`finsae._io.staged_results`): the folder is
+the previous run or the new one, never a mix; every table carries the run id of the manifest. A failed run
+leaves the folder as it was and keeps the windows it finished in ``<folder>.failed-<run id>``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,15 @@ from finsae.pipeline.textgroups import TextStage, VintageGroups
 logger = logging.getLogger(__name__)
 
 
-def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency: Frequency, cfg: BenchmarkConfig,
-                progress: tqdm, text: VintageGroups | None = None) -> dict[str, list]:
+def _run_window(
+    universe: Universe,
+    prices: Prices,
+    info: DesignInfo,
+    frequency: Frequency,
+    cfg: BenchmarkConfig,
+    progress: tqdm,
+    text: VintageGroups | None = None,
+) -> dict[str, list]:
     ev = cfg.evaluation
     # with text methods, every method (taxonomies too) is scored on the same companies: those with text
     tickers = universe.tickers if text is None else next(iter(text.methods.values())).tickers
@@ -49,7 +56,14 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
                         min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
     corr = correlation_matrix(panel)
     keys = {"design": info.name, "frequency": frequency}
-    out: dict[str, list] = {"rows": [], "strata": [], "ranking": [], "verdict": [], "cold_start": [], "two_way": []}
+    out: dict[str, list] = {
+        "rows": [],
+        "strata": [],
+        "ranking": [],
+        "verdict": [],
+        "cold_start": [],
+        "two_way": [],
+    }
     labels_by_name: dict[str, pd.Series] = {}
 
     def score(name: str, labels: pd.Series, extra: dict) -> None:
@@ -63,9 +77,9 @@ def _run_window(universe: Universe, prices: Prices, info: DesignInfo, frequency:
         result = comovement(corr, labels, null_draws=draws, bootstrap_draws=ev.bootstrap_draws,
                             seed=ev.seed, method=name)
         if result.n_pairs == 0:  # its figures would be NaN: say so instead of reporting them
-            raise DataError(f"grouping {name!r} puts no two of the {len(panel.tickers)} companies with {frequency} "
-                            f"returns in design {info.name!r} into one group: nothing to score; use a coarser level "
-                            "or more companies")
+            raise DataError(f"grouping {name!r} puts no two of the {len(panel.tickers)} companies with "
+                            f"{frequency} returns in design {info.name!r} into one group: nothing to score; "
+                            "use a coarser level or more companies")
         out["rows"].append({**keys, "n_periods": panel.n_periods, **extra, **result.to_dict()})
         out["strata"].append(result.strata.assign(**keys, method=name))
         labels_by_name[name] = labels
@@ -108,10 +122,21 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
     for name, m in text.methods.items():
         sim = m.similarity()
         topk = topk_neighbour_correlation(sim, tickers, corr, ks)
-        rows.append({**keys, "method": name, "method_kind": m.kind, "text_look_ahead": info.text_look_ahead,
-                     "transform": m.transform, "n_companies": n_companies, **{f"top{k}": v for k, v in topk.items()},
-                     "spearman": ref.spearman(sim),  # learned methods: also the similarity their groups come from
-                     "spearman_group_similarity": ref.spearman(m.learned.group_similarity) if m.learned else np.nan})
+        rows.append(
+            {
+                **keys,
+                "method": name,
+                "method_kind": m.kind,
+                "text_look_ahead": info.text_look_ahead,
+                "transform": m.transform,
+                "n_companies": n_companies,
+                **{f"top{k}": v for k, v in topk.items()},
+                "spearman": ref.spearman(sim),  # learned methods: also the similarity their groups come from
+                "spearman_group_similarity": ref.spearman(m.learned.group_similarity)
+                if m.learned
+                else np.nan,
+            }
+        )
     for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):  # on the same companies
         if name == "all_pairs":
             continue
@@ -123,8 +148,11 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
     return rows
 
 
-def _cold_start(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict) -> list[dict]:
-    """Cold start (``finsae.pipeline.learned.cold_start_rows``) against the taxonomies and unsupervised text."""
+def _cold_start(
+    cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict
+) -> list[dict]:
+    """Cold start (``finsae.pipeline.learned.cold_start_rows``) against the taxonomies and unsupervised
+    text."""
     from finsae.pipeline.learned import cold_start_rows
 
     tickers = next(iter(text.methods.values())).tickers
@@ -165,26 +193,38 @@ def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dic
     return [{**keys, **m, **r.to_dict()} for m, r in zip(meta, res, strict=True)]
 
 
-def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, pd.Series], keys: dict) -> list[dict]:
+def _verdicts(
+    cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, pd.Series], keys: dict
+) -> list[dict]:
     """Per matched granularity: the leader by pair-weighted correlation; the paired difference (company
     bootstrap CI) to the taxonomy defining the granularity of the best text grouping and of the headline
     method's grouping."""
     out = []
     draws, seed = cfg.ranking.difference_draws, cfg.evaluation.seed
     headline = cfg.headline_method or (cfg.text_methods[0].name if cfg.text_methods else None)
-    comparable = rows[rows["method_kind"].isin(["text", "hybrid"]) & rows["matched"].fillna(False).astype(bool)]
+    comparable = rows[
+        rows["method_kind"].isin(["text", "hybrid"]) & rows["matched"].fillna(False).astype(bool)
+    ]
     for level in cfg.granularity.levels:
         ref = rows[(rows["method"] == level)].iloc[0]
         for match in cfg.granularity.match:
             row = {**keys, "level": level, "match": match, "taxonomy_pair_weighted": ref["pair_weighted"],
                    "taxonomy_pair_density": ref["pair_density"]}
-            head = rows[(rows["text_method"] == headline) & (rows["level"] == level) & (rows["match"] == match)]
+            head = rows[
+                (rows["text_method"] == headline) & (rows["level"] == level) & (rows["match"] == match)
+            ]
             if len(head):
                 h = head.iloc[0]
                 d = paired_difference(corr, labels[h["method"]], labels[level], draws=draws, seed=seed)
-                row.update(headline=h["method"], headline_pair_weighted=h["pair_weighted"],
-                           headline_matched=bool(h["matched"]), headline_difference=d.difference,
-                           headline_ci_low=d.ci_low, headline_ci_high=d.ci_high, headline_separated=d.separated)
+                row.update(
+                    headline=h["method"],
+                    headline_pair_weighted=h["pair_weighted"],
+                    headline_matched=bool(h["matched"]),
+                    headline_difference=d.difference,
+                    headline_ci_low=d.ci_low,
+                    headline_ci_high=d.ci_high,
+                    headline_separated=d.separated,
+                )
             cands = comparable[(comparable["level"] == level) & (comparable["match"] == match)]
             if cands.empty:  # no text grouping reached the target granularity: nothing comparable to report
                 out.append({**row, "leader": None, "best_text": None})
@@ -202,14 +242,18 @@ def _verdicts(cfg: BenchmarkConfig, corr, rows: pd.DataFrame, labels: dict[str, 
     return out
 
 
-def rolling_designs(cfg: BenchmarkConfig, universe: Universe, prices: Prices) -> tuple[Universe, list[DesignConfig]]:
+def rolling_designs(
+    cfg: BenchmarkConfig, universe: Universe, prices: Prices
+) -> tuple[Universe, list[DesignConfig]]:
     """The designs of ``cfg.rolling``, and the universe with one as-of snapshot vintage per formation date."""
     out = []
     for r in cfg.rolling:
         names = r.vintages if r.vintages is not None else list(universe.vintages)
         undated = [v for v in names if universe.vintage(v).published is None]
         if undated:
-            logger.warning("rolling %s: vintages %s have no publication date and are skipped", r.name, undated)
+            logger.warning(
+                "rolling %s: vintages %s have no publication date and are skipped", r.name, undated
+            )
         published = sorted({p for v in names if (p := universe.vintage(v).published) is not None})
         if not published:
             raise DataError(f"rolling design {r.name!r}: none of the vintages {names} has a publication date")
@@ -231,9 +275,16 @@ def rolling_designs(cfg: BenchmarkConfig, universe: Universe, prices: Prices) ->
                 continue
             vintage = f"{r.name}_asof_{date:%Y-%m-%d}"
             universe = universe.snapshot(date, [v for v in names if v not in undated], name=vintage)
-            out.append(DesignConfig(name=f"{r.name}:{date:%Y-%m-%d}", text_vintage=vintage, start=start.date(),
-                                    end=end.date(), frequencies=r.frequencies,
-                                    note=f"Rolling: each company's latest text published by {date.date()}."))
+            out.append(
+                DesignConfig(
+                    name=f"{r.name}:{date:%Y-%m-%d}",
+                    text_vintage=vintage,
+                    start=start.date(),
+                    end=end.date(),
+                    frequencies=r.frequencies,
+                    note=f"Rolling: each company's latest text published by {date.date()}.",
+                )
+            )
     return universe, out
 
 
@@ -247,7 +298,8 @@ def _text_provenance(stage: TextStage | None) -> dict:
 
 
 def _check_sae_folders(cfg: BenchmarkConfig) -> None:
-    """Every SAE method's SAE folder is readable (cfg.json and weights): checked before data or models load."""
+    """Every SAE method's SAE folder is readable (cfg.json and weights): checked before data or models
+    load."""
     if not any(m.features == "sae" for m in cfg.text_methods):
         return
     from finsae.extract.sae import DEFAULT_SAE_DIR, SAEHandle
@@ -260,16 +312,23 @@ def _check_sae_folders(cfg: BenchmarkConfig) -> None:
                 raise DataError(f"text method {m.name!r}: {exc}") from None
 
 
-def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True) -> BenchmarkResult:
+def run_benchmark(
+    cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True
+) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
-    and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless ``write=False``."""
+    and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless
+    ``write=False``."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
     _check_sae_folders(cfg)
     universe = load_universe(cfg.data.companies)
-    prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices, bad_ticks=cfg.data.bad_ticks,
-                         splits=cfg.data.splits)
+    prices = load_prices(
+        cfg.data.prices,
+        nonpositive=cfg.data.nonpositive_prices,
+        bad_ticks=cfg.data.bad_ticks,
+        splits=cfg.data.splits,
+    )
     priced_tickers(universe.tickers, prices, f"universe {universe.source}")  # no common ticker: say so
     universe, rolling = rolling_designs(cfg, universe, prices)
     design_cfgs = [*cfg.designs, *rolling]
@@ -280,8 +339,15 @@ def run_benchmark(cfg: BenchmarkConfig, output_dir: str | Path | None = None, *,
     if write:
         check_results_target(out)  # before any work: the folder must be ours to replace
     per_vintage: dict[str, dict[str, pd.DataFrame]] = {"groups": {}, "learned_weights": {}, "neighbours": {}}
-    acc: dict[str, list] = {"rows": [], "strata": [], "dropped": [], "ranking": [], "verdict": [], "cold_start": [],
-                            "two_way": []}
+    acc: dict[str, list] = {
+        "rows": [],
+        "strata": [],
+        "dropped": [],
+        "ranking": [],
+        "verdict": [],
+        "cold_start": [],
+        "two_way": [],
+    }
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
 

@@ -369,7 +369,7 @@ def _column_types(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def plan_export(
+def export_run(
     results: str | Path,
     out: str | Path,
     *,
@@ -379,8 +379,18 @@ def plan_export(
     k: int = 20,
     companies: str | Path | None = None,
     overwrite: bool = False,
-) -> ExportPlan:
-    """Read and check everything an export needs (see :func:`export_run`); writes nothing."""
+    progress: bool | None = None,
+) -> ExportResult:
+    """Export the benchmark results folder ``results`` (plus the pairs backtest folder ``pairs`` and ``finsae
+    explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
+    Vectors, groups and the headline come from the benchmark's run store: the export holds exactly the vectors
+    the groups were formed by (``progress`` is accepted for compatibility; nothing is extracted).
+
+    The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is
+    either the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
+    ``overwrite`` and only when it is an export (see :func:`check_export_target`)."""
+    t0 = time.perf_counter()
+    # read and check everything the export needs before anything is written
     results, out = Path(results), Path(out)
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
@@ -404,40 +414,7 @@ def plan_export(
     vectors = _method_vectors(run, universe, vintage)
     if pairs_dir is not None and not (pairs_dir / "summary.parquet").is_file():
         raise ConfigError(f"{pairs_dir} is not a finsae backtest results folder (no summary.parquet)")
-    return ExportPlan(results, out, manifest, run, universe, vintage, vectors, expl_dirs, pairs_dir, k)
-
-
-def export_run(
-    results: str | Path,
-    out: str | Path,
-    *,
-    pairs: str | Path | None = None,
-    explanations: Sequence[str | Path] | str | Path | None = None,
-    vintage: str | None = None,
-    k: int = 20,
-    companies: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool | None = None,
-) -> ExportResult:
-    """Export the benchmark results folder ``results`` (plus the pairs backtest folder ``pairs`` and ``finsae
-    explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
-    Vectors, groups and the headline come from the benchmark's run store: the export holds exactly the vectors
-    the groups were formed by (``progress`` is accepted for compatibility; nothing is extracted).
-
-    The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is
-    either the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
-    ``overwrite`` and only when it is an export (see :func:`check_export_target`)."""
-    t0 = time.perf_counter()
-    plan = plan_export(
-        results,
-        out,
-        pairs=pairs,
-        explanations=explanations,
-        vintage=vintage,
-        k=k,
-        companies=companies,
-        overwrite=overwrite,
-    )
+    plan = ExportPlan(results, out, manifest, run, universe, vintage, vectors, expl_dirs, pairs_dir, k)
     tmp = fresh_sibling(plan.out, "partial")
     try:
         out_manifest = _write_export(tmp, plan)

@@ -3,22 +3,23 @@ and their cold-start versions. Every choice is made inside the selection window 
 
 **Time split.** The selection window ``[S, E]`` (e.g. 2010-01..2017-05) is cut at ``split``: correlations of
 ``[S, split]`` fit, those of ``(split, E]`` score. A candidate is scored twice on the scoring part: its groups
-(average linkage on the similarity, cut to the selection level's pair density) by pair-weighted correlation, and
-its ranking by the mean top-``k`` neighbour correlation. The best candidate by each objective is refitted on all
-of ``[S, E]``: the first forms the method's groups, the second its neighbour ranking (neighbours and groups need
-different objectives: weights that rank all pairs well can pick worse nearest neighbours).
+(average linkage on the similarity, cut to the selection level's pair density) by pair-weighted correlation,
+and its ranking by the mean top-``k`` neighbour correlation. The best candidate by each objective is refitted
+on all of ``[S, E]``: the first forms the method's groups, the second its neighbour ranking (neighbours and
+groups need different objectives: weights that rank all pairs well can pick worse nearest neighbours).
 
 * ``<m>_sup`` (supervised, :mod:`finsae.group.supervised`): candidates ``alpha x prior`` and the unsupervised
   cosine of the same rows, for every feature kind alike.
 * ``price_peers``: the correlation over ``[S, E]`` (nothing to choose), :mod:`finsae.evaluate.pricepeers`.
-* ``<m>_price``: ``(1 - beta) std(text) + beta std(price)``; ``beta`` chosen like ``alpha``, the text part being
-  method ``m`` as chosen for the same objective (refitted on ``[S, split]`` while scoring).
+* ``<m>_price``: ``(1 - beta) std(text) + beta std(price)``; ``beta`` chosen like ``alpha``, the text part
+  being method ``m`` as chosen for the same objective (refitted on ``[S, split]`` while scoring).
 
 **Cold start** (companies without price history): the companies are split into ``folds`` (a seeded
 permutation); for fold ``f`` the weights are fitted on the pairs among the other companies only (same
-hyperparameters; the learned feature set is a function of the text only), and fold ``f``'s companies are scored
-against all companies with those weights. ``cold_rank`` holds, row by row, each company's similarity to everyone
-under the weights fitted without its fold; ``cold_groups`` the groups of every company under each fold's weights.
+hyperparameters; the learned feature set is a function of the text only), and fold ``f``'s companies are
+scored against all companies with those weights. ``cold_rank`` holds, row by row, each company's similarity to
+everyone under the weights fitted without its fold; ``cold_groups`` the groups of every company under each
+fold's weights.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def pre_windows(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index) -> PreW
     assert lc is not None
     start, end, split = pd.Timestamp(sel.start), pd.Timestamp(sel.end), pd.Timestamp(lc.split)
     if not start < split < end:
-        raise DataError(f"learned.split {lc.split} must lie inside the selection window {sel.start}..{sel.end}")
+        raise DataError(f"learned.split {lc.split} must lie inside the selection window "
+                        f"{sel.start}..{sel.end}")
 
     def corr(a: pd.Timestamp, b: pd.Timestamp) -> CorrelationMatrix:
         panel = log_returns(prices, a, b, sel.frequency, tickers=tickers, min_obs_share=ev.min_obs_share,
@@ -189,14 +191,22 @@ class LearnedStage:
 
         gs, gw, gp = final(g)
         rs, rw, rp = final(r)
-        logger.info("%s: groups by %s, neighbours by %s (scored on %s..%s)", name, gp["variant"], rp["variant"],
-                    self.w.score.start.date(), self.w.score.end.date())
+        logger.info(
+            "%s: groups by %s, neighbours by %s (scored on %s..%s)",
+            name,
+            gp["variant"],
+            rp["variant"],
+            self.w.score.start.date(),
+            self.w.score.end.date(),
+        )
         method = LearnedMethod(name, "supervised", base, self.tickers, gs, rs, gp, rp, table, gw, rw)
         if lc.folds >= 2:
             method = self._cold(method, system, z, cands[g], cands[r])
         return method, system
 
-    def _cold(self, m: LearnedMethod, system: PairSystem, z: np.ndarray, gcand: dict, rcand: dict) -> LearnedMethod:
+    def _cold(
+        self, m: LearnedMethod, system: PairSystem, z: np.ndarray, gcand: dict, rcand: dict
+    ) -> LearnedMethod:
         folds = _folds(len(self.tickers), self.lc.folds, self.seed)
         cold_rank = np.empty((len(z), len(z)))
         cold_groups = []
@@ -245,8 +255,17 @@ class LearnedStage:
         bg, br = float(table.at[g, "beta"]), float(table.at[r, "beta"])
         gs = blend_similarity(text_full[0], self.c_full, bg)
         rs = blend_similarity(text_full[1], self.c_full, br)
-        return LearnedMethod(name, "text+price", base, self.tickers, gs, rs, {"variant": f"beta={bg:g}", "beta": bg},
-                             {"variant": f"beta={br:g}", "beta": br}, table)
+        return LearnedMethod(
+            name,
+            "text+price",
+            base,
+            self.tickers,
+            gs,
+            rs,
+            {"variant": f"beta={bg:g}", "beta": bg},
+            {"variant": f"beta={br:g}", "beta": br},
+            table,
+        )
 
     def fit_window_similarity(self, m: LearnedMethod, system: PairSystem | None, z: np.ndarray) -> tuple:
         """The (group, rank) similarities of ``m``'s chosen candidates refitted on ``[S, split]`` only."""
@@ -263,7 +282,8 @@ class LearnedStage:
 
 def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: dict[str, np.ndarray],
                   targets: dict[str, GranularityTarget]) -> dict[str, LearnedMethod]:
-    """Every learned method of ``cfg.learned`` on ``tickers`` (``zs``: each text method's transformed rows)."""
+    """Every learned method of ``cfg.learned`` on ``tickers`` (``zs``: each text method's transformed
+    rows)."""
     lc: LearnedConfig | None = cfg.learned
     if lc is None:
         return {}
@@ -297,12 +317,12 @@ def cold_start_rows(methods: dict[str, LearnedMethod], references: dict[str, np.
                     ks: tuple[int, ...], keys: dict, seed: int = 0) -> list[dict]:
     """Cold start in one window.
 
-    * ``kind = "neighbours"``: top-k neighbour correlation of every company, with the weights fitted without its
-      fold (learned methods) or as is (``references``: taxonomies and unsupervised text need no fit; ties at
-      random);
-    * ``kind = "groups"``, per level: pair-weighted correlation of the within-group pairs that involve a company
-      of the held-out fold (summed over folds) under the fold's groups at the level's density, and of the same
-      kind of pairs under the level's taxonomy (``reference_labels``) on the same folds."""
+    * ``kind = "neighbours"``: top-k neighbour correlation of every company, with the weights fitted without
+      its fold (learned methods) or as is (``references``: taxonomies and unsupervised text need no fit; ties
+      at random);
+    * ``kind = "groups"``, per level: pair-weighted correlation of the within-group pairs that involve a
+      company of the held-out fold (summed over folds) under the fold's groups at the level's density, and of
+      the same kind of pairs under the level's taxonomy (``reference_labels``) on the same folds."""
     rows = []
     c = aligned_correlation(corr, tickers)
     for name, s in references.items():

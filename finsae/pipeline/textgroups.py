@@ -1,5 +1,5 @@
-"""The text side of the benchmark: features of a design's text vintage -> transforms -> (selected) clusterer ->
-groups at every matched granularity, plus the hybrid and random groups.
+"""The text side of the benchmark: features of a design's text vintage -> transforms -> (selected)
+clusterer -> groups at every matched granularity, plus the hybrid and random groups.
 
 Everything here is a function of the formation text and taxonomy codes, except the optional selection of
 transform/clusterer, which reads returns of the selection window only (checked to end before any forward
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TextMethodResult:
-    """One text method on one vintage: its features, the chosen transform/clusterer and the transformed rows."""
+    """One text method on one vintage: its features, the chosen transform/clusterer and the transformed
+    rows."""
 
     config: TextMethodConfig
     features: TextFeatures
@@ -67,7 +68,9 @@ class VintageGroups:
         return f"{g.method}@{g.level}:{g.match}"
 
     def selections(self) -> pd.DataFrame:
-        frames = [m.selection.table.assign(vintage=self.vintage) for m in self.methods.values() if m.selection]
+        frames = [
+            m.selection.table.assign(vintage=self.vintage) for m in self.methods.values() if m.selection
+        ]
         frames = [f.astype({c: str for c in ("alpha", "beta") if c in f}) for f in frames]  # one parquet type
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -81,16 +84,26 @@ class VintageGroups:
             d = m.z.shape[1]
             names = m.features.names if len(m.features.names) == d else np.arange(d).astype(str)
             cos = np.ones(d)  # the unsupervised cosine: weight 1 on every feature
-            frames.append(pd.DataFrame({
-                "method": name, "base": lm.base, "transform": self.methods[str(lm.base)].transform,
-                "latent": np.arange(d), "feature": np.asarray(names, dtype=str),
-                "weight_groups": lm.group_weights if lm.group_weights is not None else cos,
-                "weight_rank": lm.rank_weights if lm.rank_weights is not None else cos, "vintage": self.vintage}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "method": name,
+                        "base": lm.base,
+                        "transform": self.methods[str(lm.base)].transform,
+                        "latent": np.arange(d),
+                        "feature": np.asarray(names, dtype=str),
+                        "weight_groups": lm.group_weights if lm.group_weights is not None else cos,
+                        "weight_rank": lm.rank_weights if lm.rank_weights is not None else cos,
+                        "vintage": self.vintage,
+                    }
+                )
+            )
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def neighbours_frame(self, k: int = 5, top: int = 3) -> pd.DataFrame:
-        """Per supervised method and company: its ``k`` nearest companies by the neighbour similarity, each with
-        the ``top`` latents of largest weighted contribution ``w_l z_il z_jl`` to the pair's similarity."""
+        """Per supervised method and company: its ``k`` nearest companies by the neighbour similarity, each
+        with the ``top`` latents of largest weighted contribution ``w_l z_il z_jl`` to the pair's
+        similarity."""
         frames = []
         for name, m in self.methods.items():
             lm = m.learned
@@ -125,7 +138,9 @@ def _transform(features: TextFeatures, kind: str, n_components: int | None) -> n
 class TextStage:
     """Builds (and memoises per vintage) the text groupings of a benchmark config."""
 
-    def __init__(self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None) -> None:
+    def __init__(
+        self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None
+    ) -> None:
         self.cfg, self.universe, self.prices, self.progress = cfg, universe, prices, progress
         self._vintages: dict[str, VintageGroups] = {}
         self._selection_corr: CorrelationMatrix | None = None
@@ -146,8 +161,9 @@ class TextStage:
         selecting = any("select" in (m.transform, m.clusterer) for m in self.cfg.text_methods) \
             or self.cfg.learned is not None  # learned similarities are fitted on the selection window
         if selecting and not look_ahead and pd.Timestamp(self.cfg.selection.end) >= start:
-            raise ConfigError(f"selection.end {self.cfg.selection.end} is not before design {design_name!r} starts "
-                              f"({start.date()}): the forward design would choose parameters on its own returns")
+            raise ConfigError(f"selection.end {self.cfg.selection.end} is not before design {design_name!r} "
+                              f"starts ({start.date()}): the forward design would choose parameters on its "
+                              "own returns")
 
     def vintage(self, vintage: str) -> VintageGroups:
         if vintage not in self._vintages:
@@ -162,7 +178,9 @@ class TextStage:
                 k = (o.features, o.model, o.tl_name, str(o.sae), o.pooling, vintage)
                 if o.features == "sae" and k not in self._feature_cache:
                     todo[k] = {"model": o.model, "tl_name": o.tl_name, "sae": o.sae, "pooling": o.pooling}
-            feats = document_features_many(self.universe, vintage, list(todo.values()), progress=self.progress)
+            feats = document_features_many(
+                self.universe, vintage, list(todo.values()), progress=self.progress
+            )
             self._feature_cache.update(zip(todo, feats, strict=True))
         if key not in self._feature_cache:  # methods that differ only in grouping share their features
             self._feature_cache[key] = document_features(self.universe, vintage, m.features, model=m.model,
@@ -170,7 +188,9 @@ class TextStage:
                                                          progress=self.progress)
         return self._feature_cache[key]
 
-    def _transformed(self, m: TextMethodConfig, vintage: str, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    def _transformed(
+        self, m: TextMethodConfig, vintage: str, transform: str
+    ) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised rows and their cosine distance matrix, computed once per features and transform."""
         key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage, transform, m.n_components)
         if key not in self._transform_cache:
@@ -178,7 +198,9 @@ class TextStage:
             self._transform_cache[key] = (z, cosine_distance_matrix(z))
         return self._transform_cache[key]
 
-    def _method(self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]) -> TextMethodResult:
+    def _method(
+        self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]
+    ) -> TextMethodResult:
         feats = self._features(m, vintage)
         sel_cfg = self.cfg.selection
         transforms = list(m.transforms or sel_cfg.transforms) if m.transform == "select" else [m.transform]
@@ -203,25 +225,42 @@ class TextStage:
         z, distance = zs[transform]
         return TextMethodResult(m, feats, transform, clusterer, z, selection, distance)
 
-    def _add_learned(self, vintage: str, methods: dict[str, TextMethodResult], targets: dict[str, GranularityTarget],
-                     groupings: list[TextGrouping], kinds: dict[str, str]) -> None:
-        """The learned methods (``finsae.pipeline.learned``) as methods with their groupings at every level."""
+    def _add_learned(
+        self,
+        vintage: str,
+        methods: dict[str, TextMethodResult],
+        targets: dict[str, GranularityTarget],
+        groupings: list[TextGrouping],
+        kinds: dict[str, str],
+    ) -> None:
+        """The learned methods (``finsae.pipeline.learned``) as methods with their groupings at every
+        level."""
         cfg = self.cfg
         first = next(iter(methods.values()))
         sel_targets = dict(targets)
         if cfg.selection.level not in sel_targets:
             sel_targets.update(granularity_targets(self.universe, first.tickers, [cfg.selection.level]))
-        learned = build_learned(cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets)
+        learned = build_learned(
+            cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets
+        )
         for name, lm in learned.items():
             base = methods[str(lm.base)] if lm.base in methods else (
                 methods[str(learned[str(lm.base)].base)] if lm.base in learned else first)
             z = base.z if lm.kind == "supervised" else np.zeros((len(first.tickers), 0))
             variant = str(lm.group_params.get("variant"))
             distance = lm.distance()
-            methods[name] = TextMethodResult(base.config, base.features, variant, "average", z,
-                                             ParamChoice(name, variant, "average", lm.candidates.assign(
-                                                 vintage=vintage, chosen=False)), distance, lm.rank_similarity,
-                                             "text" if lm.kind == "supervised" else lm.kind, lm)
+            methods[name] = TextMethodResult(
+                base.config,
+                base.features,
+                variant,
+                "average",
+                z,
+                ParamChoice(name, variant, "average", lm.candidates.assign(vintage=vintage, chosen=False)),
+                distance,
+                lm.rank_similarity,
+                "text" if lm.kind == "supervised" else lm.kind,
+                lm,
+            )
             grouper = PeerGrouper(None, first.tickers, "average", distance=distance)
             for level in cfg.granularity.levels:
                 for match in cfg.granularity.match:
@@ -244,7 +283,9 @@ class TextStage:
             elif not res.tickers.equals(next(iter(methods.values())).tickers):
                 raise DataError(f"text method {m.name!r} covers different companies than the others")
             methods[m.name] = res
-            grouper = PeerGrouper(res.z, res.tickers, res.clusterer, seed=cfg.evaluation.seed, distance=res.distance)
+            grouper = PeerGrouper(
+                res.z, res.tickers, res.clusterer, seed=cfg.evaluation.seed, distance=res.distance
+            )
             for level in levels:
                 for match in cfg.granularity.match:
                     g = grouper.grouping(m.name, targets[level], match)
@@ -274,7 +315,9 @@ class TextStage:
             rng = np.random.default_rng(cfg.evaluation.seed)
             for level in levels:
                 labels = taxonomy_labels(self.universe, level).reindex(tickers)
-                shuffled = pd.Series(labels.to_numpy()[rng.permutation(len(labels))], index=tickers, name="random")
+                shuffled = pd.Series(
+                    labels.to_numpy()[rng.permutation(len(labels))], index=tickers, name="random"
+                )
                 codes = pd.factorize(shuffled)[0]
                 g = TextGrouping("random", level, "same_sizes", shuffled.astype("string"), n_groups(codes),
                                  pair_density(codes), {"clusterer": "permuted " + level})

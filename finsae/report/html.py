@@ -30,10 +30,12 @@ from finsae.report.markdown import METHOD_NAMES, verdict_lines
 logger = logging.getLogger(__name__)
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;\
+padding:1rem 2rem;
 color:#222;line-height:1.4}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .45rem;
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}td,th{border:1px solid #ddd;\
+padding:.25rem .45rem;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .note{color:#555;font-size:.9rem}img{max-width:100%}details{margin:.3rem 0}summary{cursor:pointer}
 nav a{margin-right:1rem}.best{font-weight:bold}#lookup-out table{min-width:60%}code{background:#f6f6f6}
@@ -120,11 +122,13 @@ def _benchmark_section(bench: BenchmarkResult) -> str:
     t = bench.table
     w = t[(t["design"] == t["design"].iloc[0]) & (t["frequency"] == t["frequency"].iloc[0])]
     design, freq = w["design"].iloc[0], w["frequency"].iloc[0]
-    parts = [f'<section id="benchmark"><h2>Benchmark: co-movement inside peer groups</h2>'
-             f'<p class="note">Design <code>{_esc(design)}</code>, {freq} log returns '
-             f'{w["start"].iloc[0]:%Y-%m-%d} to {w["end"].iloc[0]:%Y-%m-%d}, {int(w["n_companies"].iloc[0])} '
-             "companies. Pair-weighted correlation inside groups, 95% CI over groups; text methods cut to each "
-             "taxonomy level's pair density.</p>"]
+    parts = [
+        f'<section id="benchmark"><h2>Benchmark: co-movement inside peer groups</h2>'
+        f'<p class="note">Design <code>{_esc(design)}</code>, {freq} log returns '
+        f"{w['start'].iloc[0]:%Y-%m-%d} to {w['end'].iloc[0]:%Y-%m-%d}, {int(w['n_companies'].iloc[0])} "
+        "companies. Pair-weighted correlation inside groups, 95% CI over groups; text methods cut to each "
+        "taxonomy level's pair density.</p>"
+    ]
     if "method_kind" not in w or not (w["method_kind"] == "text").any():
         rows = "".join(f"<tr><td>{_esc(_name(r.method))}</td><td>{r.pair_weighted:.3f}</td>"
                        f"<td>{r.pair_density:.2%}</td></tr>" for r in w.itertuples())
@@ -185,7 +189,8 @@ def answer_figure(two_way: pd.DataFrame) -> tuple[Any, str, pd.DataFrame] | None
     """The answer-first chart: the headline method minus the taxonomy and minus price peers at each
     density-matched level, with two-way bootstrap CIs (a benchmark's ``two_way`` table).
 
-    Returns ``(figure, headline method, the two-way rows against the taxonomy)``, or None without that table."""
+    Returns ``(figure, headline method, the two-way rows against the taxonomy)``, or None without that
+    table."""
     if two_way is None or two_way.empty:
         return None
     import matplotlib
@@ -205,9 +210,17 @@ def answer_figure(two_way: pd.DataFrame) -> tuple[Any, str, pd.DataFrame] | None
     for k, (frame, label) in enumerate(((tax, "minus the taxonomy"), (price, "minus price peers"))):
         f = frame.set_index("level").reindex(levels)
         x = np.arange(len(levels)) + (k - 0.5) * 0.38
-        ax.bar(x, f["difference"], 0.38, label=f"{head} {label}",
-               yerr=[np.nan_to_num(f["difference"] - f["ci_low"]), np.nan_to_num(f["ci_high"] - f["difference"])],
-               capsize=3)
+        ax.bar(
+            x,
+            f["difference"],
+            0.38,
+            label=f"{head} {label}",
+            yerr=[
+                np.nan_to_num(f["difference"] - f["ci_low"]),
+                np.nan_to_num(f["ci_high"] - f["difference"]),
+            ],
+            capsize=3,
+        )
     ax.axhline(0, color="k", lw=1)
     ax.set_xticks(np.arange(len(levels)), [_name(lv) for lv in levels], rotation=20, ha="right")
     ax.set_ylabel("difference in pair-weighted correlation")
@@ -228,9 +241,11 @@ def _answer_section(bench: BenchmarkResult) -> str:
     sentence = "; ".join(f"{_name(lv)} {ind.at[lv, 'difference']:+.3f} [{ind.at[lv, 'ci_low']:+.3f}, "
                          f"{ind.at[lv, 'ci_high']:+.3f}]" for lv in levels if lv in ("gics_industry",
                                                                                     "gics_sub_industry"))
-    return (f'<section id="answer"><h2>Answer</h2><p>Pre-registered <code>{_esc(head)}</code> minus GICS in '
-            f"within-group return correlation at GICS density (two-way bootstrap 95% CI): {_esc(sentence)}.</p>"
-            f"{_png(fig)}</section>")
+    return (
+        f'<section id="answer"><h2>Answer</h2><p>Pre-registered <code>{_esc(head)}</code> minus GICS in '
+        f"within-group return correlation at GICS density (two-way bootstrap 95% CI): {_esc(sentence)}.</p>"
+        f"{_png(fig)}</section>"
+    )
 
 
 def _ranking_section(bench: BenchmarkResult) -> str:
@@ -242,8 +257,14 @@ def _ranking_section(bench: BenchmarkResult) -> str:
     r = r[(r["design"] == r["design"].iloc[0]) & (r["frequency"] == r["frequency"].iloc[0])]
     ks = [c for c in r.columns if c.startswith("top")]
     head = "".join(f"<th>{c}</th>" for c in ["method", *ks, "Spearman"])
-    rows = "".join("<tr><td>" + _esc(_name(x["method"])) + "</td>" + "".join(f"<td>{x[k]:.3f}</td>" for k in ks)
-                   + f"<td>{x['spearman']:.3f}</td></tr>" for _, x in r.iterrows())
+    rows = "".join(
+        "<tr><td>"
+        + _esc(_name(x["method"]))
+        + "</td>"
+        + "".join(f"<td>{x[k]:.3f}</td>" for k in ks)
+        + f"<td>{x['spearman']:.3f}</td></tr>"
+        for _, x in r.iterrows()
+    )
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for _, x in r.iterrows():
         ax.plot([int(k[3:]) for k in ks], [x[k] for k in ks], marker="o", label=_name(x["method"]),
@@ -284,30 +305,46 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
                      & (placebo["kind"] == "random_pairs")][sharpe_col].dropna()
         if len(pl):
             ax.violinplot(pl, positions=[k], widths=0.7, showextrema=False)
-    ax.errorbar(np.arange(len(methods)), coint[sharpe_col],
-                yerr=[coint[sharpe_col] - coint["sharpe_net_ci_low"], coint["sharpe_net_ci_high"] - coint[sharpe_col]],
-                fmt="o", color="crimson", capsize=3, label="method (95% CI)")
+    ax.errorbar(
+        np.arange(len(methods)),
+        coint[sharpe_col],
+        yerr=[
+            coint[sharpe_col] - coint["sharpe_net_ci_low"],
+            coint["sharpe_net_ci_high"] - coint[sharpe_col],
+        ],
+        fmt="o",
+        color="crimson",
+        capsize=3,
+        label="method (95% CI)",
+    )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(methods)), [_name(m) for m in methods], rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(f"Sharpe, {net_col.replace('_', ' ')}")
-    ax.set_title(f"co-integration: Sharpe ratio with CI against random-pairs placebos (violins), {basis} capital")
+    ax.set_title(f"co-integration: Sharpe ratio with CI against random-pairs placebos (violins), {basis} "
+                 "capital")
     ax.legend()
 
     def cell(x: float, fmt: str) -> str:
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
     rows = "".join(
-        f"<tr><td>{_esc(_name(r.method))}</td><td>{_esc(r.strategy)}</td><td>{cell(r.sharpe_gross, '.2f')}</td>"
+        f"<tr><td>{_esc(_name(r.method))}</td><td>{_esc(r.strategy)}</td>"
+        f"<td>{cell(r.sharpe_gross, '.2f')}</td>"
         f"<td>{cell(getattr(r, sharpe_col), '.2f')} [{cell(r.sharpe_net_ci_low, '.2f')}, "
         f"{cell(r.sharpe_net_ci_high, '.2f')}]</td><td>{cell(r.bp_month_net, '.0f')}</td>"
-        f"<td>{cell(r.random_pairs_percentile, '.0f')}</td><td>{r.pairs_traded}</td><td>{r.distinct_stocks}</td>"
+        f"<td>{cell(r.random_pairs_percentile, '.0f')}</td><td>{r.pairs_traded}</td>"
+        f"<td>{r.distinct_stocks}</td>"
         f"<td>{_esc(str(r.top_stock))} ({cell(r.top_stock_pnl_share, '.0%')})</td>"
-        f"<td>{cell(r.ex_top_sharpe_net, '.2f')}</td></tr>" for r in s.itertuples())
+        f"<td>{cell(r.ex_top_sharpe_net, '.2f')}</td></tr>"
+        for r in s.itertuples()
+    )
     table = ("<table><tr><th>method</th><th>strategy</th><th>Sharpe gross</th><th>Sharpe net [95% CI]</th>"
              "<th>bp/month net</th><th>random pairs pct</th><th>pairs traded</th><th>stocks</th>"
              f"<th>top stock (P&amp;L share)</th><th>Sharpe net without it</th></tr>{rows}</table>")
-    note = (f'<p class="note">{_esc(basis)} capital (the headline basis); costs {net_col[4:]} per traded notional. '
-            "The full tables, both capital bases, are in table.md of the backtest folder.</p>")
+    note = (
+        f'<p class="note">{_esc(basis)} capital (the headline basis); costs {net_col[4:]} per traded '
+        "notional. The full tables, both capital bases, are in table.md of the backtest folder.</p>"
+    )
     return (f'<section id="pairs"><h2>Pairs trading inside peer groups</h2>{table}{note}{curves}{_png(fig)}'
             "</section>")
 
@@ -352,10 +389,10 @@ def _groups_section(expl: ExplanationResult | None) -> str:
             f"<p>Members: {_esc(fa['members'])}</p>"
             "<table><tr><th>latent</th><th>label</th><th>in group</th><th>outside</th><th>lift</th></tr>"
             f"{latents}</table>{rule}"
-            f"<p class='note'>Faithfulness: ablating the top latents lowers the within-group cosine by "
-            f"{fa['drop_explaining']:.3f}, random latents of similar frequency by {fa['drop_random_mean']:.3f} "
-            f"(95th pct {fa['drop_random_p95']:.3f}): {'faithful' if fa['faithful'] else 'not faithful'}.</p>"
-            "</details>")
+            "<p class='note'>Faithfulness: ablating the top latents lowers the within-group cosine by "
+            f"{fa['drop_explaining']:.3f}, random latents of similar frequency by "
+            f"{fa['drop_random_mean']:.3f} (95th pct {fa['drop_random_p95']:.3f}): "
+            f"{'faithful' if fa['faithful'] else 'not faithful'}.</p></details>")
     share = float(f["faithful"].mean())
     sae = f' <span class="note">(latents of the SAE {_esc(expl.sae)})</span>' if expl.sae else ""
     return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
@@ -416,10 +453,13 @@ function showPeers() {
   const p = LOOKUP.peers[t];
   if (!p) { out.textContent = t ? ('No peers for ' + t + ' (unknown ticker or no text).') : ''; return; }
   let rows = '';
-  for (const n of LOOKUP.names) { rows += '<tr><td>' + n + '</td><td>' + ((p[n] || []).join(', ') || '(alone)') + '</td></tr>'; }
-  const near = LOOKUP.nearest[t] ? '<p>Nearest by the learned similarity, with the latents of largest weighted '
+  for (const n of LOOKUP.names) { rows += '<tr><td>' + n + '</td><td>' + ((p[n] || []).join(', ') || \
+'(alone)') + '</td></tr>'; }
+  const near = LOOKUP.nearest[t] ? '<p>Nearest by the learned similarity, with the latents of largest \
+weighted '
     + 'contribution to each pair: ' + LOOKUP.nearest[t].join('; ').replace(/</g, '&lt;') + '</p>' : '';
-  const why = LOOKUP.why[t] ? '<p>Why (top latents of its SAE group): ' + LOOKUP.why[t].replace(/</g, '&lt;') + '</p>' : '';
+  const why = LOOKUP.why[t] ? '<p>Why (top latents of its SAE group): ' + LOOKUP.why[t].replace(/</g, \
+'&lt;') + '</p>' : '';
   out.innerHTML = '<table><tr><th>method</th><th>peers</th></tr>' + rows + '</table>' + near + why;
 }
 document.getElementById('ticker').addEventListener('input', showPeers);
@@ -436,7 +476,9 @@ def render_report(inputs: ReportInputs, title: str = "finsae report") -> str:
     sections = [_answer_section(bench), _benchmark_section(bench), _ranking_section(bench),
                 _pairs_section(inputs.pairs), _sizes_section(inputs.groups, inputs.names, inputs.level),
                 _groups_section(inputs.explanation), _lookup_section(inputs)]
-    nav = "".join(f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup"))
+    nav = "".join(
+        f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup")
+    )
     pairs = f" and <code>{_esc(inputs.pairs_source)}</code>" if inputs.pairs_source else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

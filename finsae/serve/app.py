@@ -1,8 +1,8 @@
 """``finsae serve``: a read-only HTTP service over an export folder (FastAPI + uvicorn).
 
-* Every endpoint except ``GET /health`` needs the API key in the ``X-API-Key`` header (compared in constant time
-  with :func:`hmac.compare_digest`), the OpenAPI document and ``/docs`` too; a missing or wrong key gets 401
-  after a delay of :data:`WRONG_KEY_DELAY` seconds (guessing is slow). A key must have at least
+* Every endpoint except ``GET /health`` needs the API key in the ``X-API-Key`` header (compared in constant
+  time with :func:`hmac.compare_digest`), the OpenAPI document and ``/docs`` too; a missing or wrong key gets
+  401 after a delay of :data:`WRONG_KEY_DELAY` seconds (guessing is slow). A key must have at least
   :data:`MIN_KEY_LENGTH` characters, :data:`MIN_DISTINCT` of them different.
 * The export is loaded into memory when the app is created; requests never open files, so no request parameter
   can reach the file system. Tickers must match :data:`finsae.export.store.TICKER_PATTERN` (422 otherwise);
@@ -10,7 +10,8 @@
 * ``GET /openapi.json`` is the OpenAPI document (``/docs`` renders it).
 """
 
-# no "from __future__ import annotations": FastAPI reads the endpoint annotations, which name locals of create_app
+# no "from __future__ import annotations": FastAPI reads the endpoint annotations, which name locals of
+# create_app
 
 import asyncio
 import hmac
@@ -70,10 +71,11 @@ def read_api_key(key_file: str | Path | None = None) -> str:
         key = os.environ.get(API_KEY_ENV, "").strip()
         source = f"${API_KEY_ENV}"
     if not key:
-        raise ConfigError(f"no API key: set {API_KEY_ENV} or pass --api-key-file (the service refuses to run open)")
+        raise ConfigError(f"no API key: set {API_KEY_ENV} or pass --api-key-file (the service refuses to run "
+                          "open)")
     if len(key) < MIN_KEY_LENGTH or len(set(key)) < MIN_DISTINCT:
-        raise ConfigError(f"the API key from {source} is shorter than {MIN_KEY_LENGTH} characters or has fewer than "
-                          f"{MIN_DISTINCT} different ones; use a random one, "
+        raise ConfigError(f"the API key from {source} is shorter than {MIN_KEY_LENGTH} characters or has "
+                          f"fewer than {MIN_DISTINCT} different ones; use a random one, "
                           "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
     return key
 
@@ -99,15 +101,19 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
         given = (key or "").encode("utf-8", errors="replace")
         if not hmac.compare_digest(given, expected):
             await asyncio.sleep(WRONG_KEY_DELAY)
-            raise HTTPException(status_code=401, detail=f"missing or invalid API key (send it in the {API_KEY_HEADER} "
-                                                        "header)", headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                status_code=401,
+                detail=f"missing or invalid API key (send it in the {API_KEY_HEADER} header)",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
 
     Method = Enum("Method", {m: m for m in run.methods}, type=str)  # type: ignore[misc]  # the run's methods
     manifest = run.manifest
     app = FastAPI(title="finsae peers service", version=finsae.__version__, docs_url=None, redoc_url=None,
                   openapi_url=None,
-                  description=f"Peers, similarities and explanations from export schema {manifest['schema_version']} "
-                              f"(vintage {manifest['vintage']}, methods {list(run.methods)}). Read-only.")
+                  description="Peers, similarities and explanations from export schema "
+                              f"{manifest['schema_version']} (vintage {manifest['vintage']}, methods "
+                              f"{list(run.methods)}). Read-only.")
 
     @app.exception_handler(UnknownTickerError)
     @app.exception_handler(NoVectorError)
@@ -119,8 +125,10 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     TickerQ = Annotated[str, Query(pattern=TICKER_PATTERN, max_length=16, description="Ticker, e.g. JPM")]
     default_method = Method(manifest["headline_method"])
     auth = [Depends(require_key)]
-    errors: dict[int | str, dict[str, Any]] = {401: {"model": ErrorDetail, "description": "Missing or invalid API key"},
-              404: {"model": ErrorDetail, "description": "Unknown ticker, grouping or group, or no vector"}}
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorDetail, "description": "Missing or invalid API key"},
+        404: {"model": ErrorDetail, "description": "Unknown ticker, grouping or group, or no vector"},
+    }
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
     def openapi_document() -> JSONResponse:
@@ -135,12 +143,24 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
         return {"status": "ok", "schema_version": manifest["schema_version"], "vintage": manifest["vintage"],
                 "companies": manifest["data"]["n_companies"], "methods": list(run.methods)}
 
-    @app.get("/peers/{ticker}", dependencies=auth, responses=errors, response_model=PeerList, summary="Most similar companies")
+    @app.get(
+        "/peers/{ticker}",
+        dependencies=auth,
+        responses=errors,
+        response_model=PeerList,
+        summary="Most similar companies",
+    )
     def peers(ticker: Ticker, k: Annotated[int, Query(ge=1, le=100)] = 10,
               method: Annotated[Method, Query()] = default_method) -> dict:
         return asdict(run.peers(ticker, k=k, method=method.value))
 
-    @app.get("/similarity", dependencies=auth, responses=errors, response_model=Similarity, summary="Cosine similarity of two companies")
+    @app.get(
+        "/similarity",
+        dependencies=auth,
+        responses=errors,
+        response_model=Similarity,
+        summary="Cosine similarity of two companies",
+    )
     def similarity(a: TickerQ, b: TickerQ, method: Annotated[Method, Query()] = default_method) -> dict:
         return asdict(run.similarity(a, b, method=method.value))
 
@@ -150,19 +170,31 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
                      method: Annotated[Method | None, Query(description="default: the SAE method")] = None,
                      rank_by: Annotated[RankBy, Query(description="excess over a typical pair, or raw term")]
                      = RankBy.excess) -> dict:
-        return asdict(run.explain_pair(a, b, top=top, method=method.value if method else None, rank_by=rank_by.value))
+        return asdict(
+            run.explain_pair(a, b, top=top, method=method.value if method else None, rank_by=rank_by.value)
+        )
 
-    @app.get("/groups/{group_id}", dependencies=auth, responses=errors, response_model=Group, summary="One peer group and its explanation")
-    def group(group_id: Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:@\- ]+$")],
-              grouping: Annotated[str | None, Query(max_length=100, description=f"default {run.default_grouping}")] = None
-              ) -> dict:
+    @app.get(
+        "/groups/{group_id}",
+        dependencies=auth,
+        responses=errors,
+        response_model=Group,
+        summary="One peer group and its explanation",
+    )
+    def group(
+        group_id: Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:@\- ]+$")],
+        grouping: Annotated[
+            str | None, Query(max_length=100, description=f"default {run.default_grouping}")
+        ] = None,
+    ) -> dict:
         return asdict(run.explain_group(group_id, grouping=grouping))
 
     return app
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise :class:`ConfigError` when ``host:port`` cannot be bound (taken by another service, or not ours)."""
+    """Raise :class:`ConfigError` when ``host:port`` cannot be bound (taken by another service, or not
+    ours)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -173,8 +205,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another finsae serve? pass "
-                              "--port)") from None
+            raise ConfigError(
+                f"cannot serve on {host}:{port}: {exc.strerror or exc} (another finsae serve? pass --port)"
+            ) from None
 
 
 def serve(export: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

@@ -1,9 +1,10 @@
 """Descriptions from SEC 10-K filings: "Item 1. Business" from local filings or from EDGAR.
 
-* :func:`read_filing` / :func:`read_filings`: full-submission ``.txt`` files, plain-text 1990s filings, HTML and
-  inline XBRL documents (forms 10-K, 10-K405, 10-KT, 10-KSB and amendments) to a :class:`FilingResult` each:
-  Item 1 as clean text, metadata (CIK, company, form, period, filing date = ``as_of``, fiscal year, SIC), and a
-  status (``ok``, ``not_found``, ``incorporated_by_reference``, ``not_a_10k``, ``unreadable``) with its reason.
+* :func:`read_filing` / :func:`read_filings`: full-submission ``.txt`` files, plain-text 1990s filings, HTML
+  and inline XBRL documents (forms 10-K, 10-K405, 10-KT, 10-KSB and amendments) to a :class:`FilingResult`
+  each: Item 1 as clean text, metadata (CIK, company, form, period, filing date = ``as_of``, fiscal year,
+  SIC), and a status (``ok``, ``not_found``, ``incorporated_by_reference``, ``not_a_10k``, ``unreadable``)
+  with its reason.
 * :class:`EdgarBatch`: the per-file report (:meth:`~EdgarBatch.to_frame`) and the universe table
   (:meth:`~EdgarBatch.universe_frame`) that :func:`finsae.data.load_universe` reads.
 * :class:`EdgarClient`: rate-limited, cached downloads of a company's 10-Ks with a declared User-Agent.

@@ -3,8 +3,8 @@
 A full submission (``<accession>.txt``) starts with ``<SEC-HEADER>`` (``KEY: value`` lines: accession number,
 submission type, period of report, filing date, and per filer the company name, CIK, SIC code and fiscal year
 end), followed by one ``<DOCUMENT>`` per file (``<TYPE>``, ``<SEQUENCE>``, ``<FILENAME>``, ``<DESCRIPTION>``,
-``<TEXT>`` ... ``</TEXT>``). A single document cut out of a submission keeps its ``<DOCUMENT>`` tags but has no
-header; a bare HTML or text file has neither.
+``<TEXT>`` ... ``</TEXT>``). A single document cut out of a submission keeps its ``<DOCUMENT>`` tags but has
+no header; a bare HTML or text file has neither.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 _HEADER = re.compile(r"<(?:SEC|IMS)-HEADER>(.*?)</(?:SEC|IMS)-HEADER>", re.S | re.I)
 _FIELD = re.compile(r"^\s*([A-Z][A-Z0-9 \-/()]*?):[ \t]*(.*?)\s*$", re.M)
-_TAG = {key: re.compile(rf"<{key}>[ \t]*([^\r\n<]*)", re.I) for key in ("TYPE", "SEQUENCE", "FILENAME", "DESCRIPTION")}
+_TAG = {
+    key: re.compile(rf"<{key}>[ \t]*([^\r\n<]*)", re.I)
+    for key in ("TYPE", "SEQUENCE", "FILENAME", "DESCRIPTION")
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,11 @@ def split_documents(text: str) -> list[SgmlDocument]:
             content = body[t0 + 6: t1 if t1 > t0 else len(body)]
         else:
             content = body
-        docs.append(SgmlDocument(fields["TYPE"], fields["SEQUENCE"], fields["FILENAME"], fields["DESCRIPTION"],
-                                 content))
+        docs.append(
+            SgmlDocument(
+                fields["TYPE"], fields["SEQUENCE"], fields["FILENAME"], fields["DESCRIPTION"], content
+            )
+        )
         if end < 0:
             break
         nxt = [i for i in (text.find(t, end) for t in upper_tags) if i >= 0]

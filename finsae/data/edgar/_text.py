@@ -1,12 +1,13 @@
 """Bytes of a filing to lines of clean text: decompression, decoding, SGML documents, HTML and plain text.
 
-A filing's text is returned as a list of lines, each with runs of whitespace (non-breaking, thin and other Unicode
-spaces included) collapsed to one space and zero-width characters removed. HTML is parsed with lxml (a forgiving
-libxml2 parser: truncated or malformed markup still yields text); every block element (paragraph, ``div``, table
-row, list item, heading, ``br``) starts a new line, table cells on one row are joined by a space, and inline
-elements add no space. Scripts, styles, comments, the inline XBRL header (``ix:header``) and elements styled
-``display:none`` are dropped. Plain-text documents (1990s filings) keep their hard line wraps, one line per source
-line, with blank lines kept as empty strings so paragraph breaks stay visible; SGML page tags are removed.
+A filing's text is returned as a list of lines, each with runs of whitespace (non-breaking, thin and other
+Unicode spaces included) collapsed to one space and zero-width characters removed. HTML is parsed with lxml (a
+forgiving libxml2 parser: truncated or malformed markup still yields text); every block element (paragraph,
+``div``, table row, list item, heading, ``br``) starts a new line, table cells on one row are joined by a
+space, and inline elements add no space. Scripts, styles, comments, the inline XBRL header (``ix:header``) and
+elements styled ``display:none`` are dropped. Plain-text documents (1990s filings) keep their hard line wraps,
+one line per source line, with blank lines kept as empty strings so paragraph breaks stay visible; SGML page
+tags are removed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ _ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
 _WS = re.compile(r"\s+")
 
 _BLOCK_TAGS = frozenset(
-    "p div br tr li ul ol dl dt dd table thead tbody tfoot caption h1 h2 h3 h4 h5 h6 hr center blockquote pre "
-    "section article header footer nav aside main form fieldset address title body page".split()
+    (
+        "p div br tr li ul ol dl dt dd table thead tbody tfoot caption h1 h2 h3 h4 h5 h6 hr center "
+        "blockquote pre section article header footer nav aside main form fieldset address title body page"
+    ).split()
 )
 _CELL_TAGS = frozenset(("td", "th"))
 _SKIP_TAGS = frozenset(("script", "style", "head", "noscript", "template", "ix:header", "xbrli:context"))
@@ -33,8 +36,9 @@ _SKIP_TAGS = frozenset(("script", "style", "head", "noscript", "template", "ix:h
 #: private-use character, so libxml2 accepts it in text nodes.
 _BREAK = "\ue000"
 _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
-_SGML_TAG_LINE = re.compile(r"</?(?:page|s|c|table|caption|fn|f\d+|r|pre|text|type|sequence|filename|description)>",
-                            re.I)
+_SGML_TAG_LINE = re.compile(
+    r"</?(?:page|s|c|table|caption|fn|f\d+|r|pre|text|type|sequence|filename|description)>", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,14 @@ def decompress(data: bytes) -> tuple[bytes, str | None]:
     return data, None
 
 
-_BINARY_MAGIC = {b"%PDF": "a PDF file", b"PK\x03\x04": "a ZIP archive", b"\x89PNG": "a PNG image",
-                 b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"\xd0\xcf\x11\xe0": "an OLE (MS Office) file"}
+_BINARY_MAGIC = {
+    b"%PDF": "a PDF file",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\xd0\xcf\x11\xe0": "an OLE (MS Office) file",
+}
 
 
 def decode(data: bytes) -> Decoded:

@@ -2,15 +2,16 @@
 
 :func:`read_filings` reads every file given (folders are searched recursively; hidden files are skipped),
 optionally in worker processes, and never stops on a bad file: each gets its status. :class:`EdgarBatch` holds
-the results; :meth:`EdgarBatch.to_frame` is the per-file report and :meth:`EdgarBatch.universe_frame` the universe
-table that :func:`finsae.data.load_universe` reads (columns ``ticker, cik, name, sic, description, as_of``; one row
-per usable filing, so a company with several years has one dated text vintage per filing).
+the results; :meth:`EdgarBatch.to_frame` is the per-file report and :meth:`EdgarBatch.universe_frame` the
+universe table that :func:`finsae.data.load_universe` reads (columns ``ticker, cik, name, sic, description,
+as_of``; one row per usable filing, so a company with several years has one dated text vintage per filing).
 
-Tickers: a ticker map passed by the user (by CIK, or by file name for documents without a CIK) wins, then the filing's own ``dei:TradingSymbol`` (inline XBRL
-filings), then the one ticker that other filings of the same CIK in the batch carry, else the placeholder ``CIK<number>`` (a universe key, not a ticker: prices will not join on it). A
-filing with neither a ticker nor a CIK, without an ``as_of`` date, or whose status is not ``ok`` (optionally
-``incorporated_by_reference`` too) is left out of the universe, with the reason in the report's
-``universe_note``.
+Tickers: a ticker map passed by the user (by CIK, or by file name for documents without a CIK) wins, then the
+filing's own ``dei:TradingSymbol`` (inline XBRL filings), then the one ticker that other filings of the same
+CIK in the batch carry, else the placeholder ``CIK<number>`` (a universe key, not a ticker: prices will not
+join on it). A filing with neither a ticker nor a CIK, without an ``as_of`` date, or whose status is not
+``ok`` (optionally ``incorporated_by_reference`` too) is left out of the universe, with the reason in the
+report's ``universe_note``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,30 @@ from finsae.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-REPORT_COLUMNS = ("path", "status", "detail", "n_words", "n_chars", "cik", "company", "ticker", "form", "period",
-                  "filed", "fiscal_year", "as_of", "as_of_source", "sic", "accession", "fmt", "encoding",
-                  "exec_officers_dropped", "seconds", "in_universe", "universe_note")
+REPORT_COLUMNS = (
+    "path",
+    "status",
+    "detail",
+    "n_words",
+    "n_chars",
+    "cik",
+    "company",
+    "ticker",
+    "form",
+    "period",
+    "filed",
+    "fiscal_year",
+    "as_of",
+    "as_of_source",
+    "sic",
+    "accession",
+    "fmt",
+    "encoding",
+    "exec_officers_dropped",
+    "seconds",
+    "in_universe",
+    "universe_note",
+)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -58,7 +80,11 @@ def load_cik_map(path: str | Path) -> dict[int | str, str]:
     if not path.is_file():
         raise DataError(f"ticker map not found: {path}")
     try:
-        table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
+        table = (
+            pd.read_parquet(path)
+            if path.suffix.lower() in (".parquet", ".pq")
+            else pd.read_csv(path, dtype=str)
+        )
     except Exception as exc:
         raise DataError(f"cannot read ticker map {path}: {exc}") from exc
     cols = {str(c).lower(): c for c in table.columns}
@@ -69,16 +95,26 @@ def load_cik_map(path: str | Path) -> dict[int | str, str]:
     mapping: dict[int | str, str] = {}
     keys = []
     if "cik" in cols:
-        keys.append(pd.to_numeric(table[cols["cik"]], errors="coerce").map(lambda v: None if pd.isna(v) else int(v)))
+        keys.append(
+            pd.to_numeric(table[cols["cik"]], errors="coerce").map(lambda v: None if pd.isna(v) else int(v))
+        )
     if "file" in cols:
-        keys.append(table[cols["file"]].map(lambda v: None if pd.isna(v) or not str(v).strip() else Path(str(v)).name))
+        keys.append(
+            table[cols["file"]].map(lambda v: None if pd.isna(v) or not str(v).strip() else Path(str(v)).name)
+        )
     for key_col in keys:
         for key, t in zip(key_col, tick, strict=True):
             if key is None or not t:
                 continue
             if key in mapping and mapping[key] != t:
-                logger.warning("ticker map %s: %s has tickers %s and %s; keeping %s", path, key, mapping[key], t,
-                               mapping[key])
+                logger.warning(
+                    "ticker map %s: %s has tickers %s and %s; keeping %s",
+                    path,
+                    key,
+                    mapping[key],
+                    t,
+                    mapping[key],
+                )
                 continue
             mapping[key] = str(t)
     if not mapping:
@@ -121,17 +157,31 @@ class EdgarBatch:
             key = (str(normalize_tickers(pd.Index([ticker]))[0]), r.as_of)
             if key in seen:
                 notes.append(f"same ticker and as_of as {self.results[seen[key]].path}; kept the first")
-                logger.warning("%s: ticker %s already has a filing dated %s (%s); skipped", r.path, key[0], r.as_of,
-                               self.results[seen[key]].path)
+                logger.warning(
+                    "%s: ticker %s already has a filing dated %s (%s); skipped",
+                    r.path,
+                    key[0],
+                    r.as_of,
+                    self.results[seen[key]].path,
+                )
                 continue
             seen[key] = len(notes)
             notes.append("")
-            rows.append({"ticker": ticker, "cik": r.cik, "name": r.company, "sic": r.sic, "description": r.text,
-                         "as_of": pd.Timestamp(r.as_of)})
+            rows.append(
+                {
+                    "ticker": ticker,
+                    "cik": r.cik,
+                    "name": r.company,
+                    "sic": r.sic,
+                    "description": r.text,
+                    "as_of": pd.Timestamp(r.as_of),
+                }
+            )
         return rows, notes
 
     def to_frame(self) -> pd.DataFrame:
-        """The per-file report: status, reason, extracted length, metadata, whether it entered the universe."""
+        """The per-file report: status, reason, extracted length, metadata, whether it entered the
+        universe."""
         _, notes = self._universe_rows()
         recs = []
         for r, note in zip(self.results, notes, strict=True):
@@ -151,7 +201,8 @@ class EdgarBatch:
         """The universe table (see module docs); raises :class:`DataError` when no filing is usable."""
         rows, _ = self._universe_rows()
         if not rows:
-            raise DataError(f"none of the {len(self.results)} filing(s) gave a usable Item 1 ({self.counts()})")
+            raise DataError(f"none of the {len(self.results)} filing(s) gave a usable Item 1 "
+                            f"({self.counts()})")
         frame = pd.DataFrame(rows)
         frame["cik"] = frame["cik"].astype("Int64")
         return frame

@@ -1,16 +1,17 @@
-"""Download a company's 10-K filings from SEC EDGAR, politely: a declared User-Agent, a rate limit, a disk cache.
+"""Download a company's 10-K filings from SEC EDGAR, politely: a declared User-Agent, a rate limit, a disk
+cache.
 
-The SEC requires every automated request to declare who makes it (``User-Agent: Company Name admin@company.com``)
-and allows at most 10 requests per second; :class:`EdgarClient` refuses to run without a User-Agent that holds an
-e-mail address and spaces its requests by :class:`RateLimiter`. Filings are fetched as full submissions
-(``<accession>.txt``: SEC header + documents), so the filing date and CIK come from the SEC header. Every
-response is cached on disk under ``<cache>/edgar/``: filings forever (they never change), the company index and
-ticker list for ``index_ttl`` seconds. Before its first network request the client checks within ``timeout``
-seconds that EDGAR can be reached; where it cannot, it raises :class:`ProviderError` saying so and how to pass
-local filings instead.
+The SEC requires every automated request to declare who makes it (``User-Agent: Company Name
+admin@company.com``) and allows at most 10 requests per second; :class:`EdgarClient` refuses to run without a
+User-Agent that holds an e-mail address and spaces its requests by :class:`RateLimiter`. Filings are fetched
+as full submissions (``<accession>.txt``: SEC header + documents), so the filing date and CIK come from the
+SEC header. Every response is cached on disk under ``<cache>/edgar/``: filings forever (they never change),
+the company index and ticker list for ``index_ttl`` seconds. Before its first network request the client
+checks within ``timeout`` seconds that EDGAR can be reached; where it cannot, it raises :class:`ProviderError`
+saying so and how to pass local filings instead.
 
-The HTTP layer is a ``transport(url, headers, timeout) -> bytes`` callable (default: :mod:`urllib`), so tests run
-the rate limit and the cache against a fake one.
+The HTTP layer is a ``transport(url, headers, timeout) -> bytes`` callable (default: :mod:`urllib`), so tests
+run the rate limit and the cache against a fake one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from finsae._io import atomic_write
 from finsae._paths import cache_dir
+from finsae.data._net import check_tcp
 from finsae.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ MAX_REQUESTS_PER_SECOND = 10.0
 _ARCHIVES = "https://www.sec.gov/Archives/edgar/data"
 _SUBMISSIONS = "https://data.sec.gov/submissions"
 _TICKERS = "https://www.sec.gov/files/company_tickers.json"
-NO_EDGAR_HINT = ("Pass local filings instead: finsae data edgar FILE_OR_FOLDER ... --out universe.parquet "
-                 "(full-submission .txt files, HTML or inline XBRL 10-K documents; read_filings() in Python).")
+NO_EDGAR_HINT = (
+    "Pass local filings instead: finsae data edgar FILE_OR_FOLDER ... --out universe.parquet "
+    "(full-submission .txt files, HTML or inline XBRL 10-K documents; read_filings() in Python)."
+)
 ANNUAL_FORMS = ("10-K", "10-K405", "10-KT", "10-KSB", "10-KSB40")
 
 
@@ -51,8 +54,8 @@ class NotFound(ProviderError):
 
 
 class RateLimiter:
-    """At most ``rate`` calls of :meth:`wait` per second: each returns no sooner than ``1 / rate`` seconds after
-    the previous one returned (thread-safe). ``clock`` and ``sleep`` are injectable for tests."""
+    """At most ``rate`` calls of :meth:`wait` per second: each returns no sooner than ``1 / rate`` seconds
+    after the previous one returned (thread-safe). ``clock`` and ``sleep`` are injectable for tests."""
 
     def __init__(self, rate: float = MAX_REQUESTS_PER_SECOND, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -135,7 +138,8 @@ class EdgarClient:
                  limiter: RateLimiter | None = None) -> None:
         self.user_agent = check_user_agent(user_agent)
         if rate > MAX_REQUESTS_PER_SECOND:
-            raise ProviderError(f"EDGAR allows at most {MAX_REQUESTS_PER_SECOND:g} requests per second; got {rate}")
+            raise ProviderError(f"EDGAR allows at most {MAX_REQUESTS_PER_SECOND:g} requests per second; got "
+                                f"{rate}")
         self.cache = Path(cache) if cache is not None else cache_dir() / "edgar"
         self.timeout = timeout
         self.transport = transport or urllib_transport
@@ -150,10 +154,7 @@ class EdgarClient:
         if self._checked or self.host is None:
             return
         host, port = self.host
-        try:
-            socket.create_connection((host, port), timeout=self.timeout).close()
-        except OSError as exc:
-            raise ProviderError(f"SEC EDGAR cannot be reached ({host}:{port}: {exc}). " + NO_EDGAR_HINT) from None
+        check_tcp(host, port, self.timeout, "SEC EDGAR", NO_EDGAR_HINT)
         self._checked = True
 
     def _cache_path(self, url: str) -> Path:
@@ -199,8 +200,8 @@ class EdgarClient:
 
     def filings(self, cik: int, years: tuple[int, int] | None = None,
                 forms: tuple[str, ...] = ANNUAL_FORMS, amendments: bool = False) -> list[FilingRef]:
-        """The company's filings of ``forms`` (and their ``/A`` amendments with ``amendments``) whose period of
-        report (else filing date) falls in the inclusive year range ``years``."""
+        """The company's filings of ``forms`` (and their ``/A`` amendments with ``amendments``) whose period
+        of report (else filing date) falls in the inclusive year range ``years``."""
         index = self._json(f"{_SUBMISSIONS}/CIK{cik:010d}.json")
         tables = [index.get("filings", {}).get("recent", {})]
         for extra in index.get("filings", {}).get("files", []):
@@ -208,8 +209,13 @@ class EdgarClient:
         wanted = set(forms) | ({f + "/A" for f in forms} if amendments else set())
         out = []
         for t in tables:
-            for acc, form, filed, period in zip(t.get("accessionNumber", []), t.get("form", []),
-                                                t.get("filingDate", []), t.get("reportDate", []), strict=False):
+            for acc, form, filed, period in zip(
+                t.get("accessionNumber", []),
+                t.get("form", []),
+                t.get("filingDate", []),
+                t.get("reportDate", []),
+                strict=False,
+            ):
                 if form not in wanted:
                     continue
                 year = int((period or filed)[:4])
@@ -218,7 +224,9 @@ class EdgarClient:
                 out.append(FilingRef(cik, acc, form, filed, period or ""))
         return sorted(out, key=lambda f: f.filed)
 
-    def download(self, company: str, years: tuple[int, int] | None = None, *, amendments: bool = False) -> list[Path]:
+    def download(
+        self, company: str, years: tuple[int, int] | None = None, *, amendments: bool = False
+    ) -> list[Path]:
         """Download (or take from the cache) the full submissions of a company's 10-Ks; their paths."""
         cik = self.cik_for(company)
         refs = self.filings(cik, years, amendments=amendments)

@@ -1,8 +1,8 @@
 """One 10-K filing in, one :class:`FilingResult` out: metadata, Item 1 text and a status, never an exception.
 
 Accepted inputs: a full-submission ``.txt`` (SGML header and documents: the main document is the first whose
-type is the form), a single ``<DOCUMENT>`` block cut from one, a bare HTML or inline XBRL document, or a plain-text
-document; optionally gzip, xz or bzip2 compressed.
+type is the form), a single ``<DOCUMENT>`` block cut from one, a bare HTML or inline XBRL document, or a
+plain-text document; optionally gzip, xz or bzip2 compressed.
 
 Metadata comes from the SEC header where there is one (CIK, company name, form, period of report, filing date,
 SIC code), else from the inline XBRL cover facts (``dei:EntityCentralIndexKey``, ``dei:EntityRegistrantName``,
@@ -40,8 +40,11 @@ UNDATED_MARGIN_DAYS = 7
 
 _MONTHS = {m: i for i, m in enumerate(("january february march april may june july august september october "
                                        "november december").split(), start=1)}
-_DATE = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)"
-                   r"\.?\s+(\d{1,2})\s*,?\s*(\d{4})\b", re.I)
+_DATE = re.compile(
+    r"\b(January|February|March|April|May|June|July|August|September|October|November|December)"
+    r"\.?\s+(\d{1,2})\s*,?\s*(\d{4})\b",
+    re.I,
+)
 _FORM_ON_COVER = re.compile(r"\bform\s+(10-?k405|10-?ksb40|10-?ksb|10-?kt|10-?k|10-?q|8-?k|20-?f|40-?f|6-?k|"
                             r"11-?k|s-1|s-4|n-csr|def\s*14a)(\s*/\s*a)?(?![\w-])", re.I)
 _ANNUAL = re.compile(r"annual\s+report\s+pursuant\s+to\s+section\s+13\s+or\s+15\s*\(d\)", re.I)
@@ -50,14 +53,23 @@ _CURRENT = re.compile(r"current\s+report\s+pursuant\s+to\s+section\s+13", re.I)
 _FY_ENDED = re.compile(r"(?:fiscal\s+)?year\s+ended\s*:?\s*", re.I)
 _DEI = re.compile(r"<ix:nonnumeric\b[^>]*?\bname=[\"']dei:(\w+)[\"'][^>]*>(.*?)</ix:nonnumeric>", re.I | re.S)
 _TAGS = re.compile(r"<[^>]+>")
-_DEI_WANTED = frozenset(("DocumentType", "EntityCentralIndexKey", "EntityRegistrantName", "DocumentPeriodEndDate",
-                         "DocumentFiscalYearFocus", "TradingSymbol", "AmendmentFlag"))
+_DEI_WANTED = frozenset(
+    (
+        "DocumentType",
+        "EntityCentralIndexKey",
+        "EntityRegistrantName",
+        "DocumentPeriodEndDate",
+        "DocumentFiscalYearFocus",
+        "TradingSymbol",
+        "AmendmentFlag",
+    )
+)
 
 
 @dataclass(frozen=True)
 class FilingResult:
-    """What was read from one file. ``status`` is one of :data:`STATUSES`; ``detail`` says why (or where Item 1
-    was found); ``text`` is Item 1 (also kept, as the pointer it is, for ``incorporated_by_reference``)."""
+    """What was read from one file. ``status`` is one of :data:`STATUSES`; ``detail`` says why (or where Item
+    1 was found); ``text`` is Item 1 (also kept, as the pointer it is, for ``incorporated_by_reference``)."""
 
     path: str
     status: str
@@ -186,7 +198,8 @@ def _signature_date(lines: list[str], period: dt.date | None) -> dt.date | None:
 
 
 def _main_document(text: str) -> tuple[str, str | None]:
-    """The 10-K document of a submission (the first whose type is a 10-K form, else the first) and its type."""
+    """The 10-K document of a submission (the first whose type is a 10-K form, else the first) and its
+    type."""
     docs = _sgml.split_documents(text)
     if not docs:
         return text, None
@@ -198,7 +211,8 @@ def _main_document(text: str) -> tuple[str, str | None]:
 
 def read_filing(path: str | Path, *, data: bytes | None = None, executive_officers: ExecOfficers = "keep",
                 tickers: dict[int | str, str] | None = None) -> FilingResult:
-    """Read one filing (``data`` if given, else the file) and extract its Item 1; never raises for bad input."""
+    """Read one filing (``data`` if given, else the file) and extract its Item 1; never raises for bad
+    input."""
     import time
 
     t0 = time.perf_counter()
@@ -269,10 +283,22 @@ def _read_text(path: str, decoded: _text.Decoded, executive_officers: ExecOffice
         ticker_source = "map (file)" if ticker else None
     if ticker is None and facts.get("TradingSymbol"):
         ticker, ticker_source = facts["TradingSymbol"].split()[0].upper(), "dei:TradingSymbol"
-    meta: dict[str, Any] = dict(cik=cik, company=company, ticker=ticker, form=form, period=period, filed=filed,
-                fiscal_year=fiscal_year, as_of=as_of, as_of_source=as_of_source, sic=header.sic if header else None,
-                accession=header.accession if header else None, encoding=decoded.encoding, fmt=fmt,
-                extra={"ticker_source": ticker_source or ""})
+    meta: dict[str, Any] = dict(
+        cik=cik,
+        company=company,
+        ticker=ticker,
+        form=form,
+        period=period,
+        filed=filed,
+        fiscal_year=fiscal_year,
+        as_of=as_of,
+        as_of_source=as_of_source,
+        sic=header.sic if header else None,
+        accession=header.accession if header else None,
+        encoding=decoded.encoding,
+        fmt=fmt,
+        extra={"ticker_source": ticker_source or ""},
+    )
     if form is None:
         return FilingResult(path, "not_a_10k", "no form type found (no SEC header, no dei:DocumentType, no "
                             "'FORM 10-K' or annual-report line on the cover)", **meta)

@@ -3,15 +3,16 @@
 Rules (general, not per filing):
 
 * **Headings.** A line is an item heading when it *starts* with ``Item N`` (``Items 1 and 2`` for a combined
-  heading, an optional ``PART I`` before it), then a separator (``.``, ``:``, a dash, or nothing), then a title
-  known for that item (``Business``, ``Risk Factors``, ``Properties`` ...) or, for items after Item 1, a short
-  title-cased one. The title may sit on the next line (``ITEM 1.`` / ``BUSINESS``) and may be followed by a
-  page number (tables of contents) or, run in, by the first sentence of the body. A comma after the number or
-  lower-case words after the title (``Item 1A, "Risk Factors", of this report``) mark an in-text reference, not
-  a heading; so does any line that does not start with the item marker (``See Item 1A. Risk Factors``).
-* **Which Item 1.** Every Item 1 heading is a candidate (the table of contents, the body, an index at the end);
-  each one's body runs to the next heading of any item or part. The candidate followed by the longest body
-  wins, which skips tables of contents and indexes without needing their links.
+  heading, an optional ``PART I`` before it), then a separator (``.``, ``:``, a dash, or nothing), then a
+  title known for that item (``Business``, ``Risk Factors``, ``Properties`` ...) or, for items after Item 1, a
+  short title-cased one. The title may sit on the next line (``ITEM 1.`` / ``BUSINESS``) and may be followed
+  by a page number (tables of contents) or, run in, by the first sentence of the body. A comma after the
+  number or lower-case words after the title (``Item 1A, "Risk Factors", of this report``) mark an in-text
+  reference, not a heading; so does any line that does not start with the item marker (``See Item 1A. Risk
+  Factors``).
+* **Which Item 1.** Every Item 1 heading is a candidate (the table of contents, the body, an index at the
+  end); each one's body runs to the next heading of any item or part. The candidate followed by the longest
+  body wins, which skips tables of contents and indexes without needing their links.
 * **Confidence.** The body must end at the heading of an item that may follow Item 1 (1A, 1B, 1C, 2, 3, 4 or
   Part II; 3 or later after a combined "Items 1 and 2"), and must hold at least :data:`MIN_WORDS` words;
   otherwise the result is ``not_found`` with the reason, never a guess.
@@ -19,9 +20,9 @@ Rules (general, not per filing):
   lines (``Table of Contents``, ``Index to Financial Statements``, ``Back to top``) and running headers or
   footers (short lines that recur with a page number that increases through the document, such as
   ``Apple Inc. | 2025 Form 10-K | 4``).
-* **Executive officers.** An Item 1 that ends with an unnumbered "Executive Officers" subsection (``Information
-  about our Executive Officers``, ``Executive Officers of the Registrant``) keeps it by default; with
-  ``executive_officers="drop"`` the text is cut just before that subheading.
+* **Executive officers.** An Item 1 that ends with an unnumbered "Executive Officers" subsection
+  (``Information about our Executive Officers``, ``Executive Officers of the Registrant``) keeps it by
+  default; with ``executive_officers="drop"`` the text is cut just before that subheading.
 * **Incorporated by reference.** A short Item 1 (under :data:`POINTER_MAX_WORDS` words once page furniture and
   the executive-officer list are gone) that incorporates its content from elsewhere ("incorporated herein by
   reference", page references into the annual report) is reported as ``incorporated_by_reference``, with the
@@ -50,32 +51,36 @@ _MARKER = re.compile(
     re.I,
 )
 _Q = "[\"“”'‘’]?"
-_TITLES: dict[str, re.Pattern[str]] = {k: re.compile(rf"^{_Q}(?:{v}){_Q}", re.I) for k, v in {
-    "1": r"(?:description\s+of\s+(?:the\s+)?|our\s+|the\s+)?business(?:es)?\b",
-    "1a": r"risk\s+factors\b",
-    "1b": r"unresolved\s+(?:sec\s+)?(?:staff\s+)?comments\b",
-    "1c": r"cybersecurity\b",
-    "2": r"(?:description\s+of\s+)?propert(?:y|ies)\b",
-    "3": r"legal\s+proceedings\b",
-    "4": r"submission\s+of\s+matters\b|mine\s+safety\b|[\[(]?\s*(?:removed\s+and\s+)?reserved\b|\(?\s*removed\b",
-    "4a": r"executive\s+officers\b",
-    "5": r"market\s+for\b",
-    "6": r"selected\s+(?:consolidated\s+)?financial\s+data\b|[\[(]?\s*reserved\b",
-    "7": r"management['’]?s\s+discussion\b",
-    "7a": r"quantitative\s+and\s+qualitative\b",
-    "8": r"(?:consolidated\s+)?financial\s+statements\b",
-    "9": r"changes\s+in\s+and\s+disagreements\b",
-    "9a": r"controls\s+and\s+procedures\b",
-    "9b": r"other\s+information\b",
-    "9c": r"disclosure\s+regarding\s+foreign\b",
-    "10": r"directors\b",
-    "11": r"executive\s+compensation\b",
-    "12": r"security\s+ownership\b",
-    "13": r"certain\s+relationships\b",
-    "14": r"principal\s+account",
-    "15": r"exhibits\b",
-    "16": r"form\s+10-k\s+summary\b",
-}.items()}
+_TITLES: dict[str, re.Pattern[str]] = {
+    k: re.compile(rf"^{_Q}(?:{v}){_Q}", re.I)
+    for k, v in {
+        "1": r"(?:description\s+of\s+(?:the\s+)?|our\s+|the\s+)?business(?:es)?\b",
+        "1a": r"risk\s+factors\b",
+        "1b": r"unresolved\s+(?:sec\s+)?(?:staff\s+)?comments\b",
+        "1c": r"cybersecurity\b",
+        "2": r"(?:description\s+of\s+)?propert(?:y|ies)\b",
+        "3": r"legal\s+proceedings\b",
+        "4": r"submission\s+of\s+matters\b|mine\s+safety\b|[\[(]?\s*(?:removed\s+and\s+)?reserved\b"
+        r"|\(?\s*removed\b",
+        "4a": r"executive\s+officers\b",
+        "5": r"market\s+for\b",
+        "6": r"selected\s+(?:consolidated\s+)?financial\s+data\b|[\[(]?\s*reserved\b",
+        "7": r"management['’]?s\s+discussion\b",
+        "7a": r"quantitative\s+and\s+qualitative\b",
+        "8": r"(?:consolidated\s+)?financial\s+statements\b",
+        "9": r"changes\s+in\s+and\s+disagreements\b",
+        "9a": r"controls\s+and\s+procedures\b",
+        "9b": r"other\s+information\b",
+        "9c": r"disclosure\s+regarding\s+foreign\b",
+        "10": r"directors\b",
+        "11": r"executive\s+compensation\b",
+        "12": r"security\s+ownership\b",
+        "13": r"certain\s+relationships\b",
+        "14": r"principal\s+account",
+        "15": r"exhibits\b",
+        "16": r"form\s+10-k\s+summary\b",
+    }.items()
+}
 _PART = re.compile(r"^part\s+(ii|iii|iv|2|3|4)\b\s*[.:\-–—]?\s*(?P<rest>.*)$", re.I)
 _PAGE_TRAIL = re.compile(r"^[\s.·_…\-–—]*(?:page\s*)?(?:\d{1,3}|[ivx]{1,5})\s*$", re.I)
 _SMALL = frozenset("a an and as at by for from in of on or the to with its our their".split())
@@ -86,9 +91,12 @@ _DIGIT = re.compile(r"\d")
 _DIGITS = re.compile(r"\d+")
 _ALPHA = re.compile(r"[A-Za-z]")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?[\-–—(\[]?\s*(?:\d{1,3}|[ivxlc]{1,6})\s*[\-–—)\]]?$", re.I)
-_NAV = re.compile(r"table\s+of\s+contents|index\s+to\s+(?:consolidated\s+)?financial\s+statements|back\s+to\s+"
-                  r"(?:the\s+)?(?:top|contents|index|table\s+of\s+contents)|return\s+to\s+(?:the\s+)?"
-                  r"(?:top|index|table\s+of\s+contents)|quicklinks|\bcontents\b|\bindex\b|\bpage\b", re.I)
+_NAV = re.compile(
+    r"table\s+of\s+contents|index\s+to\s+(?:consolidated\s+)?financial\s+statements|back\s+to\s+"
+    r"(?:the\s+)?(?:top|contents|index|table\s+of\s+contents)|return\s+to\s+(?:the\s+)?"
+    r"(?:top|index|table\s+of\s+contents)|quicklinks|\bcontents\b|\bindex\b|\bpage\b",
+    re.I,
+)
 _NAV_REST = re.compile(r"^[\s\d|.\-–—()\[\]]*$")
 _EXEC = re.compile(
     r"^(?:information\s+(?:about|regarding|concerning|on|with\s+respect\s+to)\s+)?(?:our\s+|the\s+)?"
@@ -208,7 +216,8 @@ def heading_at(lines: list[str], i: int) -> Heading | None:
 
 
 def find_headings(lines: list[str]) -> list[Heading]:
-    """Every item and part heading, in document order (a heading whose title is on the next line counts once)."""
+    """Every item and part heading, in document order (a heading whose title is on the next line counts
+    once)."""
     out: list[Heading] = []
     skip_to = -1
     for i, line in enumerate(lines):
@@ -283,7 +292,8 @@ def locate(lines: list[str], headings: list[Heading] | None = None) -> tuple[Spa
     allowed = _SUCCESSORS_COMBINED if h.combined else _SUCCESSORS
     if end.key not in allowed:
         return None, (f"Item 1 (line {h.line + 1}) runs into the heading 'Item {end.key.upper()}' or a part "
-                      f"heading on line {end.line + 1}, not into an item that follows Item 1: headings missing")
+                      f"heading on line {end.line + 1}, not into an item that follows Item 1: headings "
+                      "missing")
     furniture = furniture_lines(lines)
     body = [h.run_in] if h.run_in else []
     body += [ln for i, ln in enumerate(lines[h.body:end_line], start=h.body)
@@ -319,7 +329,9 @@ def exec_officers_line(lines: tuple[str, ...] | list[str]) -> int | None:
     return None
 
 
-def extract_item1(lines: list[str], *, plain: bool = False, executive_officers: ExecOfficers = "keep") -> Item1:
+def extract_item1(
+    lines: list[str], *, plain: bool = False, executive_officers: ExecOfficers = "keep"
+) -> Item1:
     """Item 1 of a 10-K's lines: its text and status (see the module docs for the rules)."""
     span, why = locate(lines)
     if span is None:
@@ -342,7 +354,11 @@ def extract_item1(lines: list[str], *, plain: bool = False, executive_officers: 
     if core_words < POINTER_MAX_WORDS:
         pointers = len(_POINTER.findall(core_text))
         if pointers >= 1 and (core_words < 150 or pointers * 60 >= core_words):
-            return Item1("incorporated_by_reference", text,
-                         f"Item 1 has {core_words} word(s) and {pointers} reference(s) to content incorporated "
-                         f"from elsewhere: {where}", dropped)
+            return Item1(
+                "incorporated_by_reference",
+                text,
+                f"Item 1 has {core_words} word(s) and {pointers} reference(s) to content incorporated "
+                f"from elsewhere: {where}",
+                dropped,
+            )
     return Item1("ok", text, where, dropped)
