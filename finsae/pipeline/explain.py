@@ -26,14 +26,14 @@ from finsae.errors import ConfigError, DataError
 from finsae.explain.groups import GroupExplanation, explain_group, explain_group_weighted, faithfulness
 from finsae.explain.labels import latent_labels
 from finsae.explain.results import ExplanationResult
-from finsae.pipeline.store import BenchmarkRun, ExtractionSpec, GroupingSpec, MethodSpec
+from finsae.pipeline.store import BenchmarkRun, FeatureRecord, GroupingSpec, MethodSpec
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ExplanationResult", "explain_grouping"]
 
 
-def _sae_method(run: BenchmarkRun, g: GroupingSpec) -> tuple[MethodSpec, ExtractionSpec]:
+def _sae_method(run: BenchmarkRun, g: GroupingSpec) -> tuple[MethodSpec, FeatureRecord]:
     """The SAE method whose latents formed grouping ``g``, or a ConfigError saying why there is none."""
     try:
         spec = run.features_of(g)
@@ -55,7 +55,7 @@ def _sae_method(run: BenchmarkRun, g: GroupingSpec) -> tuple[MethodSpec, Extract
 
 
 def _check_given(
-    ex: ExtractionSpec, grouping: str, sae: str | Path | None, model: str | None, tl_name: str | None
+    ex: FeatureRecord, grouping: str, sae: str | Path | None, model: str | None, tl_name: str | None
 ) -> None:
     """An SAE, model or architecture passed by the caller must be the one the grouping's features came
     from."""

@@ -32,7 +32,7 @@ REPORT_MATCH = "density"
 
 
 @dataclass(frozen=True)
-class BacktestSettings:
+class PairsHeadline:
     """The headline capital basis and cost of a pairs backtest (from its manifest's config)."""
 
     headline_basis: str
@@ -47,7 +47,7 @@ class LoadedBacktest:
     summary: pd.DataFrame
     daily: pd.DataFrame
     placebo: pd.DataFrame
-    config: BacktestSettings
+    config: PairsHeadline
     output_dir: Path
 
 
@@ -77,7 +77,7 @@ def load_backtest(folder: str | Path) -> LoadedBacktest:
         summary,
         pd.read_parquet(folder / "daily.parquet"),
         pd.read_parquet(folder / "placebo.parquet"),
-        BacktestSettings(str(cfg.get("headline_basis", "committed")), float(cfg["headline_cost_bps"])),
+        PairsHeadline(str(cfg.get("headline_basis", "committed")), float(cfg["headline_cost_bps"])),
         folder,
     )
 

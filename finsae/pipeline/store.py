@@ -4,7 +4,7 @@
 
 * ``store/store.json``: the store version (:data:`STORE_VERSION`), the run id, the benchmark's name, headline
   method, levels, data files, designs and text vintages, and per vintage one :class:`MethodSpec` per text
-  method (how its features were made: an :class:`ExtractionSpec`; its transform, clusterer, components, kind,
+  method (how its features were made: an :class:`FeatureRecord`; its transform, clusterer, components, kind,
   learned base) and one :class:`GroupingSpec` per text grouping (which method's features formed it).
 * ``store/<vintage>/<method>.vectors.npz``: the unit-length company vectors the method grouped (rows in the
   order of the vintage's companies with text), with the feature names; learned and price methods have none
@@ -57,8 +57,9 @@ _RERUN = "rerun finsae benchmark (--config ...) to write it"
 
 
 @dataclass(frozen=True)
-class ExtractionSpec:
-    """How a text method's features were made.
+class FeatureRecord:
+    """How a text method's features were made (the record of a run; the spec that makes them is
+    :class:`finsae.extract.ExtractionSpec`).
 
     Attributes:
         features: ``sae``, ``minilm`` or ``tfidf``.
@@ -121,7 +122,7 @@ class MethodSpec:
     transform: str
     clusterer: str
     n_components: int | None
-    extraction: ExtractionSpec | None
+    extraction: FeatureRecord | None
     learned: str | None
     learned_base: str | None
     variant: str | None
@@ -548,7 +549,7 @@ def _design_from(d: Mapping[str, Any]) -> DesignInfo:
 
 def _method_from(m: Mapping[str, Any]) -> MethodSpec:
     ex = m.get("extraction")
-    fields = {**m, "extraction": None if ex is None else ExtractionSpec(**ex)}
+    fields = {**m, "extraction": None if ex is None else FeatureRecord(**ex)}
     return MethodSpec(**fields)
 
 
@@ -587,14 +588,14 @@ def _read_array(path: Path) -> MethodVectors:
 
 
 # ---------------------------------------------------------------------------------- building from a benchmark
-def _extraction(m: TextMethodResult) -> ExtractionSpec:
+def _extraction(m: TextMethodResult) -> FeatureRecord:
     cfg, feats = m.config, m.features
     source = {k: str(v) for k, v in feats.source.items() if v is not None}
     cache = feats.source.get("cache")
     cache_key = Path(str(cache)).name if cache else None
     n = int(feats.matrix.shape[1])
     if cfg.features != "sae":
-        return ExtractionSpec(
+        return FeatureRecord(
             cfg.features, model=source.get("model"), cache_key=cache_key, source=source, n_features=n
         )
     from finsae.extract.cache import DEFAULT_BATCH_TOKENS
@@ -608,7 +609,7 @@ def _extraction(m: TextMethodResult) -> ExtractionSpec:
         except (OSError, ValueError):
             chunking = {}
     max_length = chunking.get("max_length", int(handle.context_size or 512))
-    return ExtractionSpec(
+    return FeatureRecord(
         "sae",
         model=cfg.model,
         model_id=source.get("model"),

@@ -42,7 +42,7 @@ nav a{margin-right:1rem}.best{font-weight:bold}#lookup-out table{min-width:60%}c
 """
 
 
-class BacktestSettings(Protocol):
+class HeadlineSettings(Protocol):
     """What the pairs section reads of a backtest's configuration."""
 
     @property
@@ -65,7 +65,7 @@ class BacktestTables(Protocol):
     def placebo(self) -> pd.DataFrame: ...
 
     @property
-    def config(self) -> BacktestSettings: ...
+    def config(self) -> HeadlineSettings: ...
 
 
 @dataclass(frozen=True)
