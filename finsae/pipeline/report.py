@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from finsae._io import check_run_tables, write_text
+from finsae.backtest.results import BacktestSettings
+from finsae.config import PairsBacktestConfig
 from finsae.errors import DataError
 from finsae.explain.results import ExplanationResult
 from finsae.pipeline.explain import load_explanation
@@ -32,14 +35,6 @@ REPORT_MATCH = "density"
 
 
 @dataclass(frozen=True)
-class PairsHeadline:
-    """The headline capital basis and cost of a pairs backtest (from its manifest's config)."""
-
-    headline_basis: str
-    headline_cost_bps: float
-
-
-@dataclass(frozen=True)
 class LoadedBacktest:
     """The tables of a pairs backtest folder the report shows (a ``BacktestResult``-like object)."""
 
@@ -47,7 +42,7 @@ class LoadedBacktest:
     summary: pd.DataFrame
     daily: pd.DataFrame
     placebo: pd.DataFrame
-    config: PairsHeadline
+    config: BacktestSettings
     output_dir: Path
 
 
@@ -72,12 +67,19 @@ def load_backtest(folder: str | Path) -> LoadedBacktest:
     for name in ("daily", "placebo"):
         if not (folder / f"{name}.parquet").is_file():
             raise DataError(f"{folder} has no {name}.parquet: rerun finsae backtest")
+    try:  # the settings the backtest ran with, as its result object carries them
+        settings = BacktestSettings.of(PairsBacktestConfig.model_validate(cfg))
+    except ValidationError as exc:
+        raise DataError(
+            f"{manifest_path}: its config is not a valid pairs-backtest config ({exc.error_count()} "
+            "errors): rerun finsae backtest"
+        ) from None
     return LoadedBacktest(
         str(cfg.get("name", folder.name)),
         summary,
         pd.read_parquet(folder / "daily.parquet"),
         pd.read_parquet(folder / "placebo.parquet"),
-        PairsHeadline(str(cfg.get("headline_basis", "committed")), float(cfg["headline_cost_bps"])),
+        settings,
         folder,
     )
 
