@@ -4,13 +4,14 @@
 
 * ``store/store.json``: the store version (:data:`STORE_VERSION`), the run id, the benchmark's name, headline
   method, levels, data files, designs and text vintages, and per vintage one :class:`MethodSpec` per text
-  method (how its features were made: an :class:`FeatureRecord`; its transform, clusterer, components, kind,
+  method (how its features were made: a :class:`FeatureRecord`; its transform, clusterer, components, kind,
   learned base) and one :class:`GroupingSpec` per text grouping (which method's features formed it).
 * ``store/<vintage>/<method>.vectors.npz``: the unit-length company vectors the method grouped (rows in the
-  order of the vintage's companies with text), with the feature names; learned and price methods have none
-  (their spec says why and which method's vectors they build on).
+  order of the vintage's companies with text), with the feature names; methods with the same vectors share the
+  file of the first of them; learned and price methods have none (their spec says why and which method's
+  vectors they build on).
 * ``store/<vintage>/<method>.features.npz``: the raw feature matrix of SAE methods (what explanations count
-  activity on).
+  activity on; methods of one extraction share one file).
 
 :meth:`BenchmarkRun.load` reads it with the result tables (``comovement.parquet`` ...) and the groups, learned
 weights and neighbour tables of the folder. A folder written before the store existed, by another store
@@ -647,6 +648,10 @@ def _vintage_specs(
 ) -> tuple[list[MethodSpec], list[GroupingSpec]]:
     vintage = groups.vintage
     specs: list[MethodSpec] = []
+    # methods that share their features (same extraction) or their vectors (same features and transform) share
+    # one file: the benchmark hands them the same array object
+    shared: dict[int, str] = {}  # id of an array -> its file
+
     for name, m in groups.methods.items():
         lm = m.learned
         base = _plain_base(groups.methods, name)
@@ -654,15 +659,19 @@ def _vintage_specs(
         vectors = features = None
         note = ""
         if lm is None:
-            vectors = f"{vintage}/{name}.vectors.npz"
-            arrays[vectors] = MethodVectors(
-                m.tickers, np.asarray(m.z, dtype=np.float64), np.asarray(m.features.names)
-            )
-            if m.config.features == "sae":
-                features = f"{vintage}/{name}.features.npz"
-                arrays[features] = MethodVectors(
-                    m.tickers, sp.csr_matrix(m.features.matrix), np.asarray(m.features.names)
+            vectors = shared.get(id(m.z))
+            if vectors is None:
+                vectors = shared[id(m.z)] = f"{vintage}/{name}.vectors.npz"
+                arrays[vectors] = MethodVectors(
+                    m.tickers, np.asarray(m.z, dtype=np.float64), np.asarray(m.features.names)
                 )
+            if m.config.features == "sae":
+                features = shared.get(id(m.features.matrix))
+                if features is None:
+                    features = shared[id(m.features.matrix)] = f"{vintage}/{name}.features.npz"
+                    arrays[features] = MethodVectors(
+                        m.tickers, sp.csr_matrix(m.features.matrix), np.asarray(m.features.names)
+                    )
         elif base is not None:
             note = (
                 f"a learned similarity ({lm.kind}): no per-company vectors of its own (its weights may be "
