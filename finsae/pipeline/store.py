@@ -599,17 +599,13 @@ def _extraction(m: TextMethodResult) -> FeatureRecord:
         return FeatureRecord(
             cfg.features, model=source.get("model"), cache_key=cache_key, source=source, n_features=n
         )
-    from finsae.extract.cache import DEFAULT_BATCH_TOKENS
     from finsae.extract.sae import SAEHandle
+    from finsae.extract.spec import ExtractionSpec
 
     handle = SAEHandle(source["sae"])
-    chunking: dict[str, Any] = {}
-    if cache:  # the cache folder records its chunking
-        try:
-            chunking = json.loads((Path(str(cache)) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            chunking = {}
-    max_length = chunking.get("max_length", int(handle.context_size or 512))
+    # the spec the features were extracted with (what their cache key hashes), not re-read from files
+    spec = feats.spec or ExtractionSpec(model=cfg.model, tl_name=cfg.tl_name, sae=source["sae"],
+                                        pooling=cfg.pooling)
     return FeatureRecord(
         "sae",
         model=cfg.model,
@@ -619,12 +615,12 @@ def _extraction(m: TextMethodResult) -> FeatureRecord:
         sae=source["sae"],
         sae_digest=handle.digest,
         d_sae=int(handle.d_sae),
-        pooling=source.get("pooling", cfg.pooling),
-        max_length=int(max_length),
-        overlap=int(chunking.get("overlap", 0)),
-        dtype=str(handle.dtype),
-        compile=False,
-        batch_tokens=DEFAULT_BATCH_TOKENS,
+        pooling=spec.pooling,
+        max_length=spec.chunk_length(handle),
+        overlap=spec.overlap,
+        dtype=spec.dtype,
+        compile=spec.compile,
+        batch_tokens=spec.batch_tokens,
         cache_key=cache_key,
         source=source,
         n_features=n,
