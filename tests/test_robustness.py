@@ -349,9 +349,10 @@ def test_config_booleans_for_numbers_and_duplicate_keys_are_errors(bench, tmp_pa
 def test_sae_for_another_model_or_with_nan_weights_is_refused(sae, tmp_path):
     import torch
 
-    from finsae.extract.cache import config_key, plan_shards
+    from finsae.extract.identity import config_key
     from finsae.extract.model import LoadedModel
     from finsae.extract.sae import SAEHandle, load_sae
+    from finsae.extract.shards import plan_shards
 
     folder = tmp_path / "sae"
     sae.save_model(str(folder))

@@ -17,12 +17,9 @@ from typing import TYPE_CHECKING
 from finsae.errors import DataError
 from finsae.extract.distributed import ray_compute_shards
 from finsae.extract.features import FeatureSet
-from finsae.extract.identity import DEFAULT_BATCH_TOKENS, config_key, sae_hash
 from finsae.extract.model import LoadedModel
 from finsae.extract.sae import SAESource, as_sae_source
 from finsae.extract.shards import (
-    Shard,
-    ShardPlan,
     assemble,
     compute_shard,
     compute_shard_many,
@@ -37,20 +34,7 @@ if TYPE_CHECKING:  # sae_lens loads lazily: a cache hit through a folder handle 
 
 logger = logging.getLogger(__name__)
 
-__all__ = [  # the shard and identity names are here too: callers imported them from this module before
-    "DEFAULT_BATCH_TOKENS",
-    "Shard",
-    "ShardPlan",
-    "assemble",
-    "cached_extract",
-    "cached_extract_many",
-    "compute_shard",
-    "compute_shard_many",
-    "config_key",
-    "plan_shards",
-    "read_shard",
-    "sae_hash",
-]
+__all__ = ["cached_extract", "cached_extract_many"]
 
 def cached_extract(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[object], doc_ids: Sequence[str],
                    spec: ExtractionSpec | None = None, run: Execution | None = None) -> FeatureSet:
