@@ -468,7 +468,7 @@ def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], ou
     found = list(explanations) or sorted(p.parent for p in (results / "explanations").glob("*/manifest.json"))
     out = out or Path("exports") / results.name
     res = export_run(results, out, pairs=pairs, explanations=found, k=k, vintage=vintage,
-                     overwrite=overwrite, progress=True)
+                     overwrite=overwrite)
     click.echo(res.to_frame().to_string(index=False))
     click.echo(f"export (schema {res.manifest['schema_version']}) written to {res.path}")
 

@@ -379,12 +379,11 @@ def export_run(
     k: int = 20,
     companies: str | Path | None = None,
     overwrite: bool = False,
-    progress: bool | None = None,
 ) -> ExportResult:
     """Export the benchmark results folder ``results`` (plus the pairs backtest folder ``pairs`` and ``finsae
     explain`` folders ``explanations``) to the folder ``out``; see the module docstring for the layout.
     Vectors, groups and the headline come from the benchmark's run store: the export holds exactly the vectors
-    the groups were formed by (``progress`` is accepted for compatibility; nothing is extracted).
+    the groups were formed by (nothing is extracted).
 
     The export is written to a temporary sibling folder and renamed into place at the end, so ``out`` is
     either the previous export or the complete new one, never a mix. An existing ``out`` is replaced only with
