@@ -98,14 +98,24 @@ def collect_activations(model: HookedTransformer, texts: Sequence[object], hooks
 def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32, context_size: int = 512,
                    model_name: str = "", epochs: int = 5, batch_size: int = 1024, lr: float = 3e-4,
                    seed: int = 0, autocast: bool = True, out_dir: str | Path | None = None,
-                   dead_feature_window: int = 1000) -> SAE:
+                   dead_feature_window: int = 1000,
+                   architecture: Literal["topk", "batchtopk"] = "topk") -> SAE:
     """Train a TopK SAE on ``acts`` (tokens x d_in) and return the inference SAE (saved to ``out_dir`` if
-    given).
+    given). ``architecture="batchtopk"``: sae_lens' BatchTopK (the ``k x batch`` largest activations of a
+    batch are kept; saved for inference as JumpReLU with the learned threshold).
 
     ``dead_feature_window``: steps without firing after which a latent counts as dead and the AuxK loss starts
     pulling it towards the residual (sae_lens' default 1,000 steps exceeds a short run on a small corpus)."""
     import torch  # heavy optional imports (the 'llm' extra): only when an SAE is trained
-    from sae_lens import SAE, LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import (
+        SAE,
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        LoggingConfig,
+        SAETrainer,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainerConfig
 
@@ -113,9 +123,16 @@ def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32,
         raise DataError(f"only {len(acts)} activation tokens: fewer than one batch of {batch_size}")
     torch.manual_seed(seed)
     data = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
-    cfg = TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k, metadata=SAEMetadata(
-        hook_name=hook_name, context_size=context_size, model_name=model_name, prepend_bos=True))
-    sae = TopKTrainingSAE(cfg)
+    if architecture not in ("topk", "batchtopk"):
+        raise DataError(f"architecture must be 'topk' or 'batchtopk', not {architecture!r}")
+    meta = SAEMetadata(hook_name=hook_name, context_size=context_size, model_name=model_name,
+                       prepend_bos=True)
+    sae: Any
+    if architecture == "topk":
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k, metadata=meta))
+    else:
+        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k,
+                                                              metadata=meta))
     with torch.no_grad():
         sae.b_dec.copy_(data.mean(dim=0))
     generator = torch.Generator().manual_seed(seed)
@@ -160,12 +177,13 @@ class SAEQuality:
 
 def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *, max_length: int = 512,
                  batch_tokens: int = 4096, acts: np.ndarray | None = None,
-                 loss_batch_tokens: int = 512) -> SAEQuality:
+                 loss_batch_tokens: int = 512, reference: tuple[float, float] | None = None) -> SAEQuality:
     """Quality of ``sae`` on held-out ``texts`` (see the module docstring for the formulas).
 
     The language-model loss is computed in batches of ``loss_batch_tokens`` padded tokens: the logits of one
     batch take ``tokens x vocabulary x 4`` bytes (0.5 GB for 512 tokens of Gemma's 262,144-token
-    vocabulary)."""
+    vocabulary). ``reference``: ``(CE_clean, CE_zero)`` already measured on the same texts and hook (another
+    SAE of the same layer): only the spliced loss is computed."""
     import torch
 
     hook = sae.cfg.metadata.hook_name
@@ -186,6 +204,7 @@ def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
             l0_sum += float(active.sum())
     total = ((x - x.mean(dim=0)) ** 2).sum(dtype=torch.float64)
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    modes = ["sae"] if reference is not None else list(ce)
     n_pred = 0
 
     def splice(mode: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
@@ -202,7 +221,7 @@ def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
         for batch in length_batches(_chunks(model, texts, max_length), loss_batch_tokens):
             tokens, pool = padded_batch(tokenizer_of(model), batch)
             target_mask = pool[:, 1:]  # predict every real token after the first position
-            for mode in ce:
+            for mode in modes:
                 hooks = [] if mode == "clean" else [(hook, splice(mode))]
                 logits = model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")[:, :-1]
                 nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -211,7 +230,128 @@ def evaluate_sae(model: HookedTransformer, sae: SAE, texts: Sequence[object], *,
                 del logits, nll
             n_pred += int(target_mask.sum())
     ce = {m: v / max(n_pred, 1) for m, v in ce.items()}
+    if reference is not None:
+        ce["clean"], ce["zero"] = reference
     lost = ce["zero"] - ce["clean"]
     recovered = (ce["zero"] - ce["sae"]) / lost if ce["zero"] != ce["clean"] else math.nan
     return SAEQuality(float(1 - resid / total), l0_sum / max(len(x), 1), float((~ever_active).float().mean()),
                       ce["clean"], ce["sae"], ce["zero"], float(recovered), len(acts))
+
+
+# --- activations on disk: one language-model pass, every hook, resumable ------------------------------------
+
+
+def _bf16_bits(x: torch.Tensor) -> np.ndarray:
+    import torch
+
+    return x.to(torch.bfloat16).view(torch.int16).cpu().numpy()
+
+
+def _from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(bits)).view(torch.bfloat16).float().numpy()
+
+
+def write_activation_shards(model: HookedTransformer, texts: Sequence[str], hooks: Sequence[str],
+                            folder: str | Path, *, model_id: str, max_length: int = 512,
+                            batch_tokens: int = 4096, shard_docs: int = 250, progress: bool = False) -> Path:
+    """Residual activations of every pooled token of ``texts`` at every hook, from one forward pass to the
+    deepest hook, written to ``folder`` in shards of ``shard_docs`` texts (``shard_NNNNN.npz``: ``docs``, the
+    text's position, ``tokens``, the token ids, and per hook the activations in bfloat16, 2 bytes a value).
+
+    Resumable: shards already written are kept; the folder's ``manifest.json`` (hooks, chunking, model, the
+    texts' digest) must match, else the folder is refused (a different corpus or model is not mixed in)."""
+    import hashlib
+    import json
+
+    import torch
+
+    from finsae._io import atomic_write, write_json
+
+    out = Path(folder)
+    digest = hashlib.sha256("\n".join(hashlib.sha256(t.encode()).hexdigest() for t in texts).encode())
+    manifest = {"hooks": list(hooks), "max_length": max_length, "model": model_id, "n_texts": len(texts),
+                "texts_sha256": digest.hexdigest(), "shard_docs": shard_docs, "dtype": "bfloat16"}
+    mpath = out / "manifest.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise DataError(f"{out} holds activations of another corpus or model (differs in {diff}); use "
+                            "another folder or remove it")
+    else:
+        write_json(manifest, mpath)
+    stop = max(hook_layer(h) for h in hooks) + 1
+    tok = tokenizer_of(model)
+    starts = range(0, len(texts), shard_docs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(starts), desc="activation shards", unit="shard")
+    for s, start in enumerate(starts):
+        path = out / f"shard_{s:05d}.npz"
+        if not path.is_file():
+            part = list(texts[start: start + shard_docs])
+            acts: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
+            docs: list[np.ndarray] = []
+            ids: list[np.ndarray] = []
+            with torch.inference_mode():
+                for batch in length_batches(_chunks(model, part, max_length), batch_tokens):
+                    tokens, pool = padded_batch(tok, batch)
+                    ids.append(tokens[pool].numpy().astype(np.int32))
+                    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hooks),
+                                                    stop_at_layer=stop)
+                    for h in hooks:
+                        acts[h].append(_bf16_bits(cache[h][pool.to(cache[h].device)]))
+                    docs.append(start + np.repeat([c.doc for c in batch], pool.sum(dim=1).numpy()))
+            arrays = {h: np.concatenate(v) if v else np.zeros((0, model.cfg.d_model), np.int16)
+                      for h, v in acts.items()}
+            doc_rows = np.concatenate(docs).astype(np.int32) if docs else np.zeros(0, np.int32)
+            token_ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+
+            def save(tmp: Path, arrays: dict[str, np.ndarray] = arrays,
+                     doc_rows: np.ndarray = doc_rows, token_ids: np.ndarray = token_ids) -> None:
+                named: dict[str, Any] = {f"act{i}": arrays[h] for i, h in enumerate(hooks)}
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, docs=doc_rows, tokens=token_ids, **named)
+
+            atomic_write(path, save)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def read_activations(folder: str | Path, hook: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The activations (tokens x d_model, float32) at ``hook`` written by :func:`write_activation_shards`,
+    each token's text position and its token id."""
+    import json
+
+    out = Path(folder)
+    mpath = out / "manifest.json"
+    if not mpath.is_file():
+        raise DataError(f"{out} holds no activations (no manifest.json)")
+    manifest = json.loads(mpath.read_text())
+    if hook not in manifest["hooks"]:
+        raise DataError(f"{out} has no activations at {hook}; it has {manifest['hooks']}")
+    i = manifest["hooks"].index(hook)
+    n_shards = -(-int(manifest["n_texts"]) // int(manifest["shard_docs"]))
+    parts, docs, ids = [], [], []
+    for s in range(n_shards):
+        path = out / f"shard_{s:05d}.npz"
+        if not path.is_file():
+            raise DataError(f"{out} is incomplete: {path.name} is missing (rerun to finish it)")
+        with np.load(path) as z:
+            parts.append(_from_bf16_bits(z[f"act{i}"]))
+            docs.append(z["docs"])
+            ids.append(z["tokens"])
+    return np.concatenate(parts), np.concatenate(docs), np.concatenate(ids)
+
+
+def norm_keep(acts: np.ndarray, max_norm_ratio: float = 10.0) -> np.ndarray:
+    """Tokens to train on: activation norm at most ``max_norm_ratio`` times the median norm."""
+    norms = np.linalg.norm(acts, axis=1)
+    return norms <= max_norm_ratio * np.median(norms)
