@@ -161,3 +161,51 @@ def test_weighted_faithfulness_uses_the_learned_similarity_and_equals_the_cosine
     w[lat] = 0.0
     muted = faithfulness(z, x, members, lat, draws=30, pool=10, weights=w)
     assert muted.drop_explaining < plain.drop_explaining
+
+
+class _WordTok:
+    """A tokenizer stand-in: token id k is the word ``vocab[k]`` (with a leading space)."""
+
+    all_special_ids = [0]
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def decode(self, ids):
+        return "".join(" " + self.vocab[int(i)] for i in ids)
+
+
+def test_label_rule_token_context_function_kinds():
+    from finsae.explain.labels import StatsAccumulator, label_latents
+
+    vocab = ["<bos>", "banking", "loans", "the", "of", "ohio", "drilling", ",", "company", "wells"]
+    w = {v: k for k, v in enumerate(vocab)}
+    docs_text = ["the banking of loans", "the company of ohio , drilling wells", "loans of the banking",
+                 "drilling of wells the", "company drilling wells of", "banking loans"] + ["the loans"] * 4
+    ids, docs = [], []
+    for d, t in enumerate(docs_text):
+        for word in t.split():
+            ids.append(w[word])
+            docs.append(d)
+    ids, docs = np.array(ids), np.array(docs)
+    feats = np.zeros((len(ids), 4), dtype=np.float32)
+    feats[np.isin(ids, [w["banking"], w["loans"]]), 0] = 1.0  # latent 0: business tokens
+    feats[(ids == w["of"]) & np.isin(docs, [1, 3, 4]), 1] = 2.0  # latent 1: "of" next to drilling / wells
+    feats[np.isin(ids, [w["the"], w[","]]), 2] = 1.0  # latent 2: function words in every context
+    acc = StatsAccumulator(4, len(vocab), n_examples=5)
+    acc.add(torch.from_numpy(feats), ids, docs)
+    lab = label_latents(acc.result(), _WordTok(vocab), docs_text, [f"D{k}" for k in range(10)],
+                        context=3)
+    kinds = lab.table["kind"].tolist()
+    assert kinds == ["token", "context", "function", "dead"]
+    assert set(lab.label(0).split(" / ")) == {"banking", "loans"}
+    assert "drilling" in lab.label(1) or "wells" in lab.label(1)
+    assert lab.label(2).endswith("(no business word)") and lab.label(3) == "(never active)"
+    assert lab.content.tolist() == [True, True, False, False]
+    assert lab.table.at[0, "content_share"] == 1.0 and lab.table.at[2, "content_share"] == 0.0
+    # places and boilerplate are never content words, whatever their weight
+    from finsae.explain.labels import corpus_words, is_content_word
+
+    words = corpus_words(docs_text, min_count=1)
+    assert not is_content_word("ohio", words) and not is_content_word("company", words)
+    assert is_content_word("drilling", words) and not is_content_word("drill", words)  # not a corpus word

@@ -11,9 +11,10 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
 * ``kind = "token"``: where content-word tokens carry at least ``TOKEN_SHARE`` (25%) of the latent's
   activation mass, the ``n_label_tokens`` content words with the highest ``mass[j, t] * idf(t)``
   (``idf = 1 + log((D + 1) / (df + 1))`` over the ``D`` documents): ``loans / banking / deposits``;
-* ``kind = "context"``: else, where one content word occurs around at least ``CONTEXT_SHARE`` (40%) of its
-  strongest examples, the (at most two) such words by count x IDF: ``near: drilling, wells`` (a latent that
-  fires on "of" in "exploration of oil" reads its context);
+* ``kind = "context"``: else, where a content word occurs around at least ``CONTEXT_SHARE`` (40%) of its
+  strongest examples and at least ``CONTEXT_LIFT`` (2) times as often as in a random document, the (at most
+  two) such words by count x IDF: ``near: drilling, wells`` (a latent that fires on "of" in "exploration of
+  oil" reads its context; a word common everywhere is no context);
 * ``kind = "function"``: else the raw top tokens, marked ``(no business word)``; ``"dead"``: never active.
 
 A label "has a content word" when its kind is ``token`` or ``context`` (:attr:`LatentLabels.content`).
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_SHARE = 0.25
 CONTEXT_SHARE = 0.4
+CONTEXT_LIFT = 2.0
 CONTENT_KINDS = ("token", "context")
 
 BOILERPLATE = frozenset("""
@@ -365,13 +367,15 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
                 top_words.append(w)
             if len(top_words) == n_label_tokens:
                 break
-        near = sorted(((n * np.log(n_docs / max(word_df[w], 1)), w, n) for w, n in ctx.items()),
+        need = min_context_share * max(n_ex, 1)
+        # enriched around the examples: in at least CONTEXT_SHARE of them and CONTEXT_LIFT x its document rate
+        near = sorted(((n * np.log(n_docs / max(word_df[w], 1)), w, n) for w, n in ctx.items()
+                       if n >= need and n / max(n_ex, 1) >= CONTEXT_LIFT * word_df[w] / n_docs),
                       reverse=True)
         if share >= min_token_share and top_words:
             kind, label = "token", " / ".join(top_words)
-        elif near and near[0][2] >= min_context_share * max(n_ex, 1):
-            kind = "context"
-            label = "near: " + ", ".join(w for _, w, n in near[:2] if n >= min_context_share * max(n_ex, 1))
+        elif near:
+            kind, label = "context", "near: " + ", ".join(w for _, w, _ in near[:2])
         else:
             raw = [word_of(int(cols[c])) for c in np.argsort(-vals, kind="stable")[:n_label_tokens]]
             kind, label = "function", " / ".join(f"'{w}'" if not any(ch.isalnum() for ch in w) else w
