@@ -276,6 +276,48 @@ def content_top_label_share(fit: PrePeriodFit, features: np.ndarray, content: pd
     return (float(np.mean(hits)) if hits else float("nan")), len(hits)
 
 
+def forward_figures(features: np.ndarray, tickers: pd.Index, universe: Universe, prices: Prices,
+                    cfg: BenchmarkConfig, design: str = "forward") -> dict[str, float]:
+    """Forward-window figures of one SAE's features, for the sweep table *after* the choice (rule item 5):
+    ``sae_sup`` fitted as in the benchmark (choices on the selection window, weights refitted on all of it),
+    its groups' and the plain log1p cosine's groups' pair-weighted correlation at GICS-industry and
+    sub-industry density on the design's monthly returns, and the cold-start top-10 neighbour correlation
+    (weights fitted without the company's fold) beside GICS sub-industry's on the same companies."""
+    from finsae.data import log_returns
+    from finsae.evaluate.comovement import correlation_matrix
+    from finsae.evaluate.ranking import same_group_similarity, topk_neighbour_correlation
+    from finsae.group.peers import granularity_targets
+    from finsae.group.similarity import l2_normalize
+    from finsae.group.taxonomy import taxonomy_labels
+    from finsae.pipeline.learned import LearnedStage, _score_groups, pre_windows
+
+    info = next((d for d in cfg.designs if d.name == design), None)
+    if info is None:
+        raise DataError(f"the config has no design {design!r}")
+    z = l2_normalize(np.log1p(np.maximum(features, 0.0)))
+    keep = np.linalg.norm(z, axis=1) > 0
+    tickers, z = pd.Index(tickers)[keep], z[keep]
+    levels = ["gics_industry", "gics_sub_industry"]
+    targets = granularity_targets(universe, tickers, levels)
+    stage = LearnedStage(cfg, pre_windows(cfg, prices, tickers), tickers, targets)
+    method, _ = stage.supervised("sae_sup", "sae", z)
+    ev = cfg.evaluation
+    panel = log_returns(prices, pd.Timestamp(info.start), pd.Timestamp(info.end), "monthly", tickers=tickers,
+                        min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
+    corr = correlation_matrix(panel)
+    out: dict[str, float] = {}
+    for lv in levels:
+        out[f"fwd_sup_{lv}"] = _score_groups("sae_sup", method.group_similarity, tickers, targets[lv],
+                                             "density", corr)
+        out[f"fwd_cos_{lv}"] = _score_groups("sae", z @ z.T, tickers, targets[lv], "density", corr)
+    assert method.cold_rank is not None
+    out["cold_top10"] = float(topk_neighbour_correlation(method.cold_rank, tickers, corr, (10,))[10])
+    gics = same_group_similarity(taxonomy_labels(universe, "gics_sub_industry"), tickers)
+    out["cold_top10_gics_sub"] = float(topk_neighbour_correlation(gics, tickers, corr, (10,),
+                                                                  tie_seed=ev.seed)[10])
+    return out
+
+
 def choose(table: pd.DataFrame, ev_floor: float = EV_FLOOR, recovered_floor: float = RECOVERED_FLOOR) -> str:
     """The rule's choice among ``table``'s rows (columns candidate, M, explained_variance, loss_recovered,
     content_share, d_sae, k)."""
@@ -289,19 +331,6 @@ def choose(table: pd.DataFrame, ev_floor: float = EV_FLOOR, recovered_floor: flo
     share = near["content_share"].fillna(-1.0) if "content_share" in near else pd.Series(0.0, near.index)
     near = near.assign(_share=share).sort_values(["_share", "M", "size"], ascending=[False, False, True])
     return str(near.iloc[0]["candidate"])
-
-
-def pooled_sums(sae: SAE, acts: np.ndarray, rows: np.ndarray, n_rows: int, batch: int = 8192) -> np.ndarray:
-    """Sum-pooled SAE activations per text row from token activations ``acts`` and their ``rows``."""
-    import torch
-
-    out = np.zeros((n_rows, int(sae.cfg.d_sae)), dtype=np.float64)
-    dtype = next(sae.parameters()).dtype
-    with torch.inference_mode():
-        for start in range(0, len(acts), batch):
-            f = sae.encode(torch.from_numpy(acts[start: start + batch]).to(dtype)).float().numpy()
-            np.add.at(out, rows[start: start + batch], f)
-    return out
 
 
 class Sweep:
@@ -388,14 +417,15 @@ class Sweep:
         tok = tokenizer_of(self.loaded.model)
         d_sae = int(sae.cfg.d_sae)
         acc = StatsAccumulator(d_sae, int(max(len(tok), self.loaded.model.cfg.d_vocab)), 10)
-        pooled = np.zeros((n, d_sae), dtype=np.float64)
+        pooled_t = torch.zeros((n, d_sae), dtype=torch.float64)
         dtype = next(sae.parameters()).dtype
         with torch.inference_mode():
             for start in range(0, len(sel), 8192):
                 part = sel[start: start + 8192]
                 f = sae.encode(torch.from_numpy(acts[part]).to(dtype)).float()
-                np.add.at(pooled, docs[part], f.numpy())
+                pooled_t.index_add_(0, torch.from_numpy(docs[part].astype(np.int64)), f.double())
                 acc.add(f, ids[part], docs[part])
+        pooled = pooled_t.numpy()
         labels = label_latents(acc.result(), tok, corpus.texts[:n], [str(t) for t in corpus.tickers])
         return pooled, labels
 
@@ -475,6 +505,34 @@ class Sweep:
                     "M_shipped_reference": m_shipped, "replaces_shipped": replace_shipped},
                    final / "selection.json")
         return table
+
+    def forward(self) -> pd.DataFrame:
+        """The forward figures (:func:`forward_figures`) of every SAE of a finished sweep, added to its table
+        (``sweep_forward.parquet``). Refused before the choice is written (``sweep.json``)."""
+        from finsae.extract.sae import load_sae
+
+        done = self.out / "sweep.json"
+        if not done.is_file():
+            raise DataError(f"{self.out} has no sweep.json: the forward figures come only after the choice")
+        table = pd.read_parquet(self.out / "sweep.parquet")
+        rows = []
+        corpus = self.corpus()
+        for _, r in table.iterrows():
+            name = str(r["candidate"])
+            cache = self.out / "figures" / f"{name}.forward.json"
+            if cache.is_file():
+                rows.append(json.loads(cache.read_text()))
+                continue
+            folder = self.references[name] if bool(r["reference"]) else self.out / "candidates" / name
+            sae = load_sae(folder)
+            pooled, _ = self._descriptions(sae, str(r["hook"]))
+            fig = {"candidate": name, **forward_figures(pooled, corpus.tickers, self.universe, self.prices,
+                                                        self.cfg)}
+            write_json(fig, cache)
+            rows.append(fig)
+        out = table.merge(pd.DataFrame(rows), on="candidate", how="left")
+        out.to_parquet(self.out / "sweep_forward.parquet")
+        return out
 
     def _row(self, cand: Candidate) -> dict:
         sae = self.train(cand)
