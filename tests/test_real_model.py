@@ -42,44 +42,72 @@ def test_real_descriptions_pool_and_peers_make_sense(real):
     assert within > across  # banks resemble banks and chip makers chip makers more than each other
 
 
-def test_known_groups_are_explained_by_latents_that_name_them(real, tmp_path, monkeypatch):
-    """Banks and REITs (GICS) on a sample of the real descriptions: their explaining latents' labels name
-    banking and real estate. (Chip makers are not: their top latents read 'power', 'applications', 'systems';
-    this small SAE has no latent labelled by 'semiconductor' on this sample. The test records that as it
-    is.)"""
+# Words that name each business (written before the labels of any swept SAE were read): a label names the
+# business when one of its words starts with one of these.
+BUSINESS_WORDS = {
+    "banks": ("bank", "loan", "deposit", "lending", "mortgage", "savings", "checking"),
+    "reits": ("reit", "estate", "propert", "tenant", "lease", "apartment", "rental", "shopping", "mall"),
+    "oil_gas": ("oil", "gas", "natural", "petroleum", "crude", "exploration", "drilling", "wells", "reserves",
+                "shale", "basin", "acreage", "hydrocarbon"),
+    "semis": ("semiconductor", "chip", "circuit", "wafer", "analog", "silicon", "processor",
+              "microcontroller"),
+    "biotech": ("biotech", "biopharma", "therapeut", "therap", "drug", "clinical", "pharmaceut", "patient",
+                "treatment", "cancer", "disease", "antibod", "oncology", "trial"),
+}
+GICS_PREFIX = {"banks": "401010", "reits": "6010", "oil_gas": "10102020", "semis": "45301020",
+               "biotech": "35201010"}
+
+
+def names_business(label: str, stems: tuple[str, ...]) -> bool:
+    import re
+
+    return any(w.startswith(stems) for w in re.findall(r"[a-z]+", label.lower()))
+
+
+def test_known_industries_are_explained_by_latents_that_name_their_business(real):
+    """Banks, REITs, oil and gas producers, semiconductor makers and biotech firms (GICS) among a sample of
+    the real 2017 descriptions: each group's top 5 explaining latents include one whose label (a content-word
+    label, :mod:`finsae.explain.labels`) names its business."""
     import pandas as pd
+    import torch
 
-    from finsae.explain import latent_labels
     from finsae.explain.groups import explain_group
+    from finsae.explain.labels import StatsAccumulator, label_latents
+    from finsae.extract.features import clean_texts, document_chunks, encoded_batches
 
-    monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
     loaded, sae = real
     u = load_universe()
     texts = u.descriptions("2017")
-    gics = u.companies["gics"].reindex(texts.index)
-    groups = {
-        "banks": gics.str[:6] == "401010",
-        "reits": gics.str[:4] == "6010",
-        "chips": gics.str[:6] == "453010",
-    }
+    gics = u.companies["gics"].reindex(texts.index).astype("string")
+    masks = {name: gics.str.startswith(prefix).fillna(False).to_numpy()
+             for name, prefix in GICS_PREFIX.items()}
     chosen = pd.Index([])
-    for mask in groups.values():
-        chosen = chosen.union(texts.index[mask.fillna(False).to_numpy()][:25])
-    others = texts.index.difference(chosen).to_series().sample(120, random_state=0).index
+    for mask in masks.values():
+        chosen = chosen.union(texts.index[mask][:20])
+    others = texts.index.difference(chosen).to_series().sample(150, random_state=0).index
     tickers = chosen.union(others)
-    docs = list(texts.loc[tickers])
-    fs = extract_features(loaded.model, sae, docs, doc_ids=list(tickers), batch_tokens=8192)
-    labels = latent_labels(loaded, sae, docs, list(tickers), cache=False).labels()
-    expect = {"banks": ("bank", "loan", "deposit"), "reits": ("estate", "reit", "propert", "real"),
-              "chips": ("semiconductor", "chip", "circuit")}
-    chip_members = groups["chips"].reindex(tickers).fillna(False).to_numpy()
-    chip_text = " ".join(
-        explain_group(fs.matrix, chip_members, labels=labels, top=8).latents["label"]
-    ).lower()
-    assert "semiconductor" not in chip_text  # a known gap; if this starts failing, move chips into the loop
-    for name, mask in list(groups.items())[:2]:
-        members = mask.reindex(tickers).fillna(False).to_numpy()
-        e = explain_group(fs.matrix, members, labels=labels, top=8, group=name)
-        text = " ".join(e.latents["label"]).lower()
-        assert any(word in text for word in expect[name]), (name, list(e.latents["label"]))
-        assert e.recall > 0.6
+    docs = [str(t) for t in texts.loc[tickers]]
+    model = loaded.model
+    tok = model.tokenizer
+    keep, _ = clean_texts(docs)
+    chunks = document_chunks(tok, docs, keep, int(sae.cfg.metadata.context_size or 512), 0)
+    d_sae = int(sae.cfg.d_sae)
+    acc = StatsAccumulator(d_sae, int(max(len(tok), model.cfg.d_vocab)), 10)
+    pooled = torch.zeros((len(docs), d_sae), dtype=torch.float64)
+    with torch.inference_mode():
+        hook = sae.cfg.metadata.hook_name
+        for batch, tokens, mask, feats in encoded_batches(model, sae, hook, chunks, 8192):
+            rows = torch.tensor([c.doc for c in batch])[:, None].expand_as(mask)
+            acc.add(feats[mask], tokens[mask].numpy(), rows[mask].numpy())
+            pooled.index_add_(0, rows[mask], feats[mask].double())
+    labels = label_latents(acc.result(), tok, docs, list(tickers))
+    missing = {}
+    for name, stems in BUSINESS_WORDS.items():
+        members = masks[name][texts.index.get_indexer(tickers)]
+        assert members.sum() >= 10, name
+        e = explain_group(pooled.numpy(), members, labels=labels.labels(), top=5, group=name)
+        hits = [int(j) for j, lab in zip(e.latents["latent"], e.latents["label"], strict=True)
+                if bool(labels.content[int(j)]) and names_business(str(lab), stems)]
+        if not hits:
+            missing[name] = list(e.latents["label"])
+    assert not missing, missing

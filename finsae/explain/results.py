@@ -40,5 +40,16 @@ class ExplanationResult:
         f = self.faithfulness
         return float(f["faithful"].mean()) if len(f) else float("nan")
 
+    @property
+    def content_top_share(self) -> float:
+        """Share of groups whose top explaining latent (rank 0) has a content-word label (kind ``token`` or
+        ``context``, :mod:`finsae.explain.labels`)."""
+        g = self.groups
+        if not len(g) or "rank" not in g:
+            return float("nan")
+        top = g[g["rank"] == 0]["latent"].astype(int)
+        content = self.labels.content
+        return float(content.reindex(top.to_numpy()).fillna(False).astype(bool).mean())
+
     def to_frame(self) -> pd.DataFrame:
         return self.groups.copy()

@@ -220,18 +220,20 @@ def explain_grouping(
                 "top": top,
                 "draws": draws,
                 "faithful_share": result.faithful_share,
+                "content_top_share": result.content_top_share,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "features": ex.source,
             },
             out / "manifest.json",
         )
     logger.info(
-        "%s: %d groups explained with %s (%d latents), %.0f%% faithful",
+        "%s: %d groups explained with %s (%d latents), %.0f%% faithful, %.0f%% with a content-word top label",
         grouping,
         len(groups),
         ex.sae,
         ex.d_sae or 0,
         100 * result.faithful_share,
+        100 * result.content_top_share,
     )
     return result
 

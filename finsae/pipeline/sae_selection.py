@@ -348,7 +348,6 @@ class Sweep:
         self.references = dict(references or {})
         self._corpus: SweepCorpus | None = None
         self._acts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._ce: dict[str, tuple[float, float]] = {}
 
     # -- corpus and activations
     def corpus(self) -> SweepCorpus:
@@ -444,9 +443,12 @@ class Sweep:
         held = corpus.holdout[docs] & kept
         held_texts = [t for t, h in zip(corpus.texts, corpus.holdout, strict=True) if h]
         held_texts = held_texts[: self.plan.eval_docs]
+        ref_file = self.out / "figures" / f"reference_loss.{hook}.json"  # clean / zeroed losses, per layer
+        reference = tuple(json.loads(ref_file.read_text())) if ref_file.is_file() else None
         q = evaluate_sae(self.loaded.model, sae, held_texts, max_length=self.plan.max_length, acts=acts[held],
-                         reference=self._ce.get(hook))
-        self._ce[hook] = (q.ce_clean, q.ce_zero)
+                         reference=reference)
+        if reference is None:
+            write_json([q.ce_clean, q.ce_zero], ref_file)
         pooled, labels = self._descriptions(sae, hook)
         fit = pre_period_measure(pooled, corpus.tickers, self.universe, self.prices, self.cfg)
         rows = pd.Index(corpus.tickers).get_indexer(fit.tickers)

@@ -397,8 +397,8 @@ def _groups_section(expl: ExplanationResult | None) -> str:
     sae = f' <span class="note">(latents of the SAE {_esc(expl.sae)})</span>' if expl.sae else ""
     return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
             f"</code>{sae}</h2><p>{len(f)} groups; the explaining latents are faithful for "
-            f"<b>{share:.0%}</b> of them."
-            f"</p>{''.join(items)}</section>")
+            f"<b>{share:.0%}</b> of them; <b>{expl.content_top_share:.0%}</b> have a top latent whose label "
+            f"is made of business words.</p>{''.join(items)}</section>")
 
 
 def _learned_neighbours(nb: pd.DataFrame, expl: ExplanationResult | None,

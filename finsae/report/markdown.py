@@ -418,7 +418,8 @@ def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str
         f"{len(f)} groups of 3 or more companies; the explaining latents are faithful (ablating them lowers "
         f"the within-group similarity the groups were formed by (the cosine, or a learned method's weighted "
         f"similarity) more than 95% of ablations of random latents with similar document "
-        f"frequency) for **{result.faithful_share:.0%}** of them.",
+        f"frequency) for **{result.faithful_share:.0%}** of them; **{result.content_top_share:.0%}** have a "
+        f"top latent whose label is made of business words (not stopwords, boilerplate, numbers or places).",
         "| group | members | top latents (label: share in group / outside) | rule precision / recall | "
         "cosine drop: explaining / random |",
         5,
