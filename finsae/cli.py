@@ -377,13 +377,15 @@ def extract(companies: Path | None, vintage: str, out: Path, spec: ExtractionSpe
               help="Tokens of text (descriptions first, then profiles) read by the sweep.")
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option("--stages", default="1,2", show_default=True, help="1: layers; 2: widths, k and BatchTopK.")
+@click.option("--forward", is_flag=True,
+              help="After the choice is written: add the forward-window figures of every SAE of the sweep.")
 @click.option("--reference", "references", multiple=True,
               help="NAME=FOLDER of an SAE measured beside the grid; the first is the shipped default the "
                    "choice must match (default: the two shipped layer-3 SAEs).")
 @_friendly
 def train_sae(out: Path, companies: Path | None, corpus: Path | None, prices: Path | None,
               model_source: str, tl_name: str | None, dtype: str, layers: str, token_budget: int,
-              epochs: int, stages: str, references: tuple[str, ...]) -> None:
+              epochs: int, stages: str, forward: bool, references: tuple[str, ...]) -> None:
     """Run the pre-registered SAE sweep (docs/sae_sweep_rule.md) with sae_lens and choose by its rule."""
     from finsae.data import load_prices, load_universe
     from finsae.extract import load_model
@@ -407,9 +409,10 @@ def train_sae(out: Path, companies: Path | None, corpus: Path | None, prices: Pa
     loaded = load_model(model_source, tl_name=tl_name, dtype=dtype)
     sweep = Sweep(plan, out, loaded, load_universe(companies), load_prices(prices),
                   profiles=load_profiles(corpus), references=refs, progress=True)
-    table = sweep.run()
+    table = sweep.forward() if forward else sweep.run()
     cols = ["candidate", "stage", "explained_variance", "loss_recovered", "dead_share", "M",
-            "content_share", "chosen"]
+            "content_share", "chosen"] + (["fwd_sup_gics_industry", "fwd_sup_gics_sub_industry", "cold_top10",
+                                           "cold_top10_gics_sub"] if forward else [])
     click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(f"chosen SAE written to {out / 'sae'}")
 
