@@ -50,7 +50,13 @@ def main() -> None:
     args = parser.parse_args()
     fwd = args.sweep / "sweep_forward.parquet"
     table = pd.read_parquet(fwd if fwd.is_file() else args.sweep / "sweep.parquet")
-    table = table.assign(stage=table["stage"].map({0: "shipped", 1: "1", 2: "2"}).fillna(table["stage"]))
+    ref = table["reference"].astype(bool)
+    layer = table["hook"].str.extract(r"blocks\.(\d+)\.", expand=False).astype(int)
+    table = table.assign(stage=table["stage"].map({0: "reference", 1: "1", 2: "2"}).fillna(table["stage"]),
+                         layer=layer.astype(str),
+                         # a reference SAE was trained on its own text (its selection.json), not the sweep's
+                         train_tokens=[("own" if r else f"{int(t):,}")
+                                       for r, t in zip(ref, table["train_tokens"], strict=True)])
     meta = json.loads((args.sweep / "sweep.json").read_text())
     plan = meta["plan"]
     print(f"Sweep: {plan['token_budget']:,} tokens of text, {plan['epochs']} epoch(s), "

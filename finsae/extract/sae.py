@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the typed model/SAE boundary; sae_lens and TransformerLens 
 logger = logging.getLogger(__name__)
 
 #: The SAE shipped with the package (trained by ``finsae train-sae`` on the bundled 2017 descriptions).
-DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-l3-2048"
+DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "sae" / "gemma-3-270m-l6-4096"
 
 
 class SAESource(Protocol):
