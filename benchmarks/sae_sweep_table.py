@@ -24,7 +24,7 @@ PRE = {"candidate": "SAE", "stage": "stage", "layer": "layer", "architecture": "
        "M": "M", "content_share": "content top label", "chosen": "chosen"}
 FWD = {"fwd_sup_gics_industry": "sae_sup PW ind.", "fwd_sup_gics_sub_industry": "sae_sup PW sub",
        "fwd_cos_gics_industry": "cosine PW ind.", "fwd_cos_gics_sub_industry": "cosine PW sub",
-       "cold_top10": "cold top-10", "cold_top10_gics_sub": "GICS sub top-10 (same cos.)"}
+       "top10": "sae_sup top-10", "top10_gics_sub": "GICS sub top-10"}
 
 
 def _fmt(v: object) -> str:

@@ -411,8 +411,8 @@ def train_sae(out: Path, companies: Path | None, corpus: Path | None, prices: Pa
                   profiles=load_profiles(corpus), references=refs, progress=True)
     table = sweep.forward() if forward else sweep.run()
     cols = ["candidate", "stage", "explained_variance", "loss_recovered", "dead_share", "M",
-            "content_share", "chosen"] + (["fwd_sup_gics_industry", "fwd_sup_gics_sub_industry", "cold_top10",
-                                           "cold_top10_gics_sub"] if forward else [])
+            "content_share", "chosen"] + (["fwd_sup_gics_industry", "fwd_sup_gics_sub_industry", "top10",
+                                           "top10_gics_sub"] if forward else [])
     click.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(f"chosen SAE written to {out / 'sae'}")
 

@@ -277,12 +277,14 @@ def content_top_label_share(fit: PrePeriodFit, features: np.ndarray, content: pd
 
 
 def forward_figures(features: np.ndarray, tickers: pd.Index, universe: Universe, prices: Prices,
-                    cfg: BenchmarkConfig, design: str = "forward") -> dict[str, float]:
+                    cfg: BenchmarkConfig, design: str = "forward",
+                    cold_start: bool = False) -> dict[str, float]:
     """Forward-window figures of one SAE's features, for the sweep table *after* the choice (rule item 5):
     ``sae_sup`` fitted as in the benchmark (choices on the selection window, weights refitted on all of it),
     its groups' and the plain log1p cosine's groups' pair-weighted correlation at GICS-industry and
-    sub-industry density on the design's monthly returns, and the cold-start top-10 neighbour correlation
-    (weights fitted without the company's fold) beside GICS sub-industry's on the same companies."""
+    sub-industry density on the design's monthly returns, and its top-10 neighbour correlation beside GICS
+    sub-industry's; with ``cold_start``, the top-10 with weights fitted without the company's fold (the
+    benchmark reports it for the shipped SAEs; 5 more fits an SAE)."""
     from finsae.data import log_returns
     from finsae.evaluate.comovement import correlation_matrix
     from finsae.evaluate.ranking import same_group_similarity, topk_neighbour_correlation
@@ -299,6 +301,9 @@ def forward_figures(features: np.ndarray, tickers: pd.Index, universe: Universe,
     tickers, z = pd.Index(tickers)[keep], z[keep]
     levels = ["gics_industry", "gics_sub_industry"]
     targets = granularity_targets(universe, tickers, levels)
+    assert cfg.learned is not None
+    if not cold_start:
+        cfg = cfg.model_copy(update={"learned": cfg.learned.model_copy(update={"folds": 0})})
     stage = LearnedStage(cfg, pre_windows(cfg, prices, tickers), tickers, targets)
     method, _ = stage.supervised("sae_sup", "sae", z)
     ev = cfg.evaluation
@@ -310,11 +315,12 @@ def forward_figures(features: np.ndarray, tickers: pd.Index, universe: Universe,
         out[f"fwd_sup_{lv}"] = _score_groups("sae_sup", method.group_similarity, tickers, targets[lv],
                                              "density", corr)
         out[f"fwd_cos_{lv}"] = _score_groups("sae", z @ z.T, tickers, targets[lv], "density", corr)
-    assert method.cold_rank is not None
-    out["cold_top10"] = float(topk_neighbour_correlation(method.cold_rank, tickers, corr, (10,))[10])
+    out["top10"] = float(topk_neighbour_correlation(method.rank_similarity, tickers, corr, (10,))[10])
     gics = same_group_similarity(taxonomy_labels(universe, "gics_sub_industry"), tickers)
-    out["cold_top10_gics_sub"] = float(topk_neighbour_correlation(gics, tickers, corr, (10,),
-                                                                  tie_seed=ev.seed)[10])
+    out["top10_gics_sub"] = float(topk_neighbour_correlation(gics, tickers, corr, (10,),
+                                                             tie_seed=ev.seed)[10])
+    if method.cold_rank is not None:
+        out["cold_top10"] = float(topk_neighbour_correlation(method.cold_rank, tickers, corr, (10,))[10])
     return out
 
 
@@ -401,7 +407,8 @@ class Sweep:
                               batch_size=p.batch_size, lr=p.lr, seed=p.seed, out_dir=folder,
                               dead_feature_window=p.dead_feature_window, architecture=cand.architecture)
 
-    def _descriptions(self, sae: SAE, hook: str) -> tuple[np.ndarray, LatentLabels]:
+    def _descriptions(self, sae: SAE, hook: str,
+                      labels: bool = True) -> tuple[np.ndarray, LatentLabels | None]:
         """Sum-pooled latents of the descriptions and the latents' labels over them (the product's label rule,
         :func:`finsae.explain.labels.label_latents`), from the stored activations: no model pass."""
         import torch
@@ -423,10 +430,12 @@ class Sweep:
                 part = sel[start: start + 8192]
                 f = sae.encode(torch.from_numpy(acts[part]).to(dtype)).float()
                 pooled_t.index_add_(0, torch.from_numpy(docs[part].astype(np.int64)), f.double())
-                acc.add(f, ids[part], docs[part])
+                if labels:
+                    acc.add(f, ids[part], docs[part])
         pooled = pooled_t.numpy()
-        labels = label_latents(acc.result(), tok, corpus.texts[:n], [str(t) for t in corpus.tickers])
-        return pooled, labels
+        if not labels:
+            return pooled, None
+        return pooled, label_latents(acc.result(), tok, corpus.texts[:n], [str(t) for t in corpus.tickers])
 
     def measure(self, name: str, sae: SAE, cand: Candidate | None) -> dict:
         """Every figure of one SAE (cached in ``figures/<name>.json``): held-out quality, the pre-period
@@ -450,6 +459,7 @@ class Sweep:
         if reference is None:
             write_json([q.ce_clean, q.ce_zero], ref_file)
         pooled, labels = self._descriptions(sae, hook)
+        assert labels is not None
         fit = pre_period_measure(pooled, corpus.tickers, self.universe, self.prices, self.cfg)
         rows = pd.Index(corpus.tickers).get_indexer(fit.tickers)
         share, n_groups = content_top_label_share(fit, pooled[rows], labels.content)
@@ -527,7 +537,7 @@ class Sweep:
                 continue
             folder = self.references[name] if bool(r["reference"]) else self.out / "candidates" / name
             sae = load_sae(folder)
-            pooled, _ = self._descriptions(sae, str(r["hook"]))
+            pooled, _ = self._descriptions(sae, str(r["hook"]), labels=False)
             fig = {"candidate": name, **forward_figures(pooled, corpus.tickers, self.universe, self.prices,
                                                         self.cfg)}
             write_json(fig, cache)
