@@ -249,3 +249,19 @@ def test_compiled_features_are_cached_apart(model, sae, tmp_path, monkeypatch):
     assert fast.manifest["shards_from_cache"] == 0  # not served from the eager shards
     again = cached_extract(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, ExtractionSpec(compile=True))
     assert again.manifest["shards_from_cache"] == again.manifest["shards"]
+
+
+def test_training_works_where_the_caller_left_autograd_off():
+    """TransformerLens' ``toggle_autodiff`` turns the global grad mode off, and a grad-mode context inside an
+    unfinished generator outlives its yield: training must not depend on the caller's grad mode."""
+    from finsae.extract.train import train_topk_sae
+
+    x = np.random.default_rng(0).normal(size=(1024, 16)).astype(np.float32)
+    before = torch.is_grad_enabled()
+    try:
+        torch.set_grad_enabled(False)
+        train_topk_sae(x, hook_name=HOOK, d_sae=32, k=4, epochs=1, batch_size=256, autocast=False)
+        with torch.inference_mode():
+            train_topk_sae(x, hook_name=HOOK, d_sae=32, k=4, epochs=1, batch_size=256, autocast=False)
+    finally:
+        torch.set_grad_enabled(before)

@@ -119,42 +119,46 @@ def train_topk_sae(acts: np.ndarray, *, hook_name: str, d_sae: int, k: int = 32,
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainerConfig
 
-    if len(acts) < batch_size:
-        raise DataError(f"only {len(acts)} activation tokens: fewer than one batch of {batch_size}")
-    torch.manual_seed(seed)
-    data = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
-    if architecture not in ("topk", "batchtopk"):
-        raise DataError(f"architecture must be 'topk' or 'batchtopk', not {architecture!r}")
-    meta = SAEMetadata(hook_name=hook_name, context_size=context_size, model_name=model_name,
-                       prepend_bos=True)
-    sae: Any
-    if architecture == "topk":
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k, metadata=meta))
-    else:
-        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k,
-                                                              metadata=meta))
-    with torch.no_grad():
-        sae.b_dec.copy_(data.mean(dim=0))
-    generator = torch.Generator().manual_seed(seed)
+    # training needs autograd even where a caller's code left it off (TransformerLens' toggle_autodiff sets
+    # the global grad mode; a grad-mode context inside an unfinished generator outlives its yield)
+    with torch.inference_mode(False), torch.enable_grad():
+        if len(acts) < batch_size:
+            raise DataError(f"only {len(acts)} activation tokens: fewer than one batch of {batch_size}")
+        torch.manual_seed(seed)
+        data = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
+        if architecture not in ("topk", "batchtopk"):
+            raise DataError(f"architecture must be 'topk' or 'batchtopk', not {architecture!r}")
+        meta = SAEMetadata(hook_name=hook_name, context_size=context_size, model_name=model_name,
+                           prepend_bos=True)
+        sae: Any
+        if architecture == "topk":
+            sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k, metadata=meta))
+        else:
+            sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=data.shape[1], d_sae=d_sae, k=k,
+                                                                  metadata=meta))
+        with torch.no_grad():
+            sae.b_dec.copy_(data.mean(dim=0))
+        generator = torch.Generator().manual_seed(seed)
 
-    def batches() -> Iterator[torch.Tensor]:
-        while True:
-            for idx in torch.randperm(len(data), generator=generator).split(batch_size):
-                if len(idx) == batch_size:
-                    yield data[idx]
+        def batches() -> Iterator[torch.Tensor]:
+            while True:
+                for idx in torch.randperm(len(data), generator=generator).split(batch_size):
+                    if len(idx) == batch_size:
+                        yield data[idx]
 
-    total = epochs * (len(data) // batch_size) * batch_size
-    trainer_cfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=batch_size, lr=lr,
-                                   lr_end=lr / 10, lr_scheduler_name="cosineannealing", autocast=autocast,
-                                   logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
-                                   save_final_checkpoint=False, n_batches_for_norm_estimate=10,
-                                   dead_feature_window=dead_feature_window)
-    trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        trained.save_inference_model(str(folder))
-        return SAE.load_from_disk(str(folder)).eval()
+        total = epochs * (len(data) // batch_size) * batch_size
+        trainer_cfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=batch_size,
+                                       lr=lr,
+                                       lr_end=lr / 10, lr_scheduler_name="cosineannealing", autocast=autocast,
+                                       logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
+                                       save_final_checkpoint=False, n_batches_for_norm_estimate=10,
+                                       dead_feature_window=dead_feature_window)
+        trained = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir) if out_dir is not None else Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            trained.save_inference_model(str(folder))
+            return SAE.load_from_disk(str(folder)).eval()
 
 
 @dataclass(frozen=True)
