@@ -381,7 +381,8 @@ def extract(companies: Path | None, vintage: str, out: Path, spec: ExtractionSpe
               help="After the choice is written: add the forward-window figures of every SAE of the sweep.")
 @click.option("--reference", "references", multiple=True,
               help="NAME=FOLDER of an SAE measured beside the grid; the first is the shipped default the "
-                   "choice must match (default: the two shipped layer-3 SAEs).")
+                   "choice must match (default: the recorded sweep's: the layer-3 2,048- and 5,120-latent "
+                   "SAEs).")
 @_friendly
 def train_sae(out: Path, companies: Path | None, corpus: Path | None, prices: Path | None,
               model_source: str, tl_name: str | None, dtype: str, layers: str, token_budget: int,
@@ -399,7 +400,8 @@ def train_sae(out: Path, companies: Path | None, corpus: Path | None, prices: Pa
             raise click.BadParameter(f"{r!r} is not NAME=FOLDER", param_hint="--reference")
         refs[name] = Path(folder)
     if not refs:
-        refs = {"shipped-L3-2048": DEFAULT_SAE_DIR,
+        # the references of the recorded sweep (the default before it, then the 5,120-latent SAE)
+        refs = {"shipped-L3-2048": DEFAULT_SAE_DIR.parent / "gemma-3-270m-l3-2048",
                 "L3-5120": DEFAULT_SAE_DIR.parent / "gemma-3-270m-l3-5120"}
     try:
         plan = SweepPlan(layers=tuple(int(x) for x in layers.split(",")), token_budget=token_budget,
