@@ -284,12 +284,23 @@ class LatentStats:
 WORD = re.compile(r"[a-z][a-z'-]*[a-z]")
 
 
-def corpus_words(texts: Sequence[str], min_count: int = 3) -> set[str]:
+def _word_counts(texts: Sequence[str]) -> tuple[Counter[str], Counter[str]]:
+    """Occurrences of every whole word of ``texts`` and the number of texts holding it (one regex pass)."""
+    counts: Counter[str] = Counter()
+    docs: Counter[str] = Counter()
+    for t in texts:
+        found = WORD.findall(t.lower())
+        counts.update(found)
+        docs.update(set(found))
+    return counts, docs
+
+
+def corpus_words(texts: Sequence[str], min_count: int = 3,
+                 counts: Counter[str] | None = None) -> set[str]:
     """Whole words (lower case, letters) used at least ``min_count`` times in ``texts``: a token counts as a
     word only if it is one of these (not a piece of a longer word)."""
-    counts: Counter = Counter()
-    for t in texts:
-        counts.update(WORD.findall(t.lower()))
+    if counts is None:
+        counts = _word_counts(texts)[0]
     return {w for w, c in counts.items() if c >= min_count}
 
 
@@ -304,7 +315,8 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
                   min_context_share: float = CONTEXT_SHARE) -> LatentLabels:
     """Labels from ``stats`` (see the module docstring for the rule); ``texts`` / ``doc_ids`` by document
     row."""
-    words = corpus_words(texts)
+    counts, word_df = _word_counts(texts)
+    words = corpus_words(texts, counts=counts)
     vocab = stats.mass.shape[1]
     decoded: dict[int, str] = {}
 
@@ -319,9 +331,6 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
     content = np.zeros(vocab, dtype=bool)
     for t in present:
         content[t] = int(t) not in special and is_content_word(word_of(int(t)), words)
-    word_df: Counter[str] = Counter()
-    for text in texts:
-        word_df.update(set(WORD.findall(text.lower())))
     n_docs = max(len(texts), 1)
     examples, rows = [], []
     n_examples = stats.top_val.shape[0]

@@ -88,6 +88,7 @@ def sweep_corpus(descriptions: pd.Series, profiles: Sequence[str], token_counts:
     (duplicates of a text already taken are skipped). ``count_tokens(text) -> int`` counts a text's tokens
     where ``token_counts`` (one per description then profile) is not given."""
     seen: set[str] = set()
+    shas: list[str] = []
     texts: list[str] = []
     tickers: list[str] = []
     counts: list[int] = []
@@ -104,6 +105,7 @@ def sweep_corpus(descriptions: pd.Series, profiles: Sequence[str], token_counts:
         if sha in seen:
             continue
         seen.add(sha)
+        shas.append(sha)
         texts.append(text)
         tickers.append(ticker)
         counts.append(n_tokens(pos, text))
@@ -119,11 +121,12 @@ def sweep_corpus(descriptions: pd.Series, profiles: Sequence[str], token_counts:
         if not text.strip() or sha in seen:
             continue
         seen.add(sha)
+        shas.append(sha)
         c = n_tokens(len(desc) + p, text)
         texts.append(text)
         counts.append(c)
         total += c
-    holdout = np.array([text_sha(t)[:2] < HOLDOUT_BELOW for t in texts])
+    holdout = np.array([sha[:2] < HOLDOUT_BELOW for sha in shas])
     return SweepCorpus(texts, pd.Index(tickers, name="ticker"), n_desc, holdout, np.asarray(counts))
 
 
