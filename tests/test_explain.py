@@ -10,7 +10,7 @@ import torch
 
 from finsae.errors import DataError
 from finsae.explain import latent_labels
-from finsae.extract import LoadedModel
+from finsae.extract import ExtractionSpec, LoadedModel
 
 from .conftest import HOOK, WORDS
 
@@ -32,10 +32,12 @@ def per_token_activations(model, sae, text):
     return tokens[0], feats
 
 
-def test_latent_labels_match_brute_force(model, sae, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shard_size", [256, 2])  # one shard, or three merged
+def test_latent_labels_match_brute_force(model, sae, tmp_path, monkeypatch, shard_size):
     monkeypatch.setenv("FINSAE_CACHE_DIR", str(tmp_path))
     ids = [f"D{k}" for k in range(len(DOCS))]
-    res = latent_labels(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, n_examples=3, batch_tokens=16)
+    res = latent_labels(LoadedModel(model, "tiny", "w0"), sae, DOCS, ids, n_examples=3,
+                        spec=ExtractionSpec(batch_tokens=16), shard_size=shard_size)
     d = int(sae.cfg.d_sae)
     best = np.zeros(d)
     best_doc = np.full(d, "", dtype=object)
@@ -72,6 +74,8 @@ def test_latent_labels_match_brute_force(model, sae, tmp_path, monkeypatch):
         DOCS,
         ids,
         n_examples=3,
+        spec=ExtractionSpec(batch_tokens=16),
+        shard_size=shard_size,
     )
     assert again.table["label"].tolist() == res.table["label"].tolist()
 

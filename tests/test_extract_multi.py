@@ -159,7 +159,8 @@ def test_text_stage_asks_for_every_sae_method_of_a_vintage_at_once(monkeypatch):
 
     calls = []
 
-    def fake_many(universe, vintage, specs, progress=None):
+    def fake_many(universe, vintage, specs, progress=None, label_stats=False):
+        assert label_stats  # the benchmark's pass also keeps the latent-label statistics
         calls.append((vintage, [s["sae"] for s in specs]))
         return [SimpleNamespace(sae=s["sae"]) for s in specs]
 

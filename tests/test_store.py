@@ -222,8 +222,12 @@ def test_store_of_another_version_another_run_incomplete_or_missing_is_refused(b
         BenchmarkRun.load(tmp_path / "nowhere")
 
 
-def test_explain_of_the_wide_sae_grouping_uses_the_wide_sae(bench):
+def test_explain_of_the_wide_sae_grouping_uses_the_wide_sae(bench, monkeypatch):
+    import finsae.extract.shards as shards
+
     results = bench["bench"]
+    # the benchmark's feature pass stored the latents' token statistics: labels need no model pass (#18)
+    monkeypatch.setattr(shards, "extract_features_many", lambda *a, **k: pytest.fail("a second model pass"))
     out = _cli(
         "explain", "--results", str(results), "--grouping", "wide@gics_industry:density", "--draws", "5"
     )

@@ -1,8 +1,9 @@
 """Words for SAE latents: the tokens and snippets where each latent fires, and a label an analyst can read.
 
-One pass over a corpus (the same chunks and forward pass as extraction; or stored token activations, via
-:class:`StatsAccumulator`) collects, per latent ``j``: ``mass[j, t]``, its summed activation on token ``t``;
-the documents each token occurs in; and its ``n_examples`` strongest activations with a snippet around each.
+The token statistics of :mod:`finsae.extract.tokenstats` (gathered by the feature extraction's own pass,
+shard by shard, or from stored token activations via :class:`StatsAccumulator`) give, per latent ``j``:
+``mass[j, t]``, its summed activation on token ``t``; the documents each token occurs in; and its
+``n_examples`` strongest activations, with a snippet around each.
 
 A **content word** is a whole word of the corpus, three letters or more, that is not a stopword, corporate
 boilerplate ("company", "headquartered", "provides", ...), a number word or a place (US states and large
@@ -18,8 +19,8 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
 * ``kind = "function"``: else the raw top tokens, marked ``(no business word)``; ``"dead"``: never active.
 
 A label "has a content word" when its kind is ``token`` or ``context`` (:attr:`LatentLabels.content`).
-Results are cached under ``<finsae cache>/labels/`` by a key over the model, the SAE, the chunking, the texts
-and the rule's version.
+Results are cached under ``<finsae cache>/labels/`` by a key over the feature extraction (model, SAE,
+chunking, batching), the texts and the rule's settings and version.
 """
 
 from __future__ import annotations
@@ -32,17 +33,26 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-from tqdm.auto import tqdm
 
 from finsae._io import write_parquet
 from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.sae import as_sae_source
+from finsae.extract.features import clean_texts, tokenizer_of
+from finsae.extract.model import LoadedModel
+from finsae.extract.sae import SAESource, as_sae_source
+from finsae.extract.shards import ShardPlan, compute_shard_many, plan_shards, read_shard_stats
+from finsae.extract.spec import Execution, ExtractionSpec
+from finsae.extract.tokenstats import LABEL_EXAMPLES, LatentStats, StatsAccumulator, merge_stats
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+
+__all__ = ["LatentLabels", "LatentStats", "StatsAccumulator", "label_latents", "latent_labels", "save_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,38 +134,30 @@ def _clean_token(text: str) -> str:
     return text.replace("\n", " ").strip().lower()
 
 
-def _labels_key(model_id: str, weight_hash: str, sae_digest: str, max_length: int, ids: Sequence[str],
-                texts: Sequence[str], n_examples: int, n_label_tokens: int) -> str:
-    digest = hashlib.sha256(
-        json.dumps([model_id, weight_hash, sae_digest, max_length, n_examples, n_label_tokens, "v3"]).encode()
-    )
-    for d, t in zip(ids, texts, strict=True):
-        digest.update(b"\x00" + str(d).encode() + b"\x01" + str(t).encode())
-    return digest.hexdigest()[:32]
+def _labels_key(plan: ShardPlan, n_examples: int, n_label_tokens: int, context: int) -> str:
+    """The label cache's folder name: the feature plan's key (model, SAE, chunking, batching), each shard's
+    name (it hashes the shard's document ids and texts) and the rule's settings and version."""
+    parts = [plan.key, [s.path.name for s in plan.shards], n_examples, n_label_tokens, context, "v4"]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
-def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], *, n_examples: int = 10,
-                  n_label_tokens: int = 3, context: int = 8, max_length: int | None = None,
-                  batch_tokens: int = 8192, cache: bool = True, progress: bool | None = None) -> LatentLabels:
+def latent_labels(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[object], doc_ids: Sequence[str],
+                  *, spec: ExtractionSpec | None = None, n_examples: int = LABEL_EXAMPLES,
+                  n_label_tokens: int = 3, context: int = 8, shard_size: int = 256, cache: bool = True,
+                  progress: bool | None = None) -> LatentLabels:
     """Labels and top examples of every latent of ``sae`` over ``texts`` (see the module docstring).
 
     ``loaded`` is a :class:`finsae.extract.LoadedModel`, ``sae`` an :class:`finsae.extract.sae.SAESource`
-    (e.g. :class:`finsae.extract.SAEHandle`) or a sae_lens SAE; on a cache hit neither is loaded."""
+    (e.g. :class:`finsae.extract.SAEHandle`) or a sae_lens SAE. The statistics are those of the feature
+    extraction ``spec`` (default :class:`~finsae.extract.ExtractionSpec`: its chunking and batches) shard by
+    shard: a shard whose features were extracted with ``label_stats`` (as ``finsae benchmark`` does) has them
+    stored beside it, and only the other shards are encoded (:func:`finsae.extract.shards.compute_shard_many`,
+    which also rewrites their feature shards, identical). A label-cache hit loads neither model nor SAE."""
     source = as_sae_source(sae)
     if len(doc_ids) != len(texts):
         raise DataError(f"doc_ids has {len(doc_ids)} entries but there are {len(texts)} texts")
-    max_length = int(max_length or source.context_size or 512)
-    key = _labels_key(
-        loaded.model_id,
-        loaded.weight_hash,
-        source.digest,
-        max_length,
-        [str(d) for d in doc_ids],
-        [str(t) for t in texts],
-        n_examples,
-        n_label_tokens,
-    )
-    folder = cache_dir() / "labels" / key
+    plan = plan_shards(loaded, source, texts, doc_ids, spec, Execution(shard_size=shard_size))
+    folder = cache_dir() / "labels" / _labels_key(plan, n_examples, n_label_tokens, context)
     if cache and (folder / "labels.parquet").is_file() and (folder / "examples.parquet").is_file():
         try:
             table = pd.read_parquet(folder / "labels.parquet")
@@ -165,120 +167,33 @@ def latent_labels(loaded, sae, texts: Sequence[object], doc_ids: Sequence[str], 
             return LatentLabels(table.set_index("latent", drop=False), examples)
         except Exception as exc:  # unreadable: recompute
             logger.warning("latent label cache %s is unreadable (%s): recomputing", folder, exc)
-    result = _compute(loaded.model, source.load(), texts, doc_ids, n_examples=n_examples,
-                      n_label_tokens=n_label_tokens, context=context, max_length=max_length,
-                      batch_tokens=batch_tokens, progress=progress)
+    parts: list[LatentStats] = []
+    reused = 0
+    for shard in plan.shards:
+        if not clean_texts(list(shard.texts))[0]:
+            continue  # no text in this shard: nothing to count
+        stats = read_shard_stats(shard, n_examples)
+        if stats is None:
+            plan.write_config(loaded)
+            compute_shard_many(loaded, [(source, plan)], shard.index, progress=progress,
+                               stats_examples=n_examples)
+            stats = read_shard_stats(shard, n_examples)
+            if stats is None:
+                raise DataError(f"the token statistics of shard {shard.path.name} were written but cannot be "
+                                f"read back from {plan.folder}")
+        else:
+            reused += 1
+        parts.append(stats)
+    if not parts:
+        raise DataError("no document has text to label latents with")
+    logger.info("latent labels: token statistics of %d shard(s), %d stored by the feature pass", len(parts),
+                reused)
+    keep, _ = clean_texts(texts)
+    result = label_latents(merge_stats(parts), tokenizer_of(loaded.model), [str(texts[k]) for k in keep],
+                           [str(doc_ids[k]) for k in keep], n_label_tokens=n_label_tokens, context=context)
     if cache:
         save_labels(result, folder)
     return result
-
-
-def _compute(
-    model,
-    sae,
-    texts: Sequence[object],
-    doc_ids: Sequence[str],
-    *,
-    n_examples: int,
-    n_label_tokens: int,
-    context: int,
-    max_length: int,
-    batch_tokens: int,
-    progress: bool | None,
-) -> LatentLabels:
-    import torch
-
-    from finsae.extract.features import clean_texts, document_chunks, encoded_batches
-    from finsae.extract.sae import check_compatible
-
-    hook = check_compatible(model, sae)
-    tok = model.tokenizer
-    keep, _ = clean_texts(texts)
-    chunks = document_chunks(tok, texts, keep, max_length, 0)
-    d_sae = int(sae.cfg.d_sae)
-    vocab = int(max(len(tok), model.cfg.d_vocab))
-    acc = StatsAccumulator(d_sae, vocab, n_examples)
-    total = sum(len(c.tokens) - c.pooled_from for c in chunks)
-    with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="label latents",
-                                       disable=None if progress is None else not progress) as bar:
-        for batch, tokens, mask, feats in encoded_batches(model, sae, hook, chunks, batch_tokens):
-            docs = torch.tensor([c.doc for c in batch])[:, None].expand_as(mask)
-            acc.add(feats[mask], tokens[mask].numpy(), docs[mask].numpy())
-            bar.update(int(mask.sum()))
-    texts_kept = [str(texts[k]) for k in keep]
-    return label_latents(acc.result(), tok, texts_kept, [str(doc_ids[k]) for k in keep],
-                         n_label_tokens=n_label_tokens, context=context)
-
-
-class StatsAccumulator:
-    """Per-latent statistics of token activations, fed batch by batch with ``(feats [n, d_sae], token ids [n],
-    document rows [n])`` in text order (the tokens of one chunk contiguous): activation mass per token, tokens
-    where each latent fires, the documents each token occurs in, and each latent's ``n_examples`` strongest
-    positions."""
-
-    def __init__(self, d_sae: int, vocab: int, n_examples: int) -> None:
-        import torch
-
-        self.d_sae, self.vocab, self.n_examples = d_sae, vocab, n_examples
-        self.mass = sp.csr_matrix((d_sae, vocab), dtype=np.float64)
-        self.active = np.zeros(d_sae, dtype=np.int64)
-        self.doc_tokens: set[tuple[int, int]] = set()
-        self.ids: list[np.ndarray] = []
-        self.docs: list[np.ndarray] = []
-        self.offset = 0
-        self.top_val = torch.full((n_examples, d_sae), -1.0)
-        self.top_pos = torch.zeros((n_examples, d_sae), dtype=torch.long)
-
-    def add(self, feats, ids: np.ndarray, docs: np.ndarray) -> None:
-        import torch
-
-        feats = feats.float()
-        ids = np.asarray(ids, dtype=np.int64)
-        docs = np.asarray(docs, dtype=np.int64)
-        rows, cols = feats.nonzero(as_tuple=True)
-        vals = feats[rows, cols].double().numpy()
-        self.active += np.bincount(cols.numpy(), minlength=self.d_sae)
-        self.mass = self.mass + sp.csr_matrix((vals, (cols.numpy(), ids[rows.numpy()])),
-                                              shape=(self.d_sae, self.vocab))
-        self.doc_tokens.update(zip(docs.tolist(), ids.tolist(), strict=True))
-        if len(ids):
-            k = min(self.n_examples, len(ids))
-            v, i = torch.topk(feats, k, dim=0)  # strongest positions of each latent in this batch
-            cand_val = torch.cat([self.top_val, v])
-            cand_pos = torch.cat([self.top_pos, i + self.offset])
-            best = torch.topk(cand_val, self.n_examples, dim=0).indices
-            self.top_val = torch.gather(cand_val, 0, best)
-            self.top_pos = torch.gather(cand_pos, 0, best)
-        self.ids.append(ids)
-        self.docs.append(docs)
-        self.offset += len(ids)
-
-    def result(self) -> LatentStats:
-        doc_freq = np.zeros(self.vocab, dtype=np.int64)
-        if self.doc_tokens:
-            np.add.at(doc_freq, np.fromiter((t for _, t in self.doc_tokens), dtype=np.int64), 1)
-        ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)
-        docs = np.concatenate(self.docs) if self.docs else np.zeros(0, np.int64)
-        n_docs = len({d for d, _ in self.doc_tokens})
-        return LatentStats(self.mass.tocsr(), self.active, doc_freq, n_docs, ids, docs,
-                           self.top_val.numpy(), self.top_pos.numpy())
-
-
-@dataclass(frozen=True)
-class LatentStats:
-    """What :class:`StatsAccumulator` gathered: ``mass`` (latents x vocabulary, summed activation), ``active``
-    (pooled tokens where each latent fires), ``doc_freq`` (documents holding each token) of ``n_docs``, the
-    token ids and document rows of every position in order, and per latent the values and positions of its
-    strongest activations (``n_examples x d_sae``; value -1 where there are fewer)."""
-
-    mass: sp.csr_matrix
-    active: np.ndarray
-    doc_freq: np.ndarray
-    n_docs: int
-    ids: np.ndarray
-    docs: np.ndarray
-    top_val: np.ndarray
-    top_pos: np.ndarray
 
 
 WORD = re.compile(r"[a-z][a-z'-]*[a-z]")

@@ -28,6 +28,7 @@ from finsae.extract.shards import (
     read_shards,
 )
 from finsae.extract.spec import Execution, ExtractionSpec
+from finsae.extract.tokenstats import LABEL_EXAMPLES
 
 if TYPE_CHECKING:  # sae_lens loads lazily: a cache hit through a folder handle never imports it
     from sae_lens import SAE
@@ -76,14 +77,18 @@ def cached_extract(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[ob
 
 def cached_extract_many(loaded: LoadedModel, requests: Sequence[tuple[SAESource | SAE, ExtractionSpec]],
                         texts: Sequence[object], doc_ids: Sequence[str], *, shard_size: int = 256,
-                        progress: bool | None = None) -> list[FeatureSet]:
+                        progress: bool | None = None, label_stats: bool = False) -> list[FeatureSet]:
     """:func:`cached_extract` for several ``(sae, spec)`` requests over the same texts, with one
     language-model pass per shard for all the requests whose shard is missing (any hooks: the pass runs to the
     deepest and reads the others on the way). Every request keeps its own cache folder and shard files, the
     same keys and the same contents as :func:`cached_extract` with it alone, so existing caches stay valid and
     a request already cached costs nothing. Requests whose forward pass differs (another chunking, batch size
     or forward: :attr:`ExtractionSpec.forward_pass` after the SAE's context size fills in ``max_length``)
-    share a pass only with their own kind. Local backend only."""
+    share a pass only with their own kind. Local backend only.
+
+    ``label_stats``: every shard this call encodes also gets each SAE's token statistics, from the same pass
+    (:mod:`finsae.extract.tokenstats`), which :func:`finsae.explain.labels.latent_labels` then reads instead
+    of running the model again; shards already cached are not encoded for them."""
     run = Execution(shard_size=shard_size, progress=progress)
     sources = [as_sae_source(sae) for sae, _ in requests]
     plans = [plan_shards(loaded, source, texts, doc_ids, spec, run)
@@ -111,7 +116,8 @@ def cached_extract_many(loaded: LoadedModel, requests: Sequence[tuple[SAESource 
             if len(todo) > 1:
                 logger.info("shard %d: one pass for %d SAE requests", index, len(todo))
             items = [(sources[n], plans[n]) for n in todo]
-            done = compute_shard_many(loaded, items, index, progress=progress)
+            done = compute_shard_many(loaded, items, index, progress=progress,
+                                      stats_examples=LABEL_EXAMPLES if label_stats else None)
             for n, fs in zip(todo, done, strict=True):
                 parts[plans[n].key][index] = fs
                 seconds[plans[n].key] += fs.manifest.get("seconds", 0.0)

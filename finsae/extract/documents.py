@@ -89,12 +89,14 @@ def document_features(universe: Universe, vintage: str, kind: str, *, model: str
 
 
 def document_features_many(universe: Universe, vintage: str, specs: Sequence[ExtractionSpec | dict[str, Any]],
-                           *, progress: bool | None = None) -> list[TextFeatures]:
+                           *, progress: bool | None = None,
+                           label_stats: bool = False) -> list[TextFeatures]:
     """SAE features of ``universe``'s ``vintage`` descriptions for several SAE methods, each an
     :class:`ExtractionSpec` or a dict of some of its fields (``model``, ``tl_name``, ``sae``: a folder or None
     for the shipped SAE, ``pooling``, ...): the methods on the same model share one language-model pass per
     shard (:func:`finsae.extract.cache.cached_extract_many`), and each one's features are cached under its own
-    key, equal to :func:`document_features` of it alone."""
+    key, equal to :func:`document_features` of it alone. ``label_stats``: shards encoded now also store the
+    SAEs' token statistics for latent labels (:func:`finsae.extract.cache.cached_extract_many`)."""
     texts, tickers = _vintage_texts(universe, vintage)
     resolved = [s if isinstance(s, ExtractionSpec) else ExtractionSpec.from_fields(s) for s in specs]
     handles: dict[tuple[Path, str], SAEHandle] = {}
@@ -108,7 +110,8 @@ def document_features_many(universe: Universe, vintage: str, specs: Sequence[Ext
     for members in by_model.values():
         loaded = resolved[members[0]].load_model()
         requests = [(handles[resolved[n].sae_dir, resolved[n].dtype], resolved[n]) for n in members]
-        results = cached_extract_many(loaded, requests, list(texts), list(tickers), progress=progress)
+        results = cached_extract_many(loaded, requests, list(texts), list(tickers), progress=progress,
+                                      label_stats=label_stats)
         for n, fs in zip(members, results, strict=True):
             if fs.skipped:
                 raise DataError(f"{len(fs.skipped)} {vintage} descriptions could not be encoded: "

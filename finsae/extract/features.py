@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # the typed model/SAE boundary
     from transformer_lens import HookedTransformer
     from transformers import PreTrainedTokenizerBase
 
+    from finsae.extract.tokenstats import StatsAccumulator
+
 logger = logging.getLogger(__name__)
 
 POOLINGS: tuple[str, ...] = ("sum", "mean", "max", "binary", "count")
@@ -405,12 +407,17 @@ def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE
                           texts: Sequence[object], *, doc_ids: Sequence[str] | None = None,
                           max_length: int | None = None, overlap: int = 0,
                           batch_tokens: int = 4096, progress: bool | None = None,
-                          compile: bool = False) -> list[FeatureSet]:
+                          compile: bool = False,
+                          stats: Sequence[StatsAccumulator | None] | None = None) -> list[FeatureSet]:
     """Pooled features of ``texts`` for every ``(sae, pooling)`` request, from one language-model pass per
     batch (:func:`encoded_batches_many`; SAEs on any hooks, each SAE encoded once however many poolings ask
     for it). Each result equals :func:`extract_features` with that SAE and pooling alone, bit for bit. The
     requests share the chunking: ``max_length`` defaults to the SAEs' common context size (different ones are
     an error).
+
+    ``stats``: one :class:`~finsae.extract.tokenstats.StatsAccumulator` (or None) per request, fed every
+    batch's pooled token activations of that request's SAE, token ids and document rows (the latent-label
+    statistics, from the same pass).
     """
     import torch
 
@@ -435,6 +442,8 @@ def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE
     if skipped_pos:
         logger.info("skipping %d document(s) without text: %s", len(skipped_pos),
                     list(skipped_pos.values())[:5])
+    if stats is not None and len(stats) != len(requests):
+        raise DataError(f"stats has {len(stats)} entries for {len(requests)} requests")
     tok = tokenizer_of(model)
     chunks = document_chunks(tok, texts, keep, max_length, overlap)
     n_rows = len(keep)
@@ -446,10 +455,18 @@ def extract_features_many(model: HookedTransformer, requests: Sequence[tuple[SAE
     t0 = time.perf_counter()
     with torch.inference_mode(), tqdm(total=total, unit="tok", unit_scale=True, desc="extract",
                                        disable=None if progress is None else not progress) as bar:
-        for batch, _, mask, feats in encoded_batches_many(model, saes, chunks, batch_tokens, use_compile):
+        for batch, tokens, mask, feats in encoded_batches_many(model, saes, chunks, batch_tokens,
+                                                               use_compile):
             docs = torch.tensor([c.doc for c in batch])
             for pooler, f in zip(poolers, feats, strict=True):
                 pooler.add(docs, f)
+            if stats is not None and any(a is not None for a in stats):
+                m = mask.cpu()
+                token_ids = tokens.cpu()[m].numpy()
+                rows = docs[:, None].expand_as(m)[m].numpy()
+                for acc, f in zip(stats, feats, strict=True):
+                    if acc is not None:
+                        acc.add(f.cpu()[m], token_ids, rows)
             np.add.at(n_tokens, docs.numpy(), mask.sum(dim=1).cpu().numpy())
             bar.update(int(mask.sum()))
     seconds = time.perf_counter() - t0

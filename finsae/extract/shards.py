@@ -24,11 +24,19 @@ import scipy.sparse as sp
 from finsae._io import atomic_write, write_json
 from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.features import FeatureSet, clean_texts, extract_features_many
+from finsae.extract.features import FeatureSet, clean_texts, extract_features_many, tokenizer_of
 from finsae.extract.identity import ModelIdentity, shard_key
 from finsae.extract.model import LoadedModel
 from finsae.extract.sae import SAESource, as_sae_source, check_sae_model
 from finsae.extract.spec import Execution, ExtractionSpec
+from finsae.extract.tokenstats import (
+    LABEL_EXAMPLES,
+    LatentStats,
+    StatsAccumulator,
+    load_stats,
+    save_stats,
+    stats_path,
+)
 
 if TYPE_CHECKING:  # sae_lens loads lazily: planning through a folder handle never imports it
     from sae_lens import SAE
@@ -138,21 +146,40 @@ def _same_pass(plans: Sequence[ShardPlan]) -> None:
 
 
 def compute_shard_many(loaded: LoadedModel, items: Sequence[tuple[SAESource | SAE, ShardPlan]], index: int,
-                       progress: bool | None = None) -> list[FeatureSet]:
+                       progress: bool | None = None,
+                       stats_examples: int | None = None) -> list[FeatureSet]:
     """Encode shard ``index`` of every ``(sae, plan)`` from one language-model pass
     (:func:`finsae.extract.features.extract_features_many`) and write each plan's shard file atomically. The
     plans must agree on documents and chunking (:func:`plan_shards` with the same texts and specs that share
-    a forward pass); each file holds exactly what :func:`compute_shard` with that plan alone writes."""
+    a forward pass); each file holds exactly what :func:`compute_shard` with that plan alone writes.
+
+    ``stats_examples``: also gather each SAE's token statistics (:mod:`finsae.extract.tokenstats`, with that
+    many strongest positions per latent) in the same pass and write them beside each shard file
+    (:func:`~finsae.extract.tokenstats.stats_path`): what latent labels are made from."""
     plans = [plan for _, plan in items]
     _same_pass(plans)
     shard = plans[0].shards[index]
     keep, skipped_pos = clean_texts(list(shard.texts))
+    accs: list[StatsAccumulator | None] = [None] * len(items)
     if keep:
-        requests = [(as_sae_source(sae).load(), plan.spec.pooling) for sae, plan in items]
+        saes = [as_sae_source(sae).load() for sae, _ in items]
+        requests = [(s, plan.spec.pooling) for s, plan in zip(saes, plans, strict=True)]
         first = plans[0].spec
+        owner: dict[int, int] = {}  # an SAE asked for twice (two poolings) is counted once
+        if stats_examples is not None:
+            vocab = int(max(len(tokenizer_of(loaded.model)), loaded.model.cfg.d_vocab))
+            for n, s in enumerate(saes):
+                if id(s) not in owner:
+                    owner[id(s)] = n
+                    accs[n] = StatsAccumulator(int(s.cfg.d_sae), vocab, stats_examples)
         out = extract_features_many(loaded.model, requests, list(shard.texts), doc_ids=list(shard.ids),
                                     max_length=first.max_length, overlap=first.overlap,
-                                    batch_tokens=first.batch_tokens, progress=progress, compile=first.compile)
+                                    batch_tokens=first.batch_tokens, progress=progress, compile=first.compile,
+                                    stats=accs if stats_examples is not None else None)
+        if stats_examples is not None:
+            results = {n: a.result(rows=len(keep)) for n, a in enumerate(accs) if a is not None}
+            for n, s in enumerate(saes):
+                save_stats(results[owner[id(s)]], stats_path(plans[n].shards[index].path, stats_examples))
     else:  # nothing to encode in this shard
         skipped = {shard.ids[k]: r for k, r in skipped_pos.items()}
         out = [FeatureSet(sp.csr_matrix((0, plan.d_sae), dtype=np.float32), [], plan.spec.pooling,
@@ -161,6 +188,19 @@ def compute_shard_many(loaded: LoadedModel, items: Sequence[tuple[SAESource | SA
     for plan, fs in zip(plans, out, strict=True):
         _save_shard(plan.shards[index].path, fs)
     return out
+
+
+def read_shard_stats(shard: Shard, n_examples: int = LABEL_EXAMPLES) -> LatentStats | None:
+    """The token statistics stored beside ``shard`` (:func:`compute_shard_many` with ``stats_examples``), or
+    None when they are missing or unreadable (then the shard is encoded again for them)."""
+    path = stats_path(shard.path, n_examples)
+    if not path.is_file():
+        return None
+    try:
+        return load_stats(path)
+    except Exception as exc:  # truncated or foreign file: recompute it, never crash
+        logger.warning("token statistics %s are unreadable (%s): recomputing", path.name, exc)
+        return None
 
 
 def assemble(loaded: ModelIdentity, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int,

@@ -26,6 +26,7 @@ from finsae.errors import ConfigError, DataError
 from finsae.explain.groups import GroupExplanation, explain_group, explain_group_weighted, faithfulness
 from finsae.explain.labels import latent_labels
 from finsae.explain.results import ExplanationResult
+from finsae.extract.spec import ExtractionSpec
 from finsae.pipeline.store import BenchmarkRun, FeatureRecord, GroupingSpec, MethodSpec
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,14 @@ def explain_grouping(
             f"model {ex.model!r} now resolves to {loaded.model_id}, but the features of {grouping!r} "
             f"came from {ex.model_id}: rerun finsae benchmark"
         )
-    labels = latent_labels(loaded, handle, list(texts), list(texts.index), progress=progress)
+    # the labels' token statistics come from the shards of the grouping's own feature extraction: stored by
+    # the benchmark's pass, so no language-model pass is needed here (#18)
+    extraction = ExtractionSpec.from_fields({
+        "model": ex.model, "tl_name": ex.tl_name, "sae": ex.sae, "pooling": ex.pooling,
+        "max_length": ex.max_length, "overlap": ex.overlap, "batch_tokens": ex.batch_tokens,
+        "dtype": ex.dtype, "compile": ex.compile,
+    })
+    labels = latent_labels(loaded, handle, list(texts), list(texts.index), spec=extraction, progress=progress)
     label_series = labels.labels()
     weights = _learned_weights(run, vintage, g.method, z.shape[1])
     group_of = pd.Series(rows["group"].to_numpy(), index=rows["ticker"]).reindex(vectors.tickers)

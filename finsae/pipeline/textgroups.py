@@ -178,8 +178,9 @@ class TextStage:
                 k = (o.features, o.model, o.tl_name, str(o.sae), o.pooling, vintage)
                 if o.features == "sae" and k not in self._feature_cache:
                     todo[k] = {"model": o.model, "tl_name": o.tl_name, "sae": o.sae, "pooling": o.pooling}
-            feats = document_features_many(
-                self.universe, vintage, list(todo.values()), progress=self.progress
+            feats = document_features_many(  # shards encoded now keep the latents' token statistics:
+                self.universe, vintage, list(todo.values()), progress=self.progress,  # finsae explain's
+                label_stats=True,  # labels then need no language-model pass of their own
             )
             self._feature_cache.update(zip(todo, feats, strict=True))
         if key not in self._feature_cache:  # methods that differ only in grouping share their features
