@@ -42,7 +42,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from finsae._io import write_parquet
 from finsae._paths import cache_dir
 from finsae.errors import DataError
-from finsae.extract.features import clean_texts, tokenizer_of
+from finsae.extract.features import clean_texts
 from finsae.extract.model import LoadedModel
 from finsae.extract.sae import SAESource, as_sae_source
 from finsae.extract.shards import ShardPlan, compute_shard_many, plan_shards, read_shard_stats
@@ -189,7 +189,7 @@ def latent_labels(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[obj
     logger.info("latent labels: token statistics of %d shard(s), %d stored by the feature pass", len(parts),
                 reused)
     keep, _ = clean_texts(texts)
-    result = label_latents(merge_stats(parts), tokenizer_of(loaded.model), [str(texts[k]) for k in keep],
+    result = label_latents(merge_stats(parts), loaded.tokenizer, [str(texts[k]) for k in keep],
                            [str(doc_ids[k]) for k in keep], n_label_tokens=n_label_tokens, context=context)
     if cache:
         save_labels(result, folder)

@@ -77,16 +77,29 @@ class LoadedModel:
     rebuild it in another process (None: an object made in memory, not rebuildable).
     """
 
-    __slots__ = ("_loader", "_model", "model_id", "spec", "weight_hash")
+    __slots__ = ("_loader", "_model", "_tokenizer_loader", "model_id", "spec", "weight_hash")
 
     def __init__(self, model: HookedTransformer | None, model_id: str, weight_hash: str,
                  loader: Callable[[], HookedTransformer] | None = None,
-                 spec: dict[str, Any] | None = None) -> None:
+                 spec: dict[str, Any] | None = None,
+                 tokenizer_loader: Callable[[], PreTrainedTokenizerBase] | None = None) -> None:
         if model is None and loader is None:
             raise ValueError("LoadedModel needs a model or a loader")
         self._model, self._loader = model, loader
+        self._tokenizer_loader = tokenizer_loader
         self.model_id, self.weight_hash = model_id, weight_hash
         self.spec = spec
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The model's tokenizer, read on its own (without the weights) where the model is not loaded and
+        its directory is known; else the loaded model's."""
+        if self._model is None and self._tokenizer_loader is not None:
+            return self._tokenizer_loader()
+        tok = self.model.tokenizer
+        if tok is None:
+            raise DataError("the model has no tokenizer")
+        return tok
 
     @property
     def loaded(self) -> bool:
@@ -352,6 +365,14 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
         setattr(ProcessWeights, "process_weights", staticmethod(process_original))  # noqa: B010
 
 
+def _local_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a local Hugging Face directory (the one :func:`_load_local` gives the model)."""
+    from transformers import AutoTokenizer
+
+    _offline()
+    return AutoTokenizer.from_pretrained(str(path))
+
+
 def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: str) -> HookedTransformer:
     """HookedTransformer for a Hugging Face directory: from the processed-weights cache when present;
     otherwise through ``HookedTransformer.from_pretrained(tl_name, hf_model=...)`` once, then cached."""
@@ -418,7 +439,8 @@ def load_model(source: str = DEFAULT_MODEL, *, tl_name: str | None = None, devic
         model_id, weight_hash = model_identity(name, where, source_hash, dtype)
         loaded = LoadedModel(None, model_id, weight_hash,
                              loader=lambda: _load_local(path, name, source_hash, device, dtype),
-                             spec={"source": source, "tl_name": tl_name, "dtype": dtype})
+                             spec={"source": source, "tl_name": tl_name, "dtype": dtype},
+                             tokenizer_loader=lambda: _local_tokenizer(path))
         if not lazy:
             loaded.model  # noqa: B018 - load now
         return loaded
