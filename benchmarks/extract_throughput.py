@@ -7,13 +7,15 @@ the bundled 2017 descriptions (or the first --docs of them), from scratch (no fe
 
 * the forward pass alone to the hook (eager and compiled blocks) in the extraction's own batches: tokens/s and
   the share of the roofline ``(matmul FLOP/s) / (FLOPs per token)``; the padding share of those batches;
-* the whole extraction (tokenize, forward, SAE encode, pool) with the first SAE, with both SAEs from one pass
-  (``extract_features_many``) and, for comparison, with both SAEs one after the other: tokens/s, the cost of
-  the second SAE, and the roofline share counting the SAE encodes' FLOPs too;
+* the whole extraction (tokenize, forward, SAE encode, pool) with the first SAE, with all SAEs from one pass
+  (``extract_features_many``) and, for comparison, with the SAEs one after the other (``--separate``):
+  tokens/s, the cost of the other SAEs, and the roofline share counting the SAE encodes' FLOPs too; with
+  ``--label-stats`` also the one pass that gathers every SAE's latent-label statistics, as the benchmark does;
 * the process's peak resident memory; with --hf, the truncated transformers model against TransformerLens.
 
-    python benchmarks/extract_throughput.py [--docs 1484] [--sae DIR --sae DIR] [--dtype float32]
-        [--batch-tokens 4096] [--compile both|on|off] [--hf] [--out results/bench/extract_throughput.json]
+    python benchmarks/extract_throughput.py [--docs 1484] [--sae DIR --sae DIR ...] [--dtype float32]
+        [--batch-tokens 4096] [--compile both|on|off] [--separate] [--label-stats] [--hf]
+        [--out results/bench/extract_throughput.json]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from finsae.extract.features import (
     padded_batch,
 )
 from finsae.extract.sae import DEFAULT_SAE_DIR
+from finsae.extract.tokenstats import StatsAccumulator
 
 
 def matmul_flops(dtype: torch.dtype, m: int = 4096, k: int = 640, n: int = 2048, repeats: int = 5) -> float:
@@ -98,6 +101,9 @@ def main() -> None:
     parser.add_argument("--compile", default="both", choices=["both", "on", "off"],
                         help="eager blocks, compiled blocks, or both (compared)")
     parser.add_argument("--separate", action="store_true", help="also time the two SAEs one after the other")
+    parser.add_argument("--label-stats", action="store_true",
+                        help="also time the one pass gathering every SAE's latent-label statistics "
+                             "(as finsae benchmark does)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many interleaved runs")
     parser.add_argument(
         "--hf", action="store_true", help="also compare with the truncated transformers model"
@@ -156,7 +162,7 @@ def main() -> None:
             extract_features_many(
                 model, [(s, "sum") for s in saes], texts[:20], batch_tokens=args.batch_tokens, compile=True
             )
-        t1 = t2 = apart = float("inf")
+        t1 = t2 = apart = with_stats = float("inf")
         ratios = []
         for _ in range(args.repeats):  # interleaved, best of: the machine may be shared
             one = extract_features(model, saes[0], texts, batch_tokens=args.batch_tokens, progress=False,
@@ -173,6 +179,13 @@ def main() -> None:
             assert all(a.matrix.nnz for a in both) and (both[0].matrix != one.matrix).nnz == 0
             t1, t2 = min(t1, one.manifest["seconds"]), min(t2, both[0].manifest["seconds"])
             ratios.append(both[0].manifest["seconds"] / one.manifest["seconds"])
+            if args.label_stats:
+                vocab = int(max(len(model.tokenizer), model.cfg.d_vocab))
+                accs = [StatsAccumulator(int(s.cfg.d_sae), vocab) for s in saes]
+                st = extract_features_many(model, [(s, "sum") for s in saes], texts,
+                                           batch_tokens=args.batch_tokens, progress=False, compile=compiled,
+                                           stats=list(accs))
+                with_stats = min(with_stats, st[0].manifest["seconds"])
             if args.separate and len(saes) > 1:
                 apart = min(apart, one.manifest["seconds"] + sum(
                     extract_features(model, s, texts, batch_tokens=args.batch_tokens, progress=False,
@@ -189,12 +202,18 @@ def main() -> None:
         }
         if apart < float("inf"):
             row["two_saes_separately_tokens_per_second"] = round(n / apart)
+        if with_stats < float("inf"):
+            row["saes_with_label_stats_tokens_per_second"] = round(n / with_stats)
+            row["label_stats_extra_share"] = round(with_stats / t2 - 1, 3)
         runs[label] = row
         print(f"extract ({label}): one SAE {n / t1:,.0f} tokens/s, two SAEs in one pass {n / t2:,.0f} "
               f"tokens/s ({t2 / t1 - 1:+.0%} time for the second SAE; median of adjacent runs "
               f"{np.median(ratios) - 1:+.0%})"
               + (f", two SAEs separately {row['two_saes_separately_tokens_per_second']:,} tokens/s"
-                 if "two_saes_separately_tokens_per_second" in row else ""), file=sys.stderr)
+                 if "two_saes_separately_tokens_per_second" in row else "")
+              + (f"; with every SAE's label statistics {row['saes_with_label_stats_tokens_per_second']:,} "
+                 f"tokens/s ({row['label_stats_extra_share']:+.0%})"
+                 if "label_stats_extra_share" in row else ""), file=sys.stderr)
     result["extract"] = runs
     rates.append(matmul_flops(main_dtype))
     peak = max(rates)

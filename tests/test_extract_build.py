@@ -30,7 +30,7 @@ def _cfg(norm: str) -> HookedTransformerConfig:
 
 
 @pytest.mark.parametrize("norm", ["RMS", "LN"])
-def test_lean_processing_gives_the_same_weights(norm):
+def test_lean_processing_gives_the_same_weights(norm, monkeypatch):
     torch.manual_seed(0)
     donor = HookedTransformer(_cfg(norm))
     raw = {
@@ -42,9 +42,23 @@ def test_lean_processing_gives_the_same_weights(norm):
     plain.load_and_process_state_dict({k: v.clone() for k, v in raw.items()})
     hf = torch.nn.Linear(4, 4)  # stands for the Hugging Face model whose parameters are released
     lean = HookedTransformer(_cfg(norm))
-    with _lean_processing(hf):
-        lean.load_and_process_state_dict({k: v.clone() for k, v in raw.items()})
+    from transformer_lens.weight_processing import ProcessWeights
+
+    original, calls = ProcessWeights.process_weights, []
+
+    def spy(state_dict, cfg, *args, **kwargs):  # what each processing call was given
+        w_u = state_dict.get("unembed.W_U")
+        calls.append((cfg.n_layers, None if w_u is None else w_u.shape[0]))
+        return original(state_dict, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessWeights, "process_weights", staticmethod(spy))
+    with _lean_processing(hf):  # tensors that require grad, as a Hugging Face model's parameters do
+        lean.load_and_process_state_dict({k: v.clone().requires_grad_() for k, v in raw.items()})
     assert hf.weight.numel() == 0
+    if norm == "RMS":  # the unembedding processed in place (not by TransformerLens), then block by block
+        assert calls == [(1, None), (1, None), (1, None)]
+    else:
+        assert calls == [(3, 32)]  # LayerNorm models with centred weights: processed whole, as before
     a, b = plain.state_dict(), lean.state_dict()
     assert a.keys() == b.keys()
     for k in a:
