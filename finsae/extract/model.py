@@ -321,7 +321,7 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
       no step reads or changes, is held aside; the unembedding with the final norm is processed with one
       copy (:func:`_head_in_place`, the same operations) and the blocks one at a time
       (:func:`_blocks_one_by_one`, the same function), so that no step clones the whole model;
-    * the C heap's free memory is handed back between the steps (:func:`_release_free_memory`).
+    * the C heap's free memory is handed back between the steps (:func:`release_free_memory`).
 
     First build of Gemma-3-270M: 3.35 GiB peak (was 5.2 before these steps; :func:`_load_local` also copies
     the memory-mapped checkpoint's tensors into memory of their own, so that each can be freed). Tested equal,
@@ -363,7 +363,7 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
 
         def assign_load(sd, strict=True, assign=False):  # torch's signature
             out = module_load(self, {k: v.contiguous() for k, v in sd.items()}, strict=strict, assign=True)
-            _release_free_memory()  # the caller frees each tensor once loaded (one key per call)
+            release_free_memory()  # the caller frees each tensor once loaded (one key per call)
             return out
 
         object.__setattr__(self, "load_state_dict", assign_load)
@@ -393,7 +393,7 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
         no_blocks.n_layers = 0
         head = _head_in_place(head, no_blocks, kwargs, process_original)
         gc.collect()
-        _release_free_memory()
+        release_free_memory()
         box = [main]
         del main
         out = _blocks_one_by_one(box.pop(), cfg, {**kwargs, "center_unembed": False}, process_original)
@@ -415,10 +415,11 @@ def _lean_processing(hf: PreTrainedModel) -> Iterator[None]:
         setattr(HookedTransformer, "init_weights", init_original)  # noqa: B010
 
 
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Hand the C heap's free memory back to the operating system (glibc's ``malloc_trim``; a no-op
-    elsewhere). The build frees many tensors of a few MB that glibc would otherwise keep, so that the
-    resident set grows by what it frees: 4.3 GB instead of 3.9 at the peak of Gemma-3-270M's first build."""
+    elsewhere). The model build and an extraction free many tensors of a few MB that glibc would otherwise
+    keep for later, so that the resident set of what runs next sits on top of them (the first build of
+    Gemma-3-270M: 4.3 GB at the peak without, 3.9 with, before its other memory savings)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         import ctypes
@@ -496,7 +497,7 @@ def _blocks_one_by_one(state: dict, cfg: Any, kwargs: dict, process: Callable[..
         part = {"blocks.0." + k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
         done = process(part, one, **kwargs)
         del part
-        _release_free_memory()
+        release_free_memory()
         stray = [k for k in done if not k.startswith("blocks.0.")]
         if stray:
             raise DataError(f"TransformerLens' block processing returned keys outside the block: {stray[:3]}")
