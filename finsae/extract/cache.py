@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from finsae.errors import DataError
 from finsae.extract.distributed import ray_compute_shards
 from finsae.extract.features import FeatureSet
-from finsae.extract.model import LoadedModel, release_free_memory
+from finsae.extract.model import LoadedModel
 from finsae.extract.sae import SAESource, as_sae_source
 from finsae.extract.shards import (
     assemble,
@@ -121,8 +121,6 @@ def cached_extract_many(loaded: LoadedModel, requests: Sequence[tuple[SAESource 
             for n, fs in zip(todo, done, strict=True):
                 parts[plans[n].key][index] = fs
                 seconds[plans[n].key] += fs.manifest.get("seconds", 0.0)
-    if any(seconds.values()):  # shards were encoded: their batches' memory goes back to the system
-        release_free_memory()
     out = []
     for plan in plans:
         extra: dict[str, object] = {"backend": "local"}

@@ -6,7 +6,6 @@ vintage get no row (``TextFeatures.tickers`` lists the rows).
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from finsae.data.universe import Universe
 from finsae.errors import DataError
 from finsae.extract.cache import cached_extract_many
 from finsae.extract.featurizers import EmbeddingFeaturizer, fit_tfidf
-from finsae.extract.model import DEFAULT_MODEL, release_free_memory
+from finsae.extract.model import DEFAULT_MODEL
 from finsae.extract.sae import SAEHandle
 from finsae.extract.spec import ExtractionSpec
 
@@ -123,7 +122,4 @@ def document_features_many(universe: Universe, vintage: str, specs: Sequence[Ext
                       "hook": fs.manifest.get("hook"), "cache": fs.manifest.get("cache")}
             matrix = fs.matrix[rows].tocsr()
             out[n] = TextFeatures("sae", vintage, tickers, matrix, names, source, resolved[n])
-        del loaded, results
-    gc.collect()  # the language model, if it was loaded, is released here: its memory goes back too
-    release_free_memory()
     return [out[n] for n in range(len(resolved))]
