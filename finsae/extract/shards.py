@@ -13,10 +13,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,12 +116,21 @@ def _load_shard(path: Path, pooling: str) -> FeatureSet:
 def read_shard(shard: Shard, pooling: str) -> FeatureSet | None:
     """The cached features of ``shard``, or None when its file is missing or unreadable (then it is
     recomputed)."""
-    if not shard.path.is_file():
+    return _read_or_none(shard.path, lambda p: _load_shard(p, pooling), "feature shard")
+
+
+T = TypeVar("T")
+
+
+def _read_or_none(path: Path, load: Callable[[Path], T], what: str) -> T | None:
+    """``load(path)``, or None when the file is missing or unreadable (truncated or foreign: it is then
+    recomputed, never a crash)."""
+    if not path.is_file():
         return None
     try:
-        return _load_shard(shard.path, pooling)
-    except Exception as exc:  # truncated or foreign file: recompute it, never crash
-        logger.warning("feature shard %s is unreadable (%s): recomputing", shard.path.name, exc)
+        return load(path)
+    except Exception as exc:
+        logger.warning("%s %s is unreadable (%s): recomputing", what, path.name, exc)
         return None
 
 
@@ -193,14 +202,7 @@ def compute_shard_many(loaded: LoadedModel, items: Sequence[tuple[SAESource | SA
 def read_shard_stats(shard: Shard, n_examples: int = LABEL_EXAMPLES) -> LatentStats | None:
     """The token statistics stored beside ``shard`` (:func:`compute_shard_many` with ``stats_examples``), or
     None when they are missing or unreadable (then the shard is encoded again for them)."""
-    path = stats_path(shard.path, n_examples)
-    if not path.is_file():
-        return None
-    try:
-        return load_stats(path)
-    except Exception as exc:  # truncated or foreign file: recompute it, never crash
-        logger.warning("token statistics %s are unreadable (%s): recomputing", path.name, exc)
-        return None
+    return _read_or_none(stats_path(shard.path, n_examples), load_stats, "token statistics")
 
 
 def assemble(loaded: ModelIdentity, plan: ShardPlan, parts: Sequence[FeatureSet], hits: int,
