@@ -65,6 +65,24 @@ def test_pairwise_correlation_equals_pandas(nan_share):
     assert n_obs[0, 1] == panel.returns.iloc[:, [0, 1]].dropna().shape[0]
 
 
+@pytest.mark.parametrize("nan_share", [0.0, 0.3])
+def test_pairwise_correlation_at_equals_the_matrix_bit_for_bit(nan_share):
+    """The bootstrap reads a few pairs per draw: those entries must be the full matrix's, NaNs included (a
+    constant column, too few overlapping periods), in the order asked, both triangles and the diagonal."""
+    from finsae.evaluate.comovement import pairwise_correlation_at
+
+    x = synthetic_panel(n_periods=30, n_tickers=12, nan_share=nan_share, seed=5).returns.to_numpy().copy()
+    x[:, 3] = 0.25  # constant: no correlation
+    full, _ = pairwise_correlation(x, min_periods=20)
+    flat = np.random.default_rng(1).permutation(12 * 12)[:100]
+    got = pairwise_correlation_at(x, flat, min_periods=20)
+    want = full.ravel()[flat]
+    assert np.isnan(want).any()
+    assert np.array_equal(got, want, equal_nan=True)
+    too_few = pairwise_correlation_at(x, flat, min_periods=31)  # 30 periods
+    assert np.isnan(too_few).all()
+
+
 def test_constant_column_has_no_correlation():
     x = np.random.default_rng(0).normal(size=(30, 3))
     x[:, 1] = 0.5

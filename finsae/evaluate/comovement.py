@@ -50,34 +50,68 @@ def pairwise_correlation(returns: np.ndarray, min_periods: int = 3) -> tuple[np.
     Returns ``(corr, n_obs)``: N x N correlation (NaN where ``n_obs < min_periods`` or a variance is zero) and
     the N x N overlap counts.
     """
+    corr, n = _correlation(returns, min_periods, None)
+    return corr, n.astype(np.int64)
+
+
+def pairwise_correlation_at(returns: np.ndarray, flat: np.ndarray, min_periods: int = 3) -> np.ndarray:
+    """The entries ``flat`` (positions ``i * N + j`` in the N x N matrix) of :func:`pairwise_correlation`, bit
+    for bit: the same matrix products, with the elementwise steps after them done only where asked (what a
+    bootstrap that reads a few pairs per draw needs)."""
+    return _correlation(returns, min_periods, np.asarray(flat, dtype=np.int64))[0]
+
+
+def _correlation(returns: np.ndarray, min_periods: int,
+                 flat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(correlation, overlap counts): N x N, or at the positions ``flat`` only (then 1-d)."""
     x = np.asarray(returns, dtype=np.float64)
+    n_cols = x.shape[1]
     mask = ~np.isnan(x)
     m = mask.astype(np.float64)
     x0 = np.where(mask, x, 0.0)
+    if flat is None:
+        def at(a: np.ndarray) -> np.ndarray:
+            return a
+
+        def at_t(a: np.ndarray) -> np.ndarray:  # the transpose's entries
+            return a.T
+    else:
+        rows, cols = np.divmod(flat, n_cols)
+        flat_t = cols * n_cols + rows
+
+        def at(a: np.ndarray) -> np.ndarray:
+            return np.take(a.ravel(), flat)
+
+        def at_t(a: np.ndarray) -> np.ndarray:
+            return np.take(a.ravel(), flat_t)
     if mask.all():
-        n = np.full((x.shape[1], x.shape[1]), float(x.shape[0]))
+        n = np.full(x.shape[1] ** 2 if flat is None else len(flat), float(x.shape[0]))
+        if flat is None:
+            n = n.reshape(n_cols, n_cols)
         xc = x0 - x0.mean(axis=0)
         cov = xc.T @ xc
         var = np.diag(cov)
         with np.errstate(invalid="ignore", divide="ignore"):
-            corr = cov / np.sqrt(np.outer(var, var))
+            prod = np.outer(var, var) if flat is None else np.take(var, rows) * np.take(var, cols)
+            corr = at(cov) / np.sqrt(prod)
     else:
         # demean by column for numerical stability (correlation is shift invariant per column)
         counts = mask.sum(axis=0)
         col_mean = np.divide(x0.sum(axis=0), counts, out=np.zeros(x.shape[1]), where=counts > 0)
         x0 = np.where(mask, x - col_mean, 0.0)
-        n = m.T @ m
-        sx = x0.T @ m  # sx[i, j] = sum of x_i over periods where both i and j are present
-        sxx = (x0 * x0).T @ m
-        sxy = x0.T @ x0
+        n_full = m.T @ m
+        sx_full = x0.T @ m  # sx[i, j] = sum of x_i over periods where both i and j are present
+        sxx_full = (x0 * x0).T @ m
+        sxy_full = x0.T @ x0
+        n, sx, sx_t, sxx, sxx_t = at(n_full), at(sx_full), at_t(sx_full), at(sxx_full), at_t(sxx_full)
         with np.errstate(invalid="ignore", divide="ignore"):
-            num = n * sxy - sx * sx.T
-            den = np.sqrt((n * sxx - sx * sx) * (n * sxx.T - sx.T * sx.T))
+            num = n * at(sxy_full) - sx * sx_t
+            den = np.sqrt((n * sxx - sx * sx) * (n * sxx_t - sx_t * sx_t))
             corr = num / den
     corr[n < min_periods] = np.nan
     corr[~np.isfinite(corr)] = np.nan
     np.clip(corr, -1.0, 1.0, out=corr)
-    return corr, n.astype(np.int64)
+    return corr, n
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from finsae.evaluate.comovement import (
     CorrelationMatrix,
     PairedDifference,
     encode_labels,
-    pairwise_correlation,
+    pairwise_correlation_at,
     within_pairs,
 )
 
@@ -77,13 +77,17 @@ def two_way_differences(
     for nm in names:
         codes, _, _ = encode_labels(corr, groupings[nm])
         wi, wj, _ = within_pairs(codes)
-        pairs[nm] = (wi, wj, wi.astype(np.int64) * n + wj)  # flat positions: one gather per draw
+        pairs[nm] = (wi, wj, wi.astype(np.int64) * n + wj)  # flat positions in the N x N matrix
+    # every draw's correlations only at the union of the groupings' pairs (pairwise_correlation_at: the same
+    # values as the whole matrix's, without its elementwise passes); each grouping then reads its pairs from
+    # that vector, in the same order as from the matrix
+    union = np.unique(np.concatenate([f for _, _, f in pairs.values()])) if pairs else np.zeros(0, np.int64)
+    at = {nm: np.searchsorted(union, f) for nm, (_, _, f) in pairs.items()}
 
-    def pw(c: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    def pw(gathered: np.ndarray, w: np.ndarray) -> dict[str, float]:
         out = {}
-        flat_c = c.ravel()
-        for nm, (wi, wj, flat) in pairs.items():
-            v = np.take(flat_c, flat)
+        for nm, (wi, wj, _) in pairs.items():
+            v = np.take(gathered, at[nm])
             ok = np.isfinite(v)
             if ok.all():  # the same values in the same order as with the mask, without the copies
                 ww = np.take(w, wi) * np.take(w, wj)
@@ -95,12 +99,12 @@ def two_way_differences(
             out[nm] = float((ww * vv).sum() / den) if den > 0 else np.nan
         return out
 
-    point = pw(corr.values, np.ones(n))
+    point = pw(np.take(corr.values.ravel(), union), np.ones(n))
     rng = np.random.default_rng(seed)
     boot = {nm: np.empty(draws) for nm in names}
     for d in range(draws):
         rows = block_indices(t, block, rng)
-        c, _ = pairwise_correlation(x[rows], min_periods=min_periods)
+        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
         w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
         got = pw(c, w)
         for nm in names:
