@@ -183,3 +183,17 @@ def test_subset_system_equals_a_fresh_build(cap):
     cs = c[np.ix_(rows, rows)]
     for prior in ("zero", "cosine"):
         np.testing.assert_allclose(sub.solve(cs, 0.5, prior)[0], fresh.solve(cs, 0.5, prior)[0], atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 20])
+def test_largest_first_equals_stable_argsort_with_ties(k):
+    """Sparse rows (many exact zeros and repeated values, -0.0 among them) and rows with fewer non-zero
+    entries than k: the order must be the stable argsort's, ties by column."""
+    from finsae.group.supervised import largest_first
+
+    rng = np.random.default_rng(4)
+    v = rng.choice([0.0, -0.0, 0.5, 1.0, -1.0, 2.0], size=(40, 12), p=[0.4, 0.1, 0.2, 0.1, 0.1, 0.1])
+    v[:5] = rng.normal(size=(5, 12))
+    v[5] = 0.0
+    got = largest_first(v, k)
+    assert np.array_equal(got, np.argsort(-v, axis=1, kind="stable")[:, : min(k, 12)])

@@ -23,6 +23,7 @@ from finsae.extract.documents import TextFeatures, document_features, document_f
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
 from finsae.group.similarity import FeatureTransform
+from finsae.group.supervised import largest_first
 from finsae.group.taxonomy import taxonomy_labels
 from finsae.pipeline.learned import LearnedMethod, build_learned
 
@@ -114,15 +115,21 @@ class VintageGroups:
             np.fill_diagonal(s, -np.inf)
             kk = min(k, len(s) - 1)
             nearest = np.argsort(-s, axis=1, kind="stable")[:, :kk]
-            rows = []
+            latents, contributions = [], []
             for i in range(len(s)):
-                for r, j in enumerate(nearest[i]):
-                    terms = w * m.z[i] * m.z[j]
-                    best = np.argsort(-terms, kind="stable")[:top]
-                    rows.append({"method": name, "ticker": m.tickers[i], "rank": r + 1, "peer": m.tickers[j],
-                                 "similarity": float(s[i, j]), "latents": best.tolist(),
-                                 "contributions": terms[best].tolist()})
-            frames.append(pd.DataFrame(rows).assign(vintage=self.vintage))
+                terms = (w * m.z[i])[None, :] * m.z[nearest[i]]  # row r: w * z_i * z_j for the r-th peer j
+                best = largest_first(terms, top)
+                latents.extend(best.tolist())
+                contributions.extend(np.take_along_axis(terms, best, axis=1).tolist())
+            frames.append(pd.DataFrame({
+                "method": name,
+                "ticker": np.repeat(np.asarray(m.tickers, dtype=object), kk),
+                "rank": np.tile(np.arange(1, kk + 1), len(s)),
+                "peer": np.asarray(m.tickers, dtype=object)[nearest.ravel()],
+                "similarity": np.take_along_axis(s, nearest, axis=1).ravel(),
+                "latents": latents,
+                "contributions": contributions,
+            }).assign(vintage=self.vintage))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def labels_frame(self) -> pd.DataFrame:
