@@ -5,8 +5,9 @@ TransformerLens build with its processed-weights cache, a warm load, and an extr
     python benchmarks/model_build_memory.py [--before] [--docs 40] [--out
     results/bench/model_build_memory.json]
 
-``--before`` also measures the conversion as it was before issue #18 (transformers' ``from_pretrained(...,
-gguf_file=...)`` of the whole model, then ``save_pretrained``), for comparison.
+``rss_after_mib``: the resident size when the step is done, the loaded model still held (what the rest of a
+run sits on). ``--before`` also measures the conversion as it was before issue #18 (transformers'
+``from_pretrained(..., gguf_file=...)`` of the whole model, then ``save_pretrained``), for comparison.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ elif phase == "convert":
     ensure_default_checkpoint()
 elif phase == "hooked":
     from finsae.extract.model import load_model
-    load_model(device="cpu")
+    held = load_model(device="cpu")
 elif phase == "load":
     from finsae.extract.model import load_model
-    load_model(device="cpu")
+    held = load_model(device="cpu")
 elif phase == "extract":
     from finsae.data import load_universe
     from finsae.extract import extract_features_many, load_model, load_sae
@@ -59,8 +60,11 @@ elif phase == "extract":
     saes = [load_sae(DEFAULT_SAE_DIR), load_sae(DEFAULT_SAE_DIR.parent / "gemma-3-270m-l3-5120")]
     texts = list(load_universe().descriptions("2017"))[:docs]
     extract_features_many(loaded.model, [(s, "sum") for s in saes], texts, progress=False)
+import gc; gc.collect()
+rss_end = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
 print(json.dumps({"phase": phase, "seconds": round(time.perf_counter() - t0, 1),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "rss_after_mib": round(rss_end / 1024)}))
 '''
 
 STEPS = {
@@ -95,7 +99,8 @@ def main() -> None:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["step"] = STEPS[phase]
             rows.append(row)
-            print(f"{phase:>15}: {row['seconds']:7.1f} s, peak RSS {row['peak_rss_mib']:,} MiB  "
+            print(f"{phase:>15}: {row['seconds']:7.1f} s, peak RSS {row['peak_rss_mib']:,} MiB, "
+                  f"{row['rss_after_mib']:,} MiB at the end  "
                   f"({row['step']})",
                   file=sys.stderr)
     emit({"machine": machine(), "steps": rows, "max_peak_rss_mib": max(r["peak_rss_mib"] for r in rows
