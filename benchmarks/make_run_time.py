@@ -9,6 +9,12 @@ process (``os.wait4``). Setup (``make setup``) is not part of the figure: run it
     python benchmarks/make_run_time.py                 # cold: every model, feature and test cache rebuilt
     python benchmarks/make_run_time.py --warm          # the user's caches
     python benchmarks/make_run_time.py --out benchmarks/results/make_run_time.json
+    python benchmarks/make_run_time.py --steps 1 --timeline   # the first step only, with a memory timeline
+
+``--timeline`` runs each step with ``-v`` and samples the resident size of its whole process tree (summed over
+/proc) every half second beside the latest log line, so a step's peak can be placed: the JSON gets, per step,
+the sampled peak, the log line it came after and the highest sample after each log line (the top ten).
+``--steps N`` runs the recipe's first N steps only (the figures then say ``partial``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,11 +54,99 @@ def run_steps(makefile: Path) -> list[str]:
     return [s.replace("$(BIN)", bin_dir) for s in steps]
 
 
+def tree_rss_bytes(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (from /proc; a process that ends meanwhile: 0)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+class Timeline:
+    """Samples a process tree's resident size every ``interval`` seconds beside the latest line of its stderr
+    (read here), until the process ends."""
+
+    def __init__(self, proc: subprocess.Popen, interval: float = 0.5) -> None:
+        self.proc, self.interval = proc, interval
+        self.last_line = "(start)"
+        self.lines: list[str] = []
+        self.samples: list[tuple[float, int, str]] = []
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._reader.start()
+        self._sampler.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            line = line.rstrip()
+            if line:
+                self.lines.append(line)
+                if not line.lstrip().startswith(("extract", "Loading weights")) and "it/s]" not in line:
+                    self.last_line = line[:200]  # progress bars are not phases
+
+    def _sample(self) -> None:
+        # not proc.poll(): that could reap the child before the caller's os.wait4 does
+        while not self._stop.wait(self.interval):
+            rss = tree_rss_bytes(self.proc.pid)
+            self.samples.append((time.perf_counter() - self.t0, rss, self.last_line))
+
+    def stop(self) -> None:
+        """Call once the process has been waited for."""
+        self._stop.set()
+        self._sampler.join()
+
+    def summary(self) -> dict:
+        self._reader.join(timeout=5)
+        if not self.samples:
+            return {"samples": 0}
+        by_line: dict[str, tuple[int, float]] = {}
+        for t, rss, line in self.samples:
+            if rss > by_line.get(line, (-1, 0.0))[0]:
+                by_line[line] = (rss, t)
+        t, rss, line = max(self.samples, key=lambda x: x[1])
+        top = sorted(by_line.items(), key=lambda kv: -kv[1][0])[:10]
+        return {
+            "samples": len(self.samples),
+            "sampled_peak_gb": round(rss / 2**30, 2),
+            "peak_at_seconds": round(t, 1),
+            "peak_after_line": line,
+            "peaks_after_lines": [{"line": k, "gb": round(v[0] / 2**30, 2), "at_seconds": round(v[1], 1)}
+                                  for k, v in top],
+        }
+
+    def stderr(self) -> str:
+        self._reader.join(timeout=5)
+        return "\n".join(self.lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warm", action="store_true", help="use the user's finsae cache instead of an empty one")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (printed)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON figures here")
+    ap.add_argument("--steps", type=int, default=None, help="run only the recipe's first N steps")
+    ap.add_argument("--timeline", action="store_true",
+                    help="run steps with -v and record where in each step the resident size peaks")
     args = ap.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="finsae-make-run-"))
@@ -64,23 +159,34 @@ def main() -> None:
     rows = []
     load_start = os.getloadavg()
     t_all = time.perf_counter()
-    for step in run_steps(ROOT / "Makefile"):
+    steps = run_steps(ROOT / "Makefile")
+    partial = args.steps is not None and args.steps < len(steps)
+    for step in steps[: args.steps]:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(shlex.split(step), cwd=scratch, env=env, stdout=subprocess.DEVNULL,
+        argv = shlex.split(step)
+        if args.timeline:
+            argv = [argv[0], "-v", *argv[1:]]
+        proc = subprocess.Popen(argv, cwd=scratch, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
+        timeline = Timeline(proc) if args.timeline else None
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        err = proc.stderr.read() if proc.stderr else ""
+        if timeline is not None:
+            timeline.stop()
+            err = timeline.stderr()
+        else:
+            err = proc.stderr.read() if proc.stderr else ""
         seconds = time.perf_counter() - t0
-        name = " ".join(shlex.split(step)[1:])[:100]
-        rows.append(
-            {
-                "step": name,
-                "seconds": round(seconds, 1),
-                "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
-                "rc": proc.returncode,
-            }
-        )
+        name = " ".join(argv[1:] if timeline is None else argv[2:])[:100]
+        row = {
+            "step": name,
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+            "rc": proc.returncode,
+        }
+        if timeline is not None:
+            row["timeline"] = timeline.summary()
+        rows.append(row)
         print(
             f"{seconds:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GB  rc {proc.returncode}  {name}", flush=True
         )
@@ -94,12 +200,13 @@ def main() -> None:
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "cache": "warm" if args.warm else "cold",
+        "partial": partial,
         "total_seconds": round(total, 1),
         "total_minutes": round(total / 60, 1),
         "peak_rss_gb": peak,
         "target_minutes": TARGET_SECONDS / 60,
         "target_gb": TARGET_GB,
-        "time_target_met": total <= TARGET_SECONDS,
+        "time_target_met": None if partial else total <= TARGET_SECONDS,
         "memory_target_met": peak <= TARGET_GB,
         "all_steps_ok": all(r["rc"] == 0 for r in rows),
         "steps": rows,
