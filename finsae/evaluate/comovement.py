@@ -194,28 +194,34 @@ def encode_labels(corr: CorrelationMatrix, labels: pd.Series) -> tuple[np.ndarra
 
 
 def within_pairs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All within-group pairs ``(i, j, group)`` with ``i < j`` of integer group codes (-1 = no group)."""
+    """All within-group pairs ``(i, j, group)`` with ``i < j`` of integer group codes (-1 = no group):
+    group by group in code order, within a group in row-major order of its members (``np.triu_indices``
+    over the sorted members), built for all groups at once."""
     order = np.argsort(codes, kind="stable")
     order = order[codes[order] >= 0]
+    empty = np.array([], dtype=np.int64)
     if len(order) == 0:
-        empty = np.array([], dtype=np.int64)
         return empty, empty, empty
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    parts_i, parts_j, parts_g = [], [], []
-    for a, b in zip(starts, ends, strict=True):
-        if b - a < 2:
-            continue
-        u, v = np.triu_indices(b - a, k=1)
-        members = np.sort(order[a:b])
-        parts_i.append(members[u])
-        parts_j.append(members[v])
-        parts_g.append(np.full(len(u), sorted_codes[a], dtype=np.int64))
-    if not parts_i:
-        empty = np.array([], dtype=np.int64)
+    sizes = np.diff(np.r_[starts, len(order)])
+    keep = sizes >= 2
+    if not keep.any():
         return empty, empty, empty
-    return np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_g)
+    starts, sizes = starts[keep], sizes[keep]
+    members = order.astype(np.int64)  # stable argsort: each group's members already in increasing order
+    # one "row" per (group, first member r): partners r+1 .. m-1, m - 1 - r of them
+    row_group = np.repeat(np.arange(len(sizes)), sizes - 1)
+    row_first = np.arange(len(row_group)) - np.repeat(np.cumsum(sizes - 1) - (sizes - 1), sizes - 1)
+    row_len = sizes[row_group] - 1 - row_first
+    pair_row = np.repeat(np.arange(len(row_group)), row_len)
+    offset = np.arange(len(pair_row)) - np.repeat(np.cumsum(row_len) - row_len, row_len)
+    base = starts[row_group[pair_row]]
+    first = row_first[pair_row]
+    wi = members[base + first]
+    wj = members[base + first + 1 + offset]
+    wg = sorted_codes[base].astype(np.int64)
+    return wi, wj, wg
 
 
 def _group_sums(corr: CorrelationMatrix, wi: np.ndarray, wj: np.ndarray, wg: np.ndarray,
