@@ -217,15 +217,17 @@ def _results_and_pairs(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @_config_and_output("Benchmark")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Windows scored at once (default: one per CPU; the tables do not depend on it).")
 @_friendly
-def benchmark(config_path: Path, output: Path | None) -> None:
+def benchmark(config_path: Path, output: Path | None, threads: int | None) -> None:
     """Score every grouping of a config on return co-movement; write a results folder and print the table."""
     from finsae.config import load_benchmark_config
     from finsae.pipeline.benchmark import run_benchmark
     from finsae.report.markdown import benchmark_markdown
 
     cfg = load_benchmark_config(config_path)
-    result = run_benchmark(cfg, output)
+    result = run_benchmark(cfg, output, threads=threads)
     click.echo(benchmark_markdown(result))
     click.echo(f"results written to {result.output_dir}")
 

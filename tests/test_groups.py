@@ -451,3 +451,22 @@ def test_greedy_density_fill_skips_overshooting_merges_and_keeps_cut_groups_whol
     first_cut = int(np.searchsorted(np.cumsum(seq.new_pairs), target, side="right"))
     greedy_prefix, _, _ = seq.greedy_labels(float(np.cumsum(seq.new_pairs)[first_cut - 1]))
     assert adjusted_rand_score(greedy_prefix, seq.labels(first_cut)) == 1.0
+
+
+def test_windows_scored_side_by_side_give_the_same_tables(tmp_path):
+    """run_benchmark scores its (design, frequency) windows in threads: every table equals the one of the
+    windows run one after another, in the same row order."""
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)
+    path = _text_files(tmp_path, prices.close)
+    path.write_text(TEXT_CONFIG.replace("frequencies: [daily]", "frequencies: [daily, monthly]"))
+    cfg = load_benchmark_config(path)
+    one = run_benchmark(cfg, tmp_path / "one", threads=1)
+    two = run_benchmark(cfg, tmp_path / "two", threads=2)
+    pd.testing.assert_frame_equal(one.table, two.table)
+    assert set(one.table["frequency"]) == {"daily", "monthly"}
+    for name in ("comovement", "size_strata", "ranking", "verdict", "dropped"):
+        a = pd.read_parquet(tmp_path / "one" / f"{name}.parquet").drop(columns="run_id", errors="ignore")
+        b = pd.read_parquet(tmp_path / "two" / f"{name}.parquet").drop(columns="run_id", errors="ignore")
+        pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ConfigError, match="threads"):
+        run_benchmark(cfg, tmp_path / "three", threads=0)

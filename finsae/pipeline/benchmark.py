@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from finsae._io import (
 )
 from finsae.config import BenchmarkConfig, DesignConfig, Frequency
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns, priced_tickers
-from finsae.errors import DataError
+from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
 from finsae.evaluate.results import BenchmarkResult, DesignInfo
@@ -313,14 +315,20 @@ def _check_sae_folders(cfg: BenchmarkConfig) -> None:
 
 
 def run_benchmark(
-    cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True
+    cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True,
+    threads: int | None = None,
 ) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless
-    ``write=False``."""
+    ``write=False``.
+
+    ``threads``: how many (design, frequency) windows are scored at once once the text groups are built
+    (default: one per CPU; 1: one after another). The tables do not depend on it."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
     _check_sae_folders(cfg)
     universe = load_universe(cfg.data.companies)
     prices = load_prices(
@@ -366,6 +374,7 @@ def run_benchmark(
 
     with (staged_results(out) if write else contextlib.nullcontext((Path(), ""))) as (folder, run_id), \
             tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
+        windows: list[tuple[DesignInfo, Frequency, VintageGroups | None]] = []
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
@@ -384,8 +393,17 @@ def run_benchmark(
                         write_parquet(weights, folder / f"learned_weights_{v}.parquet", run_id)
                         write_parquet(per_vintage["neighbours"][v], folder / f"neighbours_{v}.parquet",
                                       run_id)
-            for frequency in design.frequencies:
-                got = _run_window(universe, prices, info, frequency, cfg, progress, text)
+            windows += [(info, frequency, text) for frequency in design.frequencies]
+
+        def window(job: tuple[DesignInfo, Frequency, VintageGroups | None]) -> dict[str, list]:
+            return _run_window(universe, prices, job[0], job[1], cfg, progress, job[2])
+
+        # the windows are independent (each its own correlations and seeded draws; the text groups are built
+        # above and only read): run side by side, taken in order, the same tables as one after another
+        n_threads = max(1, min(threads or (os.cpu_count() or 1), len(windows)))
+        with ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool:
+            results = pool.map(window, windows) if pool is not None else map(window, windows)
+            for (_, _, text), got in zip(windows, results, strict=True):
                 for key, items in got.items():
                     acc[key] += items
                 if write:  # after every window: a later failure keeps them in <out>.failed-<run id>
