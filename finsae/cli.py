@@ -218,7 +218,7 @@ def _results_and_pairs(fn: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command()
 @_config_and_output("Benchmark")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Windows scored at once (default: one per CPU; the tables do not depend on it).")
+              help="Windows scored at once (default: one per CPU, at most 4; tables do not depend on it).")
 @_friendly
 def benchmark(config_path: Path, output: Path | None, threads: int | None) -> None:
     """Score every grouping of a config on return co-movement; write a results folder and print the table."""

@@ -41,6 +41,9 @@ from finsae.pipeline.textgroups import TextStage, VintageGroups
 
 logger = logging.getLogger(__name__)
 
+#: Default cap on the windows scored at once (``run_benchmark(threads=None)``).
+DEFAULT_MAX_THREADS = 4
+
 
 def _run_window(
     universe: Universe,
@@ -323,7 +326,8 @@ def run_benchmark(
     ``write=False``.
 
     ``threads``: how many (design, frequency) windows are scored at once once the text groups are built
-    (default: one per CPU; 1: one after another). The tables do not depend on it."""
+    (default: one per CPU, at most :data:`DEFAULT_MAX_THREADS`: each window holds its own N x N matrices and
+    calls multi-threaded BLAS; 1: one after another). The tables do not depend on it."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
@@ -400,7 +404,7 @@ def run_benchmark(
 
         # the windows are independent (each its own correlations and seeded draws; the text groups are built
         # above and only read): run side by side, taken in order, the same tables as one after another
-        n_threads = max(1, min(threads or (os.cpu_count() or 1), len(windows)))
+        n_threads = max(1, min(threads or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS), len(windows)))
         with ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool:
             results = pool.map(window, windows) if pool is not None else map(window, windows)
             for (_, _, text), got in zip(windows, results, strict=True):
