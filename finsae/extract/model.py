@@ -546,9 +546,10 @@ def _load_local(path: Path, tl_name: str, source_hash: str, device: str, dtype: 
     except OSError as exc:  # a read-only cache only costs speed
         logger.warning("cannot cache TransformerLens weights in %s: %s", hooked, exc)
     else:
-        # the built model's weights all sit in memory of the process (Gemma-3-270M: 1.66 GiB, with the
-        # unembedding that a pass to a middle layer never reads); the cache is memory-mapped and read where
-        # used, as every later run reads it (the same tensors, bit for bit): 2.6 GB -> 1.1 GB resident
+        # the built model's weights all sit in memory of the process (with the unembedding that a pass to a
+        # middle layer never reads); the cache is memory-mapped and read where used, as every later run reads
+        # it (the same tensors, bit for bit): Gemma-3-270M leaves 1.25 GB resident after the first build
+        # instead of 2.6 (benchmarks/model_build_memory.py's rss_after_mib)
         del model
         gc.collect()
         release_free_memory()

@@ -558,7 +558,7 @@ def _write_array(path: Path, arr: MethodVectors) -> None:
     m = arr.matrix if sp.issparse(arr.matrix) else sp.csr_matrix(np.asarray(arr.matrix))
     m = sp.csr_matrix(m)
 
-    def write(p: Path) -> None:  # not compressed: float64 vectors shrink by a third for 20x the write time
+    def write(p: Path) -> None:  # not compressed: float64 vectors shrink by a third, for many times the time
         with open(p, "wb") as fh:
             np.savez(
                 fh,

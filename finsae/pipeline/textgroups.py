@@ -331,8 +331,8 @@ class TextStage:
                                  pair_density(codes), {"clusterer": "permuted " + level})
                 groupings.append(g)
                 kinds[VintageGroups.name(g)] = "random"
-        # the transforms not chosen were candidates only (dense rows and a distance matrix each: most of the
-        # benchmark's resident size); the chosen ones live on in the method results
-        for key in [k for k in self._transform_cache if k[5] == vintage]:
+        # the transforms not chosen were candidates only (dense rows and a distance matrix each: a large share
+        # of the benchmark's resident size); the chosen ones live on in the method results
+        for key in [k for k in self._transform_cache if k[5] == vintage]:  # k[5]: the key's vintage
             del self._transform_cache[key]
         return VintageGroups(vintage, targets, methods, groupings, kinds)
