@@ -104,21 +104,27 @@ def test_cli_overwrite_refuses_the_parent_of_the_results(bench):
 # ---------------------------------------------------------------- 2. a results folder is one run, never a mix
 
 _KILL_SECOND_WINDOW = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, time
+    from pathlib import Path
     import finsae.pipeline.benchmark as b
     from finsae.config import load_benchmark_config
 
     calls = []
     run_window = b._run_window
+    out = Path(sys.argv[2])
 
     def killed_on_the_second(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # once the first window's tables are written (windows may run side by side)
+            deadline = time.time() + 120
+            while not list(out.parent.glob(f".{out.name}.*.partial/comovement.parquet")) \\
+                    and time.time() < deadline:
+                time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
         return run_window(*args, **kwargs)
 
     b._run_window = killed_on_the_second
-    b.run_benchmark(load_benchmark_config(sys.argv[1]), sys.argv[2])
+    b.run_benchmark(load_benchmark_config(sys.argv[1]), sys.argv[2], threads=int(sys.argv[3]))
 """)
 
 
@@ -134,14 +140,16 @@ def _two_window_config(bench: dict[str, Path]) -> Path:
     return cfg
 
 
-def test_a_killed_benchmark_leaves_the_old_run_and_export_refuses_a_mix(bench, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_killed_benchmark_leaves_the_old_run_and_export_refuses_a_mix(bench, tmp_path, threads):
     results = tmp_path / "results"
     shutil.copytree(bench["bench"], results)
     before = _snapshot(results)
     run_id = json.loads((results / "manifest.json").read_text())["run_id"]
     assert all(parquet_run_id(p) == run_id for p in results.glob("*.parquet"))
     r = subprocess.run(
-        [sys.executable, "-c", _KILL_SECOND_WINDOW, str(_two_window_config(bench)), str(results)],
+        [sys.executable, "-c", _KILL_SECOND_WINDOW, str(_two_window_config(bench)), str(results),
+         str(threads)],
         capture_output=True,
         text=True,
         timeout=300,
