@@ -85,15 +85,13 @@ def _correlation(returns: np.ndarray, min_periods: int,
         def at_t(a: np.ndarray) -> np.ndarray:
             return np.take(a.ravel(), flat_t)
     if mask.all():
-        n = np.full(x.shape[1] ** 2 if flat is None else len(flat), float(x.shape[0]))
-        if flat is None:
-            n = n.reshape(n_cols, n_cols)
         xc = x0 - x0.mean(axis=0)
         cov = xc.T @ xc
         var = np.diag(cov)
         with np.errstate(invalid="ignore", divide="ignore"):
             prod = np.outer(var, var) if flat is None else np.take(var, rows) * np.take(var, cols)
             corr = at(cov) / np.sqrt(prod)
+        n = np.full(corr.shape, float(x.shape[0]))
     else:
         # demean by column for numerical stability (correlation is shift invariant per column)
         counts = mask.sum(axis=0)

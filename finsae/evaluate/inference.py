@@ -73,20 +73,21 @@ def two_way_differences(
     if min_periods is None:
         min_periods = max(3, t // 2)
     names = sorted({nm for ab in comparisons for nm in ab})
-    pairs = {}
+    pairs, flats = {}, {}
     for nm in names:
         codes, _, _ = encode_labels(corr, groupings[nm])
         wi, wj, _ = within_pairs(codes)
-        pairs[nm] = (wi, wj, wi.astype(np.int64) * n + wj)  # flat positions in the N x N matrix
+        pairs[nm] = (wi, wj)
+        flats[nm] = wi.astype(np.int64) * n + wj  # flat positions in the N x N matrix
     # every draw's correlations only at the union of the groupings' pairs (pairwise_correlation_at: the same
     # values as the whole matrix's, without its elementwise passes); each grouping then reads its pairs from
     # that vector, in the same order as from the matrix
-    union = np.unique(np.concatenate([f for _, _, f in pairs.values()])) if pairs else np.zeros(0, np.int64)
-    at = {nm: np.searchsorted(union, f) for nm, (_, _, f) in pairs.items()}
+    union = np.unique(np.concatenate(list(flats.values()))) if flats else np.zeros(0, np.int64)
+    at = {nm: np.searchsorted(union, f) for nm, f in flats.items()}
 
     def pw(gathered: np.ndarray, w: np.ndarray) -> dict[str, float]:
         out = {}
-        for nm, (wi, wj, _) in pairs.items():
+        for nm, (wi, wj) in pairs.items():
             v = np.take(gathered, at[nm])
             ok = np.isfinite(v)
             if ok.all():  # the same values in the same order as with the mask, without the copies

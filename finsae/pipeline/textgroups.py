@@ -114,18 +114,19 @@ class VintageGroups:
             s = lm.rank_similarity.copy()
             np.fill_diagonal(s, -np.inf)
             kk = min(k, len(s) - 1)
-            nearest = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+            nearest = largest_first(s, kk)  # = the stable argsort of -s, first kk
             latents, contributions = [], []
             for i in range(len(s)):
                 terms = (w * m.z[i])[None, :] * m.z[nearest[i]]  # row r: w * z_i * z_j for the r-th peer j
                 best = largest_first(terms, top)
                 latents.extend(best.tolist())
                 contributions.extend(np.take_along_axis(terms, best, axis=1).tolist())
+            tickers = np.asarray(m.tickers, dtype=object)
             frames.append(pd.DataFrame({
                 "method": name,
-                "ticker": np.repeat(np.asarray(m.tickers, dtype=object), kk),
+                "ticker": np.repeat(tickers, kk),
                 "rank": np.tile(np.arange(1, kk + 1), len(s)),
-                "peer": np.asarray(m.tickers, dtype=object)[nearest.ravel()],
+                "peer": tickers[nearest.ravel()],
                 "similarity": np.take_along_axis(s, nearest, axis=1).ravel(),
                 "latents": latents,
                 "contributions": contributions,
@@ -333,6 +334,5 @@ class TextStage:
                 kinds[VintageGroups.name(g)] = "random"
         # the transforms not chosen were candidates only (dense rows and a distance matrix each: a large share
         # of the benchmark's resident size); the chosen ones live on in the method results
-        for key in [k for k in self._transform_cache if k[5] == vintage]:  # k[5]: the key's vintage
-            del self._transform_cache[key]
+        self._transform_cache.clear()  # its keys are per vintage: no other vintage reads them
         return VintageGroups(vintage, targets, methods, groupings, kinds)
