@@ -213,3 +213,57 @@ def test_label_rule_token_context_function_kinds():
     words = corpus_words(docs_text, min_count=1)
     assert not is_content_word("ohio", words) and not is_content_word("company", words)
     assert is_content_word("drilling", words) and not is_content_word("drill", words)  # not a corpus word
+
+
+def test_document_words_share_lift_nulls_and_effective_documents():
+    from finsae.explain.labels import document_words
+
+    texts = ["drilling wells"] * 8 + ["banking loans"] * 12
+    words = {"drilling", "wells", "banking", "loans"}
+    mass = np.zeros((20, 4))
+    mass[:8, 0] = 1.0  # only in the oil documents: both their words (share 1, null 0.4, lift 2.5)
+    mass[:, 1] = 1.0  # everywhere: share = null, no lift
+    mass[:2, 2] = 5.0  # two documents only: fewer than 5 effective documents
+    mass[:4, 3] = 1.0  # share of drilling 4/16 < 50%; banking 12/16 with lift 1.25 < 2
+    mass[8:, 3] = 1.0
+    got = document_words(mass, texts, np.full(20, 10), words)
+    assert got == [["drilling", "wells"], [], [], []]
+    # a latent whose mass follows document length: the token-rate null takes the lift away
+    n_tok = np.array([35] * 8 + [5] * 12)
+    by_length = n_tok[:, None].astype(float)
+    assert document_words(by_length, texts, n_tok, words) == [[]]
+    # ... which the document rate alone would not (share 0.82, document rate 0.4: lift 2.06)
+    assert document_words(by_length, texts, np.ones(20), words) == [["drilling", "wells"]]
+    assert document_words(mass[:, :1], texts, np.ones(20), words, n_words=1) == [["drilling"]]
+    with pytest.raises(DataError, match="non-negative"):
+        document_words(-mass, texts, np.ones(20), words)
+    with pytest.raises(DataError, match="19 rows"):
+        document_words(mass[:19], texts, np.ones(20), words)
+
+
+def test_label_rule_documents_kind_reads_the_documents_a_function_latent_fires_in():
+    from finsae.explain.labels import StatsAccumulator, label_latents
+
+    vocab = ["<bos>", "the", "of", "and", "drilling", "wells", "banking", "loans"]
+    w = {v: k for k, v in enumerate(vocab)}
+    docs_text = ["the of of and and and drilling wells"] * 8 + ["the of of and and and banking loans"] * 12
+    ids = np.array([w[x] for t in docs_text for x in t.split()])
+    docs = np.repeat(np.arange(20), 8)
+    feats = np.zeros((len(ids), 3), dtype=np.float32)
+    feats[(ids == w["the"]) & (docs < 8), 0] = 1.0  # "the", in the oil documents only, far from their words
+    feats[ids == w["the"], 1] = 1.0  # "the" everywhere
+    feats[ids == w["drilling"], 2] = 1.0  # a business token
+    acc = StatsAccumulator(3, len(vocab), n_examples=5)
+    acc.add(torch.from_numpy(feats), ids, docs)
+    pooled = np.zeros((20, 3))
+    np.add.at(pooled, docs, feats)
+    names = [f"D{k}" for k in range(20)]
+    lab = label_latents(acc.result(), _WordTok(vocab), docs_text, names, context=2, doc_mass=pooled)
+    assert lab.table["kind"].tolist() == ["documents", "function", "token"]
+    assert lab.label(0) == "the in: drilling, wells"
+    assert lab.content.tolist() == [True, False, True]
+    # without the document activations: the rule as it was (v4), the latent reads as a function word
+    old = label_latents(acc.result(), _WordTok(vocab), docs_text, names, context=2)
+    assert old.table["kind"].tolist() == ["function", "function", "token"]
+    with pytest.raises(DataError, match="2 latents"):
+        label_latents(acc.result(), _WordTok(vocab), docs_text, names, doc_mass=pooled[:, :2])

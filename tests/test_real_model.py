@@ -100,7 +100,7 @@ def industry_explanations(real):
             rows = torch.tensor([c.doc for c in batch])[:, None].expand_as(mask)
             acc.add(feats[mask], tokens[mask].numpy(), rows[mask].numpy())
             pooled.index_add_(0, rows[mask], feats[mask].double())
-    labels = label_latents(acc.result(), tok, docs, list(tickers))
+    labels = label_latents(acc.result(), tok, docs, list(tickers), doc_mass=pooled.numpy())
     out = {}
     for name in BUSINESS_WORDS:
         members = masks[name][texts.index.get_indexer(tickers)]

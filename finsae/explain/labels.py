@@ -16,11 +16,26 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
   strongest examples and at least ``CONTEXT_LIFT`` (2) times as often as in a random document, the (at most
   two) such words by count x IDF: ``near: drilling, wells`` (a latent that fires on "of" in "exploration of
   oil" reads its context; a word common everywhere is no context);
+* ``kind = "documents"`` (added 2026-12-01, before any label of it was read; rule version v5): else, where
+  the document activations are given (``doc_mass``: the pooled features, documents x latents; the product
+  passes them), the content words of the *documents* the latent fires in. With ``p_d = a_dj / sum_d a_dj``
+  the share of latent ``j``'s activation in document ``d`` and ``B_dw = 1`` where word ``w`` occurs in ``d``,
+  the word's share is ``r_w = sum_d p_d B_dw`` and its null rate ``b_w = max(df_w / D, sum_d n_d B_dw /
+  sum_d n_d)`` (``n_d`` tokens of ``d``): the larger of the rate among documents and among tokens, so that
+  neither a latent firing once per document nor one firing on every token gets a lift from document length.
+  Words with ``r_w >= DOC_SHARE`` (50%) and ``r_w >= DOC_LIFT (2) x b_w`` qualify, ranked by ``r_w
+  log(r_w / b_w)`` (the word's term of the KL divergence of the two rates), at most two; only for latents
+  whose activation is spread over an effective number of documents ``(sum a)^2 / sum a^2`` of at least
+  ``DOC_MIN_EFFECTIVE`` (5), so that no single company's words label a latent. The label keeps the tokens
+  it fires on: ``'(' / 'the' in: clinical, drug`` (it fires on "(" and "the" in descriptions of drug
+  developers). A latent firing on everything shares its documents' words with every document: no lift,
+  no label;
 * ``kind = "function"``: else the raw top tokens, marked ``(no business word)``; ``"dead"``: never active.
 
-A label "has a content word" when its kind is ``token`` or ``context`` (:attr:`LatentLabels.content`).
-Results are cached under ``<finsae cache>/labels/`` by a key over the feature extraction (model, SAE,
-chunking, batching), the texts and the rule's settings and version.
+A label "has a content word" when its kind is ``token``, ``context`` or ``documents``
+(:attr:`LatentLabels.content`). Results are cached under ``<finsae cache>/labels/`` by a key over the
+feature extraction (model, SAE, chunking, batching), the texts and the rule's settings and version. The SAE
+sweep of :mod:`finsae.pipeline.sae_selection` labels without ``doc_mass`` (rule v4, as it was recorded).
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from finsae._io import write_parquet
@@ -45,21 +61,25 @@ from finsae.errors import DataError
 from finsae.extract.features import clean_texts
 from finsae.extract.model import LoadedModel
 from finsae.extract.sae import SAESource, as_sae_source
-from finsae.extract.shards import ShardPlan, compute_shard_many, plan_shards, read_shard_stats
+from finsae.extract.shards import ShardPlan, compute_shard_many, plan_shards, read_shard, read_shard_stats
 from finsae.extract.spec import Execution, ExtractionSpec
 from finsae.extract.tokenstats import LABEL_EXAMPLES, LatentStats, StatsAccumulator, merge_stats
 
 if TYPE_CHECKING:
     from sae_lens import SAE
 
-__all__ = ["LatentLabels", "LatentStats", "StatsAccumulator", "label_latents", "latent_labels", "save_labels"]
+__all__ = ["LatentLabels", "LatentStats", "StatsAccumulator", "document_words", "label_latents",
+           "latent_labels", "save_labels"]
 
 logger = logging.getLogger(__name__)
 
 TOKEN_SHARE = 0.25
 CONTEXT_SHARE = 0.4
 CONTEXT_LIFT = 2.0
-CONTENT_KINDS = ("token", "context")
+DOC_SHARE = 0.5
+DOC_LIFT = 2.0
+DOC_MIN_EFFECTIVE = 5.0
+CONTENT_KINDS = ("token", "context", "documents")
 
 BOILERPLATE = frozenset("""
 company companies inc corp corporation incorporated co ltd llc plc limited holding holdings group groups
@@ -106,7 +126,8 @@ class LatentLabels:
     """Per-latent labels and examples.
 
     Attributes:
-        table: one row per latent: ``latent``, ``label``, ``kind`` (token / context / function / dead),
+        table: one row per latent: ``latent``, ``label``, ``kind`` (token / context / documents / function /
+            dead),
             ``top_tokens`` (its top content words), ``n_active_tokens`` (pooled tokens where it fires),
             ``activation_mass``, ``content_share`` (share of its mass on content-word tokens).
         examples: ``latent, rank, value, doc_id, token, snippet`` for the strongest activations.
@@ -126,7 +147,8 @@ class LatentLabels:
 
     @property
     def content(self) -> pd.Series:
-        """Whether each latent's label is made of content words (kind ``token`` or ``context``)."""
+        """Whether each latent's label is made of content words (kind ``token``, ``context`` or
+        ``documents``)."""
         return self.table["kind"].isin(CONTENT_KINDS)
 
 
@@ -137,7 +159,7 @@ def _clean_token(text: str) -> str:
 def _labels_key(plan: ShardPlan, n_examples: int, n_label_tokens: int, context: int) -> str:
     """The label cache's folder name: the feature plan's key (model, SAE, chunking, batching), each shard's
     name (it hashes the shard's document ids and texts) and the rule's settings and version."""
-    parts = [plan.key, [s.path.name for s in plan.shards], n_examples, n_label_tokens, context, "v4"]
+    parts = [plan.key, [s.path.name for s in plan.shards], n_examples, n_label_tokens, context, "v5"]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
@@ -168,29 +190,37 @@ def latent_labels(loaded: LoadedModel, sae: SAESource | SAE, texts: Sequence[obj
         except Exception as exc:  # unreadable: recompute
             logger.warning("latent label cache %s is unreadable (%s): recomputing", folder, exc)
     parts: list[LatentStats] = []
+    pooled: list[sp.csr_matrix] = []
     reused = 0
     for shard in plan.shards:
         if not clean_texts(list(shard.texts))[0]:
             continue  # no text in this shard: nothing to count
         stats = read_shard_stats(shard, n_examples)
-        if stats is None:
+        features = read_shard(shard, plan.spec.pooling)
+        if stats is None or features is None:
             plan.write_config(loaded)
             compute_shard_many(loaded, [(source, plan)], shard.index, progress=progress,
                                stats_examples=n_examples)
             stats = read_shard_stats(shard, n_examples)
-            if stats is None:
-                raise DataError(f"the token statistics of shard {shard.path.name} were written but cannot be "
-                                f"read back from {plan.folder}")
+            features = read_shard(shard, plan.spec.pooling)
+            if stats is None or features is None:
+                raise DataError(f"the token statistics or features of shard {shard.path.name} were written "
+                                f"but cannot be read back from {plan.folder}")
         else:
             reused += 1
+        if features.matrix.shape[0] != stats.rows:
+            raise DataError(f"shard {shard.path.name}: {features.matrix.shape[0]} feature rows but token "
+                            f"statistics of {stats.rows} documents")
         parts.append(stats)
+        pooled.append(features.matrix)
     if not parts:
         raise DataError("no document has text to label latents with")
     logger.info("latent labels: token statistics of %d shard(s), %d stored by the feature pass", len(parts),
                 reused)
     keep, _ = clean_texts(texts)
     result = label_latents(merge_stats(parts), loaded.tokenizer, [str(texts[k]) for k in keep],
-                           [str(doc_ids[k]) for k in keep], n_label_tokens=n_label_tokens, context=context)
+                           [str(doc_ids[k]) for k in keep], n_label_tokens=n_label_tokens, context=context,
+                           doc_mass=sp.vstack(pooled, format="csr"))
     if cache:
         save_labels(result, folder)
     return result
@@ -225,14 +255,70 @@ def is_content_word(word: str, words: set[str]) -> bool:
     return len(word) >= 3 and word in words and word not in NON_CONTENT and WORD.fullmatch(word) is not None
 
 
+def document_words(doc_mass: sp.spmatrix | np.ndarray, texts: Sequence[str], n_tokens: np.ndarray,
+                   words: set[str], *, n_words: int = 2, min_share: float = DOC_SHARE,
+                   min_lift: float = DOC_LIFT, min_effective: float = DOC_MIN_EFFECTIVE,
+                   block: int = 512) -> list[list[str]]:
+    """Per latent (column of ``doc_mass``, documents x latents, non-negative), the at most ``n_words``
+    content words of the documents it fires in: the ``documents`` rule of the module docstring (share ``r``
+    of its activation in documents holding the word, null rate ``b`` the larger of the document and token
+    rates, ``r >= min_share``, ``r >= min_lift * b``, ranked by ``r log(r / b)``; none for a latent spread
+    over fewer than ``min_effective`` documents). ``n_tokens``: tokens per document (the token-rate null)."""
+    mass = sp.csc_matrix(doc_mass, dtype=np.float64)
+    n_docs, n_lat = mass.shape
+    if n_docs != len(texts) or len(n_tokens) != n_docs:
+        raise DataError(f"document activations have {n_docs} rows for {len(texts)} texts and "
+                        f"{len(n_tokens)} token counts")
+    if mass.nnz and mass.data.min() < 0:
+        raise DataError("document activations must be non-negative (pooled SAE latents)")
+    vocab = sorted({w for t in texts for w in WORD.findall(t.lower()) if is_content_word(w, words)})
+    col = {w: k for k, w in enumerate(vocab)}
+    rows, cols = [], []
+    for d, t in enumerate(texts):
+        found = {col[w] for w in WORD.findall(t.lower()) if w in col}
+        rows.extend([d] * len(found))
+        cols.extend(found)
+    holds = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(vocab)))
+    n_tok = np.asarray(n_tokens, dtype=np.float64)
+    doc_rate = np.asarray(holds.sum(axis=0)).ravel() / max(n_docs, 1)
+    tok_rate = (holds.T @ n_tok) / max(float(n_tok.sum()), 1.0)
+    null = np.maximum(doc_rate, tok_rate)
+    total = np.asarray(mass.sum(axis=0)).ravel()
+    square = np.asarray(mass.multiply(mass).sum(axis=0)).ravel()
+    effective = np.divide(total ** 2, square, out=np.zeros(n_lat), where=square > 0)
+    out: list[list[str]] = [[] for _ in range(n_lat)]
+    for lo in range(0, n_lat, block):
+        hi = min(lo + block, n_lat)
+        share = np.asarray((mass[:, lo:hi].T @ holds).todense()) if len(vocab) else np.zeros((hi - lo, 0))
+        for j in range(lo, hi):
+            if total[j] <= 0 or effective[j] < min_effective:
+                continue
+            r = share[j - lo] / total[j]
+            ok = np.flatnonzero((r >= min_share) & (r >= min_lift * null) & (null > 0))
+            if ok.size:
+                score = r[ok] * np.log(r[ok] / null[ok])
+                best = ok[np.argsort(-score, kind="stable")[:n_words]]
+                out[j] = [vocab[k] for k in best]
+    return out
+
+
 def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequence[str], *,
                   n_label_tokens: int = 3, context: int = 8, min_token_share: float = TOKEN_SHARE,
-                  min_context_share: float = CONTEXT_SHARE) -> LatentLabels:
+                  min_context_share: float = CONTEXT_SHARE,
+                  doc_mass: sp.spmatrix | np.ndarray | None = None) -> LatentLabels:
     """Labels from ``stats`` (see the module docstring for the rule); ``texts`` / ``doc_ids`` by document
-    row."""
+    row. ``doc_mass`` (documents x latents, the pooled features of the same rows) enables the ``documents``
+    kind; without it a latent falls from ``context`` straight to ``function`` (rule v4)."""
     counts, word_df = _word_counts(texts)
     words = corpus_words(texts, counts=counts)
     vocab = stats.mass.shape[1]
+    in_docs: list[list[str]] = [[] for _ in range(stats.mass.shape[0])]
+    if doc_mass is not None:
+        if doc_mass.shape[1] != stats.mass.shape[0]:
+            raise DataError(f"document activations have {doc_mass.shape[1]} latents, the statistics "
+                            f"{stats.mass.shape[0]}")
+        n_tokens = np.bincount(stats.docs.astype(np.int64), minlength=len(texts))[: len(texts)]
+        in_docs = document_words(doc_mass, texts, n_tokens, words)
     decoded: dict[int, str] = {}
 
     def word_of(t: int) -> str:
@@ -302,8 +388,11 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
             kind, label = "context", "near: " + ", ".join(w for _, w, _ in near[:2])
         else:
             raw = [word_of(int(cols[c])) for c in np.argsort(-vals, kind="stable")[:n_label_tokens]]
-            kind, label = "function", " / ".join(f"'{w}'" if not any(ch.isalnum() for ch in w) else w
-                                                for w in raw if w) + " (no business word)"
+            shown = [f"'{w}'" if not any(ch.isalnum() for ch in w) else w for w in raw if w]
+            if in_docs[j]:
+                kind, label = "documents", " / ".join(shown[:2]) + " in: " + ", ".join(in_docs[j])
+            else:
+                kind, label = "function", " / ".join(shown) + " (no business word)"
         rows.append({"latent": j, "label": label, "kind": kind, "top_tokens": top_words,
                      "n_active_tokens": int(stats.active[j]), "activation_mass": total,
                      "content_share": share})
