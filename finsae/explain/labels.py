@@ -273,7 +273,8 @@ def document_words(doc_mass: sp.spmatrix | np.ndarray, texts: Sequence[str], n_t
         raise DataError("document activations must be non-negative (pooled SAE latents)")
     vocab = sorted({w for t in texts for w in WORD.findall(t.lower()) if is_content_word(w, words)})
     col = {w: k for k, w in enumerate(vocab)}
-    rows, cols = [], []
+    rows: list[int] = []
+    cols: list[int] = []
     for d, t in enumerate(texts):
         found = {col[w] for w in WORD.findall(t.lower()) if w in col}
         rows.extend([d] * len(found))
