@@ -367,7 +367,7 @@ def test_cli_export_and_its_help(built, tmp_path):
            "--explanations", str(built["expl"]), "--k", "3"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "schema 1.0" in r.stdout and validate_export(out)["k"] == 3
+    assert f"schema {api.SCHEMA_VERSION}" in r.stdout and validate_export(out)["k"] == 3
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr
 
