@@ -84,37 +84,3 @@ def test_make_run_matches_golden(name: str) -> None:
         pytest.skip(f"{folder} not written: run `make run` first")
     problems = compare(folder, name)
     assert not problems, problems
-
-
-@pytest.mark.slow
-def test_vintages_windows_and_learned_fits_side_by_side_give_the_same_tables(tmp_path: Path) -> None:
-    """The compact benchmark with a second vintage (whose groups are built while the first vintage's windows
-    run), two learned methods (fitted at once) and the two-way draws in threads: every table equals the
-    one-thread run's."""
-    import pandas as pd
-    import yaml
-
-    from finsae.config import load_benchmark_config
-    from finsae.pipeline.benchmark import run_benchmark
-
-    cfg = yaml.safe_load((HERE / "compact_benchmark.yaml").read_text())
-    cfg["designs"].append({"name": "contemporaneous", "text_vintage": "2020", "start": "2010-01-01",
-                           "end": "2019-12-31", "frequencies": ["monthly"]})
-    cfg["text_methods"].append({"name": "tfidf_b", "features": "tfidf", "transform": "binary",
-                                "clusterer": "average"})
-    cfg["learned"]["methods"] = ["tfidf", "tfidf_b"]
-    cfg["learned"].update(max_features=32, alphas=[1.0])  # a small fit: the schedule is under test
-    companies = pd.read_parquet(ROOT / "data" / "companies.parquet")
-    companies.iloc[::3].to_parquet(tmp_path / "companies.parquet")  # a third of the bundled companies
-    cfg["data"] = {"companies": str(tmp_path / "companies.parquet")}
-    path = tmp_path / "side_by_side.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    config = load_benchmark_config(path)
-    one = run_benchmark(config, tmp_path / "one", threads=1)
-    two = run_benchmark(config, tmp_path / "two", threads=2)
-    assert set(one.table["design"]) == {"forward", "contemporaneous"} and len(one.two_way)
-    pd.testing.assert_frame_equal(one.two_way, two.two_way)
-    for name in sorted(p.name for p in (tmp_path / "one").glob("*.parquet")):
-        a = pd.read_parquet(tmp_path / "one" / name).drop(columns="run_id", errors="ignore")
-        b = pd.read_parquet(tmp_path / "two" / name).drop(columns="run_id", errors="ignore")
-        pd.testing.assert_frame_equal(a, b, obj=name)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from finsae.config import load_benchmark_config
-from finsae.errors import DataError
 from finsae.evaluate import correlation_matrix
 from finsae.evaluate.inference import block_indices, two_way_differences
 from finsae.evaluate.pricepeers import blend_similarity, price_similarity, standardise
@@ -123,13 +122,6 @@ def test_two_way_bootstrap_point_and_blocks():
     pb = comovement(corr, bad, null_draws=0, bootstrap_draws=0).pair_weighted
     assert d.difference == pytest.approx(pa - pb, abs=1e-12)
     assert d.ci_low <= d.difference <= d.ci_high and d.separated
-    # the draws computed side by side: the same draws, bit for bit (periods and weights drawn first, in order)
-    for threads in (2, 3):
-        (dt,) = two_way_differences(panel.returns, corr, {"good": good, "bad": bad}, [("good", "bad")],
-                                    draws=200, block=4, seed=0, threads=threads)
-        assert dt == d
-    with pytest.raises(DataError, match="threads"):
-        two_way_differences(panel.returns, corr, {"good": good}, [("good", "good")], threads=0)
 
 
 def test_cold_start_weights_never_see_a_held_out_companys_pairs():

@@ -18,7 +18,6 @@ its within-group pairs with a valid ``C*_ij``; the difference of two groupings u
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,15 +62,9 @@ def two_way_differences(
     block: int = 6,
     seed: int = 0,
     min_periods: int | None = None,
-    threads: int = 1,
 ) -> list[TwoWayDifference]:
     """Paired differences for ``comparisons`` (pairs of names of ``groupings``) on the returns panel
-    ``returns`` (periods x tickers, the panel ``corr`` was computed from; module docstring).
-
-    ``threads``: how many threads compute the draws. Every draw's periods and company weights are taken
-    from the one seeded generator first, in draw order, so the result does not depend on it."""
-    if threads < 1:
-        raise DataError(f"threads must be at least 1, got {threads}")
+    ``returns`` (periods x tickers, the panel ``corr`` was computed from; module docstring)."""
     missing = sorted({n for ab in comparisons for n in ab} - set(groupings))
     if missing:
         raise DataError(f"comparisons name groupings that were not given: {missing}")
@@ -109,25 +102,14 @@ def two_way_differences(
 
     point = pw(np.take(corr.values.ravel(), union), np.ones(n))
     rng = np.random.default_rng(seed)
-    plan = []  # each draw's periods and company weights, in draw order from the one generator
-    for _ in range(draws):
-        rows = block_indices(t, block, rng)
-        plan.append((rows, rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)))
     boot = {nm: np.empty(draws) for nm in names}
-
-    def run(chunk: range) -> None:
-        for d in chunk:
-            rows, w = plan[d]
-            got = pw(pairwise_correlation_at(x[rows], union, min_periods=min_periods), w)
-            for nm in names:
-                boot[nm][d] = got[nm]
-
-    n_threads = max(1, min(threads, draws))
-    if n_threads == 1:
-        run(range(draws))
-    else:  # numpy's gathers and sums release the GIL: the draws' work runs side by side
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="finsae-two-way") as pool:
-            list(pool.map(run, [range(k, draws, n_threads) for k in range(n_threads)]))
+    for d in range(draws):
+        rows = block_indices(t, block, rng)
+        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
+        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
+        got = pw(c, w)
+        for nm in names:
+            boot[nm][d] = got[nm]
     out = []
     for a, b in comparisons:
         diff = boot[a] - boot[b]

@@ -14,8 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +53,7 @@ def _run_window(
     cfg: BenchmarkConfig,
     progress: tqdm,
     text: VintageGroups | None = None,
-    threads: int = 1,
 ) -> dict[str, list]:
-    """Every table of one (design, frequency) window; ``threads`` for its two-way bootstrap's draws."""
     ev = cfg.evaluation
     # with text methods, every method (taxonomies too) is scored on the same companies: those with text
     tickers = universe.tickers if text is None else next(iter(text.methods.values())).tickers
@@ -114,7 +111,7 @@ def _run_window(
         if any(m.learned is not None for m in text.methods.values()):
             out["cold_start"] = _cold_start(cfg, universe, corr, text, keys)
             if frequency == "monthly":  # daily: one correlation matrix per draw is too slow
-                out["two_way"] = _two_way(cfg, panel, corr, text, labels_by_name, keys, threads)
+                out["two_way"] = _two_way(cfg, panel, corr, text, labels_by_name, keys)
     out["dropped"] = [panel.dropped.rename("reason").reset_index().assign(**keys)]
     return out
 
@@ -173,7 +170,7 @@ def _cold_start(
 
 
 def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dict[str, pd.Series],
-             keys: dict, threads: int = 1) -> list[dict]:
+             keys: dict) -> list[dict]:
     """Two-way paired differences at every density-matched level: the headline against the level's taxonomy,
     price peers and every other text method; every text + price blend against price peers."""
     from finsae.evaluate.inference import two_way_differences
@@ -197,7 +194,7 @@ def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dic
                 comparisons.append((a, b))
                 meta.append({"level": level, "comparison": what})
     res = two_way_differences(panel.returns, corr, labels, comparisons, draws=lc.two_way_draws,
-                              block=lc.block_months, seed=cfg.evaluation.seed, threads=threads)
+                              block=lc.block_months, seed=cfg.evaluation.seed)
     return [{**keys, **m, **r.to_dict()} for m, r in zip(meta, res, strict=True)]
 
 
@@ -320,25 +317,6 @@ def _check_sae_folders(cfg: BenchmarkConfig) -> None:
                 raise DataError(f"text method {m.name!r}: {exc}") from None
 
 
-_Window = tuple[DesignInfo, Frequency, VintageGroups | None]
-
-
-@contextlib.contextmanager
-def _window_pool(n_threads: int) -> Iterator[ThreadPoolExecutor | None]:
-    """Threads for the benchmark's windows (None for one: they run in the caller, one after another). On an
-    error the windows not yet started are cancelled; the running ones finish before the error propagates."""
-    if n_threads <= 1:
-        yield None
-        return
-    pool = ThreadPoolExecutor(n_threads, thread_name_prefix="finsae-window")
-    try:
-        yield pool
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
 def run_benchmark(
     cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True,
     threads: int | None = None,
@@ -347,10 +325,9 @@ def run_benchmark(
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless
     ``write=False``.
 
-    ``threads``: how many (design, frequency) windows are scored at once, each as soon as its vintage's text
-    groups are built, and how many learned methods of a vintage are fitted at once (default: one per CPU, at
-    most :data:`DEFAULT_MAX_THREADS`: each holds its own N x N matrices and calls multi-threaded BLAS; 1: one
-    after another). The tables do not depend on it."""
+    ``threads``: how many (design, frequency) windows are scored at once once the text groups are built
+    (default: one per CPU, at most :data:`DEFAULT_MAX_THREADS`: each window holds its own N x N matrices and
+    calls multi-threaded BLAS; 1: one after another). The tables do not depend on it."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
@@ -383,8 +360,7 @@ def run_benchmark(
         "cold_start": [],
         "two_way": [],
     }
-    workers = threads or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
-    text_stage = TextStage(cfg, universe, prices, threads=workers) if cfg.text_methods else None
+    text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
 
     def result() -> BenchmarkResult:
@@ -400,28 +376,13 @@ def run_benchmark(
                                out if write else None, frame("ranking"), frame("verdict"), selections,
                                frame("cold_start"), frame("two_way"))
 
-    n_windows = sum(len(d.frequencies) for d in design_cfgs)
-    n_threads = max(1, min(workers, n_windows))
     with (staged_results(out) if write else contextlib.nullcontext((Path(), ""))) as (folder, run_id), \
-            tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress, \
-            _window_pool(n_threads) as pool:
-
-        def window(job: _Window) -> dict[str, list]:
-            return _run_window(universe, prices, job[0], job[1], cfg, progress, job[2], workers)
-
-        if text_stage is not None:
-            for info in designs:
-                text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
-            # every vintage's features first (the language model's passes), so that no window runs beside
-            # an extraction; then each vintage's windows start as soon as its groups are built, beside the
-            # building of the next vintage
-            text_stage.prepare(list(dict.fromkeys(info.text_vintage for info in designs)))
-        # the windows are independent (each its own correlations and seeded draws; the text groups are only
-        # read once built): run side by side, collected in order, the same tables as one after another
-        windows: list[tuple[VintageGroups | None, Future[dict[str, list]] | _Window]] = []
+            tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
+        windows: list[tuple[DesignInfo, Frequency, VintageGroups | None]] = []
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
+                text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
                 text = text_stage.vintage(info.text_vintage)
                 progress.total += len(design.frequencies) * (len(text.groupings) + len(
                     [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))
@@ -436,25 +397,31 @@ def run_benchmark(
                         write_parquet(weights, folder / f"learned_weights_{v}.parquet", run_id)
                         write_parquet(per_vintage["neighbours"][v], folder / f"neighbours_{v}.parquet",
                                       run_id)
-            for frequency in design.frequencies:
-                job = (info, frequency, text)
-                windows.append((text, pool.submit(window, job) if pool is not None else job))
-        for text, pending in windows:
-            got = pending.result() if isinstance(pending, Future) else window(pending)
-            for key, items in got.items():
-                acc[key] += items
-            if write:  # after every window: a later failure keeps them in <out>.failed-<run id>
-                res = result()
-                write_parquet(res.table, folder / "comovement.parquet", run_id)
-                write_parquet(res.strata, folder / "size_strata.parquet", run_id)
-                write_parquet(res.dropped, folder / "dropped.parquet", run_id)
-                if text is not None:
-                    write_parquet(res.ranking, folder / "ranking.parquet", run_id)
-                    write_parquet(res.verdict, folder / "verdict.parquet", run_id)
-                    write_parquet(res.selection, folder / "selection.parquet", run_id)
-                    if len(res.cold_start):
-                        write_parquet(res.cold_start, folder / "cold_start.parquet", run_id)
-                        write_parquet(res.two_way, folder / "two_way.parquet", run_id)
+            windows += [(info, frequency, text) for frequency in design.frequencies]
+
+        def window(job: tuple[DesignInfo, Frequency, VintageGroups | None]) -> dict[str, list]:
+            return _run_window(universe, prices, job[0], job[1], cfg, progress, job[2])
+
+        # the windows are independent (each its own correlations and seeded draws; the text groups are built
+        # above and only read): run side by side, taken in order, the same tables as one after another
+        n_threads = max(1, min(threads or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS), len(windows)))
+        with ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool:
+            results = pool.map(window, windows) if pool is not None else map(window, windows)
+            for (_, _, text), got in zip(windows, results, strict=True):
+                for key, items in got.items():
+                    acc[key] += items
+                if write:  # after every window: a later failure keeps them in <out>.failed-<run id>
+                    res = result()
+                    write_parquet(res.table, folder / "comovement.parquet", run_id)
+                    write_parquet(res.strata, folder / "size_strata.parquet", run_id)
+                    write_parquet(res.dropped, folder / "dropped.parquet", run_id)
+                    if text is not None:
+                        write_parquet(res.ranking, folder / "ranking.parquet", run_id)
+                        write_parquet(res.verdict, folder / "verdict.parquet", run_id)
+                        write_parquet(res.selection, folder / "selection.parquet", run_id)
+                        if len(res.cold_start):
+                            write_parquet(res.cold_start, folder / "cold_start.parquet", run_id)
+                            write_parquet(res.two_way, folder / "two_way.parquet", run_id)
         res = result()
         if write:
             write_text(benchmark_markdown(res), folder / "table.md")

@@ -25,8 +25,6 @@ fold's weights.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +32,7 @@ import pandas as pd
 
 from finsae.config import BenchmarkConfig, LearnedConfig
 from finsae.data import Prices, log_returns
-from finsae.errors import ConfigError, DataError
+from finsae.errors import DataError
 from finsae.evaluate.comovement import CorrelationMatrix, comovement, correlation_matrix, within_pairs
 from finsae.evaluate.pricepeers import aligned_correlation, blend_similarity, price_similarity
 from finsae.evaluate.ranking import topk_neighbour_correlation
@@ -283,28 +281,18 @@ class LearnedStage:
 
 
 def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: dict[str, np.ndarray],
-                  targets: dict[str, GranularityTarget], *, threads: int = 1) -> dict[str, LearnedMethod]:
+                  targets: dict[str, GranularityTarget]) -> dict[str, LearnedMethod]:
     """Every learned method of ``cfg.learned`` on ``tickers`` (``zs``: each text method's transformed
-    rows). ``threads``: how many supervised methods are fitted at once (each its own pair system, candidates
-    and folds; they only read the stage's windows): the methods do not depend on it."""
+    rows)."""
     lc: LearnedConfig | None = cfg.learned
     if lc is None:
         return {}
-    if threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {threads}")
     windows = pre_windows(cfg, prices, tickers)
     stage = LearnedStage(cfg, windows, tickers, targets)
     out: dict[str, LearnedMethod] = {}
     systems: dict[str, PairSystem] = {}
-
-    def supervised(base: str) -> tuple[LearnedMethod, PairSystem]:
-        return stage.supervised(f"{base}_sup", base, zs[base])
-
-    n = min(threads, len(lc.methods))
-    with ThreadPoolExecutor(n, thread_name_prefix="finsae-learned") if n > 1 else nullcontext() as pool:
-        fitted = list(pool.map(supervised, lc.methods) if pool is not None else map(supervised, lc.methods))
-    for base, (m, system) in zip(lc.methods, fitted, strict=True):  # in the config's order
-        systems[f"{base}_sup"] = system
+    for base in lc.methods:
+        m, systems[f"{base}_sup"] = stage.supervised(f"{base}_sup", base, zs[base])
         out[m.name] = m
     if lc.price_peers:
         out["price_peers"] = stage.price_peers()

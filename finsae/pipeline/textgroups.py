@@ -147,13 +147,9 @@ class TextStage:
     """Builds (and memoises per vintage) the text groupings of a benchmark config."""
 
     def __init__(
-        self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None,
-        threads: int = 1,
+        self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None
     ) -> None:
-        """``threads``: how many learned methods are fitted at once (:func:`finsae.pipeline.learned.
-        build_learned`; the groups do not depend on it)."""
         self.cfg, self.universe, self.prices, self.progress = cfg, universe, prices, progress
-        self.threads = threads
         self._vintages: dict[str, VintageGroups] = {}
         self._selection_corr: CorrelationMatrix | None = None
         self._feature_cache: dict[tuple, TextFeatures] = {}
@@ -176,14 +172,6 @@ class TextStage:
             raise ConfigError(f"selection.end {self.cfg.selection.end} is not before design {design_name!r} "
                               f"starts ({start.date()}): the forward design would choose parameters on its "
                               "own returns")
-
-    def prepare(self, vintages: list[str]) -> None:
-        """Extract (or read from the cache) every text method's features of ``vintages`` now: the language
-        model then runs before any window is scored, and building a later vintage while the windows of an
-        earlier one run beside it (:func:`finsae.pipeline.benchmark.run_benchmark`) needs no model pass."""
-        for vintage in vintages:
-            for m in self.cfg.text_methods:
-                self._features(m, vintage)
 
     def vintage(self, vintage: str) -> VintageGroups:
         if vintage not in self._vintages:
@@ -262,8 +250,7 @@ class TextStage:
         if cfg.selection.level not in sel_targets:
             sel_targets.update(granularity_targets(self.universe, first.tickers, [cfg.selection.level]))
         learned = build_learned(
-            cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets,
-            threads=self.threads,
+            cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets
         )
         for name, lm in learned.items():
             base = methods[str(lm.base)] if lm.base in methods else (
