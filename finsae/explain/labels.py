@@ -27,9 +27,9 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
   log(r_w / b_w)`` (the word's term of the KL divergence of the two rates), at most two; only for latents
   whose activation is spread over an effective number of documents ``(sum a)^2 / sum a^2`` of at least
   ``DOC_MIN_EFFECTIVE`` (5), so that no single company's words label a latent. The label keeps the tokens
-  it fires on: ``'(' / 'the' in: clinical, drug`` (it fires on "(" and "the" in descriptions of drug
-  developers). A latent firing on everything shares its documents' words with every document: no lift,
-  no label;
+  it fires on: ``1 / 2 in: phase, clinical`` (it fires on the digits of drug codes and trial phases in
+  descriptions of drug developers). A latent firing on everything shares its documents' words with every
+  document: no lift, no label;
 * ``kind = "function"``: else the raw top tokens, marked ``(no business word)``; ``"dead"``: never active.
 
 A label "has a content word" when its kind is ``token``, ``context`` or ``documents``
