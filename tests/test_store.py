@@ -281,6 +281,11 @@ def test_explain_refuses_what_was_not_formed_by_sae_latents_or_another_sae(bench
 def test_export_and_report_of_the_wide_sae_use_its_vectors_and_explanations(bench, tmp_path):
     results = bench["bench"]
     _cli("explain", "--results", str(results), "--grouping", "wide@gics_industry:density", "--draws", "5")
+    from finsae.explain.labels import LABEL_RULE
+
+    folder = results / "explanations" / "wide@gics_industry_density"
+    explained = json.loads((folder / "manifest.json").read_text())
+    assert explained["label_rule"] == LABEL_RULE == "v5"
     out = tmp_path / "export"
     _cli(
         "export",

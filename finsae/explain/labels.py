@@ -79,6 +79,8 @@ CONTEXT_LIFT = 2.0
 DOC_SHARE = 0.5
 DOC_LIFT = 2.0
 DOC_MIN_EFFECTIVE = 5.0
+#: The label rule's version (module docstring): part of the label cache key and of explanation manifests.
+LABEL_RULE = "v5"
 CONTENT_KINDS = ("token", "context", "documents")
 
 BOILERPLATE = frozenset("""
@@ -159,7 +161,7 @@ def _clean_token(text: str) -> str:
 def _labels_key(plan: ShardPlan, n_examples: int, n_label_tokens: int, context: int) -> str:
     """The label cache's folder name: the feature plan's key (model, SAE, chunking, batching), each shard's
     name (it hashes the shard's document ids and texts) and the rule's settings and version."""
-    parts = [plan.key, [s.path.name for s in plan.shards], n_examples, n_label_tokens, context, "v5"]
+    parts = [plan.key, [s.path.name for s in plan.shards], n_examples, n_label_tokens, context, LABEL_RULE]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from finsae._io import write_json, write_parquet
 from finsae.errors import ConfigError, DataError
 from finsae.explain.groups import GroupExplanation, explain_group, explain_group_weighted, faithfulness
-from finsae.explain.labels import latent_labels
+from finsae.explain.labels import LABEL_RULE, latent_labels
 from finsae.explain.results import ExplanationResult
 from finsae.extract.spec import ExtractionSpec
 from finsae.pipeline.store import BenchmarkRun, FeatureRecord, GroupingSpec, MethodSpec
@@ -229,6 +229,7 @@ def explain_grouping(
                 "draws": draws,
                 "faithful_share": result.faithful_share,
                 "content_top_share": result.content_top_share,
+                "label_rule": LABEL_RULE,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "features": ex.source,
             },
