@@ -42,8 +42,8 @@ class ExplanationResult:
 
     @property
     def content_top_share(self) -> float:
-        """Share of groups whose top explaining latent (rank 0) has a content-word label (kind ``token`` or
-        ``context``, :mod:`finsae.explain.labels`)."""
+        """Share of groups whose top explaining latent (rank 0) has a content-word label (kind ``token``,
+        ``context`` or ``documents``: :attr:`finsae.explain.labels.LatentLabels.content`)."""
         g = self.groups
         if not len(g) or "rank" not in g:
             return float("nan")
