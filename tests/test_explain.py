@@ -265,5 +265,8 @@ def test_label_rule_documents_kind_reads_the_documents_a_function_latent_fires_i
     # without the document activations: the rule as it was (v4), the latent reads as a function word
     old = label_latents(acc.result(), _WordTok(vocab), docs_text, names, context=2)
     assert old.table["kind"].tolist() == ["function", "function", "token"]
+    # signed activations have no activation mass to read documents by: the same labels as without them
+    signed = label_latents(acc.result(), _WordTok(vocab), docs_text, names, context=2, doc_mass=-pooled)
+    pd.testing.assert_frame_equal(signed.table, old.table)
     with pytest.raises(DataError, match="2 latents"):
         label_latents(acc.result(), _WordTok(vocab), docs_text, names, doc_mass=pooled[:, :2])

@@ -311,7 +311,8 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
                   doc_mass: sp.spmatrix | np.ndarray | None = None) -> LatentLabels:
     """Labels from ``stats`` (see the module docstring for the rule); ``texts`` / ``doc_ids`` by document
     row. ``doc_mass`` (documents x latents, the pooled features of the same rows) enables the ``documents``
-    kind; without it a latent falls from ``context`` straight to ``function`` (rule v4)."""
+    kind; without it, or where it has negative values (an SAE with signed activations: a warning), a latent
+    falls from ``context`` straight to ``function`` (rule v4)."""
     counts, word_df = _word_counts(texts)
     words = corpus_words(texts, counts=counts)
     vocab = stats.mass.shape[1]
@@ -320,8 +321,13 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
         if doc_mass.shape[1] != stats.mass.shape[0]:
             raise DataError(f"document activations have {doc_mass.shape[1]} latents, the statistics "
                             f"{stats.mass.shape[0]}")
-        n_tokens = np.bincount(stats.docs.astype(np.int64), minlength=len(texts))[: len(texts)]
-        in_docs = document_words(doc_mass, texts, n_tokens, words)
+        values = np.asarray(doc_mass.data if sp.issparse(doc_mass) else doc_mass)
+        if values.size and float(np.min(values)) < 0:  # an SAE with signed activations: no activation mass
+            logger.warning("the SAE's pooled activations have negative values: latent labels without the "
+                           "documents kind (rule v4)")
+        else:
+            n_tokens = np.bincount(stats.docs.astype(np.int64), minlength=len(texts))[: len(texts)]
+            in_docs = document_words(doc_mass, texts, n_tokens, words)
     decoded: dict[int, str] = {}
 
     def word_of(t: int) -> str:
