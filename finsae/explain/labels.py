@@ -257,6 +257,11 @@ def is_content_word(word: str, words: set[str]) -> bool:
     return len(word) >= 3 and word in words and word not in NON_CONTENT and WORD.fullmatch(word) is not None
 
 
+def _has_negative(m: sp.spmatrix | np.ndarray) -> bool:
+    values = np.asarray(m.data if sp.issparse(m) else m)
+    return bool(values.size) and float(np.min(values)) < 0
+
+
 def document_words(doc_mass: sp.spmatrix | np.ndarray, texts: Sequence[str], n_tokens: np.ndarray,
                    words: set[str], *, n_words: int = 2, min_share: float = DOC_SHARE,
                    min_lift: float = DOC_LIFT, min_effective: float = DOC_MIN_EFFECTIVE,
@@ -271,16 +276,16 @@ def document_words(doc_mass: sp.spmatrix | np.ndarray, texts: Sequence[str], n_t
     if n_docs != len(texts) or len(n_tokens) != n_docs:
         raise DataError(f"document activations have {n_docs} rows for {len(texts)} texts and "
                         f"{len(n_tokens)} token counts")
-    if mass.nnz and mass.data.min() < 0:
+    if _has_negative(mass):
         raise DataError("document activations must be non-negative (pooled SAE latents)")
-    vocab = sorted({w for t in texts for w in WORD.findall(t.lower()) if is_content_word(w, words)})
+    found = [{w for w in WORD.findall(t.lower()) if is_content_word(w, words)} for t in texts]  # one scan
+    vocab = sorted(set().union(*found))
     col = {w: k for k, w in enumerate(vocab)}
     rows: list[int] = []
     cols: list[int] = []
-    for d, t in enumerate(texts):
-        found = {col[w] for w in WORD.findall(t.lower()) if w in col}
-        rows.extend([d] * len(found))
-        cols.extend(found)
+    for d, present in enumerate(found):
+        rows.extend([d] * len(present))
+        cols.extend(col[w] for w in present)
     holds = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(vocab)))
     n_tok = np.asarray(n_tokens, dtype=np.float64)
     doc_rate = np.asarray(holds.sum(axis=0)).ravel() / max(n_docs, 1)
@@ -321,8 +326,7 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
         if doc_mass.shape[1] != stats.mass.shape[0]:
             raise DataError(f"document activations have {doc_mass.shape[1]} latents, the statistics "
                             f"{stats.mass.shape[0]}")
-        values = np.asarray(doc_mass.data if sp.issparse(doc_mass) else doc_mass)
-        if values.size and float(np.min(values)) < 0:  # an SAE with signed activations: no activation mass
+        if _has_negative(doc_mass):  # an SAE with signed activations: no activation mass to read
             logger.warning("the SAE's pooled activations have negative values: latent labels without the "
                            "documents kind (rule v4)")
         else:
