@@ -51,5 +51,24 @@ class ExplanationResult:
         content = self.labels.content
         return float(content.reindex(top.to_numpy()).fillna(False).astype(bool).mean())
 
+    @property
+    def top_label_kinds(self) -> dict[str, int]:
+        """Groups by the kind of their top explaining latent's label (``token``, ``context``, ``documents``,
+        ``function``, ``dead``; :mod:`finsae.explain.labels`)."""
+        g = self.groups
+        if not len(g) or "rank" not in g:
+            return {}
+        top = g[g["rank"] == 0]["latent"].astype(int).to_numpy()
+        return _counts(self.labels.table["kind"].reindex(top))
+
+    @property
+    def label_kinds(self) -> dict[str, int]:
+        """Every latent of the SAE by the kind of its label."""
+        return _counts(self.labels.table["kind"])
+
     def to_frame(self) -> pd.DataFrame:
         return self.groups.copy()
+
+
+def _counts(kinds: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}

@@ -230,6 +230,8 @@ def explain_grouping(
                 "faithful_share": result.faithful_share,
                 "content_top_share": result.content_top_share,
                 "label_rule": LABEL_RULE,
+                "top_label_kinds": result.top_label_kinds,
+                "label_kinds": result.label_kinds,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "features": ex.source,
             },

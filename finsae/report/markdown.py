@@ -408,6 +408,10 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
 def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str:
     """The largest groups of an explained grouping: members, top latents with labels, rule quality,
     faithfulness; and the share of faithful groups."""
@@ -419,7 +423,9 @@ def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str
         f"the within-group similarity the groups were formed by (the cosine, or a learned method's weighted "
         f"similarity) more than 95% of ablations of random latents with similar document "
         f"frequency) for **{result.faithful_share:.0%}** of them; **{result.content_top_share:.0%}** have a "
-        f"top latent whose label is made of business words (not stopwords, boilerplate, numbers or places).",
+        f"top latent whose label is made of business words (not stopwords, boilerplate, numbers or places). "
+        f"Top labels by kind: {_kinds(result.top_label_kinds)}; all {len(result.labels.table)} latents: "
+        f"{_kinds(result.label_kinds)}.",
         "| group | members | top latents (label: share in group / outside) | rule precision / recall | "
         "cosine drop: explaining / random |",
         5,
