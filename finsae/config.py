@@ -202,7 +202,8 @@ class LearnedConfig(_Strict):
     ``methods``: text methods that also get a supervised variant ``<name>_sup`` (weights per feature fitted to
     pair correlations, :mod:`finsae.group.supervised`); ``price_peers``: the price-peer baseline
     ``price_peers``; ``blend_with``: methods (text or ``<name>_sup``) blended with price peers as
-    ``<name>_price``. Every choice (``alpha`` x ``prior`` or the unsupervised cosine; the blend weight
+    ``<name>_price``; ``nonnegative``: text methods that also get ``<name>_nn``, the supervised fit with
+    every weight ``>= 0``. Every choice (``alpha`` x ``prior`` or the unsupervised cosine; the blend weight
     ``beta``) is made by a time split of the selection window: fitted on ``selection.start..split``, scored on
     ``split..selection.end`` (groups: pair-weighted correlation at ``selection.level`` density; neighbours:
     top-``rank_k`` correlation), then refitted on the whole selection window. ``folds``: cold start, weights
@@ -210,6 +211,7 @@ class LearnedConfig(_Strict):
     all)."""
 
     methods: list[str] = Field(default_factory=list)
+    nonnegative: list[str] = Field(default_factory=list)
     price_peers: bool = True
     blend_with: list[str] = Field(default_factory=list)
     split: dt.date = dt.date(2013, 12, 31)
@@ -240,7 +242,7 @@ class LearnedConfig(_Strict):
     @property
     def names(self) -> list[str]:
         """Names of the learned methods, in the order they are built."""
-        out = [f"{m}_sup" for m in self.methods]
+        out = [f"{m}_sup" for m in self.methods] + [f"{m}_nn" for m in self.nonnegative]
         if self.price_peers:
             out.append("price_peers")
         return out + [f"{m}_price" for m in self.blend_with]
@@ -250,6 +252,9 @@ class LearnedConfig(_Strict):
         ``sae_sup_price`` -> ``sae``); None for price peers or a name that is not a learned method."""
         for m in self.methods:
             if name == f"{m}_sup" or (f"{m}_sup" in self.blend_with and name == f"{m}_sup_price"):
+                return m
+        for m in self.nonnegative:
+            if name == f"{m}_nn" or (f"{m}_nn" in self.blend_with and name == f"{m}_nn_price"):
                 return m
         return None
 
@@ -290,14 +295,16 @@ class BenchmarkConfig(_Strict):
             raise ValueError(f"duplicate design names {names}")
         names = [m.name for m in self.text_methods]
         if self.learned is not None:
-            bad = [m for m in self.learned.methods if m not in names]
-            if bad:
-                raise ValueError(f"learned.methods {bad} are not text_methods {names}")
-            bad = [m for m in self.learned.blend_with if m not in names + self.learned.names[:len(
-                self.learned.methods)]]
+            for key in ("methods", "nonnegative"):
+                bad = [m for m in getattr(self.learned, key) if m not in names]
+                if bad:
+                    raise ValueError(f"learned.{key} {bad} are not text_methods {names}")
+            fitted = [f"{m}_sup" for m in self.learned.methods]
+            fitted += [f"{m}_nn" for m in self.learned.nonnegative]
+            bad = [m for m in self.learned.blend_with if m not in names + fitted]
             if bad or (self.learned.blend_with and not self.learned.price_peers):
                 raise ValueError(f"learned.blend_with {bad or self.learned.blend_with} must name text "
-                                 "methods or their _sup variants, with price_peers on")
+                                 "methods or their _sup / _nn variants, with price_peers on")
             names = names + self.learned.names
         if self.headline_method is not None and self.headline_method not in names:
             raise ValueError(f"headline_method {self.headline_method!r} is not one of the text_methods "

@@ -23,6 +23,7 @@ LEARNED = """\
 headline_method: tfidf_sup
 learned:
   methods: [tfidf]
+  nonnegative: [tfidf]
   blend_with: [tfidf_sup]
   split: 2015-06-30
   alphas: [0.1, 10.0]
@@ -54,15 +55,18 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     rb = run_benchmark(load_benchmark_config(_config(b, changed)), b / "out")
     cols = [c for c in ("method", "variant", "score_groups", "score_rank", "chosen_groups", "chosen_rank")
             if c in ra.selection]
-    learned_a = ra.selection[ra.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
-    learned_b = rb.selection[rb.selection["method"].isin(["tfidf_sup", "price_peers", "tfidf_sup_price"])]
-    assert len(learned_a) == 1 + 2 * 2 + 1 + 3  # cosine + alpha x prior; price peers; betas
+    names = ["tfidf_sup", "tfidf_nn", "price_peers", "tfidf_sup_price"]
+    learned_a = ra.selection[ra.selection["method"].isin(names)]
+    learned_b = rb.selection[rb.selection["method"].isin(names)]
+    assert len(learned_a) == 2 * (1 + 2 * 2) + 1 + 3  # (cosine + alpha x prior) x signed / nn; price; betas
+    nn = learned_a[learned_a["method"] == "tfidf_nn"]
+    assert nn["variant"].str.startswith(("non-negative ridge", "unsupervised")).all()
     pd.testing.assert_frame_equal(
         learned_a[cols].reset_index(drop=True), learned_b[cols].reset_index(drop=True)
     )
     ga = pd.read_parquet(a / "out" / "groups_2016-01-01.parquet")
     gb = pd.read_parquet(b / "out" / "groups_2016-01-01.parquet")
-    assert {"tfidf_sup", "price_peers", "tfidf_sup_price"} <= set(ga["method"])
+    assert set(names) <= set(ga["method"])
     pd.testing.assert_frame_equal(ga, gb)  # every group, learned ones included
     # the changed returns do change the evaluation, cold start and two-way tables included
     assert not np.allclose(ra.table["pair_weighted"], rb.table["pair_weighted"], equal_nan=True)
@@ -75,12 +79,13 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     assert (a / "out" / "cold_start.parquet").is_file() and (a / "out" / "two_way.parquet").is_file()
     wa = pd.read_parquet(a / "out" / "learned_weights_2016-01-01.parquet")
     wb = pd.read_parquet(b / "out" / "learned_weights_2016-01-01.parquet")
-    assert set(wa["method"]) == {"tfidf_sup"} and np.isfinite(wa["weight_groups"]).all()
+    assert set(wa["method"]) == {"tfidf_sup", "tfidf_nn"} and np.isfinite(wa["weight_groups"]).all()
+    assert (wa.loc[wa["method"] == "tfidf_nn", ["weight_groups", "weight_rank"]] >= 0).all().all()
     pd.testing.assert_frame_equal(wa, wb)  # no weight moves either
     from finsae.pipeline.report import build_report
 
     nb = pd.read_parquet(a / "out" / "neighbours_2016-01-01.parquet")
-    assert set(nb["method"]) == {"tfidf_sup"} and (nb["rank"] <= 5).all()
+    assert set(nb["method"]) == {"tfidf_sup", "tfidf_nn"} and (nb["rank"] <= 5).all()
     page = build_report(a / "out")
     assert "Nearest by the learned similarity" in page
     assert page.index('id="answer"') < page.index('id="benchmark"')  # answer first
@@ -124,7 +129,8 @@ def test_two_way_bootstrap_point_and_blocks():
     assert d.ci_low <= d.difference <= d.ci_high and d.separated
 
 
-def test_cold_start_weights_never_see_a_held_out_companys_pairs():
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_cold_start_weights_never_see_a_held_out_companys_pairs(nonneg):
     from finsae.config import BenchmarkConfig
     from finsae.group.peers import GranularityTarget
     from finsae.group.similarity import l2_normalize
@@ -149,7 +155,8 @@ def test_cold_start_weights_never_see_a_held_out_companys_pairs():
         p = type(panel)(returns, panel.frequency, panel.start, panel.end, panel.dropped)
         c = correlation_matrix(p)
         stage = LearnedStage(cfg, PreWindows(c, c, c), tickers, target)
-        m, _ = stage.supervised("x_sup", "x", z)
+        m, _ = stage.supervised("x_nn" if nonneg else "x_sup", "x", z, nonneg=nonneg)
+        assert m.rank_weights is None or (m.rank_weights >= 0).all() or not nonneg
         return m.cold_rank
 
     base = cold(panel.returns)
@@ -169,4 +176,23 @@ def test_learned_methods_name_the_text_method_they_are_built_on():
     cfg = LearnedConfig(methods=["sae", "tfidf"], price_peers=True, blend_with=["sae_sup"])
     assert [(n, cfg.base_method(n)) for n in cfg.names] == [
         ("sae_sup", "sae"), ("tfidf_sup", "tfidf"), ("price_peers", None), ("sae_sup_price", "sae")]
+    cfg = LearnedConfig(methods=["sae"], nonnegative=["sae", "minilm"], blend_with=["sae_nn"])
+    assert [(n, cfg.base_method(n)) for n in cfg.names] == [
+        ("sae_sup", "sae"), ("sae_nn", "sae"), ("minilm_nn", "minilm"), ("price_peers", None),
+        ("sae_nn_price", "sae")]
     assert cfg.base_method("minilm") is None
+
+
+def test_nonnegative_methods_must_be_text_methods():
+    from pydantic import ValidationError
+
+    from finsae.config import BenchmarkConfig
+
+    base = {"name": "t", "designs": [{"name": "f", "text_vintage": "v", "start": "2016-01-01",
+                                      "end": "2016-12-31"}],
+            "taxonomies": ["all_pairs"], "text_methods": [{"name": "x", "features": "tfidf"}]}
+    with pytest.raises(ValidationError, match=r"learned.nonnegative \['y'\] are not text_methods"):
+        BenchmarkConfig.model_validate({**base, "learned": {"nonnegative": ["y"]}})
+    cfg = BenchmarkConfig.model_validate({**base, "headline_method": "x_nn",
+                                          "learned": {"nonnegative": ["x"], "blend_with": ["x_nn"]}})
+    assert cfg.learned is not None and cfg.learned.names == ["x_nn", "price_peers", "x_nn_price"]

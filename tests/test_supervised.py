@@ -197,3 +197,107 @@ def test_largest_first_equals_stable_argsort_with_ties(k):
     v[5] = 0.0
     got = largest_first(v, k)
     assert np.array_equal(got, np.argsort(-v, axis=1, kind="stable")[:, : min(k, 12)])
+
+
+def _brute_nonneg(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np.ndarray | None = None,
+                  learned: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The non-negative ridge by scipy's bounded least squares on the explicit ordered-pair design, with the
+    penalty as extra rows ``sqrt(lam) (w - w0)`` and the intercept unbounded."""
+    from scipy.optimize import lsq_linear
+
+    n, d = z.shape
+    learned = np.arange(d) if learned is None else learned
+    off = ~np.eye(n, dtype=bool) & np.isfinite(c)
+    mean = c[off].mean()
+    rows, y = [], []
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                rows.append(z[i, learned] * z[j, learned])
+                yy = c[i, j] - mean if np.isfinite(c[i, j]) else 0.0
+                y.append(yy - (w0 * fixed[i, j] if fixed is not None else 0.0))
+    p, m = np.array(rows), len(learned)
+    x = np.vstack([np.hstack([np.ones((len(p), 1)), p]),
+                   np.hstack([np.zeros((m, 1)), np.sqrt(lam) * np.eye(m)])])
+    t = np.r_[np.array(y), np.full(m, np.sqrt(lam) * w0)]
+    res = lsq_linear(x, t, bounds=(np.r_[-np.inf, np.zeros(m)], np.full(m + 1, np.inf)), tol=1e-14,
+                     lsmr_tol="auto", max_iter=10_000, method="bvls")
+    return res.x[1:], res.x[0]
+
+
+@pytest.mark.parametrize("prior", ["zero", "cosine"])
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 30.0])
+def test_nonneg_fit_equals_bounded_least_squares_on_explicit_pairs(prior, alpha):
+    z, c = _tiny(n=10, d=6, seed=11)
+    signed = SupervisedSimilarity(alpha=alpha, prior=prior).fit(z, c)
+    model = SupervisedSimilarity(alpha=alpha, prior=prior, nonneg=True).fit(z, c)
+    assert (model.weights_ >= 0).all()
+    if alpha == 0.01:
+        assert (signed.weights_ < 0).any()  # the constraint binds on this problem
+    system = PairSystem.build(z)
+    lam = alpha * system.trace / z.shape[1]
+    w, intercept = _brute_nonneg(z, c, lam, model.prior_weight_)
+    np.testing.assert_allclose(model.weights_, w, atol=1e-8)
+    assert model.intercept_ == pytest.approx(intercept, abs=1e-8)
+    assert model.prior_weight_ == (0.0 if prior == "zero" else max(signed.prior_weight_, 0.0))
+
+
+def test_nonneg_capped_features_match_bounded_least_squares():
+    z, c = _tiny(n=10, d=7, seed=2)
+    system = PairSystem.build(z, max_features=4)
+    w, intercept, w0 = system.solve(c, 0.05, "cosine", nonneg=True)
+    rest = np.setdiff1d(np.arange(7), system.learned)
+    fixed = z[:, rest] @ z[:, rest].T
+    lam = 0.05 * system.trace / 4
+    wb, ib = _brute_nonneg(z, c, lam, w0, fixed=fixed, learned=system.learned)
+    np.testing.assert_allclose(w[system.learned], wb, atol=1e-8)
+    np.testing.assert_allclose(w[rest], w0)
+    assert intercept == pytest.approx(ib, abs=1e-8) and w0 >= 0
+
+
+def test_nonneg_quadratic_equals_scipy_nnls_from_any_start_and_on_fallback(caplog):
+    import logging
+
+    from scipy.linalg import cholesky, solve_triangular
+    from scipy.optimize import nnls
+
+    from finsae.group.supervised import nonneg_quadratic
+
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 40, 120):
+        a = rng.normal(size=(n + 10, n))
+        h = a.T @ a + 0.1 * np.eye(n)
+        g = rng.normal(size=n)
+        r = cholesky(h)
+        want, _ = nnls(r, solve_triangular(r, g, trans="T"), maxiter=50 * n)
+        scale = np.abs(want).max() + 1e-12
+        for free in (None, np.zeros(n, dtype=bool), rng.random(n) > 0.5):
+            np.testing.assert_allclose(nonneg_quadratic(h, g, free) / scale, want / scale, atol=1e-10)
+        # one active-set step from "all free" does not settle: the nnls fallback gives the same solution
+        with caplog.at_level(logging.INFO, logger="finsae.group.supervised"):
+            caplog.clear()
+            got = nonneg_quadratic(h, g, max_iter=1)
+        np.testing.assert_allclose(got / scale, want / scale, atol=1e-10)
+        if n == 120:
+            assert "nnls" in caplog.text
+    np.testing.assert_array_equal(nonneg_quadratic(np.eye(3), -np.ones(3)), np.zeros(3))  # all at the bound
+    with pytest.raises(DataError, match="expected"):
+        nonneg_quadratic(np.eye(3), np.ones(4))
+
+
+def test_nonneg_contributions_are_shared_features_and_sum_to_similarity():
+    from finsae.explain.groups import explain_group_weighted
+
+    z, c = _tiny(n=12, d=6, seed=6)
+    model = SupervisedSimilarity(alpha=0.05, prior="zero", nonneg=True).fit(z, c)
+    s = model.similarity()
+    for i, j in [(0, 1), (3, 8)]:
+        terms = model.contributions(i, j)
+        assert (terms >= 0).all() and terms.sum() == pytest.approx(s[i, j], abs=1e-12)
+        assert (terms[(z[i] == 0) | (z[j] == 0)] == 0).all()  # only features both companies have
+    members = np.zeros(12, dtype=bool)
+    members[[1, 4, 5, 9]] = True
+    grp = explain_group_weighted(z, model.weights_, members, top=6)
+    assert (grp["contribution"] >= 0).all()
+    # a positive excess needs the members to share the feature more than a typical pair does
+    assert ((grp["excess"] <= 0) | (grp["contribution"] > 0)).all()

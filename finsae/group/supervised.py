@@ -27,6 +27,17 @@ gives ``w`` for every ``alpha`` (:class:`PairSystem`). Priors: ``zero`` (``w0 = 
 grows the similarity becomes ``mu`` times the unsupervised cosine, so the prior interpolates between learned
 and unsupervised.
 
+**Non-negative weights** (``nonneg=True``): the same objective with ``w >= 0`` for the learned features (the
+fixed ones and the prior take ``w0 = max(mu, 0)``), i.e. the convex quadratic programme
+
+    min_{w >= 0}  1/2 w^T (A_c + lambda I) w - (b_c + lambda w0 1)^T w,
+
+solved exactly by a primal-dual active set method (Hintermueller, Ito & Kunisch 2002, SIAM J. Optim.
+13(3)): with ``F`` the free set, solve ``H_FF w_F = g_F`` (``w = 0`` off ``F``), then ``F <- {w_k > 0 on F} u
+{gradient_k < 0 off F}``, until ``F`` repeats; the KKT conditions (``w >= 0``, ``grad >= 0``,
+``w * grad = 0``) are then checked and a non-converged case falls back to :func:`scipy.optimize.nnls` on
+the Cholesky factor. A latent then adds to a pair's similarity only where both companies have it.
+
 **Many features.** When ``d`` exceeds ``max_features`` (TF-IDF vocabularies), only the ``max_features``
 features active in most rows get a learned weight; the others keep ``w0`` and enter the fit as a fixed offset
 (``y <- y - w0 S^R`` with ``S^R`` the dot products over the fixed features), so the same formulas apply.
@@ -40,6 +51,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import scipy.linalg
+from scipy.optimize import nnls
 from sklearn.base import BaseEstimator
 
 from finsae.errors import DataError
@@ -85,6 +98,48 @@ def pair_gram(Z: np.ndarray) -> np.ndarray:
 def _grams(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z2 = Z * Z
     return Z.T @ Z, z2.T @ z2
+
+
+def nonneg_quadratic(H: np.ndarray, g: np.ndarray, free: np.ndarray | None = None, *, max_iter: int = 50,
+                     tol: float = 1e-9) -> np.ndarray:
+    """``argmin_{x >= 0} 1/2 x^T H x - g^T x`` for a symmetric positive definite ``H`` (module docstring:
+    primal-dual active set from the free set ``free``, default all; :func:`scipy.optimize.nnls` on the
+    Cholesky factor if the active set does not settle or the KKT check fails at ``tol`` relative to
+    ``max |g|``)."""
+    h = np.asarray(H, dtype=np.float64)
+    gv = np.asarray(g, dtype=np.float64)
+    n = len(gv)
+    if h.shape != (n, n):
+        raise DataError(f"H has shape {h.shape}, expected {(n, n)}")
+    f = np.ones(n, dtype=bool) if free is None else np.asarray(free, dtype=bool).copy()
+    scale = max(float(np.abs(gv).max()), 1e-300)
+    seen: set[bytes] = set()
+    x = np.zeros(n)
+    for _ in range(max_iter):
+        x = np.zeros(n)
+        idx = np.flatnonzero(f)
+        if len(idx):
+            try:
+                x[idx] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(h[np.ix_(idx, idx)]), gv[idx])
+            except np.linalg.LinAlgError:
+                raise DataError("the pair system is not positive definite: use alpha > 0") from None
+        grad = h @ x - gv
+        nxt = np.where(f, x > 0, grad < 0)
+        if np.array_equal(nxt, f) or nxt.tobytes() in seen:
+            break
+        seen.add(f.tobytes())
+        f = nxt
+    x = np.clip(x, 0.0, None)
+    grad = h @ x - gv
+    if np.abs(np.where(x > 0, grad, np.minimum(grad, 0.0))).max() <= tol * scale:
+        return x
+    logger.info("active set did not settle for a %d-feature non-negative fit: solving with scipy's nnls", n)
+    try:
+        r = scipy.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        raise DataError("the pair system is not positive definite: use alpha > 0") from None
+    x, _ = nnls(r, scipy.linalg.solve_triangular(r, gv, trans="T"), maxiter=50 * n)
+    return x
 
 
 class PairSystem:
@@ -185,14 +240,18 @@ class PairSystem:
         var = float(np.var(s))
         return float(np.mean((s - s.mean()) * (t - t.mean())) / var) if var > 0 else 0.0
 
-    def rhs(self, C: np.ndarray, prior: str = "cosine") -> tuple[np.ndarray, float, float]:
+    def rhs(
+        self, C: np.ndarray, prior: str = "cosine", nonneg: bool = False
+    ) -> tuple[np.ndarray, float, float]:
         """The returns' side for correlations ``C`` (``N x N``, NaN allowed): ``(b_c, ybar, w0)``; it does not
-        depend on ``alpha``, so one is reused for every ``alpha``."""
+        depend on ``alpha``, so one is reused for every ``alpha`` (``nonneg``: ``w0 = max(mu, 0)``)."""
         if prior not in PRIORS:
             raise DataError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
         _, c = _check_inputs(self.z, C)
         y, _ = centred_pairs(c)
         w0 = self.prior_slope(y) if prior == "cosine" else 0.0
+        if nonneg:
+            w0 = max(w0, 0.0)
         if self.fixed_dot is not None:
             y = y - w0 * self.fixed_dot
         ybar = float(y.sum() / self.n_pairs)
@@ -201,16 +260,26 @@ class PairSystem:
         return b, ybar, w0
 
     def solve(self, C: np.ndarray | tuple[np.ndarray, float, float], alpha: float,
-              prior: str = "cosine") -> tuple[np.ndarray, float, float]:
+              prior: str = "cosine", nonneg: bool = False,
+              free: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
         """Full-length weights (learned ones and ``w0`` for fixed features), the intercept and ``w0`` for the
-        correlations ``C`` (``N x N``, NaN allowed; or its :meth:`rhs`, then ``prior`` is the rhs's) and ridge
-        strength ``alpha`` (``inf``: the prior itself)."""
+        correlations ``C`` (``N x N``, NaN allowed; or its :meth:`rhs`, then ``prior`` and ``nonneg`` are the
+        rhs's: give the same ``nonneg`` to both) and ridge strength ``alpha`` (``inf``: the prior itself).
+        ``nonneg``: learned weights ``>= 0`` (module docstring); ``free``: a starting free set for it (e.g.
+        the positive weights of a nearby ``alpha``), which changes the path, not the solution."""
         if alpha < 0:
             raise DataError(f"alpha must be >= 0, got {alpha}")
-        b, ybar, w0 = C if isinstance(C, tuple) else self.rhs(C, prior)
+        b, ybar, w0 = C if isinstance(C, tuple) else self.rhs(C, prior, nonneg)
+        if nonneg and w0 < 0:
+            raise DataError(f"a non-negative fit needs a prior weight >= 0, got {w0} (build its rhs with "
+                            "nonneg=True)")
         m = len(self.learned)
         if np.isinf(alpha):
             wl = np.full(m, w0)
+        elif nonneg:
+            lam = alpha * self.trace / m
+            h = self.a_c + lam * np.eye(m)
+            wl = nonneg_quadratic(h, b + lam * w0, None if free is None else np.asarray(free)[self.learned])
         else:
             lam = alpha * self.trace / m
             if self._eig is not None:
@@ -242,15 +311,18 @@ class SupervisedSimilarity(BaseEstimator):
         alpha: scale-free ridge strength (``lambda = alpha trace(A_c) / d``); ``float("inf")`` = the prior.
         prior: ``"cosine"`` (shrink towards the scaled unsupervised cosine) or ``"zero"`` (plain ridge).
         max_features: at most this many features get a learned weight (the most often active ones).
+        nonneg: constrain the weights to ``w >= 0`` (module docstring).
 
     Attributes (after ``fit``): ``weights_`` (length ``d``), ``intercept_``, ``prior_weight_``, ``learned_``
     (indices of the learned features), ``n_features_in_``.
     """
 
-    def __init__(self, alpha: float = 1.0, prior: str = "cosine", max_features: int | None = 2048) -> None:
+    def __init__(self, alpha: float = 1.0, prior: str = "cosine", max_features: int | None = 2048,
+                 nonneg: bool = False) -> None:
         self.alpha = alpha
         self.prior = prior
         self.max_features = max_features
+        self.nonneg = nonneg
 
     def fit(self, Z: object, C: object, system: PairSystem | None = None) -> SupervisedSimilarity:
         """Fit to correlations ``C`` (``N x N``, rows in the order of ``Z``'s rows; NaN = unknown pair).
@@ -260,7 +332,8 @@ class SupervisedSimilarity(BaseEstimator):
             system = PairSystem.build(z, self.max_features)
         elif system.z.shape != z.shape:
             raise DataError(f"system was built for features of shape {system.z.shape}, got {z.shape}")
-        self.weights_, self.intercept_, self.prior_weight_ = system.solve(c, self.alpha, self.prior)
+        self.weights_, self.intercept_, self.prior_weight_ = system.solve(c, self.alpha, self.prior,
+                                                                          self.nonneg)
         self.learned_ = system.learned
         self.n_features_in_ = z.shape[1]
         self.z_ = z

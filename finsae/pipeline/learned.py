@@ -10,6 +10,8 @@ groups need different objectives: weights that rank all pairs well can pick wors
 
 * ``<m>_sup`` (supervised, :mod:`finsae.group.supervised`): candidates ``alpha x prior`` and the unsupervised
   cosine of the same rows, for every feature kind alike.
+* ``<m>_nn``: the same with non-negative weights (``nonneg``), so that a feature adds to a pair's similarity
+  only where both companies have it.
 * ``price_peers``: the correlation over ``[S, E]`` (nothing to choose), :mod:`finsae.evaluate.pricepeers`.
 * ``<m>_price``: ``(1 - beta) std(text) + beta std(price)``; ``beta`` chosen like ``alpha``, the text part
   being method ``m`` as chosen for the same objective (refitted on ``[S, split]`` while scoring).
@@ -138,7 +140,7 @@ def _fold_weights(system: PairSystem, c: np.ndarray, cand: dict) -> np.ndarray |
     """The candidate's weights fitted on ``system``'s companies (None: the unsupervised cosine)."""
     if cand["prior"] == "none":
         return None
-    return system.solve(c, cand["alpha"], cand["prior"])[0]
+    return system.solve(c, cand["alpha"], cand["prior"], cand.get("nonneg", False))[0]
 
 
 class LearnedStage:
@@ -159,20 +161,31 @@ class LearnedStage:
                  "window_score": f"{self.w.score.start.date()}..{self.w.score.end.date()}",
                  "level": self.target.level, "match": self.match, "rank_k": self.lc.rank_k}]
 
-    def supervised(self, name: str, base: str, z: np.ndarray) -> tuple[LearnedMethod, PairSystem]:
+    def supervised(self, name: str, base: str, z: np.ndarray, *, nonneg: bool = False,
+                   system: PairSystem | None = None) -> tuple[LearnedMethod, PairSystem]:
+        """``<m>_sup`` (``nonneg``: ``<m>_nn``) on features ``z``; ``system``: the pair system already built
+        for ``z`` (shared by the signed and non-negative fits)."""
         lc = self.lc
-        system = PairSystem.build(z, lc.max_features).decompose()
+        if system is None:
+            system = PairSystem.build(z, lc.max_features)
+        if not nonneg:
+            system.decompose()
         cosine = z @ z.T
-        cands: list[dict] = [{"variant": "unsupervised cosine", "alpha": np.inf, "prior": "none"}]
-        cands += [{"variant": f"ridge alpha={a:g} prior={p}", "alpha": a, "prior": p}
+        kind = "non-negative ridge" if nonneg else "ridge"
+        flag = {"nonneg": True} if nonneg else {}  # signed candidates keep their old records
+        cands: list[dict] = [{"variant": "unsupervised cosine", "alpha": np.inf, "prior": "none", **flag}]
+        cands += [{"variant": f"{kind} alpha={a:g} prior={p}", "alpha": a, "prior": p, **flag}
                   for p in lc.priors for a in lc.alphas]
         rows = []
-        rhs = {p: system.rhs(self.c_fit, p) for p in lc.priors}  # one per prior, shared by every alpha
+        rhs = {p: system.rhs(self.c_fit, p, nonneg) for p in lc.priors}  # one per prior, for every alpha
+        free: dict[str, np.ndarray | None] = {p: None for p in lc.priors}  # warm start from the last alpha
         for cand in cands:
             if cand["prior"] == "none":
                 s = cosine
             else:
-                w, _, _ = system.solve(rhs[cand["prior"]], cand["alpha"])
+                w, _, _ = system.solve(rhs[cand["prior"]], cand["alpha"], nonneg=nonneg,
+                                       free=free[cand["prior"]])
+                free[cand["prior"]] = w > 0
                 s = system.similarity(w)
             pw = _score_groups(name, s, self.tickers, self.target, self.match, self.w.score)
             topk = _score_rank(s, self.tickers, self.w.score, lc.rank_k)
@@ -186,7 +199,7 @@ class LearnedStage:
             cand = cands[pos]
             if cand["prior"] == "none":
                 return cosine, None, dict(cand)
-            w, _, _ = system.solve(self.c_full, cand["alpha"], cand["prior"])
+            w, _, _ = system.solve(self.c_full, cand["alpha"], cand["prior"], nonneg)
             return system.similarity(w), w, dict(cand)
 
         gs, gw, gp = final(g)
@@ -215,7 +228,7 @@ class LearnedStage:
             train = np.flatnonzero(~test)
             sub = system.subset(train)
             c_train = self.c_full[np.ix_(train, train)]
-            wr = _fold_weights(sub, c_train, rcand)
+            wr = _fold_weights(sub, c_train, rcand)  # no warm start from the full fit: nothing of the fold
             rows = np.flatnonzero(test)
             cold_rank[rows] = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
             wg = _fold_weights(sub, c_train, gcand)
@@ -275,7 +288,7 @@ class LearnedStage:
                 out.append(z @ z.T if m.kind == "supervised" else m.group_similarity)
                 continue
             assert system is not None
-            w, _, _ = system.solve(self.c_fit, p["alpha"], p["prior"])
+            w, _, _ = system.solve(self.c_fit, p["alpha"], p["prior"], p.get("nonneg", False))
             out.append(system.similarity(w))
         return tuple(out)
 
@@ -293,6 +306,10 @@ def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: d
     systems: dict[str, PairSystem] = {}
     for base in lc.methods:
         m, systems[f"{base}_sup"] = stage.supervised(f"{base}_sup", base, zs[base])
+        out[m.name] = m
+    for base in lc.nonnegative:
+        m, systems[f"{base}_nn"] = stage.supervised(f"{base}_nn", base, zs[base], nonneg=True,
+                                                    system=systems.get(f"{base}_sup"))
         out[m.name] = m
     if lc.price_peers:
         out["price_peers"] = stage.price_peers()
