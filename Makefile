@@ -27,7 +27,8 @@ run: setup
 	$(BIN)/finsae explain --results results/forward_2017 --grouping sae@gics_industry:density
 	$(BIN)/finsae explain --results results/forward_2017 --grouping sae_nn@gics_industry:density
 	$(BIN)/finsae report --results results/forward_2017 --pairs results/pairs_forward \
-		--explanations results/forward_2017/explanations/sae_sup@gics_industry_density --out results/report.html
+		--explanations results/forward_2017/explanations/sae_sup@gics_industry_density \
+		--explanations results/forward_2017/explanations/sae_nn@gics_industry_density --out results/report.html
 	$(BIN)/finsae export --results results/forward_2017 --pairs results/pairs_forward --overwrite
 
 lint: setup

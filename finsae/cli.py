@@ -449,17 +449,18 @@ def explain(results: Path, grouping: str, companies: Path | None, top: int, draw
 
 @cli.command()
 @_results_and_pairs
-@click.option("--explanations", type=click.Path(path_type=Path), default=None,
-              help="Explanations folder (from finsae explain).")
+@click.option("--explanations", type=click.Path(path_type=Path), multiple=True,
+              help="Explanations folder (from finsae explain); repeat for several groupings, each shown in "
+                   "a section of its own (the first one's labels also serve the company lookup).")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("results/report.html"), show_default=True
 )
 @_friendly
-def report(results: Path, pairs: Path | None, explanations: Path | None, out: Path) -> None:
+def report(results: Path, pairs: Path | None, explanations: tuple[Path, ...], out: Path) -> None:
     """Write one self-contained HTML report (plots embedded) from results folders."""
     from finsae.pipeline.report import write_report
 
-    path = write_report(results, out, pairs=pairs, explanations=explanations)
+    path = write_report(results, out, pairs=pairs, explanations=list(explanations))
     click.echo(f"report written to {path.resolve()}")
 
 

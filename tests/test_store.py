@@ -334,6 +334,17 @@ def test_export_and_report_of_the_wide_sae_use_its_vectors_and_explanations(benc
     html = page.read_text()
     assert "wide@gics_industry:density" in html and str(bench["wide"]) in html
     assert 'id="groups"' in html and "narrow@gics_industry:density" in html
+    assert 'id="groups-2"' not in html
+    # a second explained grouping gets a section (and a link) of its own; the lookup keeps the first's labels
+    _cli("explain", "--results", str(results), "--grouping", "narrow@gics_industry:density", "--draws", "5")
+    _cli("report", "--results", str(results), "--out", str(page), "--explanations",
+         str(results / "explanations" / "wide@gics_industry_density"), "--explanations",
+         str(results / "explanations" / "narrow@gics_industry_density"))
+    html = page.read_text()
+    second = html[html.index('<section id="groups-2">'):]
+    assert '<a href="#groups-2">' in html and second.index("narrow@gics_industry:density") < 200
+    assert html.index('<section id="groups">') < html.index('<section id="groups-2">') < html.index(
+        '<section id="lookup">')
 
 
 def test_text_groups_loader_for_the_pairs_backtest(bench):

@@ -27,7 +27,7 @@ fold's weights.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -136,11 +136,16 @@ def _folds(n: int, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def _fold_weights(system: PairSystem, c: np.ndarray, cand: dict) -> np.ndarray | None:
-    """The candidate's weights fitted on ``system``'s companies (None: the unsupervised cosine)."""
+def _fold_weights(system: PairSystem, rhs: dict[tuple[str, bool], tuple], c: np.ndarray,
+                  cand: dict) -> np.ndarray | None:
+    """The candidate's weights fitted on ``system``'s companies (None: the unsupervised cosine); ``rhs``
+    memoises the returns' side per (prior, nonneg) for the candidates of one fold."""
     if cand["prior"] == "none":
         return None
-    return system.solve(c, cand["alpha"], cand["prior"], cand.get("nonneg", False))[0]
+    key = (str(cand["prior"]), bool(cand.get("nonneg", False)))
+    if key not in rhs:
+        rhs[key] = system.rhs(c, *key)
+    return system.solve(rhs[key], cand["alpha"], nonneg=key[1])[0]
 
 
 class LearnedStage:
@@ -155,6 +160,7 @@ class LearnedStage:
         self.match, self.seed = cfg.selection.match, cfg.evaluation.seed
         self.c_fit = aligned_correlation(windows.fit, self.tickers)
         self.c_full = aligned_correlation(windows.full, self.tickers)
+        self._cosine_scores: dict[str, tuple[float, float]] = {}  # per base: the plain cosine's two scores
 
     def _candidate_rows(self, name: str) -> list[dict]:
         return [{"method": name, "window_fit": f"{self.w.fit.start.date()}..{self.w.fit.end.date()}",
@@ -162,9 +168,10 @@ class LearnedStage:
                  "level": self.target.level, "match": self.match, "rank_k": self.lc.rank_k}]
 
     def supervised(self, name: str, base: str, z: np.ndarray, *, nonneg: bool = False,
-                   system: PairSystem | None = None) -> tuple[LearnedMethod, PairSystem]:
+                   system: PairSystem | None = None, cold: bool = True) -> tuple[LearnedMethod, PairSystem]:
         """``<m>_sup`` (``nonneg``: ``<m>_nn``) on features ``z``; ``system``: the pair system already built
-        for ``z`` (shared by the signed and non-negative fits)."""
+        for ``z`` (shared by the signed and non-negative fits); ``cold``: also the cold-start folds (else
+        :meth:`cold_start` adds them, for several methods of one system at once)."""
         lc = self.lc
         if system is None:
             system = PairSystem.build(z, lc.max_features)
@@ -182,13 +189,18 @@ class LearnedStage:
         for cand in cands:
             if cand["prior"] == "none":
                 s = cosine
+                if base not in self._cosine_scores:  # the same matrix for the signed and non-negative fits
+                    self._cosine_scores[base] = (
+                        _score_groups(name, s, self.tickers, self.target, self.match, self.w.score),
+                        _score_rank(s, self.tickers, self.w.score, lc.rank_k))
+                pw, topk = self._cosine_scores[base]
             else:
                 w, _, _ = system.solve(rhs[cand["prior"]], cand["alpha"], nonneg=nonneg,
                                        free=free[cand["prior"]])
                 free[cand["prior"]] = w > 0
                 s = system.similarity(w)
-            pw = _score_groups(name, s, self.tickers, self.target, self.match, self.w.score)
-            topk = _score_rank(s, self.tickers, self.w.score, lc.rank_k)
+                pw = _score_groups(name, s, self.tickers, self.target, self.match, self.w.score)
+                topk = _score_rank(s, self.tickers, self.w.score, lc.rank_k)
             rows.append({**self._candidate_rows(name)[0], **cand, "score_groups": pw, "score_rank": topk})
         table = pd.DataFrame(rows)
         g, r = _choose(table)
@@ -213,32 +225,37 @@ class LearnedStage:
             self.w.score.end.date(),
         )
         method = LearnedMethod(name, "supervised", base, self.tickers, gs, rs, gp, rp, table, gw, rw)
-        if lc.folds >= 2:
-            method = self._cold(method, system, z, cands[g], cands[r])
+        if cold:
+            method = self.cold_start([method], system, z)[0]
         return method, system
 
-    def _cold(
-        self, m: LearnedMethod, system: PairSystem, z: np.ndarray, gcand: dict, rcand: dict
-    ) -> LearnedMethod:
+    def cold_start(
+        self, methods: list[LearnedMethod], system: PairSystem, z: np.ndarray
+    ) -> list[LearnedMethod]:
+        """``methods`` (supervised, all on ``system`` and features ``z``) with their cold-start folds (none if
+        ``folds < 2``): per fold, one subset system and one right-hand side per (prior, nonneg) serve them
+        all. The candidates are the methods' chosen ones (``group_params`` / ``rank_params``)."""
+        if self.lc.folds < 2:
+            return list(methods)
         folds = _folds(len(self.tickers), self.lc.folds, self.seed)
-        cold_rank = np.empty((len(z), len(z)))
-        cold_groups = []
+        cold_rank = [np.empty((len(z), len(z))) for _ in methods]
+        cold_groups: list[list] = [[] for _ in methods]
         for f in range(self.lc.folds):
             test = folds == f
             train = np.flatnonzero(~test)
             sub = system.subset(train)
             c_train = self.c_full[np.ix_(train, train)]
-            wr = _fold_weights(sub, c_train, rcand)  # no warm start from the full fit: nothing of the fold
+            rhs: dict[tuple[str, bool], tuple] = {}
             rows = np.flatnonzero(test)
-            cold_rank[rows] = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
-            wg = _fold_weights(sub, c_train, gcand)
-            sg = (z @ z.T) if wg is None else system.similarity(wg)
-            grouper = PeerGrouper(None, self.tickers, "average", distance=similarity_distance(sg))
-            codes = {level: grouper.labels_for(t, "density")[0] for level, t in self.targets.items()}
-            cold_groups.append((test, codes))
-        return LearnedMethod(m.name, m.kind, m.base, m.tickers, m.group_similarity, m.rank_similarity,
-                             m.group_params, m.rank_params, m.candidates, m.group_weights, m.rank_weights,
-                             cold_rank, cold_groups)
+            for i, m in enumerate(methods):
+                wr = _fold_weights(sub, rhs, c_train, m.rank_params)  # no warm start from the full fit
+                cold_rank[i][rows] = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
+                wg = _fold_weights(sub, rhs, c_train, m.group_params)
+                sg = (z @ z.T) if wg is None else system.similarity(wg)
+                grouper = PeerGrouper(None, self.tickers, "average", distance=similarity_distance(sg))
+                codes = {level: grouper.labels_for(t, "density")[0] for level, t in self.targets.items()}
+                cold_groups[i].append((test, codes))
+        return [replace(m, cold_rank=cold_rank[i], cold_groups=cold_groups[i]) for i, m in enumerate(methods)]
 
     def price_peers(self) -> LearnedMethod:
         s = price_similarity(self.w.full, self.tickers)
@@ -305,12 +322,19 @@ def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: d
     out: dict[str, LearnedMethod] = {}
     systems: dict[str, PairSystem] = {}
     for base in lc.methods:
-        m, systems[f"{base}_sup"] = stage.supervised(f"{base}_sup", base, zs[base])
+        m, systems[f"{base}_sup"] = stage.supervised(f"{base}_sup", base, zs[base], cold=False)
         out[m.name] = m
     for base in lc.nonnegative:
         m, systems[f"{base}_nn"] = stage.supervised(f"{base}_nn", base, zs[base], nonneg=True,
-                                                    system=systems.get(f"{base}_sup"))
+                                                    system=systems.get(f"{base}_sup"), cold=False)
         out[m.name] = m
+    shared: dict[int, list[str]] = {}  # the signed and non-negative fits of one base share a pair system
+    for name, system in systems.items():
+        shared.setdefault(id(system), []).append(name)
+    for names in shared.values():
+        base = str(out[names[0]].base)
+        out.update(zip(names, stage.cold_start([out[n] for n in names], systems[names[0]], zs[base]),
+                       strict=True))
     if lc.price_peers:
         out["price_peers"] = stage.price_peers()
     for base in lc.blend_with:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,11 @@ def _explanation(run: BenchmarkRun, folder: Path) -> ExplanationResult:
 
 
 def load_report_inputs(
-    results: str | Path, *, pairs: str | Path | None = None, explanations: str | Path | None = None
+    results: str | Path, *, pairs: str | Path | None = None,
+    explanations: Sequence[str | Path] | str | Path | None = None
 ) -> ReportInputs:
-    """The report's inputs from a benchmark results folder (its run store), a pairs backtest folder and an
-    explanation folder."""
+    """The report's inputs from a benchmark results folder (its run store), a pairs backtest folder and
+    explanation folders (the first one's labels also serve the company lookup)."""
     results = Path(results)
     run = BenchmarkRun.load(results)
     groups, neighbours = pd.DataFrame(), pd.DataFrame()
@@ -113,6 +115,8 @@ def load_report_inputs(
             g.name for g in run.groupings if g.vintage == vintage and g.level == level and g.match == match
         )
     pairs_dir = Path(pairs) if pairs is not None else None
+    folders = [explanations] if isinstance(explanations, str | Path) else list(explanations or [])
+    expls = [_explanation(run, Path(f)) for f in folders]
     return ReportInputs(
         run.result,
         run.headline_method,
@@ -121,9 +125,10 @@ def load_report_inputs(
         level,
         neighbours,
         load_backtest(pairs_dir) if pairs_dir is not None else None,
-        _explanation(run, Path(explanations)) if explanations is not None else None,
+        expls[0] if expls else None,
         str(results),
         str(pairs_dir) if pairs_dir is not None else None,
+        tuple(expls[1:]),
     )
 
 
@@ -131,7 +136,7 @@ def build_report(
     results: str | Path,
     *,
     pairs: str | Path | None = None,
-    explanations: str | Path | None = None,
+    explanations: Sequence[str | Path] | str | Path | None = None,
     title: str = "finsae report",
 ) -> str:
     """The report's HTML (see :mod:`finsae.report.html`) for the results folders given."""
@@ -143,7 +148,7 @@ def write_report(
     out: str | Path,
     *,
     pairs: str | Path | None = None,
-    explanations: str | Path | None = None,
+    explanations: Sequence[str | Path] | str | Path | None = None,
     title: str = "finsae report",
 ) -> Path:
     """Build the report and write it atomically to ``out``."""

@@ -80,7 +80,8 @@ class ReportInputs:
         level: the level those groupings are matched to.
         neighbours: the supervised learned methods' nearest peers of the headline vintage (may be empty).
         pairs: the pairs backtest (None: not given).
-        explanation: an explained grouping (None: not given).
+        explanation: an explained grouping (None: not given); the company lookup reads its labels.
+        more_explanations: further explained groupings, each shown in a section of its own.
         source, pairs_source: where the results came from (shown on the page).
     """
 
@@ -94,6 +95,7 @@ class ReportInputs:
     explanation: ExplanationResult | None = None
     source: str = ""
     pairs_source: str | None = None
+    more_explanations: tuple[ExplanationResult, ...] = ()
 
 
 def _png(fig: Any) -> str:
@@ -368,10 +370,10 @@ def _sizes_section(g: pd.DataFrame, names: tuple[str, ...], level: str) -> str:
     return f'<section id="sizes"><h2>Group sizes</h2>{_png(fig)}</section>'
 
 
-def _groups_section(expl: ExplanationResult | None) -> str:
+def _groups_section(expl: ExplanationResult | None, section: str = "groups") -> str:
     if expl is None:
-        return ('<section id="groups"><h2>Groups and their explanations</h2><p class="note">No explanations '
-                "given (finsae explain, then finsae report --explanations DIR).</p></section>")
+        return (f'<section id="{section}"><h2>Groups and their explanations</h2><p class="note">No '
+                "explanations given (finsae explain, then finsae report --explanations DIR).</p></section>")
     g = expl.groups
     f = expl.faithfulness.set_index("group")
     items = []
@@ -395,7 +397,7 @@ def _groups_section(expl: ExplanationResult | None) -> str:
             f"{'faithful' if fa['faithful'] else 'not faithful'}.</p></details>")
     share = float(f["faithful"].mean())
     sae = f' <span class="note">(latents of the SAE {_esc(expl.sae)})</span>' if expl.sae else ""
-    return (f'<section id="groups"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
+    return (f'<section id="{section}"><h2>Groups and their explanations: <code>{_esc(expl.grouping)}'
             f"</code>{sae}</h2><p>{len(f)} groups; the explaining latents are faithful for "
             f"<b>{share:.0%}</b> of them; <b>{expl.content_top_share:.0%}</b> have a top latent whose label "
             f"is made of business words.</p>{''.join(items)}</section>")
@@ -475,9 +477,13 @@ def render_report(inputs: ReportInputs, title: str = "finsae report") -> str:
     bench = inputs.benchmark
     sections = [_answer_section(bench), _benchmark_section(bench), _ranking_section(bench),
                 _pairs_section(inputs.pairs), _sizes_section(inputs.groups, inputs.names, inputs.level),
-                _groups_section(inputs.explanation), _lookup_section(inputs)]
+                _groups_section(inputs.explanation),
+                *(_groups_section(e, f"groups-{i + 2}") for i, e in enumerate(inputs.more_explanations)),
+                _lookup_section(inputs)]
+    more = tuple(f"groups-{i + 2}" for i in range(len(inputs.more_explanations)))
     nav = "".join(
-        f'<a href="#{s}">{s}</a>' for s in ("benchmark", "ranking", "pairs", "sizes", "groups", "lookup")
+        f'<a href="#{s}">{s}</a>'
+        for s in ("benchmark", "ranking", "pairs", "sizes", "groups", *more, "lookup")
     )
     pairs = f" and <code>{_esc(inputs.pairs_source)}</code>" if inputs.pairs_source else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
