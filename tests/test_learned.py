@@ -196,3 +196,46 @@ def test_nonnegative_methods_must_be_text_methods():
     cfg = BenchmarkConfig.model_validate({**base, "headline_method": "x_nn",
                                           "learned": {"nonnegative": ["x"], "blend_with": ["x_nn"]}})
     assert cfg.learned is not None and cfg.learned.names == ["x_nn", "price_peers", "x_nn_price"]
+
+
+def test_non_negative_learned_methods_export_weighted_vectors_with_their_similarity(tmp_path):
+    """An `_nn` method's exported vectors are z sqrt(w) / C: their dot products times the manifest's scale are
+    the learned neighbour similarity, peers rank by it, and a pair's terms are the latents' weighted
+    contributions."""
+    import json
+
+    from finsae.api import load_run
+    from finsae.pipeline.export import export_run
+    from finsae.pipeline.store import BenchmarkRun
+
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)
+    run_benchmark(load_benchmark_config(_config(tmp_path, prices.close)), tmp_path / "out")
+    store = BenchmarkRun.load(tmp_path / "out")
+    vintage = store.pick_vintage()
+    weights = store.learned_weights[vintage]
+    w = weights[weights["method"] == "tfidf_nn"].sort_values("latent")["weight_rank"].to_numpy()
+    assert (w >= 0).all() and (w > 0).any()
+    base = store.vectors(store.method("tfidf", vintage))
+    learned = (base.matrix * w) @ base.matrix.T  # sum_k w_k z_ak z_bk
+    export_run(tmp_path / "out", tmp_path / "export", k=5)
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    info = manifest["methods"]["tfidf_nn"]
+    assert manifest["schema_version"] == "1.2" and info["weighting"]["base"] == "tfidf"
+    scale = info["weighting"]["scale"]
+    assert "tfidf_sup" not in manifest["methods"]  # signed weights: no vectors
+    api = load_run(tmp_path / "export")
+    tickers = list(base.tickers)
+    j = int(np.argmax(np.where(np.arange(len(tickers)) == 0, -np.inf, learned[0])))  # 0's nearest peer
+    a, b = tickers[0], tickers[j]
+    sim = api.similarity(a, b, method="tfidf_nn").similarity
+    assert sim > 0 and sim * scale == pytest.approx(learned[0, j], rel=1e-5)  # float32 vectors
+    peers = api.peers(a, k=5, method="tfidf_nn").to_frame()
+    order = [tickers[j] for j in np.argsort(-np.where(np.arange(len(tickers)) == 0, -np.inf, learned[0]),
+                                            kind="stable")[:5]]
+    assert peers["ticker"].tolist() == order
+    pair = api.explain_pair(a, b, method="tfidf_nn", rank_by="contribution", top=len(w)).to_frame()
+    assert pair["contribution"].sum() == pytest.approx(sim, rel=1e-5)
+    terms = w * base.matrix[0] * base.matrix[j] / scale
+    got = pair.set_index("latent")["contribution"]
+    assert len(got), pair
+    np.testing.assert_allclose(got.to_numpy(), terms[got.index.to_numpy()], rtol=1e-4, atol=1e-9)

@@ -74,11 +74,19 @@ def two_way_differences(
         min_periods = max(3, t // 2)
     names = sorted({nm for ab in comparisons for nm in ab})
     pairs, flats = {}, {}
+    same: dict[str, str] = {}  # a grouping with the same within-group pairs as an earlier one: read its draws
+    first: dict[bytes, str] = {}
     for nm in names:
         codes, _, _ = encode_labels(corr, groupings[nm])
         wi, wj, _ = within_pairs(codes)
+        flat = wi.astype(np.int64) * n + wj  # flat positions in the N x N matrix
+        key = flat.tobytes()
+        if key in first:
+            same[nm] = first[key]
+            continue
+        first[key] = nm
         pairs[nm] = (wi, wj)
-        flats[nm] = wi.astype(np.int64) * n + wj  # flat positions in the N x N matrix
+        flats[nm] = flat
     # every draw's correlations only at the union of the groupings' pairs (pairwise_correlation_at: the same
     # values as the whole matrix's, without its elementwise passes); each grouping then reads its pairs from
     # that vector, in the same order as from the matrix
@@ -102,14 +110,16 @@ def two_way_differences(
 
     point = pw(np.take(corr.values.ravel(), union), np.ones(n))
     rng = np.random.default_rng(seed)
-    boot = {nm: np.empty(draws) for nm in names}
+    boot = {nm: np.empty(draws) for nm in pairs}
     for d in range(draws):
         rows = block_indices(t, block, rng)
         c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
         w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
         got = pw(c, w)
-        for nm in names:
+        for nm in pairs:
             boot[nm][d] = got[nm]
+    for nm, rep in same.items():
+        point[nm], boot[nm] = point[rep], boot[rep]
     out = []
     for a, b in comparisons:
         diff = boot[a] - boot[b]

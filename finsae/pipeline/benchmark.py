@@ -10,6 +10,8 @@ leaves the folder as it was and keeps the windows it finished in ``<folder>.fail
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +34,13 @@ from finsae._io import (
 from finsae.config import BenchmarkConfig, DesignConfig, Frequency
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns, priced_tickers
 from finsae.errors import ConfigError, DataError
-from finsae.evaluate.comovement import comovement, correlation_matrix, paired_difference
+from finsae.evaluate.comovement import (
+    CoMovement,
+    comovement,
+    correlation_matrix,
+    encode_labels,
+    paired_difference,
+)
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
 from finsae.evaluate.results import BenchmarkResult, DesignInfo
 from finsae.group.taxonomy import taxonomy_labels
@@ -70,6 +78,7 @@ def _run_window(
         "two_way": [],
     }
     labels_by_name: dict[str, pd.Series] = {}
+    scored: dict[tuple, CoMovement] = {}  # methods that group alike (e.g. a blend that chose price alone)
 
     def score(name: str, labels: pd.Series, extra: dict) -> None:
         progress.set_postfix_str(f"{info.name}/{frequency}/{name}")
@@ -79,8 +88,16 @@ def _run_window(
         draws = 0 if extra.get("match") == "count" and not ev.null_for_count_matched else ev.null_draws
         if extra.get("method_kind") == "random":
             draws = 0  # a random grouping against random groupings: nothing to learn
-        result = comovement(corr, labels, null_draws=draws, bootstrap_draws=ev.bootstrap_draws,
-                            seed=ev.seed, method=name)
+        # every figure of comovement() is a function of the window, the group codes (factorised in the
+        # window's ticker order, so the same partition under other group names has the same codes), the
+        # dropped count, the draws and the seed: a partition already scored in this window is not scored again
+        codes, _, n_dropped = encode_labels(corr, labels)
+        key = (hashlib.blake2b(codes.tobytes(), digest_size=16).digest(), n_dropped, draws)
+        if key in scored:
+            result = dataclasses.replace(scored[key], method=name)
+        else:
+            result = scored[key] = comovement(corr, labels, null_draws=draws,
+                                              bootstrap_draws=ev.bootstrap_draws, seed=ev.seed, method=name)
         if result.n_pairs == 0:  # its figures would be NaN: say so instead of reporting them
             raise DataError(f"grouping {name!r} puts no two of the {len(panel.tickers)} companies with "
                             f"{frequency} returns in design {info.name!r} into one group: nothing to score; "

@@ -10,7 +10,13 @@ version :data:`SCHEMA_VERSION`; columns in ``export_schema.json``):
   grouping of the benchmark's formation vintage and the taxonomy groupings of the benchmark's levels.
 * ``vectors.parquet``: ``method, ticker, dim, value``: the non-zero entries of each text method's unit-length
   company vectors (the method's transform fitted on the formation text, as the benchmark grouped them). The
-  cosine similarity of two companies is the sum of products of their entries with equal ``dim``.
+  cosine similarity of two companies is the sum of products of their entries with equal ``dim``. A learned
+  method fitted with non-negative weights (``<m>_nn``, config ``learned.nonnegative``) gets the vectors
+  ``u_i = z_i * sqrt(w) / C`` of its base method's rows ``z_i`` and its neighbour weights ``w``, with ``C``
+  the largest ``|z_i * sqrt(w)|`` (so every ``|u_i| <= 1``): ``u_a . u_b`` is its learned similarity
+  ``sum_k w_k z_ak z_bk`` divided by ``C^2`` (the manifest's ``weighting.scale``), the same ranking of peers,
+  and each dimension's term is that latent's weighted contribution. Signed weights have no such vectors (their
+  groups are exported), even where they happen to come out ``>= 0``.
 * ``peers.parquet``: ``method, ticker, rank, peer, similarity``: each company's ``k`` most similar companies
   (ties broken by universe order).
 * ``dimensions.parquet``: ``method, dim, label``: what a dimension of an interpretable method means (an SAE
@@ -162,22 +168,59 @@ class ExportPlan:
     k: int
 
 
-def _method_vectors(run: BenchmarkRun, universe: Universe, vintage: str) -> dict[str, MethodExport]:
+def _weighted_vectors(
+    run: BenchmarkRun, spec: Any, vintage: str, nonneg: set[str]
+) -> tuple[Any, dict[str, Any]] | None:
+    """The vectors ``z_i * sqrt(w) / C`` of a learned method fitted with non-negative weights (one of
+    ``nonneg``; module docstring) and their ``weighting`` record; None for any other method."""
+    if spec.name not in nonneg or spec.learned != "supervised" or spec.feature_method is None:
+        return None
+    table = run.learned_weights.get(vintage)
+    if table is None or table.empty:
+        return None
+    rows = table[table["method"] == spec.name].sort_values("latent")
+    if rows.empty:
+        return None
+    w = rows["weight_rank"].to_numpy(dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError(f"learned_weights_{vintage}.parquet: method {spec.name!r} was fitted with "
+                        "non-negative weights, but some of its neighbour weights are negative or not finite")
+    base = run.vectors(run.method(spec.feature_method, vintage))
+    if len(w) != base.matrix.shape[1]:
+        raise DataError(f"learned_weights_{vintage}.parquet: {len(w)} weights for method {spec.name!r}, its "
+                        f"base {spec.feature_method!r} has {base.matrix.shape[1]} dimensions")
+    u = np.asarray(base.matrix, dtype=np.float64) * np.sqrt(w)
+    c = float(np.sqrt((u * u).sum(axis=1)).max())
+    if c > 0:
+        u /= c
+    record = {"kind": "learned non-negative weights (the method's neighbour weights)",
+              "base": spec.feature_method, "scale": c * c,
+              "note": "u_a . u_b x scale = the learned similarity sum_k w_k z_ak z_bk"}
+    return type(base)(base.tickers, u, base.names), record
+
+
+def _method_vectors(
+    run: BenchmarkRun, universe: Universe, vintage: str, nonneg: set[str] | None = None
+) -> dict[str, MethodExport]:
     """Each text method's unit-length company vectors as the benchmark grouped them (from the run store), in
-    universe order; learned similarities and price peers have none (their groupings are exported)."""
+    universe order, and the weighted vectors of non-negative learned methods (module docstring); other learned
+    similarities and price peers have none (their groupings are exported)."""
     out: dict[str, MethodExport] = {}
     for spec in run.methods_of(vintage):
-        if (
-            spec.vectors is None
-        ):  # learned similarities and price peers: not a vector per company (weights may
-            # be negative, price peers have no text); their groupings are exported in the groups table
-            logger.info(
-                "export: %s has no company vectors (%s); its groups are exported", spec.name, spec.note
-            )
-            continue
-        ex = spec.extraction
+        weighting = None
+        if spec.vectors is None:
+            weighted = _weighted_vectors(run, spec, vintage, nonneg or set())
+            if weighted is None:  # signed learned weights, price peers (no text): their groups are exported
+                logger.info(
+                    "export: %s has no company vectors (%s); its groups are exported", spec.name, spec.note
+                )
+                continue
+            got, weighting = weighted
+            ex = run.method(str(spec.feature_method), vintage).extraction
+        else:
+            ex = spec.extraction
+            got = run.vectors(spec)
         assert ex is not None  # a method with vectors has features
-        got = run.vectors(spec)
         order = np.argsort(universe.tickers.get_indexer(got.tickers), kind="stable")  # universe order: ties
         tickers, z = got.tickers[order], got.matrix[order]
         # dimensions keep a meaning (a latent, a term) unless PCA mixed them; minilm's never had one
@@ -190,6 +233,7 @@ def _method_vectors(run: BenchmarkRun, universe: Universe, vintage: str) -> dict
             "dims": int(z.shape[1]),
             "companies": int(z.shape[0]),
             "source": dict(ex.source),
+            **({"weighting": weighting} if weighting is not None else {}),
         }
         out[spec.name] = MethodExport(
             spec.name, tickers, sp.csr_matrix(np.asarray(z, dtype=np.float32)), info, names
@@ -410,7 +454,9 @@ def export_run(
     run = BenchmarkRun.load(results)
     vintage = run.pick_vintage(vintage)
     universe = run.universe(companies)
-    vectors = _method_vectors(run, universe, vintage)
+    learned_cfg = (manifest.get("config") or {}).get("learned") or {}
+    nonneg = {f"{m}_nn" for m in learned_cfg.get("nonnegative") or []}
+    vectors = _method_vectors(run, universe, vintage, nonneg)
     if pairs_dir is not None and not (pairs_dir / "summary.parquet").is_file():
         raise ConfigError(f"{pairs_dir} is not a finsae backtest results folder (no summary.parquet)")
     plan = ExportPlan(results, out, manifest, run, universe, vintage, vectors, expl_dirs, pairs_dir, k)
