@@ -396,10 +396,16 @@ def run_benchmark(
     with (staged_results(out) if write else contextlib.nullcontext((Path(), ""))) as (folder, run_id), \
             tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
         windows: list[tuple[DesignInfo, Frequency, VintageGroups | None]] = []
+        if text_stage is not None:
+            for info in designs:  # before any work
+                text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
+            # every vintage's features first (one language-model pass per vintage), while no built vintage is
+            # held: an extraction's working set never sits on top of a vintage's learned similarities (#18)
+            for vintage in dict.fromkeys(info.text_vintage for info in designs):
+                text_stage.prefetch(vintage)
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
-                text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
                 text = text_stage.vintage(info.text_vintage)
                 progress.total += len(design.frequencies) * (len(text.groupings) + len(
                     [lv for lv in cfg.granularity.levels if lv not in cfg.taxonomies]))

@@ -178,6 +178,12 @@ class TextStage:
             self._vintages[vintage] = self._build(vintage)
         return self._vintages[vintage]
 
+    def prefetch(self, vintage: str) -> None:
+        """Extract (or read from the caches) every text method's features of ``vintage`` now; building the
+        vintage later reuses them."""
+        for m in self.cfg.text_methods:
+            self._features(m, vintage)
+
     def _features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
         key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage)
         if key not in self._feature_cache and m.features == "sae":  # every SAE method of the config from one
