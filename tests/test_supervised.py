@@ -21,9 +21,10 @@ def _tiny(n: int = 9, d: int = 5, seed: int = 0, nan: bool = True) -> tuple[np.n
     return z, c
 
 
-def _brute(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np.ndarray | None = None,
-           learned: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Ridge with an unpenalised intercept on the explicit ordered-pair design matrix."""
+def _pair_design(z: np.ndarray, c: np.ndarray, w0: float, fixed: np.ndarray | None,
+                 learned: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The explicit ordered-pair design: rows ``z_i[learned] * z_j[learned]`` for ``i != j``, targets
+    ``c_ij - mean`` (0 where missing) less ``w0 * fixed_ij``, and the learned feature indices."""
     n, d = z.shape
     learned = np.arange(d) if learned is None else learned
     off = ~np.eye(n, dtype=bool) & np.isfinite(c)
@@ -38,7 +39,13 @@ def _brute(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np.ndarra
             if fixed is not None:
                 yy -= w0 * fixed[i, j]
             y.append(yy)
-    p, y = np.array(rows), np.array(y)
+    return np.array(rows), np.array(y), learned
+
+
+def _brute(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np.ndarray | None = None,
+           learned: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Ridge with an unpenalised intercept on the explicit ordered-pair design matrix."""
+    p, y, learned = _pair_design(z, c, w0, fixed, learned)
     x = np.hstack([np.ones((len(p), 1)), p])
     pen = np.diag([0.0] + [lam] * len(learned))
     rhs = x.T @ y + np.r_[0.0, np.full(len(learned), lam * w0)]
@@ -205,21 +212,11 @@ def _brute_nonneg(z: np.ndarray, c: np.ndarray, lam: float, w0: float, fixed: np
     penalty as extra rows ``sqrt(lam) (w - w0)`` and the intercept unbounded."""
     from scipy.optimize import lsq_linear
 
-    n, d = z.shape
-    learned = np.arange(d) if learned is None else learned
-    off = ~np.eye(n, dtype=bool) & np.isfinite(c)
-    mean = c[off].mean()
-    rows, y = [], []
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                rows.append(z[i, learned] * z[j, learned])
-                yy = c[i, j] - mean if np.isfinite(c[i, j]) else 0.0
-                y.append(yy - (w0 * fixed[i, j] if fixed is not None else 0.0))
-    p, m = np.array(rows), len(learned)
+    p, y, learned = _pair_design(z, c, w0, fixed, learned)
+    m = len(learned)
     x = np.vstack([np.hstack([np.ones((len(p), 1)), p]),
                    np.hstack([np.zeros((m, 1)), np.sqrt(lam) * np.eye(m)])])
-    t = np.r_[np.array(y), np.full(m, np.sqrt(lam) * w0)]
+    t = np.r_[y, np.full(m, np.sqrt(lam) * w0)]
     res = lsq_linear(x, t, bounds=(np.r_[-np.inf, np.zeros(m)], np.full(m + 1, np.inf)), tol=1e-14,
                      lsmr_tol="auto", max_iter=10_000, method="bvls")
     return res.x[1:], res.x[0]
