@@ -56,7 +56,7 @@ from finsae._io import (
 )
 from finsae.errors import ConfigError, DataError
 from finsae.export.layout import EXPORT_MARKER, SCHEMA_VERSION, ExportResult, similarity_matrix, top_peers
-from finsae.pipeline.store import BenchmarkRun
+from finsae.pipeline.store import BenchmarkRun, MethodSpec, MethodVectors
 
 if TYPE_CHECKING:
     from finsae.data import Universe
@@ -169,8 +169,8 @@ class ExportPlan:
 
 
 def _weighted_vectors(
-    run: BenchmarkRun, spec: Any, vintage: str, nonneg: set[str]
-) -> tuple[Any, dict[str, Any]] | None:
+    run: BenchmarkRun, spec: MethodSpec, vintage: str, nonneg: set[str]
+) -> tuple[MethodVectors, dict[str, Any]] | None:
     """The vectors ``z_i * sqrt(w) / C`` of a learned method fitted with non-negative weights (one of
     ``nonneg``; module docstring) and their ``weighting`` record; None for any other method."""
     if spec.name not in nonneg or spec.learned != "supervised" or spec.feature_method is None:
@@ -196,7 +196,7 @@ def _weighted_vectors(
     record = {"kind": "learned non-negative weights (the method's neighbour weights)",
               "base": spec.feature_method, "scale": c * c,
               "note": "u_a . u_b x scale = the learned similarity sum_k w_k z_ak z_bk"}
-    return type(base)(base.tickers, u, base.names), record
+    return MethodVectors(base.tickers, u, base.names), record
 
 
 def _method_vectors(
