@@ -215,7 +215,7 @@ class LearnedStage:
             return system.similarity(w), w, dict(cand)
 
         gs, gw, gp = final(g)
-        rs, rw, rp = final(r)
+        rs, rw, rp = (gs, gw, dict(gp)) if r == g else final(r)  # one candidate: one N x N matrix (#18)
         logger.info(
             "%s: groups by %s, neighbours by %s (scored on %s..%s)",
             name,

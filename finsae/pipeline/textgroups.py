@@ -41,7 +41,9 @@ class TextMethodResult:
     clusterer: str
     z: np.ndarray
     selection: ParamChoice | None
-    distance: np.ndarray  # cosine distance of z (clipped to [0, 2]); learned methods: their group distance
+    # cosine distance of z (clipped to [0, 2]); None for learned methods, whose group distance
+    # (``learned.distance()``) is only needed to build their groups and is not kept (N x N each, #18)
+    distance: np.ndarray | None
     rank_similarity: np.ndarray | None = None  # learned methods: the similarity chosen for neighbour ranking
     kind: str = "text"  # text / price / text+price
     learned: LearnedMethod | None = None
@@ -51,7 +53,18 @@ class TextMethodResult:
         return self.features.tickers
 
     def similarity(self) -> np.ndarray:
-        return 1.0 - self.distance if self.rank_similarity is None else self.rank_similarity
+        if self.rank_similarity is not None:
+            return self.rank_similarity
+        assert self.distance is not None  # set for every method that is not learned
+        return 1.0 - self.distance
+
+    def group_distance(self) -> np.ndarray:
+        """The distance its groups are cut from (for a learned method, computed again from its group
+        similarity)."""
+        if self.distance is not None:
+            return self.distance
+        assert self.learned is not None  # only learned methods keep no distance
+        return self.learned.distance()
 
 
 @dataclass
@@ -263,7 +276,6 @@ class TextStage:
                 methods[str(learned[str(lm.base)].base)] if lm.base in learned else first)
             z = base.z if lm.kind == "supervised" else np.zeros((len(first.tickers), 0))
             variant = str(lm.group_params.get("variant"))
-            distance = lm.distance()
             methods[name] = TextMethodResult(
                 base.config,
                 base.features,
@@ -271,12 +283,12 @@ class TextStage:
                 "average",
                 z,
                 ParamChoice(name, variant, "average", lm.candidates.assign(vintage=vintage, chosen=False)),
-                distance,
+                None,
                 lm.rank_similarity,
                 "text" if lm.kind == "supervised" else lm.kind,
                 lm,
             )
-            grouper = PeerGrouper(None, first.tickers, "average", distance=distance)
+            grouper = PeerGrouper(None, first.tickers, "average", distance=lm.distance())
             for level in cfg.granularity.levels:
                 for match in cfg.granularity.match:
                     g = grouper.grouping(name, targets[level], match)
@@ -315,7 +327,8 @@ class TextStage:
             parents = taxonomy_labels(self.universe, cfg.hybrid.parent)
             parent_groups = targets.get(cfg.hybrid.parent) or granularity_targets(
                 self.universe, base.tickers, [cfg.hybrid.parent])[cfg.hybrid.parent]
-            grouper = PeerGrouper(base.z, base.tickers, "average", parents=parents, distance=base.distance)
+            grouper = PeerGrouper(base.z, base.tickers, "average", parents=parents,
+                                  distance=base.group_distance())
             name = f"{cfg.hybrid.method}_in_{cfg.hybrid.parent}"
             for level in levels:
                 if targets[level].n_groups <= parent_groups.n_groups:
