@@ -48,3 +48,51 @@ def test_topk_neighbour_correlation_equals_loop():
             best = [j for _, j in sorted(scores, key=lambda t: (-t[0], t[1]))[:k]]
             per_company.append(np.mean([c.iloc[i, j] for j in best]))
         assert got[k] == pytest.approx(np.mean(per_company), abs=1e-12)
+
+
+def _last_bits(s: np.ndarray, seed: int) -> np.ndarray:
+    """``s`` with every entry moved by a few units in the last place, as another CPU's BLAS kernel (another
+    summation order) would leave it."""
+    rng = np.random.default_rng(seed)
+    return s + rng.integers(-4, 5, size=s.shape) * np.spacing(np.abs(s))
+
+
+def test_settle_ties_makes_rounding_level_ties_exact_and_keeps_real_order():
+    from finsae.group.similarity import settle_ties
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 60)) < 0.2  # binary features: the cosine |A & B| / sqrt(|A||B|) repeats across pairs
+    z = x / np.sqrt(np.maximum(x.sum(1, keepdims=True), 1))
+    exact = z @ z.T
+    a, b = settle_ties(_last_bits(exact, 1)), settle_ties(_last_bits(exact, 2))
+    assert (a != b).mean() < 1e-3  # equal except where a grid boundary falls between the two (rare)
+    assert np.abs(a - exact).max() <= 1e-11  # one grid step at most
+    v = np.array([0.5, 0.5 + 1e-9, -np.inf, np.nan, 0.1])
+    out = settle_ties(v)
+    assert np.argsort(-out[[0, 1, 4]]).tolist() == [1, 0, 2]  # a difference above the grid stays
+    assert out[2] == -np.inf and np.isnan(out[3])
+    assert settle_ties(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+    assert settle_ties(v) is not v and v[1] == 0.5 + 1e-9  # a copy: the input is untouched
+
+
+def test_ties_break_the_same_way_whatever_the_last_bits():
+    """Top-k neighbours, Spearman and average-linkage groups of binary-feature cosines (many exact ties) do
+    not depend on last-bit noise of the similarity (what another CPU's matrix product changes)."""
+    from finsae.evaluate.ranking import similarity_spearman
+    from finsae.group.cluster import linkage_merges
+
+    rng = np.random.default_rng(3)
+    n = 120
+    x = rng.random((n, 40)) < 0.15
+    z = x / np.sqrt(np.maximum(x.sum(1, keepdims=True), 1))
+    exact = z @ z.T
+    panel = synthetic_panel(n_periods=80, n_tickers=n, seed=4)
+    tickers, corr = pd.Index(panel.tickers), correlation_matrix(panel)
+    runs = []
+    for seed in (11, 12, 13):
+        s = _last_bits(exact, seed)
+        s = (s + s.T) / 2
+        seq = linkage_merges(np.clip(1 - s, 0, 2))
+        runs.append((topk_neighbour_correlation(s, tickers, corr, (1, 5, 10)),
+                     similarity_spearman(s, tickers, corr), seq.a.tolist(), seq.b.tolist()))
+    assert runs[0] == runs[1] == runs[2]

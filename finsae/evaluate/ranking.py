@@ -2,8 +2,9 @@
 
 For companies ``i`` with similarity ``S_ij`` (e.g. cosine of feature vectors) and return correlation ``C_ij``:
 the top-k neighbour correlation is ``mean_i mean_{j in N_k(i)} C_ij``, where ``N_k(i)`` are the ``k``
-companies most similar to ``i`` (``i`` itself excluded; ties broken by position). Companies without returns
-are left out.
+companies most similar to ``i`` (``i`` itself excluded; ties broken by position, after
+:func:`~finsae.group.similarity.settle_ties`, so that the same ties break the same way on every CPU).
+Companies without returns are left out.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 from finsae.errors import DataError
 from finsae.evaluate.comovement import CorrelationMatrix
 from finsae.group.peers import label_codes
-from finsae.group.similarity import FeatureTransform, cosine_similarity
+from finsae.group.similarity import FeatureTransform, cosine_similarity, settle_ties
 
 
 def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str = "log1p") -> np.ndarray:
@@ -54,7 +55,7 @@ def topk_neighbour_correlation(
     n = len(s)
     if n < 2:
         return {k: float("nan") for k in ks}
-    s = s.copy()
+    s = settle_ties(s)  # a copy; ties that only float rounding separates are ties on every machine
     np.fill_diagonal(s, -np.inf)  # never one's own neighbour
     if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
         rng = np.random.default_rng(tie_seed)
@@ -96,7 +97,7 @@ class SpearmanReference:
         if len(self.ry) < 3:
             return float("nan")
         s = similarity[np.ix_(self.rows, self.rows)]
-        return float(np.corrcoef(rankdata(s[self.iu, self.ju]), self.ry)[0, 1])
+        return float(np.corrcoef(rankdata(settle_ties(s[self.iu, self.ju])), self.ry)[0, 1])
 
 
 def similarity_spearman(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> float:

@@ -38,7 +38,7 @@ from scipy.spatial.distance import squareform
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from finsae.errors import DataError
-from finsae.group.similarity import l2_normalize
+from finsae.group.similarity import l2_normalize, settle_ties
 
 
 def cosine_distance_matrix(z: np.ndarray) -> np.ndarray:
@@ -181,7 +181,9 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 def mst_edges(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum spanning tree of the complete graph with weights ``d`` (Prim's algorithm, O(n^2)):
-    arrays ``(i, j, weight)`` of its ``n - 1`` edges."""
+    arrays ``(i, j, weight)`` of its ``n - 1`` edges. Distances are compared after :func:`settle_ties` (the
+    same tree on every CPU where ties are only separated by float rounding)."""
+    d = settle_ties(d)
     n = len(d)
     in_tree = np.zeros(n, dtype=bool)
     best = np.full(n, np.inf)
@@ -203,13 +205,15 @@ def mst_edges(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def linkage_merges(d: np.ndarray, method: str = "average") -> MergeSequence:
-    """scipy's hierarchical clustering of the distance matrix ``d`` as a :class:`MergeSequence`."""
+    """scipy's hierarchical clustering of the distance matrix ``d`` (after :func:`settle_ties`: the same
+    merges on every CPU where tied distances are only separated by float rounding) as a
+    :class:`MergeSequence`."""
     if method not in ("average", "complete", "single", "weighted"):
         raise DataError(f"unknown linkage {method!r}; choose average, complete, single or weighted")
     n = len(d)
     if n < 2:
         return MergeSequence.build(n, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    tree = linkage(squareform(d, checks=False), method=method)
+    tree = linkage(squareform(settle_ties(d), checks=False), method=method)
     rep = np.concatenate([np.arange(n), np.zeros(n - 1, dtype=np.int64)])
     a = np.empty(n - 1, dtype=np.int64)
     b = np.empty(n - 1, dtype=np.int64)

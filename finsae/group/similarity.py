@@ -45,6 +45,28 @@ def _check_matrix(X: object) -> sp.csr_matrix | np.ndarray:
     return x
 
 
+def settle_ties(values: np.ndarray, digits: int = 12) -> np.ndarray:
+    """``values`` (a copy, float64) rounded to a grid of ``10^(e + 1 - digits)``, ``e`` the decimal exponent
+    of the largest finite magnitude; infinite and NaN entries stay as they are.
+
+    Similarities that are equal in exact arithmetic (binary features: ``|A & B| / sqrt(|A| |B|)`` repeats
+    across pairs) come out of a matrix product equal only to the last bits, and which bits depends on the
+    machine's BLAS kernel (the order it sums in). Ranking them, or merging at them, then breaks the tie
+    differently on another CPU. On the grid they are exactly equal, so ties break by the same rule (position)
+    everywhere; values closer than one grid step (1e-11 for cosines) count as tied. Costs one pass over the
+    array."""
+    v = np.array(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return v
+    scale = float(np.abs(v[finite]).max())
+    if scale == 0.0:
+        return v
+    step = 10.0 ** (np.floor(np.log10(scale)) + 1 - digits)
+    v[finite] = np.round(v[finite] / step) * step
+    return v
+
+
 def l2_normalize(z: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", z, z))[:, None]
