@@ -70,6 +70,36 @@ def test_compare_finds_a_changed_number(tmp_path: Path) -> None:
         golden.GOLDEN = old
 
 
+def test_a_golden_copy_from_another_cpu_kind_allows_last_bits_only(tmp_path: Path) -> None:
+    """Against a copy whose machine.json names another CPU kind, floats may differ by 1e-6 relative (kernels
+    sum in another order), not more, and discrete columns not at all; on the same kind the rule is strict."""
+    import json
+
+    import pandas as pd
+
+    from tests import golden
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    table = pd.DataFrame({"method": ["a", "b"], "value": [0.1, 0.2]})
+    table.to_parquet(folder / "t.parquet")
+    old = golden.GOLDEN
+    golden.GOLDEN = tmp_path / "golden"
+    try:
+        target = golden.write_golden(folder, "x")
+        assert json.loads((target / "machine.json").read_text()) == golden.machine()
+        table.assign(value=[0.1, 0.2 * (1 + 1e-9)]).to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == ["t.parquet: column value differs"]  # same kind: strict
+        (target / "machine.json").write_text(json.dumps({"torch_cpu": "OTHER", "blas": "other"}))
+        assert golden.compare(folder, "x") == []
+        table.assign(value=[0.1, 0.2 * (1 + 1e-5)]).to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == ["t.parquet: column value differs"]
+        table.assign(method=["a", "c"]).to_parquet(folder / "t.parquet")
+        assert golden.compare(folder, "x") == ["t.parquet: column method differs"]
+    finally:
+        golden.GOLDEN = old
+
+
 MAKE_RUN = {"make_run_forward_2017": ROOT / "results" / "forward_2017",
             "make_run_baselines": ROOT / "results" / "baselines",
             "make_run_pairs": ROOT / "results" / "pairs",
