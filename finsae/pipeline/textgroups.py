@@ -129,8 +129,11 @@ class VintageGroups:
             kk = min(k, len(s) - 1)
             nearest = largest_first(s, kk)  # = the stable argsort of -s, first kk
             latents, contributions = [], []
-            for i in range(len(s)):
-                terms = (w * m.z[i])[None, :] * m.z[nearest[i]]  # row r: w * z_i * z_j for the r-th peer j
+            d = m.z.shape[1]
+            for lo in range(0, len(s), 128):  # 128 companies at a time: (128 x k) rows of terms, one settle
+                i = np.arange(lo, min(lo + 128, len(s)))
+                # row (i, r): w * z_i * z_j for the r-th peer j of company i
+                terms = ((w * m.z[i])[:, None, :] * m.z[nearest[i]]).reshape(-1, d)
                 best = largest_first(settle_ties(terms), top)
                 latents.extend(best.tolist())
                 contributions.extend(np.take_along_axis(terms, best, axis=1).tolist())
