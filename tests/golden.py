@@ -37,9 +37,10 @@ VOLATILE = {
 }
 RTOL = 1e-12
 # A golden copy made on another kind of CPU (``machine.json``: torch's CPU capability and the BLAS kernel):
-# language-model features and ill-conditioned solves differ there in their last bits (seen: the alpha=0.01
-# ridge weights of `sae_sup` at 1e-11 relative between an AVX2 and an AVX-512 host), so floats are compared
-# to 1e-6 relative; every discrete column (groups, tickers, labels, chosen flags) must still be equal.
+# language-model features and ill-conditioned solves differ there in their last bits (seen: the explanation
+# weights of `sae_sup`, an alpha=0.01 ridge fit, by up to 1.1e-9 between an AVX2 and an AVX-512 host), so
+# floats are compared to 1e-6 relative; every discrete column (groups, tickers, labels, chosen flags) must
+# still be equal.
 CROSS_MACHINE_RTOL = 1e-6
 # large tables are digested per column instead of stored whole
 STORE_MAX_ROWS = 20_000
