@@ -319,29 +319,35 @@ def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: d
         return {}
     windows = pre_windows(cfg, prices, tickers)
     stage = LearnedStage(cfg, windows, tickers, targets)
-    out: dict[str, LearnedMethod] = {}
-    systems: dict[str, PairSystem] = {}
-    for base in lc.methods:
-        m, systems[f"{base}_sup"] = stage.supervised(f"{base}_sup", base, zs[base], cold=False)
-        out[m.name] = m
-    for base in lc.nonnegative:
-        m, systems[f"{base}_nn"] = stage.supervised(f"{base}_nn", base, zs[base], nonneg=True,
-                                                    system=systems.get(f"{base}_sup"), cold=False)
-        out[m.name] = m
-    shared: dict[int, list[str]] = {}  # the signed and non-negative fits of one base share a pair system
-    for name, system in systems.items():
-        shared.setdefault(id(system), []).append(name)
-    for names in shared.values():
-        base = str(out[names[0]].base)
-        out.update(zip(names, stage.cold_start([out[n] for n in names], systems[names[0]], zs[base]),
-                       strict=True))
+    built: dict[str, LearnedMethod] = {}
+    window_fits: dict[str, tuple] = {}  # blends of a fitted method: its similarities refitted on [S, split]
+    # one base at a time: its signed and non-negative fits share one pair system (Gram matrices of the
+    # learned features, their eigendecomposition, the fixed part: several hundred MB for the SAE), which is
+    # dropped once the base's cold-start folds and any blend's refit are done (#18: the benchmark's peak)
+    for base in dict.fromkeys([*lc.methods, *lc.nonnegative]):
+        names, system = [], None
+        if base in lc.methods:
+            m, system = stage.supervised(f"{base}_sup", base, zs[base], cold=False)
+            built[m.name] = m
+            names.append(m.name)
+        if base in lc.nonnegative:
+            m, system = stage.supervised(f"{base}_nn", base, zs[base], nonneg=True, system=system, cold=False)
+            built[m.name] = m
+            names.append(m.name)
+        assert system is not None
+        built.update(zip(names, stage.cold_start([built[n] for n in names], system, zs[base]), strict=True))
+        for name in names:
+            if name in lc.blend_with:
+                window_fits[name] = stage.fit_window_similarity(built[name], system, zs[base])
+        del system
+    out: dict[str, LearnedMethod] = {f"{b}_sup": built[f"{b}_sup"] for b in lc.methods}  # the rows' order
+    out.update({f"{b}_nn": built[f"{b}_nn"] for b in lc.nonnegative})
     if lc.price_peers:
         out["price_peers"] = stage.price_peers()
     for base in lc.blend_with:
         if base in out:  # a supervised variant
             m = out[base]
-            z = zs[str(m.base)]
-            fit = stage.fit_window_similarity(m, systems[base], z)
+            fit = window_fits[base]
             full = (m.group_similarity, m.rank_similarity)
         else:  # an unsupervised text method: its cosine
             cos = zs[base] @ zs[base].T
