@@ -73,6 +73,8 @@ def test_settle_ties_makes_rounding_level_ties_exact_and_keeps_real_order():
     assert out[2] == -np.inf and np.isnan(out[3])
     assert settle_ties(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
     assert settle_ties(v) is not v and v[1] == 0.5 + 1e-9  # a copy: the input is untouched
+    w = v.copy()
+    assert settle_ties(w, copy=False) is w and np.array_equal(w, out, equal_nan=True)  # in place
 
 
 def test_ties_break_the_same_way_whatever_the_last_bits():

@@ -55,7 +55,7 @@ def topk_neighbour_correlation(
     n = len(s)
     if n < 2:
         return {k: float("nan") for k in ks}
-    s = settle_ties(s)  # a copy; ties that only float rounding separates are ties on every machine
+    s = settle_ties(s, copy=False)  # s is _aligned's copy; ties only rounding separates are ties everywhere
     np.fill_diagonal(s, -np.inf)  # never one's own neighbour
     if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
         rng = np.random.default_rng(tie_seed)
@@ -97,7 +97,7 @@ class SpearmanReference:
         if len(self.ry) < 3:
             return float("nan")
         s = similarity[np.ix_(self.rows, self.rows)]
-        return float(np.corrcoef(rankdata(settle_ties(s[self.iu, self.ju])), self.ry)[0, 1])
+        return float(np.corrcoef(rankdata(settle_ties(s[self.iu, self.ju], copy=False)), self.ry)[0, 1])
 
 
 def similarity_spearman(similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix) -> float:

@@ -45,9 +45,10 @@ def _check_matrix(X: object) -> sp.csr_matrix | np.ndarray:
     return x
 
 
-def settle_ties(values: np.ndarray, digits: int = 12) -> np.ndarray:
-    """``values`` (a copy, float64) rounded to a grid of ``10^(e + 1 - digits)``, ``e`` the decimal exponent
-    of the largest finite magnitude; infinite and NaN entries stay as they are.
+def settle_ties(values: np.ndarray, digits: int = 12, *, copy: bool = True) -> np.ndarray:
+    """``values`` (float64; a copy unless ``copy=False`` and they are float64 already, then rounded in place)
+    rounded to a grid of ``10^(e + 1 - digits)``, ``e`` the decimal exponent of the largest finite magnitude;
+    infinite and NaN entries stay as they are.
 
     Similarities that are equal in exact arithmetic (binary features: ``|A & B| / sqrt(|A| |B|)`` repeats
     across pairs) come out of a matrix product equal only to the last bits, and which bits depends on the
@@ -55,15 +56,14 @@ def settle_ties(values: np.ndarray, digits: int = 12) -> np.ndarray:
     differently on another CPU. On the grid they are exactly equal, so ties break by the same rule (position)
     everywhere; values closer than one grid step (1e-11 for cosines) count as tied. Costs one pass over the
     array."""
-    v = np.array(values, dtype=np.float64)
-    finite = np.isfinite(v)
-    if not finite.any():
-        return v
-    scale = float(np.abs(v[finite]).max())
+    v = np.array(values, dtype=np.float64, copy=True if copy else None)  # None: copy only to convert
+    scale = float(np.max(np.abs(v), where=np.isfinite(v), initial=0.0))
     if scale == 0.0:
         return v
     step = 10.0 ** (np.floor(np.log10(scale)) + 1 - digits)
-    v[finite] = np.round(v[finite] / step) * step
+    np.divide(v, step, out=v)  # +-inf and NaN pass through the three steps unchanged
+    np.round(v, out=v)
+    np.multiply(v, step, out=v)
     return v
 
 

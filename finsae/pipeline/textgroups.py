@@ -22,7 +22,7 @@ from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
 from finsae.extract.documents import TextFeatures, document_features, document_features_many
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
-from finsae.group.similarity import FeatureTransform, settle_ties
+from finsae.group.similarity import FeatureTransform
 from finsae.group.supervised import largest_first
 from finsae.group.taxonomy import taxonomy_labels
 from finsae.pipeline.learned import LearnedMethod, build_learned
@@ -124,17 +124,17 @@ class VintageGroups:
             if lm is None or lm.kind != "supervised":
                 continue
             w = lm.rank_weights if lm.rank_weights is not None else np.ones(m.z.shape[1])
-            s = settle_ties(lm.rank_similarity)  # a copy: ties break by position on every CPU
+            s = lm.rank_similarity.copy()
             np.fill_diagonal(s, -np.inf)
             kk = min(k, len(s) - 1)
             nearest = largest_first(s, kk)  # = the stable argsort of -s, first kk
             latents, contributions = [], []
             d = m.z.shape[1]
-            for lo in range(0, len(s), 128):  # 128 companies at a time: (128 x k) rows of terms, one settle
+            for lo in range(0, len(s), 128):  # 128 companies at a time: (128 x k) rows of terms
                 i = np.arange(lo, min(lo + 128, len(s)))
                 # row (i, r): w * z_i * z_j for the r-th peer j of company i
                 terms = ((w * m.z[i])[:, None, :] * m.z[nearest[i]]).reshape(-1, d)
-                best = largest_first(settle_ties(terms), top)
+                best = largest_first(terms, top)
                 latents.extend(best.tolist())
                 contributions.extend(np.take_along_axis(terms, best, axis=1).tolist())
             tickers = np.asarray(m.tickers, dtype=object)
@@ -143,7 +143,7 @@ class VintageGroups:
                 "ticker": np.repeat(tickers, kk),
                 "rank": np.tile(np.arange(1, kk + 1), len(s)),
                 "peer": tickers[nearest.ravel()],
-                "similarity": np.take_along_axis(lm.rank_similarity, nearest, axis=1).ravel(),
+                "similarity": np.take_along_axis(s, nearest, axis=1).ravel(),
                 "latents": latents,
                 "contributions": contributions,
             }).assign(vintage=self.vintage))
