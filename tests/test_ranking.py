@@ -98,3 +98,26 @@ def test_ties_break_the_same_way_whatever_the_last_bits():
         runs.append((topk_neighbour_correlation(s, tickers, corr, (1, 5, 10)),
                      similarity_spearman(s, tickers, corr), seq.a.tolist(), seq.b.tolist()))
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_average_ranks_equal_scipy_rankdata_bit_for_bit():
+    from scipy.stats import rankdata
+
+    from finsae.evaluate.ranking import average_ranks
+
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.normal(size=10_001),  # no ties
+        rng.integers(0, 7, size=5_000).astype(float),  # heavy ties
+        np.round(rng.normal(size=20_000), 2),  # a binary-cosine-like mix of tie groups
+        np.array([0.0, -0.0, 1.0, np.inf, -np.inf, 0.0, np.inf]),  # signed zeros tie, infinities rank
+        np.array([2.0]),
+        np.array([]),
+    ]
+    for x in cases:
+        got, want = average_ranks(x), rankdata(x)
+        assert got.dtype == np.float64 and np.array_equal(got, want)
+    assert np.isnan(average_ranks(np.array([1.0, np.nan, 0.0]))).all()  # scipy: nan_policy="propagate"
+    assert np.isnan(rankdata(np.array([1.0, np.nan, 0.0]))).all()
+    with pytest.raises(DataError, match="1-D"):
+        average_ranks(np.zeros((2, 2)))
