@@ -321,8 +321,11 @@ class LearnedStage:
 
     def fit_window_similarity(self, m: LearnedMethod, system: PairSystem | None, z: np.ndarray) -> tuple:
         """The (group, rank) similarities of ``m``'s chosen candidates refitted on ``[S, split]`` only."""
-        out = []
+        out: list[np.ndarray] = []
         for p in (m.group_params, m.rank_params):
+            if out and p == m.group_params:  # both objectives chose one candidate: one refit, one matrix
+                out.append(out[0])
+                continue
             if m.kind != "supervised" or p.get("prior") == "none":
                 out.append(z @ z.T if m.kind == "supervised" else m.group_similarity)
                 continue
