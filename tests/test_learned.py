@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from finsae.config import load_benchmark_config
-from finsae.errors import DataError
 from finsae.evaluate import correlation_matrix
 from finsae.evaluate.inference import block_indices, two_way_differences
 from finsae.evaluate.pricepeers import blend_similarity, price_similarity, standardise
@@ -152,27 +151,15 @@ def test_cold_start_weights_never_see_a_held_out_companys_pairs(nonneg):
     z = l2_normalize(np.abs(np.random.default_rng(1).normal(size=(n, 5))))
     target = {"gics_industry": GranularityTarget("gics_industry", 6, 0.1, n)}
 
-    def fitted(returns: pd.DataFrame, threads: int = 1):
+    def cold(returns: pd.DataFrame) -> np.ndarray:
         p = type(panel)(returns, panel.frequency, panel.start, panel.end, panel.dropped)
         c = correlation_matrix(p)
-        stage = LearnedStage(cfg, PreWindows(c, c, c), tickers, target, threads=threads)
+        stage = LearnedStage(cfg, PreWindows(c, c, c), tickers, target)
         m, _ = stage.supervised("x_nn" if nonneg else "x_sup", "x", z, nonneg=nonneg)
         assert m.rank_weights is None or (m.rank_weights >= 0).all() or not nonneg
-        return m
-
-    def cold(returns: pd.DataFrame) -> np.ndarray:
-        return fitted(returns).cold_rank
+        return m.cold_rank
 
     base = cold(panel.returns)
-    # folds fitted side by side: the same arrays, bit for bit, in fold order
-    one, two = fitted(panel.returns, 1), fitted(panel.returns, 2)
-    assert np.array_equal(one.cold_rank, two.cold_rank) and len(two.cold_groups) == 3
-    for (ta, ca), (tb, cb) in zip(one.cold_groups, two.cold_groups, strict=True):
-        assert np.array_equal(ta, tb) and ca.keys() == cb.keys()
-        assert all(np.array_equal(ca[k], cb[k]) for k in ca)
-    c0 = correlation_matrix(panel)
-    with pytest.raises(DataError, match="threads"):
-        LearnedStage(cfg, PreWindows(c0, c0, c0), tickers, target, threads=0)
     folds = _folds(n, 3, cfg.evaluation.seed)
     held = np.flatnonzero(folds == 0)
     changed = panel.returns.copy()

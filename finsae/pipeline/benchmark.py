@@ -342,10 +342,9 @@ def run_benchmark(
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless
     ``write=False``.
 
-    ``threads``: how many (design, frequency) windows are scored at once once the text groups are built, and
-    how many cold-start folds of the learned methods are fitted at once while they are built (default: one
-    per CPU, at most :data:`DEFAULT_MAX_THREADS`: each window or fold holds its own N x N matrices and calls
-    multi-threaded BLAS; 1: one after another). The tables do not depend on it."""
+    ``threads``: how many (design, frequency) windows are scored at once once the text groups are built
+    (default: one per CPU, at most :data:`DEFAULT_MAX_THREADS`: each window holds its own N x N matrices and
+    calls multi-threaded BLAS; 1: one after another). The tables do not depend on it."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
@@ -378,8 +377,7 @@ def run_benchmark(
         "cold_start": [],
         "two_way": [],
     }
-    workers = threads or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
-    text_stage = TextStage(cfg, universe, prices, threads=workers) if cfg.text_methods else None
+    text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
 
     def result() -> BenchmarkResult:
@@ -429,7 +427,7 @@ def run_benchmark(
 
         # the windows are independent (each its own correlations and seeded draws; the text groups are built
         # above and only read): run side by side, taken in order, the same tables as one after another
-        n_threads = max(1, min(workers, len(windows)))
+        n_threads = max(1, min(threads or min(os.cpu_count() or 1, DEFAULT_MAX_THREADS), len(windows)))
         with ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool:
             results = pool.map(window, windows) if pool is not None else map(window, windows)
             for (_, _, text), got in zip(windows, results, strict=True):

@@ -26,9 +26,7 @@ fold's weights.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -154,14 +152,9 @@ class LearnedStage:
     """Builds the learned methods of one vintage (see the module docstring)."""
 
     def __init__(self, cfg: BenchmarkConfig, windows: PreWindows, tickers: pd.Index,
-                 targets: dict[str, GranularityTarget], *, threads: int = 1) -> None:
-        """``threads``: cold-start folds fitted at once (each independent; the results do not depend on
-        it)."""
+                 targets: dict[str, GranularityTarget]) -> None:
         if cfg.learned is None:
             raise DataError("the config has no learned section")
-        if threads < 1:
-            raise DataError(f"threads must be at least 1, got {threads}")
-        self.threads = threads
         self.cfg, self.lc, self.w, self.tickers = cfg, cfg.learned, windows, pd.Index(tickers)
         self.targets, self.target = targets, targets[cfg.selection.level]
         self.match, self.seed = cfg.selection.match, cfg.evaluation.seed
@@ -247,36 +240,21 @@ class LearnedStage:
         folds = _folds(len(self.tickers), self.lc.folds, self.seed)
         cold_rank = [np.empty((len(z), len(z))) for _ in methods]
         cold_groups: list[list] = [[] for _ in methods]
-
-        def fold(f: int) -> list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, dict[str, np.ndarray]]]]:
-            """Per method: the held-out rows, their similarities to everyone and (held-out mask, codes)."""
+        for f in range(self.lc.folds):
             test = folds == f
             train = np.flatnonzero(~test)
             sub = system.subset(train)
             c_train = self.c_full[np.ix_(train, train)]
             rhs: dict[tuple[str, bool], tuple] = {}
             rows = np.flatnonzero(test)
-            out = []
-            for m in methods:
+            for i, m in enumerate(methods):
                 wr = _fold_weights(sub, rhs, c_train, m.rank_params)  # no warm start from the full fit
-                block = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
+                cold_rank[i][rows] = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
                 wg = _fold_weights(sub, rhs, c_train, m.group_params)
                 sg = (z @ z.T) if wg is None else system.similarity(wg)
                 grouper = PeerGrouper(None, self.tickers, "average", distance=similarity_distance(sg))
-                del sg
                 codes = {level: grouper.labels_for(t, "density")[0] for level, t in self.targets.items()}
-                out.append((rows, block, (test, codes)))
-            return out
-
-        # the folds are independent (each its own subset system; ``system`` is only read): fitted side by
-        # side, taken in fold order, the same arrays as one after another
-        n_threads = min(self.threads, self.lc.folds)
-        with ThreadPoolExecutor(n_threads) if n_threads > 1 else contextlib.nullcontext() as pool:
-            apply = pool.map if pool is not None else map
-            for got in apply(fold, range(self.lc.folds)):
-                for i, (rows, block, item) in enumerate(got):
-                    cold_rank[i][rows] = block
-                    cold_groups[i].append(item)
+                cold_groups[i].append((test, codes))
         return [replace(m, cold_rank=cold_rank[i], cold_groups=cold_groups[i]) for i, m in enumerate(methods)]
 
     def price_peers(self) -> LearnedMethod:
@@ -336,14 +314,14 @@ class LearnedStage:
 
 
 def build_learned(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index, zs: dict[str, np.ndarray],
-                  targets: dict[str, GranularityTarget], *, threads: int = 1) -> dict[str, LearnedMethod]:
+                  targets: dict[str, GranularityTarget]) -> dict[str, LearnedMethod]:
     """Every learned method of ``cfg.learned`` on ``tickers`` (``zs``: each text method's transformed
-    rows; ``threads``: cold-start folds fitted at once)."""
+    rows)."""
     lc: LearnedConfig | None = cfg.learned
     if lc is None:
         return {}
     windows = pre_windows(cfg, prices, tickers)
-    stage = LearnedStage(cfg, windows, tickers, targets, threads=threads)
+    stage = LearnedStage(cfg, windows, tickers, targets)
     built: dict[str, LearnedMethod] = {}
     window_fits: dict[str, tuple] = {}  # blends of a fitted method: its similarities refitted on [S, split]
     # one base at a time: its signed and non-negative fits share one pair system (Gram matrices of the

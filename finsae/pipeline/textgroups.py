@@ -163,13 +163,9 @@ class TextStage:
     """Builds (and memoises per vintage) the text groupings of a benchmark config."""
 
     def __init__(
-        self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None,
-        threads: int = 1,
+        self, cfg: BenchmarkConfig, universe: Universe, prices: Prices, *, progress: bool | None = None
     ) -> None:
-        """``threads``: cold-start folds of the learned methods fitted at once (the results do not depend on
-        it)."""
         self.cfg, self.universe, self.prices, self.progress = cfg, universe, prices, progress
-        self.threads = threads
         self._vintages: dict[str, VintageGroups] = {}
         self._selection_corr: CorrelationMatrix | None = None
         self._feature_cache: dict[tuple, TextFeatures] = {}
@@ -276,8 +272,7 @@ class TextStage:
         if cfg.selection.level not in sel_targets:
             sel_targets.update(granularity_targets(self.universe, first.tickers, [cfg.selection.level]))
         learned = build_learned(
-            cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets,
-            threads=self.threads,
+            cfg, self.prices, first.tickers, {n: m.z for n, m in methods.items()}, sel_targets
         )
         for name, lm in learned.items():
             base = methods[str(lm.base)] if lm.base in methods else (
