@@ -13,7 +13,8 @@ process (``os.wait4``). Setup (``make setup``) is not part of the figure: run it
 
 ``--timeline`` runs each step with ``-v`` and samples the resident size of its whole process tree (summed over
 /proc) every half second beside the latest log line, so a step's peak can be placed: the JSON gets, per step,
-the sampled peak, the log line it came after and the highest sample after each log line (the top ten).
+the sampled peak, the log line it came after and the highest sample after each log line (the top ten), and the
+fifteen longest phases (the time from a log line to the next one).
 ``--steps N`` runs the recipe's first N steps only (the figures then say ``partial``).
 """
 
@@ -87,6 +88,7 @@ class Timeline:
         self.proc, self.interval = proc, interval
         self.last_line = "(start)"
         self.lines: list[str] = []
+        self.phases: list[tuple[float, str]] = []  # (seconds, line) of every log line that is not a bar
         self.samples: list[tuple[float, int, str]] = []
         self.t0 = time.perf_counter()
         self._stop = threading.Event()
@@ -103,6 +105,7 @@ class Timeline:
                 self.lines.append(line)
                 if not line.lstrip().startswith(("extract", "Loading weights")) and "it/s]" not in line:
                     self.last_line = line[:200]  # progress bars are not phases
+                    self.phases.append((time.perf_counter() - self.t0, self.last_line))
 
     def _sample(self) -> None:
         # not proc.poll(): that could reap the child before the caller's os.wait4 does
@@ -125,6 +128,10 @@ class Timeline:
                 by_line[line] = (rss, t)
         t, rss, line = max(self.samples, key=lambda x: x[1])
         top = sorted(by_line.items(), key=lambda kv: -kv[1][0])[:10]
+        end = self.samples[-1][0]
+        spans = [(line, t, (self.phases[n + 1][0] if n + 1 < len(self.phases) else end) - t)
+                 for n, (t, line) in enumerate(self.phases)]
+        longest = sorted(spans, key=lambda x: -x[2])[:15]
         return {
             "samples": len(self.samples),
             "sampled_peak_gb": round(rss / 2**30, 2),
@@ -132,6 +139,8 @@ class Timeline:
             "peak_after_line": line,
             "peaks_after_lines": [{"line": k, "gb": round(v[0] / 2**30, 2), "at_seconds": round(v[1], 1)}
                                   for k, v in top],
+            "longest_phases": [{"line": line, "at_seconds": round(t, 1), "seconds": round(d, 1)}
+                               for line, t, d in longest],
         }
 
     def stderr(self) -> str:

@@ -64,3 +64,57 @@ def test_lean_processing_gives_the_same_weights(norm, monkeypatch):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert HookedTransformer.load_and_process_state_dict.__name__ == "load_and_process_state_dict"  # restored
+
+
+def _tiny_gguf(path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny")
+    writer.add_block_count(1)
+    writer.add_context_length(16)
+    writer.add_embedding_length(8)
+    writer.add_tensor("token_embd.weight", np.arange(32, dtype=np.float32).reshape(4, 8))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_one_gguf_parse_shares_one_reader_and_restores(tmp_path):
+    """Inside ``one_gguf_parse`` every reader of the file is one parse and every metadata load one deep-copied
+    result (what the conversion's tokenizer, config and weights read); other files and tensor loads take the
+    real functions; both are restored afterwards, also after an error."""
+    import gguf
+    import numpy as np
+    import transformers.modeling_gguf_pytorch_utils as tf_gguf
+
+    from finsae.extract.model import one_gguf_parse
+
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    other = _tiny_gguf(tmp_path / "other.gguf")
+    real_reader, real_load = gguf.GGUFReader, tf_gguf.load_gguf_checkpoint
+    calls = []
+    counting = lambda p, *a, **k: calls.append(p) or real_load(p, *a, **k)  # noqa: E731
+    tf_gguf.load_gguf_checkpoint = counting
+    try:
+        with one_gguf_parse(path) as reader:
+            assert gguf.GGUFReader(str(path)) is reader
+            assert gguf.GGUFReader(str(tmp_path / "." / "tiny.gguf")) is reader  # same file, other spelling
+            assert gguf.GGUFReader(str(other)) is not reader
+            first = tf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+            first["config"]["edited"] = True  # a caller's edit never reaches the next caller
+            second = tf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+            assert "edited" not in second["config"] and second["config"] == real_load(str(path))["config"]
+            assert len(calls) == 1  # one parse for both
+            np.testing.assert_array_equal(reader.tensors[0].data.reshape(4, 8),
+                                          np.arange(32, dtype=np.float32).reshape(4, 8))
+        assert gguf.GGUFReader is real_reader and tf_gguf.load_gguf_checkpoint is counting
+        with pytest.raises(RuntimeError), one_gguf_parse(path):
+            raise RuntimeError("boom")
+        assert gguf.GGUFReader is real_reader and tf_gguf.load_gguf_checkpoint is counting
+        assert gguf.GGUFReader(str(path)) is not reader
+    finally:
+        tf_gguf.load_gguf_checkpoint = real_load
