@@ -207,12 +207,12 @@ def one_gguf_parse(gguf: Path) -> Iterator[Any]:
             parsed["result"] = real_load(path, return_tensors=False)
         return copy.deepcopy(parsed["result"])
 
-    gguf_module.GGUFReader = shared_reader  # type: ignore[assignment,misc]
-    tf_gguf.load_gguf_checkpoint = shared_load  # type: ignore[assignment]
+    gguf_module.GGUFReader = shared_reader
+    tf_gguf.load_gguf_checkpoint = shared_load
     try:
         yield reader
     finally:
-        gguf_module.GGUFReader = real_reader  # type: ignore[misc]
+        gguf_module.GGUFReader = real_reader
         tf_gguf.load_gguf_checkpoint = real_load
 
 
