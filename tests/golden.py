@@ -3,9 +3,9 @@
 ``snapshot(folder)`` reads every parquet table under a results (or export) folder, drops what legitimately
 changes between runs (run ids, timings, paths), sorts rows by their non-float columns and returns one
 canonical frame per table. ``write_golden`` stores them under ``tests/golden/<name>/``; ``compare`` reports
-every table, column and row that differs (floats to 12 significant digits: a refactor may reorder a sum,
-nothing more; to 6 against a copy whose ``machine.json`` names another kind of CPU, see
-:data:`CROSS_MACHINE_RTOL`).
+every table, column and row that differs (floats, also those inside list columns, to 12 significant digits:
+a refactor may reorder a sum, nothing more; to 6 against a copy whose ``machine.json`` names another kind of
+CPU, see :data:`CROSS_MACHINE_RTOL`).
 
 Run ``python -m tests.golden write results`` before a change and ``python -m tests.golden check results``
 after.
@@ -46,9 +46,50 @@ CROSS_MACHINE_RTOL = 1e-6
 STORE_MAX_ROWS = 20_000
 
 
+#: A list column of floats with at most this many entries per row is compared entry by entry (one float
+#: column per position, ``name[k]``); a longer one by three float columns per row (sum, absolute sum,
+#: position-weighted sum), so its floats get the float rule too, not an exact text match of their last bits.
+MAX_EXPLODED = 32
+
+
+def _is_seq(v: object) -> bool:
+    return isinstance(v, list | tuple | np.ndarray)
+
+
+def _float_lists(col: pd.Series) -> bool:
+    """Whether every value of an object column is a sequence (or missing) and some entry is a float."""
+    values = [v for v in col if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    if not values or not all(_is_seq(v) for v in values):
+        return False
+    return any(isinstance(x, float | np.floating) for v in values for x in v)
+
+
+def _float_list_columns(name: str, col: pd.Series) -> dict[str, pd.Series]:
+    rows = [np.asarray(v, dtype=np.float64) if _is_seq(v) else None for v in col]
+    longest = max((len(r) for r in rows if r is not None), default=0)
+    lengths = pd.Series([None if r is None else f"len {len(r)}" for r in rows], index=col.index, dtype=object)
+    out = {name: lengths}  # the discrete part: which rows have a list, and how long
+    if longest <= MAX_EXPLODED:
+        for k in range(longest):
+            out[f"{name}[{k}]"] = pd.Series([r[k] if r is not None and k < len(r) else np.nan for r in rows],
+                                            index=col.index, dtype=np.float64)
+        return out
+    for what, f in (("sum", np.sum), ("abs_sum", lambda r: np.abs(r).sum()),
+                    ("weighted", lambda r: (np.arange(1, len(r) + 1) * r).sum())):
+        out[f"{name}[{what}]"] = pd.Series([np.nan if r is None else float(f(r)) for r in rows],
+                                           index=col.index, dtype=np.float64)
+    return out
+
+
 def _canonical(table: pd.DataFrame) -> pd.DataFrame:
     table = table.drop(columns=[c for c in table.columns if str(c) in VOLATILE], errors="ignore")
     table = table.reset_index(drop=True)
+    lists = [c for c in table.columns if table[c].dtype == object and _float_lists(table[c])]
+    if lists:
+        parts = {}
+        for c in table.columns:
+            parts.update(_float_list_columns(str(c), table[c]) if c in lists else {c: table[c]})
+        table = pd.DataFrame(parts)
     for c in table.columns:
         col = table[c]
         if col.dtype == object or str(col.dtype).startswith(("string", "category")):
@@ -56,7 +97,7 @@ def _canonical(table: pd.DataFrame) -> pd.DataFrame:
                 lambda v: (
                     None
                     if v is None or (isinstance(v, float) and np.isnan(v))
-                    else str(list(v))
+                    else str([x.item() if isinstance(x, np.generic) else x for x in v])
                     if isinstance(v, list | tuple | np.ndarray)
                     else str(v)
                 )

@@ -70,6 +70,56 @@ def test_compare_finds_a_changed_number(tmp_path: Path) -> None:
         golden.GOLDEN = old
 
 
+def test_floats_inside_list_columns_follow_the_float_rule(tmp_path: Path) -> None:
+    """A list column of floats (a neighbour's latent contributions) is compared entry by entry like a float
+    column: last bits pass, a change at 1e-9 or a changed length is reported; lists of integers stay exact.
+    The same holds for a digested table (too many rows to store; its column sums are compared to 1e-10, so
+    the change there is 1e-7) and for lists too long to split per entry."""
+    import numpy as np
+    import pandas as pd
+
+    from tests import golden
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    vals = [rng.random(3) for _ in range(4)]
+    long_vals = [rng.random(golden.MAX_EXPLODED + 5) for _ in range(4)]
+
+    def table(values: list, latents: list, long: list) -> pd.DataFrame:
+        return pd.DataFrame({"ticker": list("abcd"), "contributions": values,
+                             "latents": [np.array(x) for x in latents], "long": long})
+
+    latents = [[1, 2, 3]] * 4
+    table(vals, latents, long_vals).to_parquet(folder / "t.parquet")
+    old_golden, old_max = golden.GOLDEN, golden.STORE_MAX_ROWS
+    golden.GOLDEN = tmp_path / "golden"
+    try:
+        for store_max, step in ((20_000, 1e-9), (2, 1e-7)):  # stored whole, then digested
+            golden.STORE_MAX_ROWS = store_max
+            golden.write_golden(folder, "x")
+            last_bit = [np.nextafter(v, 1) for v in vals]
+            table(last_bit, latents, [np.nextafter(v, 1) for v in long_vals]).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") == []
+            changed = [v.copy() for v in vals]
+            changed[2][1] *= 1 + step
+            table(changed, latents, long_vals).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") != []
+            shorter = [v[:2] if k == 1 else v for k, v in enumerate(vals)]
+            table(shorter, latents, long_vals).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") != []
+            table(vals, [[1, 2, 4]] + latents[1:], long_vals).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") != []
+            long_changed = [v.copy() for v in long_vals]
+            long_changed[0][-1] *= 1 + step
+            table(vals, latents, long_changed).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") != []
+            table(vals, latents, long_vals).to_parquet(folder / "t.parquet")
+            assert golden.compare(folder, "x") == []
+    finally:
+        golden.GOLDEN, golden.STORE_MAX_ROWS = old_golden, old_max
+
+
 def test_a_golden_copy_from_another_cpu_kind_allows_last_bits_only(tmp_path: Path) -> None:
     """Against a copy whose machine.json names another CPU kind, floats may differ by 1e-6 relative (kernels
     sum in another order), not more, and discrete columns not at all; on the same kind the rule is strict."""
