@@ -478,6 +478,10 @@ def _nan_first(v: pd.DataFrame) -> pd.DataFrame:
         ("vectors", lambda v: pd.concat([v, v.iloc[:5]], ignore_index=True), "more than once"),
         ("vectors", lambda v: v.assign(dim=v["dim"].where(v.index > 0, 10**6)), "outside method 'tfidf'"),
         ("vectors", lambda v: v.assign(value=v["value"] * 2), "has length"),
+        ("vectors", lambda v: v.assign(ticker=v["ticker"].where(v.index > 0, "ZZZZ")),
+         r"'vectors': tickers \['ZZZZ'\] are not in companies"),
+        ("peers", lambda p: p.assign(peer=p["peer"].where(p.index > 0, "ZZZZ")),
+         r"'peers': tickers \['ZZZZ'\] are not in companies"),
         (
             "peers",
             lambda p: p.assign(similarity=p["similarity"].where(p.index > 0, np.inf)),

@@ -159,6 +159,9 @@ def check_contents(path: str | Path, manifest: dict) -> None:
     def read(name: str, columns: list[str]) -> pd.DataFrame:
         return pd.read_parquet(path / tables[name]["file"], columns=columns)
 
+    def distinct(col: pd.Series) -> set[str]:  # a column's values, vectorised (tables of millions of rows)
+        return {str(v) for v in pd.unique(col.astype(str))}
+
     methods = manifest["methods"]
     for key in ("headline_method", "explain_method"):
         value = manifest.get(key)
@@ -176,7 +179,7 @@ def check_contents(path: str | Path, manifest: dict) -> None:
                           "API could not reach them)")
     known = set(companies)
     vec = read("vectors", ["method", "ticker", "dim", "value"])
-    unknown = sorted(set(vec["method"].astype(str)) - set(methods))
+    unknown = sorted(distinct(vec["method"]) - set(methods))
     if unknown:
         raise ExportError(f"table 'vectors': methods {unknown} are not in the manifest's methods "
                           f"{list(methods)}")
@@ -185,25 +188,29 @@ def check_contents(path: str | Path, manifest: dict) -> None:
         bad = vec[~np.isfinite(values)].iloc[0]
         raise ExportError(f"table 'vectors': non-finite value for {bad['ticker']} ({bad['method']}, dim "
                           f"{bad['dim']})")
-    width = vec["method"].map({m: int(info["dims"]) for m, info in methods.items()}).to_numpy()
+    method_code = pd.Index(list(methods)).get_indexer(vec["method"].astype(str))  # every method is known
+    width = np.array([int(info["dims"]) for info in methods.values()], dtype=np.int64)[method_code]
     dims = vec["dim"].to_numpy(np.int64)
     outside = (dims < 0) | (dims >= width)
     if outside.any():
         bad = vec[outside].iloc[0]
         raise ExportError(f"table 'vectors': dim {bad['dim']} of {bad['ticker']} is outside method "
                           f"{bad['method']!r}'s {methods[bad['method']]['dims']} dimensions")
-    dup = vec.duplicated(["method", "ticker", "dim"])
+    ticker_code, ticker_names = pd.factorize(vec["ticker"].astype(str))
+    company_of = method_code.astype(np.int64) * max(len(ticker_names), 1) + ticker_code  # (method, ticker)
+    dup = pd.Series(company_of * (int(dims.max()) + 1 if len(dims) else 1) + dims).duplicated().to_numpy()
     if dup.any():
         bad = vec[dup].iloc[0]
         raise ExportError(f"table 'vectors': {bad['ticker']} has dim {bad['dim']} of method "
                           f"{bad['method']!r} more than once")
-    norms = (vec.assign(sq=values ** 2).groupby(["method", "ticker"])["sq"].sum())
+    norms = pd.Series(values ** 2).groupby(company_of).sum()  # sorted by (method, ticker code)
     long = norms[norms > 1.0 + 1e-3]
     if len(long):
-        (m, t), v = long.index[0], long.iloc[0]
-        raise ExportError(f"table 'vectors': the {m!r} vector of {t} has length {np.sqrt(v):.4g}; vectors "
-                          "are unit length (or zero)")
-    stray = sorted(set(vec["ticker"].astype(str)) - known)
+        pair, v = int(long.index[0]), float(long.iloc[0])
+        first = vec.iloc[int(np.flatnonzero(company_of == pair)[0])]
+        raise ExportError(f"table 'vectors': the {first['method']!r} vector of {first['ticker']} has length "
+                          f"{np.sqrt(v):.4g}; vectors are unit length (or zero)")
+    stray = sorted(set(ticker_names) - known)
     if stray:
         raise ExportError(f"table 'vectors': tickers {stray[:5]} are not in companies.parquet")
     peers = read("peers", ["method", "ticker", "peer", "similarity"])
@@ -211,15 +218,15 @@ def check_contents(path: str | Path, manifest: dict) -> None:
     if not np.isfinite(sims).all():
         bad = peers[~np.isfinite(sims)].iloc[0]
         raise ExportError(f"table 'peers': non-finite similarity of {bad['ticker']} and {bad['peer']}")
-    stray = sorted((set(peers["ticker"].astype(str)) | set(peers["peer"].astype(str))) - known)
+    stray = sorted((distinct(peers["ticker"]) | distinct(peers["peer"])) - known)
     if stray:
         raise ExportError(f"table 'peers': tickers {stray[:5]} are not in companies.parquet")
     groups = read("groups", ["grouping", "ticker"])
-    stray = sorted(set(groups["ticker"].astype(str)) - known)
+    stray = sorted(distinct(groups["ticker"]) - known)
     if stray:
         raise ExportError(f"table 'groups': tickers {stray[:5]} are not in companies.parquet")
     default = manifest.get("default_grouping")
-    if default is not None and default not in set(groups["grouping"].astype(str)):
+    if default is not None and default not in distinct(groups["grouping"]):
         raise ExportError(f"{path / 'manifest.json'}: default_grouping {default!r} is not a grouping of "
                           "groups.parquet")
     if "dimensions" in tables:
