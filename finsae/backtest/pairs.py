@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -151,10 +152,11 @@ def pair_tests(log_prices: np.ndarray, i: np.ndarray, j: np.ndarray, *, maxlag: 
 
 
 def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | None,
-                  limit: int | None = None) -> np.ndarray:
+                  limit: int | None = None, *, at: np.ndarray | None = None) -> np.ndarray:
     """Walk the candidate positions ``order`` (best first) and keep each pair unless one of its stocks
     ``i[k]``, ``j[k]`` is already in ``cap`` kept pairs; stop after ``limit`` pairs. Returns the kept
-    positions in order."""
+    positions in order. ``at``: the stocks of candidate ``k`` are ``i[at[k]]``, ``j[at[k]]`` (candidates that
+    are a subset of longer arrays, read only where the walk needs them)."""
     order = np.asarray(order, dtype=np.int64)
     if cap is None:
         return order[:limit] if limit else order
@@ -163,7 +165,8 @@ def cap_per_stock(order: np.ndarray, i: np.ndarray, j: np.ndarray, cap: int | No
     used: dict[int, int] = {}
     kept: list[int] = []
     for pos in order:
-        a, b = int(i[pos]), int(j[pos])
+        q = pos if at is None else at[pos]
+        a, b = int(i[q]), int(j[q])
         if used.get(a, 0) >= cap or used.get(b, 0) >= cap:
             continue
         used[a] = used.get(a, 0) + 1
@@ -219,22 +222,22 @@ def select_pairs(pvalue: np.ndarray, half_life: np.ndarray, usable: np.ndarray, 
 
 
 def select_distance(ssd: np.ndarray, usable: np.ndarray, i: np.ndarray, j: np.ndarray, *, max_pairs: int,
-                    max_per_stock: int | None = None) -> np.ndarray:
+                    max_per_stock: int | None = None, at: np.ndarray | None = None) -> np.ndarray:
     """Positions of the distance-method pairs: the usable candidates with the smallest sum of squared
     deviations (ties in position order), at most ``max_per_stock`` per stock and ``max_pairs`` in all (Gatev
     et al. 2006 take the top 20). Only the smallest SSDs are sorted (a partition first, widened until the cap
-    is satisfied)."""
+    is satisfied). ``at``: candidate ``k``'s stocks are ``i[at[k]]``, ``j[at[k]]`` (:func:`cap_per_stock`)."""
     candidates = np.flatnonzero(np.asarray(usable, dtype=bool) & np.isfinite(ssd))
     values = np.asarray(ssd, dtype=np.float64)[candidates]
     take = 4 * max_pairs
     while True:
         if take >= len(candidates):
             order = candidates[np.argsort(values, kind="stable")]
-            return cap_per_stock(order, i, j, max_per_stock, max_pairs)
+            return cap_per_stock(order, i, j, max_per_stock, max_pairs, at=at)
         cut = np.partition(values, take - 1)[take - 1]
         head = np.flatnonzero(values <= cut)  # every tie of the cut value: the order is that of a full sort
         order = candidates[head[np.argsort(values[head], kind="stable")]]
-        kept = cap_per_stock(order, i, j, max_per_stock, max_pairs)
+        kept = cap_per_stock(order, i, j, max_per_stock, max_pairs, at=at)
         if len(kept) >= max_pairs:
             return kept
         take *= 4
@@ -292,6 +295,13 @@ class PairChooser:
     selection: PairSelectionSettings
     distance_max_pairs: int
 
+    @cached_property
+    def _coint_tests(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: a test of the family (usable, with a p-value), and one that can pass BH (p <= fdr)."""
+        valid = self.coint_usable & ~np.isnan(self.tests.pvalue)
+        with np.errstate(invalid="ignore"):
+            return valid, valid & (self.tests.pvalue <= self.selection.fdr)
+
     def usable(self, strategy: str) -> np.ndarray:
         """Positions of the pairs a placebo may draw: usable co-integration tests, or every pair."""
         return np.flatnonzero(self.coint_usable) if strategy == "coint" else np.arange(len(self.i))
@@ -300,16 +310,15 @@ class PairChooser:
         """The selected pairs (positions) among the candidates ``pos``."""
         sel = self.selection
         if strategy == "coint":
-            # NaN: not a test of the family
-            p = np.where(self.coint_usable[pos], self.tests.pvalue[pos], np.nan)
-            small = pos[p <= sel.fdr]  # only these can pass BH; the family is every usable candidate
+            valid, significant = self._coint_tests  # boolean gathers (placebos call this thousands of times)
+            small = pos[significant[pos]]  # only these can pass BH; the family is every usable candidate
             keep = select_pairs(self.tests.pvalue[small], self.tests.half_life[small],
                                 np.ones(len(small), dtype=bool), fdr=sel.fdr, min_half_life=sel.min_half_life,
                                 max_half_life=sel.max_half_life, max_pairs=sel.max_pairs, i=self.i[small],
                                 j=self.j[small], max_per_stock=sel.max_pairs_per_stock,
-                                n_tests=len(p) - int(np.isnan(p).sum()))
+                                n_tests=int(np.count_nonzero(valid[pos])))
             return small[keep]
         assert self.ssd is not None, "the distance strategy needs the SSD of every pair"
-        keep = select_distance(self.ssd[pos], np.ones(len(pos), dtype=bool), self.i[pos], self.j[pos],
+        keep = select_distance(self.ssd[pos], np.ones(len(pos), dtype=bool), self.i, self.j, at=pos,
                                max_pairs=self.distance_max_pairs, max_per_stock=sel.max_pairs_per_stock)
         return pos[keep]
