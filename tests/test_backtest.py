@@ -204,6 +204,42 @@ def test_fast_selection_equals_the_library_and_a_full_sort():
                                                       max_per_stock=2), full)
 
 
+def test_chooser_inside_a_subset_equals_the_selection_on_gathered_arrays():
+    """``PairChooser.choose`` (precomputed family and BH-eligible masks; the distance cap reads legs through
+    ``at``) selects what the selection functions select on the candidates' arrays gathered up front."""
+    from finsae.backtest.pairs import PairChooser, ResolvedTests, select_distance, select_pairs
+    from finsae.backtest.results import PairSelectionSettings
+
+    rng = np.random.default_rng(11)
+    n_stocks = 40
+    i, j = np.triu_indices(n_stocks, k=1)
+    n = len(i)
+    p = np.where(rng.random(n) < 0.2, rng.random(n) * 1e-3, rng.random(n))
+    p[rng.random(n) < 0.05] = np.nan
+    p[rng.random(n) < 0.05] = p[0]  # ties
+    hl = rng.uniform(0.5, 200, n)
+    usable = rng.random(n) < 0.8
+    ssd = np.round(rng.random(n) * 20, 1)
+    ssd[rng.random(n) < 0.02] = np.nan
+    tests = ResolvedTests(p, hl, np.ones(n), np.zeros(n, dtype=bool), usable)
+    for cap in (None, 1, 2):
+        sel = PairSelectionSettings(fdr=0.05, min_half_life=1.0, max_half_life=126.0, max_pairs=15,
+                                    maxlag=None, autolag=None, orderings="first", i1_screen=False,
+                                    i1_alpha=0.1, i1_lags=1, max_pairs_per_stock=cap)
+        chooser = PairChooser(tests, usable, ssd, i, j, sel, distance_max_pairs=10)
+        for _draw in range(20):
+            pos = rng.permutation(n)[: int(rng.integers(1, n))]
+            q = np.where(usable[pos], p[pos], np.nan)
+            small = pos[q <= sel.fdr]
+            want = small[select_pairs(p[small], hl[small], np.ones(len(small), dtype=bool), fdr=sel.fdr,
+                                      min_half_life=1.0, max_half_life=126.0, max_pairs=15, i=i[small],
+                                      j=j[small], max_per_stock=cap, n_tests=len(q) - int(np.isnan(q).sum()))]
+            np.testing.assert_array_equal(chooser.choose("coint", pos), want)
+            want = pos[select_distance(ssd[pos], np.ones(len(pos), dtype=bool), i[pos], j[pos], max_pairs=10,
+                                       max_per_stock=cap)]
+            np.testing.assert_array_equal(chooser.choose("distance", pos), want)
+
+
 def test_rules_validation():
     with pytest.raises(DataError, match="entry_z .* must be greater than exit_z"):
         TradingRules(entry_z=1.0, exit_z=1.0)
