@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ from finsae.evaluate.comovement import (
 )
 from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
 from finsae.evaluate.results import BenchmarkResult, DesignInfo
+from finsae.extract.model import release_free_memory
 from finsae.group.taxonomy import taxonomy_labels
 from finsae.pipeline.store import build_run
 from finsae.pipeline.textgroups import TextStage, VintageGroups
@@ -403,6 +405,8 @@ def run_benchmark(
             # held: an extraction's working set never sits on top of a vintage's learned similarities (#18)
             for vintage in dict.fromkeys(info.text_vintage for info in designs):
                 text_stage.prefetch(vintage)
+            gc.collect()  # the models and their batches are gone: hand the freed heap back before the
+            release_free_memory()  # scoring windows' matrices are made (the step's peak is there)
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:
