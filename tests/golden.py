@@ -56,9 +56,13 @@ def _is_seq(v: object) -> bool:
     return isinstance(v, list | tuple | np.ndarray)
 
 
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
 def _float_lists(col: pd.Series) -> bool:
     """Whether every value of an object column is a sequence (or missing) and some entry is a float."""
-    values = [v for v in col if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    values = [v for v in col if not _missing(v)]
     if not values or not all(_is_seq(v) for v in values):
         return False
     return any(isinstance(x, float | np.floating) for v in values for x in v)
@@ -96,9 +100,9 @@ def _canonical(table: pd.DataFrame) -> pd.DataFrame:
             table[c] = col.map(
                 lambda v: (
                     None
-                    if v is None or (isinstance(v, float) and np.isnan(v))
+                    if _missing(v)
                     else str([x.item() if isinstance(x, np.generic) else x for x in v])
-                    if isinstance(v, list | tuple | np.ndarray)
+                    if _is_seq(v)
                     else str(v)
                 )
             ).astype(object)
