@@ -4,6 +4,8 @@ against loops, the paired difference, and the text benchmark's no-look-ahead gua
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import textwrap
 from pathlib import Path
 
@@ -470,3 +472,35 @@ def test_windows_scored_side_by_side_give_the_same_tables(tmp_path):
         pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ConfigError, match="threads"):
         run_benchmark(cfg, tmp_path / "three", threads=0)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork start method")
+def test_features_extracted_in_a_child_process_give_the_same_tables(tmp_path):
+    """The benchmark extracts its text features in a forked child by default (#18: the model's memory never
+    enters the benchmark's process); the tables equal those of an in-process extraction."""
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)
+    cfg = load_benchmark_config(_text_files(tmp_path, prices.close))
+    child = run_benchmark(cfg, tmp_path / "child", extract_in_child=True)
+    here = run_benchmark(cfg, tmp_path / "here", extract_in_child=False)
+    pd.testing.assert_frame_equal(child.table, here.table)
+    pd.testing.assert_frame_equal(child.ranking, here.ranking)
+    pd.testing.assert_frame_equal(child.selection, here.selection)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork start method")
+def test_a_child_extractions_errors_reach_the_caller(tmp_path, monkeypatch):
+    import finsae.pipeline.textgroups as tg
+
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)
+    cfg = load_benchmark_config(_text_files(tmp_path, prices.close))
+
+    def bad_text(universe, vintage, kind, **kwargs):
+        raise DataError(f"universe {universe.source} has no {vintage!r} descriptions")
+
+    monkeypatch.setattr(tg, "document_features", bad_text)  # the fork sees the patched module
+    with pytest.raises(DataError, match="has no '2016-01-01' descriptions"):
+        run_benchmark(cfg, tmp_path / "a", extract_in_child=True)
+    monkeypatch.setattr(tg, "document_features", lambda *a, **k: os._exit(3))  # the child dies
+    with pytest.raises(DataError, match="child process died"):
+        run_benchmark(cfg, tmp_path / "b", extract_in_child=True)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

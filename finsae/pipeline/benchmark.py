@@ -338,7 +338,7 @@ def _check_sae_folders(cfg: BenchmarkConfig) -> None:
 
 def run_benchmark(
     cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True,
-    threads: int | None = None,
+    threads: int | None = None, extract_in_child: bool | None = None,
 ) -> BenchmarkResult:
     """Run ``cfg``; write ``comovement.parquet``, ``size_strata.parquet``, ``dropped.parquet``, ``table.md``
     and ``manifest.json`` into ``output_dir`` (default ``cfg.output_dir / cfg.name``) unless
@@ -346,7 +346,11 @@ def run_benchmark(
 
     ``threads``: how many (design, frequency) windows are scored at once once the text groups are built
     (default: one per CPU, at most :data:`DEFAULT_MAX_THREADS`: each window holds its own N x N matrices and
-    calls multi-threaded BLAS; 1: one after another). The tables do not depend on it."""
+    calls multi-threaded BLAS; 1: one after another). The tables do not depend on it.
+
+    ``extract_in_child``: extract the text features in a forked child process (default: where ``fork`` exists
+    and torch is not loaded yet; :meth:`~finsae.pipeline.textgroups.TextStage.prefetch`). The tables do not
+    depend on it."""
     from finsae.report.markdown import benchmark_markdown
 
     t0 = time.perf_counter()
@@ -402,11 +406,11 @@ def run_benchmark(
             for info in designs:  # before any work
                 text_stage.check_selection_window(info.name, info.start, info.text_look_ahead)
             # every vintage's features first (one language-model pass per vintage), while no built vintage is
-            # held: an extraction's working set never sits on top of a vintage's learned similarities (#18)
-            for vintage in dict.fromkeys(info.text_vintage for info in designs):
-                text_stage.prefetch(vintage)
-            gc.collect()  # the models and their batches are gone: hand the freed heap back before the
-            release_free_memory()  # scoring windows' matrices are made (the step's peak is there)
+            # held: an extraction's working set never sits on top of a vintage's learned similarities (#18);
+            # by default in a child process, so that the model's memory never enters this one
+            text_stage.prefetch([info.text_vintage for info in designs], in_child=extract_in_child)
+            gc.collect()  # an in-process extraction's models and batches are gone: hand the freed heap back
+            release_free_memory()  # before the scoring windows' matrices are made (the step's peak is there)
         for design, info in zip(design_cfgs, designs, strict=True):
             text = None
             if text_stage is not None:

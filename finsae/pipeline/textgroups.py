@@ -9,6 +9,11 @@ design's window starts).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,6 +164,43 @@ def _transform(features: TextFeatures, kind: str, n_components: int | None) -> n
     return FeatureTransform(kind, n_components=n_components).fit_transform(features.matrix)
 
 
+def _feature_key(m: TextMethodConfig, vintage: str) -> tuple:
+    return (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage)
+
+
+def method_features(cfg: BenchmarkConfig, universe: Universe, m: TextMethodConfig, vintage: str,
+                    cache: dict[tuple, TextFeatures], progress: bool | None = None) -> TextFeatures:
+    """The features of text method ``m`` on ``vintage``, memoised in ``cache``; the first SAE method asked for
+    extracts every SAE method of ``cfg`` at once (one language-model pass per shard, #18), each cached under
+    its own key; methods that differ only in grouping share their features."""
+    key = _feature_key(m, vintage)
+    if key not in cache and m.features == "sae":
+        todo = {}
+        for o in cfg.text_methods:
+            k = _feature_key(o, vintage)
+            if o.features == "sae" and k not in cache:
+                todo[k] = {"model": o.model, "tl_name": o.tl_name, "sae": o.sae, "pooling": o.pooling}
+        feats = document_features_many(  # shards encoded now keep the latents' token statistics: finsae
+            universe, vintage, list(todo.values()), progress=progress,  # explain's labels then need no
+            label_stats=True,  # language-model pass of their own
+        )
+        cache.update(zip(todo, feats, strict=True))
+    if key not in cache:
+        cache[key] = document_features(universe, vintage, m.features, model=m.model, tl_name=m.tl_name,
+                                       sae=m.sae, pooling=m.pooling, progress=progress)
+    return cache[key]
+
+
+def _features_in_child(cfg: BenchmarkConfig, universe: Universe, vintages: list[str],
+                       known: dict[tuple, TextFeatures], progress: bool | None) -> dict[tuple, TextFeatures]:
+    """:meth:`TextStage.prefetch`'s child: every text method's features of ``vintages`` not in ``known``."""
+    cache = dict(known)
+    for v in vintages:
+        for m in cfg.text_methods:
+            method_features(cfg, universe, m, v, cache, progress)
+    return {k: f for k, f in cache.items() if k not in known}
+
+
 class TextStage:
     """Builds (and memoises per vintage) the text groupings of a benchmark config."""
 
@@ -194,30 +236,38 @@ class TextStage:
             self._vintages[vintage] = self._build(vintage)
         return self._vintages[vintage]
 
-    def prefetch(self, vintage: str) -> None:
-        """Extract (or read from the caches) every text method's features of ``vintage`` now; building the
-        vintage later reuses them."""
-        for m in self.cfg.text_methods:
-            self._features(m, vintage)
+    def prefetch(self, vintages: Sequence[str], *, in_child: bool | None = None) -> None:
+        """Extract (or read from the caches) every text method's features of ``vintages`` now; building a
+        vintage later reuses them.
+
+        ``in_child``: compute them in a forked child process and take only the feature matrices back, so that
+        the language model, torch and their allocator's residue never enter this process (#18: the
+        benchmark's peak comes later, in the scoring windows, and sat ~0.7 GB higher with torch's memory
+        still held). ``None`` (default): a child where the ``fork`` start method exists and torch is not
+        imported here yet (forking a process that already runs torch's thread pools is unsafe, and with
+        torch loaded there is little left to keep out). The features are the same either way."""
+        todo = list(dict.fromkeys(vintages))
+        if in_child is None:
+            in_child = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+        if not in_child:
+            for v in todo:
+                for m in self.cfg.text_methods:
+                    method_features(self.cfg, self.universe, m, v, self._feature_cache, self.progress)
+            return
+        ctx = multiprocessing.get_context("fork")
+        logger.info("extracting the features of %s in a child process", ", ".join(todo))
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                got = pool.submit(_features_in_child, self.cfg, self.universe, todo,
+                                  dict(self._feature_cache), self.progress).result()
+            except BrokenProcessPool:
+                raise DataError("the feature extraction's child process died before it finished (killed, "
+                                "out of memory?); run with less memory in use, or extract in this process "
+                                "(TextStage.prefetch(in_child=False))") from None
+        self._feature_cache.update(got)
 
     def _features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
-        key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage)
-        if key not in self._feature_cache and m.features == "sae":  # every SAE method of the config from one
-            todo = {}  # language-model pass per shard (#18), each cached under its own key
-            for o in self.cfg.text_methods:
-                k = (o.features, o.model, o.tl_name, str(o.sae), o.pooling, vintage)
-                if o.features == "sae" and k not in self._feature_cache:
-                    todo[k] = {"model": o.model, "tl_name": o.tl_name, "sae": o.sae, "pooling": o.pooling}
-            feats = document_features_many(  # shards encoded now keep the latents' token statistics:
-                self.universe, vintage, list(todo.values()), progress=self.progress,  # finsae explain's
-                label_stats=True,  # labels then need no language-model pass of their own
-            )
-            self._feature_cache.update(zip(todo, feats, strict=True))
-        if key not in self._feature_cache:  # methods that differ only in grouping share their features
-            self._feature_cache[key] = document_features(self.universe, vintage, m.features, model=m.model,
-                                                         tl_name=m.tl_name, sae=m.sae, pooling=m.pooling,
-                                                         progress=self.progress)
-        return self._feature_cache[key]
+        return method_features(self.cfg, self.universe, m, vintage, self._feature_cache, self.progress)
 
     def _transformed(
         self, m: TextMethodConfig, vintage: str, transform: str
