@@ -250,9 +250,8 @@ class TextStage:
         if in_child is None:
             in_child = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
         if not in_child:
-            for v in todo:
-                for m in self.cfg.text_methods:
-                    method_features(self.cfg, self.universe, m, v, self._feature_cache, self.progress)
+            self._feature_cache.update(_features_in_child(self.cfg, self.universe, todo, self._feature_cache,
+                                                          self.progress))
             return
         ctx = multiprocessing.get_context("fork")
         logger.info("extracting the features of %s in a child process", ", ".join(todo))
