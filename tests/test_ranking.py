@@ -57,6 +57,26 @@ def _last_bits(s: np.ndarray, seed: int) -> np.ndarray:
     return s + rng.integers(-4, 5, size=s.shape) * np.spacing(np.abs(s))
 
 
+def test_topk_neighbours_take_equal_similarities_in_column_order():
+    """Binary features give many exactly equal cosines; the neighbours among equal ones are the first by
+    column, whatever order the CPU's partition kernel leaves them in (numpy's AVX-512 and AVX2 kernels
+    differ), so a top-k mean is the same number on every CPU."""
+    from finsae.group.similarity import settle_ties
+
+    n = 120
+    panel = synthetic_panel(n_periods=60, n_tickers=n, seed=5)
+    corr = correlation_matrix(panel)
+    x = (np.random.default_rng(6).random((n, 6)) < 0.4).astype(float)  # 6 binary features: ties galore
+    sim = _last_bits(cosine_similarity_matrix(x, "binary"), 7)
+    got = topk_neighbour_correlation(sim, pd.Index(panel.tickers), corr, (1, 5, 10))
+    s = settle_ties(sim)
+    c = panel.returns.corr(min_periods=25).to_numpy()
+    for k in (1, 5, 10):
+        best = [sorted((j for j in range(n) if j != i), key=lambda j, i=i: (-s[i, j], j))[:k] for i in range(n)]
+        want = np.mean([np.mean([c[i, j] for j in b]) for i, b in enumerate(best)])
+        assert got[k] == pytest.approx(want, abs=1e-12)
+
+
 def test_settle_ties_makes_rounding_level_ties_exact_and_keeps_real_order():
     from finsae.group.similarity import settle_ties
 

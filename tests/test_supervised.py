@@ -196,7 +196,7 @@ def test_subset_system_equals_a_fresh_build(cap):
 def test_largest_first_equals_stable_argsort_with_ties(k):
     """Sparse rows (many exact zeros and repeated values, -0.0 among them) and rows with fewer non-zero
     entries than k: the order must be the stable argsort's, ties by column."""
-    from finsae.group.supervised import largest_first
+    from finsae.group.similarity import largest_first
 
     rng = np.random.default_rng(4)
     v = rng.choice([0.0, -0.0, 0.5, 1.0, -1.0, 2.0], size=(40, 12), p=[0.4, 0.1, 0.2, 0.1, 0.1, 0.1])

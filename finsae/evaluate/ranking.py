@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from finsae.errors import DataError
 from finsae.evaluate.comovement import CorrelationMatrix
 from finsae.group.peers import label_codes
-from finsae.group.similarity import FeatureTransform, cosine_similarity, settle_ties
+from finsae.group.similarity import FeatureTransform, cosine_similarity, largest_first, settle_ties
 
 
 def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str = "log1p") -> np.ndarray:
@@ -51,7 +51,8 @@ def topk_neighbour_correlation(
 ) -> dict[int, float]:
     """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``.
 
-    Ties are broken arbitrarily, or at random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
+    Equal similarities (after :func:`~finsae.group.similarity.settle_ties`) are taken in column order, or at
+    random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
     an arbitrary rule would pick neighbours by ticker order)."""
     s, c = _aligned(similarity, tickers, corr)
     n = len(s)
@@ -65,10 +66,7 @@ def topk_neighbour_correlation(
         scale = gaps.min() / 4 if len(gaps) else 1.0
         s = s + scale * rng.random(s.shape)
     kmax = min(max(ks), n - 1)
-    top = np.argpartition(-s, kmax - 1, axis=1)[:, :kmax]  # the kmax most similar, then in order
-    top = np.take_along_axis(
-        top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1
-    )
+    top = largest_first(s, kmax, settle=False)  # the kmax most similar in order, equal ones by column
     out = {}
     for k in ks:
         vals = np.take_along_axis(c, top[:, :k], axis=1)

@@ -67,6 +67,32 @@ def settle_ties(values: np.ndarray, digits: int = 12, *, copy: bool = True) -> n
     return v
 
 
+def largest_first(values: np.ndarray, k: int, *, settle: bool = True) -> np.ndarray:
+    """Per row of ``values`` (2-d, no NaN), the column indices of its ``k`` largest entries, largest first,
+    equal entries in column order: ``np.argsort(-values, axis=1, kind="stable")[:, :k]`` without sorting
+    whole rows (a partition finds each row's k-th largest value; only the k chosen entries are sorted).
+    Entries are compared after :func:`settle_ties` (``settle=False``: as they are, for values already settled,
+    or made distinct on purpose), so that ties only rounding separates break by column on every CPU: which
+    of several equal entries a partition (``np.argpartition``) returns, and in what order, depends on the
+    CPU's sorting kernel (numpy's AVX-512 one differs from its AVX2 one)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise DataError(f"values must be 2-d, got shape {v.shape}")
+    n, d = v.shape
+    k = min(int(k), d)
+    if k <= 0 or n == 0:
+        return np.zeros((n, max(k, 0)), dtype=np.int64)
+    neg = settle_ties(-v, copy=False) if settle else -v  # = -settle_ties(v): the grid is symmetric
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th smallest of -v
+    better = neg < kth
+    tied = neg == kth  # the k-th value itself: as many of its first (by column) entries as fill k
+    need = k - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1) <= need))
+    cols = np.nonzero(chosen)[1].reshape(n, k)  # each row's chosen columns, in column order
+    order = np.argsort(np.take_along_axis(neg, cols, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1)
+
+
 def l2_normalize(z: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", z, z))[:, None]

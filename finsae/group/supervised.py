@@ -56,7 +56,6 @@ from scipy.optimize import nnls
 from sklearn.base import BaseEstimator
 
 from finsae.errors import DataError
-from finsae.group.similarity import settle_ties
 
 logger = logging.getLogger(__name__)
 
@@ -383,25 +382,3 @@ def similarity_distance(similarity: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, None)
 
 
-def largest_first(values: np.ndarray, k: int) -> np.ndarray:
-    """Per row of ``values`` (2-d, no NaN), the column indices of its ``k`` largest entries, largest first,
-    equal entries in column order: ``np.argsort(-values, axis=1, kind="stable")[:, :k]`` without sorting
-    whole rows (a partition finds each row's k-th largest value; only the k chosen entries are sorted).
-    Entries are compared after :func:`~finsae.group.similarity.settle_ties`, so that ties only rounding
-    separates break by column on every CPU."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2:
-        raise DataError(f"values must be 2-d, got shape {v.shape}")
-    n, d = v.shape
-    k = min(int(k), d)
-    if k <= 0 or n == 0:
-        return np.zeros((n, max(k, 0)), dtype=np.int64)
-    neg = settle_ties(-v, copy=False)  # = -settle_ties(v): the grid and the rounding are symmetric
-    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th smallest of -v
-    better = neg < kth
-    tied = neg == kth  # the k-th value itself: as many of its first (by column) entries as fill k
-    need = k - better.sum(axis=1, keepdims=True)
-    chosen = better | (tied & (np.cumsum(tied, axis=1) <= need))
-    cols = np.nonzero(chosen)[1].reshape(n, k)  # each row's chosen columns, in column order
-    order = np.argsort(np.take_along_axis(neg, cols, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(cols, order, axis=1)

@@ -27,8 +27,7 @@ from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
 from finsae.extract.documents import TextFeatures, document_features, document_features_many
 from finsae.group.cluster import cosine_distance_matrix, n_groups, pair_density
 from finsae.group.peers import GranularityTarget, PeerGrouper, TextGrouping, granularity_targets
-from finsae.group.similarity import FeatureTransform
-from finsae.group.supervised import largest_first
+from finsae.group.similarity import FeatureTransform, largest_first
 from finsae.group.taxonomy import taxonomy_labels
 from finsae.pipeline.learned import LearnedMethod, build_learned
 
