@@ -72,7 +72,8 @@ def test_topk_neighbours_take_equal_similarities_in_column_order():
     s = settle_ties(sim)
     c = panel.returns.corr(min_periods=25).to_numpy()
     for k in (1, 5, 10):
-        best = [sorted((j for j in range(n) if j != i), key=lambda j, i=i: (-s[i, j], j))[:k] for i in range(n)]
+        best = [sorted((j for j in range(n) if j != i), key=lambda j, i=i: (-s[i, j], j))[:k]
+                for i in range(n)]
         want = np.mean([np.mean([c[i, j] for j in b]) for i, b in enumerate(best)])
         assert got[k] == pytest.approx(want, abs=1e-12)
 

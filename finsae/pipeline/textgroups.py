@@ -271,7 +271,7 @@ class TextStage:
         self, m: TextMethodConfig, vintage: str, transform: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised rows and their cosine distance matrix, computed once per features and transform."""
-        key = (m.features, m.model, m.tl_name, str(m.sae), m.pooling, vintage, transform, m.n_components)
+        key = (*_feature_key(m, vintage), transform, m.n_components)
         if key not in self._transform_cache:
             z = _transform(self._features(m, vintage), transform, m.n_components)
             self._transform_cache[key] = (z, cosine_distance_matrix(z))
