@@ -8,7 +8,8 @@ a refactor may reorder a sum, nothing more; to 6 against a copy whose ``machine.
 CPU, see :data:`CROSS_MACHINE_RTOL`).
 
 Run ``python -m tests.golden write results`` before a change and ``python -m tests.golden check results``
-after.
+after. A copy named ``<name>@<kind>`` (``kind``: torch's CPU capability, e.g. ``AVX2``) is the one compared on
+that kind of CPU; without one, ``<name>`` is compared at the cross-kind tolerance.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _canonical(table: pd.DataFrame) -> pd.DataFrame:
     table = table.reset_index(drop=True)
     lists = [c for c in table.columns if table[c].dtype == object and _float_lists(table[c])]
     if lists:
-        parts = {}
+        parts: dict[str, pd.Series] = {}
         for c in table.columns:
             parts.update(_float_list_columns(str(c), table[c]) if c in lists else {c: table[c]})
         table = pd.DataFrame(parts)
@@ -149,13 +150,30 @@ def machine() -> dict[str, str]:
     return {"torch_cpu": str(torch.backends.cpu.get_cpu_capability()), "blas": ", ".join(sorted(blas))}
 
 
+def golden_for(name: str) -> Path:
+    """The golden copy ``name`` made on this kind of CPU where there is one (``<name>@<kind>``, ``kind`` being
+    torch's CPU capability, e.g. ``make_run_forward_2017@AVX2``, written by ``python -m tests.golden write
+    <folder> <name>@<kind>``), else ``<name>`` itself."""
+    own = GOLDEN / f"{name}@{machine()['torch_cpu']}"
+    return own if own.is_dir() else GOLDEN / name
+
+
+def made_here(target: Path) -> bool:
+    """Whether the golden copy ``target`` was made on this kind of machine (or records none)."""
+    record = target / "machine.json"
+    return not record.is_file() or json.loads(record.read_text()) == machine()
+
+
+def made_on(target: Path) -> dict[str, str] | None:
+    """The machine record of the golden copy ``target`` (``None``: it records none)."""
+    record = target / "machine.json"
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
 def _rtol(target: Path) -> float:
     """Strict (:data:`RTOL`) for a golden copy made on this kind of machine (or with no record of one);
     :data:`CROSS_MACHINE_RTOL` for one made on another."""
-    record = target / "machine.json"
-    if not record.is_file():
-        return RTOL
-    return RTOL if json.loads(record.read_text()) == machine() else CROSS_MACHINE_RTOL
+    return RTOL if made_here(target) else CROSS_MACHINE_RTOL
 
 
 def write_golden(folder: Path, name: str) -> Path:
@@ -182,9 +200,10 @@ def _close(a: pd.Series, b: pd.Series, rtol: float = RTOL) -> bool:
 
 
 def compare(folder: Path, name: str) -> list[str]:
-    """Differences between ``folder``'s tables and the golden copy ``name`` (empty: identical). Tables the
-    golden copy lacks are not differences: they are new, and new tables change no number."""
-    target = GOLDEN / name
+    """Differences between ``folder``'s tables and the golden copy ``name`` (this CPU kind's own copy where
+    there is one, :func:`golden_for`; empty: identical). Tables the golden copy lacks are not differences:
+    they are new, and new tables change no number."""
+    target = golden_for(name)
     if not target.is_dir():
         return [f"no golden copy {target}"]
     got = snapshot(folder)
@@ -236,8 +255,9 @@ def main(argv: list[str]) -> int:
         print(write_golden(folder, name))
         return 0
     problems = compare(folder, name)
-    mode = "" if _rtol(GOLDEN / name) == RTOL else f" (made on another CPU kind: rtol {CROSS_MACHINE_RTOL:g})"
-    print("\n".join(problems) if problems else f"{folder}: identical to golden {name}{mode}")
+    target = golden_for(name)
+    mode = "" if made_here(target) else f" (made on another CPU kind: rtol {CROSS_MACHINE_RTOL:g})"
+    print("\n".join(problems) if problems else f"{folder}: identical to golden {target.name}{mode}")
     return 1 if problems else 0
 
 
