@@ -58,7 +58,8 @@ def worker(config: Path, vintage: str, docs: int, in_child: bool, out: Path) -> 
     arrays = {}
     for m in cfg.text_methods:
         f = stage._feature_cache[_feature_key(m, vintage)]
-        arrays[f"{m.name}.matrix"] = np.asarray(f.matrix)
+        matrix = f.matrix.toarray() if hasattr(f.matrix, "toarray") else f.matrix  # TF-IDF: sparse
+        arrays[f"{m.name}.matrix"] = np.asarray(matrix)
         arrays[f"{m.name}.tickers"] = np.asarray(list(f.tickers), dtype=str)
     np.savez(out, **arrays)
     kib = 1024  # ru_maxrss is in KiB on Linux
