@@ -47,7 +47,7 @@ def worker(config: Path, vintage: str, docs: int, in_child: bool, out: Path) -> 
 
     cfg = load_benchmark_config(config)
     universe = load_universe(cfg.data.companies)
-    with_text = universe.descriptions(vintage).dropna().index
+    with_text = universe.descriptions(vintage).index
     universe = universe.subset(list(with_text[:docs]))
     prices = load_prices(cfg.data.prices, nonpositive=cfg.data.nonpositive_prices,
                          bad_ticks=cfg.data.bad_ticks, splits=cfg.data.splits)

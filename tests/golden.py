@@ -14,6 +14,7 @@ that kind of CPU; without one, ``<name>`` is compared at the cross-kind toleranc
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -140,6 +141,7 @@ def _digest(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@functools.cache
 def machine() -> dict[str, str]:
     """The numeric platform a run's last bits depend on: torch's CPU kernels and numpy's BLAS kernel."""
     import torch
@@ -158,16 +160,16 @@ def golden_for(name: str) -> Path:
     return own if own.is_dir() else GOLDEN / name
 
 
-def made_here(target: Path) -> bool:
-    """Whether the golden copy ``target`` was made on this kind of machine (or records none)."""
-    record = target / "machine.json"
-    return not record.is_file() or json.loads(record.read_text()) == machine()
-
-
 def made_on(target: Path) -> dict[str, str] | None:
     """The machine record of the golden copy ``target`` (``None``: it records none)."""
     record = target / "machine.json"
     return json.loads(record.read_text()) if record.is_file() else None
+
+
+def made_here(target: Path) -> bool:
+    """Whether the golden copy ``target`` was made on this kind of machine (or records none)."""
+    record = made_on(target)
+    return record is None or record == machine()
 
 
 def _rtol(target: Path) -> float:
