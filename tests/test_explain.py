@@ -215,6 +215,58 @@ def test_label_rule_token_context_function_kinds():
     assert is_content_word("drilling", words) and not is_content_word("drill", words)  # not a corpus word
 
 
+def test_example_phrases_join_the_whole_word_with_its_content_word_neighbours():
+    from finsae.explain.labels import example_phrases
+
+    words = {"real", "estate", "investment", "natural", "gas", "long", "term", "care", "realex", "trust"}
+    assert example_phrases(" operates as a", " real", " estate investment trust", words) == {"real estate"}
+    assert example_phrases(" a real", " estate", " investment", words) == {"real estate",
+                                                                          "estate investment"}
+    # a token inside a longer word labels that word; a word next to punctuation or a stopword has no phrase
+    assert example_phrases(" through Real", "ex", " Payments", words) == set()  # "payments": no corpus word
+    assert example_phrases(" through", " Real", "ex trust", words) == {"realex trust"}
+    assert example_phrases(" and the", " real", ", the", words) == set()
+    assert example_phrases(" for", " long", "-term care", words) == {"long-term"}
+    assert example_phrases(" the", " ,", " real", words) == set()  # the token is no word
+    assert example_phrases(" natural", " gas", "", words) == {"natural gas"}
+    assert example_phrases(" of", " the", " gas", words) == set()  # "the" is a stopword
+
+
+def test_with_phrase_needs_half_of_at_least_five_examples_and_a_label_word():
+    from collections import Counter
+
+    from finsae.explain.labels import with_phrase
+
+    assert with_phrase(["real"], Counter({"real estate": 5}), 10) == ["real estate"]
+    assert with_phrase(["real"], Counter({"real estate": 4}), 10) == ["real"]  # under half
+    assert with_phrase(["real"], Counter({"real estate": 4}), 4) == ["real"]  # fewer than 5 examples
+    assert with_phrase(["estate", "gas", "real"], Counter({"real estate": 6}), 10) == ["real estate", "gas"]
+    # a tie goes to the phrase first in order; it takes the place of the first of its words in the label
+    assert with_phrase(["natural", "gas", "oil"], Counter({"natural gas": 7, "gas oil": 7}), 10) == [
+        "natural", "gas oil"]
+    assert with_phrase(["loans"], Counter({"real estate": 9}), 10) == ["loans"]  # no label word in it
+
+
+def test_label_rule_v6_shows_the_phrase_a_token_latent_fires_in():
+    from finsae.explain.labels import StatsAccumulator, label_latents
+
+    vocab = ["<bos>", "real", "estate", "trust", "the", "banking", "loans", "of"]
+    w = {v: k for k, v in enumerate(vocab)}
+    docs_text = ["the real estate trust"] * 6 + ["real of the banking loans"] * 4
+    ids = np.array([w[x] for t in docs_text for x in t.split()])
+    docs = np.repeat(np.arange(10), [4] * 6 + [5] * 4)
+    feats = np.zeros((len(ids), 2), dtype=np.float32)
+    feats[ids == w["real"], 0] = 1.0  # "real": 6 of its 10 examples in "real estate"
+    feats[(ids == w["real"]) & (docs < 6), 0] = 2.0
+    feats[ids == w["loans"], 1] = 1.0  # "loans" after "banking" in 4 examples: fewer than 5
+    acc = StatsAccumulator(2, len(vocab), n_examples=10)
+    acc.add(torch.from_numpy(feats), ids, docs)
+    lab = label_latents(acc.result(), _WordTok(vocab), docs_text, [f"D{k}" for k in range(10)], context=3)
+    assert lab.table["kind"].tolist() == ["token", "token"]
+    assert lab.label(0) == "real estate" and lab.table.at[0, "top_tokens"] == ["real"]
+    assert lab.label(1) == "loans"
+
+
 def test_document_words_share_lift_nulls_and_effective_documents():
     from finsae.explain.labels import document_words
 

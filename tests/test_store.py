@@ -285,7 +285,7 @@ def test_export_and_report_of_the_wide_sae_use_its_vectors_and_explanations(benc
 
     folder = results / "explanations" / "wide@gics_industry_density"
     explained = json.loads((folder / "manifest.json").read_text())
-    assert explained["label_rule"] == LABEL_RULE == "v5"
+    assert explained["label_rule"] == LABEL_RULE == "v6"
     assert sum(explained["label_kinds"].values()) == WIDE
     assert sum(explained["top_label_kinds"].values()) == len(
         pd.read_parquet(folder / "groups.parquet").query("rank == 0"))

@@ -32,6 +32,16 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
   document: no lift, no label;
 * ``kind = "function"``: else the raw top tokens, marked ``(no business word)``; ``"dead"``: never active.
 
+**Phrases** (rule v6, written 2026-12-03 after the REIT spot check's gap was read, "a[[ real]] estate
+investment trust", and before any v6 label was computed): a ``token`` latent whose strongest examples (at
+least ``PHRASE_MIN_EXAMPLES``, 5) mostly sit in one two-word phrase shows that phrase in its label. An
+example's phrases are the whole word its token belongs to joined with the word right before it or right
+after it (by one space or one hyphen), both content words; the most common phrase (ties by phrase) counts
+where it occurs in at least ``PHRASE_SHARE`` (50%) of the examples and contains a word of the label: that
+word is shown as the phrase, and the phrase's other word, if also in the label, is dropped (``real`` ->
+``real estate``, ``natural / gas / oil`` -> ``natural gas / oil``). The kind does not change, so no share of
+content-word labels moves with v6; ``top_tokens`` keeps the single words.
+
 A label "has a content word" when its kind is ``token``, ``context`` or ``documents``
 (:attr:`LatentLabels.content`). Results are cached under ``<finsae cache>/labels/`` by a key over the
 feature extraction (model, SAE, chunking, batching), the texts and the rule's settings and version. The SAE
@@ -68,8 +78,8 @@ from finsae.extract.tokenstats import LABEL_EXAMPLES, LatentStats, StatsAccumula
 if TYPE_CHECKING:
     from sae_lens import SAE
 
-__all__ = ["LatentLabels", "LatentStats", "StatsAccumulator", "document_words", "label_latents",
-           "latent_labels", "save_labels"]
+__all__ = ["LatentLabels", "LatentStats", "StatsAccumulator", "document_words", "example_phrases",
+           "label_latents", "latent_labels", "save_labels", "with_phrase"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +89,10 @@ CONTEXT_LIFT = 2.0
 DOC_SHARE = 0.5
 DOC_LIFT = 2.0
 DOC_MIN_EFFECTIVE = 5.0
+PHRASE_SHARE = 0.5
+PHRASE_MIN_EXAMPLES = 5
 #: The label rule's version (module docstring): part of the label cache key and of explanation manifests.
-LABEL_RULE = "v5"
+LABEL_RULE = "v6"
 CONTENT_KINDS = ("token", "context", "documents")
 
 BOILERPLATE = frozenset("""
@@ -257,6 +269,58 @@ def is_content_word(word: str, words: set[str]) -> bool:
     return len(word) >= 3 and word in words and word not in NON_CONTENT and WORD.fullmatch(word) is not None
 
 
+_NEXT = re.compile(r"([ -])([A-Za-z][A-Za-z']*[A-Za-z])(?![A-Za-z])")
+_PREV = re.compile(r"(?<![A-Za-z])([A-Za-z][A-Za-z']*[A-Za-z])([ -])$")
+
+
+def example_phrases(left: str, mid: str, right: str, words: set[str]) -> set[str]:
+    """The two-word phrases of one example (rule v6, module docstring): the whole word that the token ``mid``
+    belongs to in ``left + mid + right``, joined with the word right before or right after it by one space
+    or hyphen, where both are content words (:func:`is_content_word`); lower case, the separator kept."""
+    full = left + mid + right
+    s = len(left) + len(mid) - len(mid.lstrip())
+    e = len(left) + len(mid.rstrip())
+    if s >= e or not any(ch.isalpha() for ch in full[s:e]):
+        return set()
+    while s > 0 and full[s - 1].isalpha():
+        s -= 1
+    while e < len(full) and full[e].isalpha():
+        e += 1
+    word = full[s:e].lower()
+    if not is_content_word(word, words):
+        return set()
+    out = set()
+    after = _NEXT.match(full, e)
+    if after is not None and is_content_word(after.group(2).lower(), words):
+        out.add(f"{word}{after.group(1)}{after.group(2).lower()}")
+    before = _PREV.search(full[:s])
+    if before is not None and is_content_word(before.group(1).lower(), words):
+        out.add(f"{before.group(1).lower()}{before.group(2)}{word}")
+    return out
+
+
+def with_phrase(top_words: list[str], phrases: Counter[str], n_examples: int,
+                min_share: float = PHRASE_SHARE, min_examples: int = PHRASE_MIN_EXAMPLES) -> list[str]:
+    """``top_words`` with the examples' dominant phrase shown in place of the word it contains (rule v6):
+    ``phrases`` counts each phrase once per example, over ``n_examples`` examples."""
+    if n_examples < min_examples or not phrases:
+        return top_words
+    count, phrase = min((-n, p) for p, n in phrases.items())
+    if -count < min_share * n_examples:
+        return top_words
+    parts = set(re.split(r"[ -]", phrase))
+    out: list[str] = []
+    shown = False
+    for w in top_words:
+        if w in parts:
+            if not shown:
+                out.append(phrase)
+                shown = True
+        else:
+            out.append(w)
+    return out if shown else top_words
+
+
 def _has_negative(m: sp.spmatrix | np.ndarray) -> bool:
     values = np.asarray(m.data if sp.issparse(m) else m)
     return bool(values.size) and float(np.min(values)) < 0
@@ -354,6 +418,7 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
         total = float(vals.sum())
         # the strongest examples and the content words around them
         ctx: Counter = Counter()
+        phr: Counter[str] = Counter()
         n_ex = 0
         for r in range(n_examples):
             if stats.top_val[r, j] <= 0:
@@ -373,6 +438,7 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
                              "snippet": f"{left}[[{mid}]]{right}".replace("\n", " ")})
             around = WORD.findall(f"{left} {mid} {right}".lower())
             ctx.update({w for w in around if is_content_word(w, words)})
+            phr.update(example_phrases(left, mid, right, words))
             n_ex += 1
         if not stats.active[j]:
             rows.append({"latent": j, "label": "(never active)", "kind": "dead", "top_tokens": [],
@@ -396,7 +462,7 @@ def label_latents(stats: LatentStats, tok, texts: Sequence[str], doc_ids: Sequen
                        if n >= need and n / max(n_ex, 1) >= CONTEXT_LIFT * word_df[w] / n_docs),
                       reverse=True)
         if share >= min_token_share and top_words:
-            kind, label = "token", " / ".join(top_words)
+            kind, label = "token", " / ".join(with_phrase(top_words, phr, n_ex))
         elif near:
             kind, label = "context", "near: " + ", ".join(w for _, w, _ in near[:2])
         else:
