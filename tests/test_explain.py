@@ -220,8 +220,8 @@ def test_example_phrases_join_the_whole_word_with_its_content_word_neighbours():
 
     words = {"real", "estate", "investment", "natural", "gas", "long", "term", "care", "realex", "trust"}
     assert example_phrases(" operates as a", " real", " estate investment trust", words) == {"real estate"}
-    assert example_phrases(" a real", " estate", " investment", words) == {"real estate",
-                                                                          "estate investment"}
+    assert example_phrases(" a real", " estate", " investment", words) == {
+        "real estate", "estate investment", "real estate investment"}
     # a token inside a longer word labels that word; a word next to punctuation or a stopword has no phrase
     assert example_phrases(" through Real", "ex", " Payments", words) == set()  # "payments": no corpus word
     assert example_phrases(" through", " Real", "ex trust", words) == {"realex trust"}
@@ -245,6 +245,10 @@ def test_with_phrase_needs_half_of_at_least_five_examples_and_a_label_word():
     assert with_phrase(["natural", "gas", "oil"], Counter({"natural gas": 7, "gas oil": 7}), 10) == [
         "natural", "gas oil"]
     assert with_phrase(["loans"], Counter({"real estate": 9}), 10) == ["loans"]  # no label word in it
+    # on equal counts the longer phrase: "commercial real estate", not "commercial real"
+    three = Counter({"commercial real": 6, "real estate": 6, "commercial real estate": 6})
+    assert with_phrase(["real", "casual"], three, 10) == ["commercial real estate", "casual"]
+    assert with_phrase(["real"], three + Counter({"real estate": 1}), 10) == ["real estate"]
 
 
 def test_label_rule_v6_shows_the_phrase_a_token_latent_fires_in():

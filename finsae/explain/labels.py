@@ -34,13 +34,16 @@ cities, countries, regions): :data:`NON_CONTENT`. The label rule, fixed before a
 
 **Phrases** (rule v6, written 2026-12-03 after the REIT spot check's gap was read, "a[[ real]] estate
 investment trust", and before any v6 label was computed): a ``token`` latent whose strongest examples (at
-least ``PHRASE_MIN_EXAMPLES``, 5) mostly sit in one two-word phrase shows that phrase in its label. An
-example's phrases are the whole word its token belongs to joined with the word right before it or right
-after it (by one space or one hyphen), both content words; the most common phrase (ties by phrase) counts
-where it occurs in at least ``PHRASE_SHARE`` (50%) of the examples and contains a word of the label: that
-word is shown as the phrase, and the phrase's other word, if also in the label, is dropped (``real`` ->
-``real estate``, ``natural / gas / oil`` -> ``natural gas / oil``). The kind does not change, so no share of
-content-word labels moves with v6; ``top_tokens`` keeps the single words.
+least ``PHRASE_MIN_EXAMPLES``, 5) mostly sit in one phrase shows that phrase in its label. An example's
+phrases are the whole word its token belongs to joined with the word right before it, right after it, or
+both (by one space or one hyphen each), all content words; the most common phrase (on equal counts the
+longer, then the first in order) counts where it occurs in at least ``PHRASE_SHARE`` (50%) of the examples
+and contains a word of the label: the first such word is shown as the phrase, and the phrase's other words,
+if also in the label, are dropped (``real`` -> ``real estate``, ``natural / gas / oil`` -> ``natural gas /
+oil``). The kind does not change, so no share of content-word labels moves with v6; ``top_tokens`` keeps the
+single words. One revision after v6's first labels were read (69 of the default SAE's 4,096 changed): the
+first version took two-word phrases only and read "commercial real estate" as ``commercial real``, so
+three-word phrases were added; no other variant was tried.
 
 A label "has a content word" when its kind is ``token``, ``context`` or ``documents``
 (:attr:`LatentLabels.content`). Results are cached under ``<finsae cache>/labels/`` by a key over the
@@ -274,9 +277,10 @@ _PREV = re.compile(r"(?<![A-Za-z])([A-Za-z][A-Za-z']*[A-Za-z])([ -])$")
 
 
 def example_phrases(left: str, mid: str, right: str, words: set[str]) -> set[str]:
-    """The two-word phrases of one example (rule v6, module docstring): the whole word that the token ``mid``
-    belongs to in ``left + mid + right``, joined with the word right before or right after it by one space
-    or hyphen, where both are content words (:func:`is_content_word`); lower case, the separator kept."""
+    """The phrases of one example (rule v6, module docstring): the whole word that the token ``mid`` belongs
+    to in ``left + mid + right``, joined with the word right before it, the word right after it, or both, by
+    one space or hyphen each, where all are content words (:func:`is_content_word`); lower case, the
+    separators kept."""
     full = left + mid + right
     s = len(left) + len(mid) - len(mid.lstrip())
     e = len(left) + len(mid.rstrip())
@@ -291,11 +295,17 @@ def example_phrases(left: str, mid: str, right: str, words: set[str]) -> set[str
         return set()
     out = set()
     after = _NEXT.match(full, e)
-    if after is not None and is_content_word(after.group(2).lower(), words):
-        out.add(f"{word}{after.group(1)}{after.group(2).lower()}")
+    nxt = f"{after.group(1)}{after.group(2).lower()}" if after is not None else ""
+    if nxt and is_content_word(nxt[1:], words):
+        out.add(word + nxt)
+    else:
+        nxt = ""
     before = _PREV.search(full[:s])
-    if before is not None and is_content_word(before.group(1).lower(), words):
-        out.add(f"{before.group(1).lower()}{before.group(2)}{word}")
+    prev = f"{before.group(1).lower()}{before.group(2)}" if before is not None else ""
+    if prev and is_content_word(prev[:-1], words):
+        out.add(prev + word)
+        if nxt:
+            out.add(prev + word + nxt)
     return out
 
 
@@ -305,7 +315,7 @@ def with_phrase(top_words: list[str], phrases: Counter[str], n_examples: int,
     ``phrases`` counts each phrase once per example, over ``n_examples`` examples."""
     if n_examples < min_examples or not phrases:
         return top_words
-    count, phrase = min((-n, p) for p, n in phrases.items())
+    count, _, phrase = min((-n, -len(re.split(r"[ -]", p)), p) for p, n in phrases.items())
     if -count < min_share * n_examples:
         return top_words
     parts = set(re.split(r"[ -]", phrase))
