@@ -34,7 +34,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 aut
 padding:1rem 2rem;
 color:#222;line-height:1.4}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}td,th{border:1px solid #ddd;\
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;display:block;max-width:100%;\
+overflow-x:auto}td,th{border:1px solid #ddd;\
 padding:.25rem .45rem;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .note{color:#555;font-size:.9rem}img{max-width:100%}details{margin:.3rem 0}summary{cursor:pointer}
