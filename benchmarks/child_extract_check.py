@@ -43,7 +43,7 @@ def worker(config: Path, vintage: str, docs: int, in_child: bool, out: Path) -> 
     ``docs`` companies with text, saved to ``out`` (npz) with the timings beside it (json)."""
     from finsae.config import load_benchmark_config
     from finsae.data import load_prices, load_universe
-    from finsae.pipeline.textgroups import TextStage, _feature_key
+    from finsae.pipeline.textgroups import TextStage
 
     cfg = load_benchmark_config(config)
     universe = load_universe(cfg.data.companies)
@@ -57,10 +57,13 @@ def worker(config: Path, vintage: str, docs: int, in_child: bool, out: Path) -> 
     seconds = time.perf_counter() - t0
     arrays = {}
     for m in cfg.text_methods:
-        f = stage._feature_cache[_feature_key(m, vintage)]
+        f = stage.features(m, vintage)  # prefetched: no extraction here
         matrix = f.matrix.toarray() if hasattr(f.matrix, "toarray") else f.matrix  # TF-IDF: sparse
         arrays[f"{m.name}.matrix"] = np.asarray(matrix)
         arrays[f"{m.name}.tickers"] = np.asarray(list(f.tickers), dtype=str)
+    if in_child and "torch" in sys.modules:
+        raise SystemExit("torch was imported in the benchmark process: a feature was extracted here, not in "
+                         "the child")
     np.savez(out, **arrays)
     kib = 1024  # ru_maxrss is in KiB on Linux
     out.with_suffix(".json").write_text(json.dumps({

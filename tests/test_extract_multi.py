@@ -169,6 +169,6 @@ def test_text_stage_asks_for_every_sae_method_of_a_vintage_at_once(monkeypatch):
     methods = [SimpleNamespace(features=f, model="m", tl_name=None, sae=s, pooling="sum")
                for f, s in (("sae", None), ("sae", "wide"), ("sae", None), ("tfidf", None))]
     stage = tg.TextStage(SimpleNamespace(text_methods=methods), None, None)
-    assert stage._features(methods[1], "2017").sae == "wide"
-    assert stage._features(methods[0], "2017").sae is None and stage._features(methods[2], "2017").sae is None
+    assert stage.features(methods[1], "2017").sae == "wide"
+    assert stage.features(methods[0], "2017").sae is None and stage.features(methods[2], "2017").sae is None
     assert calls == [("2017", [None, "wide"])]

@@ -264,7 +264,9 @@ class TextStage:
                                 "(TextStage.prefetch(in_child=False))") from None
         self._feature_cache.update(got)
 
-    def _features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
+    def features(self, m: TextMethodConfig, vintage: str) -> TextFeatures:
+        """The features of text method ``m`` on ``vintage``: those :meth:`prefetch` took, else extracted (or
+        read from the caches) now and kept."""
         return method_features(self.cfg, self.universe, m, vintage, self._feature_cache, self.progress)
 
     def _transformed(
@@ -273,14 +275,14 @@ class TextStage:
         """L2-normalised rows and their cosine distance matrix, computed once per features and transform."""
         key = (*_feature_key(m, vintage), transform, m.n_components)
         if key not in self._transform_cache:
-            z = _transform(self._features(m, vintage), transform, m.n_components)
+            z = _transform(self.features(m, vintage), transform, m.n_components)
             self._transform_cache[key] = (z, cosine_distance_matrix(z))
         return self._transform_cache[key]
 
     def _method(
         self, m: TextMethodConfig, vintage: str, targets: dict[str, GranularityTarget]
     ) -> TextMethodResult:
-        feats = self._features(m, vintage)
+        feats = self.features(m, vintage)
         sel_cfg = self.cfg.selection
         transforms = list(m.transforms or sel_cfg.transforms) if m.transform == "select" else [m.transform]
         clusterers = list(sel_cfg.clusterers) if m.clusterer == "select" else [m.clusterer]
