@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from finsae.config import load_benchmark_config
+from finsae.errors import DataError
 from finsae.evaluate import correlation_matrix
 from finsae.evaluate.inference import block_indices, two_way_differences
 from finsae.evaluate.pricepeers import blend_similarity, price_similarity, standardise
@@ -127,6 +128,49 @@ def test_two_way_bootstrap_point_and_blocks():
     pb = comovement(corr, bad, null_draws=0, bootstrap_draws=0).pair_weighted
     assert d.difference == pytest.approx(pa - pb, abs=1e-12)
     assert d.ci_low <= d.difference <= d.ci_high and d.separated
+
+
+def test_two_way_topk_differences_point_paired_draw_and_brute_force():
+    from finsae.evaluate.inference import two_way_topk_differences
+    from finsae.evaluate.ranking import topk_neighbour_correlation, topk_neighbours
+
+    panel = synthetic_panel(n_periods=48, n_tickers=12, seed=3, nan_share=0.05)
+    corr = correlation_matrix(panel)
+    tickers = pd.Index([*reversed(panel.tickers), "NOPRICE"])  # another order, and a company without returns
+    n = len(tickers)
+    factor = np.array([int(t[1:]) % 3 if t != "NOPRICE" else 9 for t in tickers])
+    rng = np.random.default_rng(4)
+    sims = {"good": (factor[:, None] == factor[None, :]) + 0.1 * rng.random((n, n)),
+            "random": rng.random((n, n))}
+    focal, good = topk_neighbours(sims["good"], tickers, corr, 3)
+    _, rand = topk_neighbours(sims["random"], tickers, corr, 3)
+    assert list(focal) == list(range(12))  # corr's order; the company without returns is left out
+    (d,) = two_way_topk_differences(panel.returns, corr, focal, {"good": good, "random": rand},
+                                    [("good", "random")], k=3, draws=200, block=4, seed=0)
+    for name, top in (("good", d.top_a), ("random", d.top_b)):  # the point figures are the ranking metric's
+        assert top == topk_neighbour_correlation(sims[name], tickers, corr, (3,))[3]
+    assert d.ci_low <= d.difference <= d.ci_high and d.separated and d.difference > 0
+    (same,) = two_way_topk_differences(panel.returns, corr, focal, {"a": good, "b": good.copy()},
+                                       [("a", "b")], k=3, draws=50, block=4, seed=0)
+    assert same.difference == same.ci_low == same.ci_high == 0.0  # paired: one draw for both sides
+    # one draw by hand: blocks of months, correlations on them, focal companies weighted by multinomial counts
+    (one,) = two_way_topk_differences(panel.returns, corr, focal, {"good": good, "random": rand},
+                                      [("good", "random")], k=2, draws=1, block=4, seed=7)
+    r = np.random.default_rng(7)
+    months = block_indices(48, 4, r)
+    c = panel.returns.iloc[months].reindex(columns=corr.tickers).corr(min_periods=24).to_numpy()
+    w = r.multinomial(12, np.full(12, 1 / 12))
+
+    def by_hand(top: np.ndarray) -> float:
+        v = c[focal[:, None], top[:, :2]]
+        ok = np.isfinite(v)
+        return float((w * np.where(ok, v, 0).sum(axis=1)).sum() / (w * ok.sum(axis=1)).sum())
+
+    assert one.ci_low == pytest.approx(by_hand(good) - by_hand(rand), abs=1e-12) == one.ci_high
+    with pytest.raises(DataError, match="shape"):
+        two_way_topk_differences(panel.returns, corr, focal, {"a": good[:, :1], "b": good}, [("a", "b")], k=2)
+    with pytest.raises(DataError, match="not given"):
+        two_way_topk_differences(panel.returns, corr, focal, {"a": good}, [("a", "b")], k=2)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

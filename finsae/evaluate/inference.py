@@ -14,6 +14,13 @@ pair. A draw here resamples both:
 The resampled pair-weighted mean of grouping ``g`` is ``sum_{i<j in P_g} w_i w_j C*_ij / sum w_i w_j`` over
 its within-group pairs with a valid ``C*_ij``; the difference of two groupings uses the same draw for both
 (paired). 95% CI: percentiles 2.5 and 97.5 of the draws.
+
+**Top-k neighbours** (:func:`two_way_topk_differences`): the statistic is the top-k neighbour correlation
+``sum_i sum_{j in N_k(i)} C_ij / #{valid (i, j)}`` of
+:func:`finsae.evaluate.ranking.topk_neighbour_correlation` with each company's neighbour list ``N_k(i)``
+fixed (it comes from text or past returns, not from the window).
+A draw resamples the months as above and the *focal* companies with multinomial weights ``w_i``:
+``sum_i w_i sum_{j in N_k(i)} C*_ij / sum_i w_i #{valid j}``; both methods read the same draw (paired).
 """
 
 from __future__ import annotations
@@ -126,4 +133,85 @@ def two_way_differences(
         lo, hi = np.nanpercentile(diff, [2.5, 97.5]) if draws else (np.nan, np.nan)
         out.append(TwoWayDifference(a, b, point[a] - point[b], float(lo), float(hi), draws,
                                     pair_weighted_a=point[a], pair_weighted_b=point[b], block=block))
+    return out
+
+
+@dataclass(frozen=True)
+class TwoWayTopkDifference(PairedDifference):
+    """``topk(a) - topk(b)``, the difference of two methods' top-``k`` neighbour correlations, with a two-way
+    (focal companies x blocks of periods) bootstrap 95% CI; also each side's figure and the block length."""
+
+    k: int
+    top_a: float
+    top_b: float
+    block: int
+
+
+def two_way_topk_differences(
+    returns: pd.DataFrame,
+    corr: CorrelationMatrix,
+    focal: np.ndarray,
+    neighbours: dict[str, np.ndarray],
+    comparisons: list[tuple[str, str]],
+    *,
+    k: int,
+    draws: int = 500,
+    block: int = 6,
+    seed: int = 0,
+    min_periods: int | None = None,
+) -> list[TwoWayTopkDifference]:
+    """Paired differences of top-``k`` neighbour correlation for ``comparisons`` (pairs of names of
+    ``neighbours``; module docstring). ``focal``: positions in ``corr.tickers`` of the companies scored;
+    ``neighbours[name]``: their neighbours' positions, most similar first, one row per focal company
+    (:func:`finsae.evaluate.ranking.topk_neighbours`); the first ``k`` columns are read. ``returns``: the
+    panel ``corr`` was computed from. The point figures equal
+    :func:`~finsae.evaluate.ranking.topk_neighbour_correlation`'s."""
+    missing = sorted({n for ab in comparisons for n in ab} - set(neighbours))
+    if missing:
+        raise DataError(f"comparisons name neighbour lists that were not given: {missing}")
+    focal = np.asarray(focal, dtype=np.int64)
+    x = returns.reindex(columns=corr.tickers).to_numpy(dtype=np.float64)
+    t, n = x.shape
+    if min_periods is None:
+        min_periods = max(3, t // 2)
+    names = sorted({nm for ab in comparisons for nm in ab})
+    flats = {}
+    for nm in names:
+        top = np.asarray(neighbours[nm], dtype=np.int64)
+        if top.ndim != 2 or top.shape[0] != len(focal) or top.shape[1] < k:
+            raise DataError(f"neighbours of {nm!r} have shape {top.shape}, expected ({len(focal)}, >= {k})")
+        flats[nm] = (focal[:, None] * n + top[:, :k]).ravel()
+    union = np.unique(np.concatenate(list(flats.values()))) if flats else np.zeros(0, np.int64)
+    at = {nm: np.searchsorted(union, f) for nm, f in flats.items()}
+    rows_k = (len(focal), k)
+
+    def figure(gathered: np.ndarray, w: np.ndarray) -> dict[str, float]:
+        out = {}
+        for nm in names:
+            v = np.take(gathered, at[nm]).reshape(rows_k)
+            ok = np.isfinite(v)
+            num = np.where(ok, v, 0.0).sum(axis=1)
+            den = float(w @ ok.sum(axis=1))
+            out[nm] = float(w @ num / den) if den > 0 else np.nan
+        return out
+
+    point = {}
+    for nm in names:  # exactly topk_neighbour_correlation's mean (numpy's nanmean over the same entries)
+        vals = np.take(corr.values.ravel(), flats[nm])
+        point[nm] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+    rng = np.random.default_rng(seed)
+    boot = {nm: np.empty(draws) for nm in names}
+    for d in range(draws):
+        rows = block_indices(t, block, rng)
+        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
+        w = rng.multinomial(len(focal), np.full(len(focal), 1.0 / len(focal))).astype(np.float64)
+        got = figure(c, w)
+        for nm in names:
+            boot[nm][d] = got[nm]
+    out = []
+    for a, b in comparisons:
+        diff = boot[a] - boot[b]
+        lo, hi = np.nanpercentile(diff, [2.5, 97.5]) if draws else (np.nan, np.nan)
+        out.append(TwoWayTopkDifference(a, b, point[a] - point[b], float(lo), float(hi), draws, k=k,
+                                        top_a=point[a], top_b=point[b], block=block))
     return out

@@ -41,6 +41,42 @@ def _aligned(
             corr.values[np.ix_(pos_in_corr, pos_in_corr)])
 
 
+def topk_neighbours(
+    similarity: np.ndarray,
+    tickers: pd.Index,
+    corr: CorrelationMatrix,
+    k: int,
+    *,
+    tie_seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each company's ``k`` most similar companies, as positions in ``corr.tickers``: ``(focal, top)`` with
+    ``focal`` the positions of the companies of ``tickers`` that ``corr`` has (in ``corr``'s order) and
+    ``top[r]`` the neighbours of ``focal[r]``, most similar first (``min(k, n - 1)`` columns).
+
+    Equal similarities (after :func:`~finsae.group.similarity.settle_ties`) are taken in column order, or at
+    random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
+    an arbitrary rule would pick neighbours by ticker order)."""
+    tickers = pd.Index(tickers)
+    if similarity.shape != (len(tickers), len(tickers)):
+        raise DataError(f"similarity is {similarity.shape}, expected {(len(tickers), len(tickers))}")
+    present = tickers.get_indexer(corr.tickers)
+    rows = present[present >= 0]
+    focal = corr.tickers.get_indexer(tickers[rows])
+    n = len(rows)
+    if n < 2:
+        return focal, np.zeros((n, 0), dtype=np.int64)
+    # ties only rounding separates are ties everywhere
+    s = settle_ties(similarity[np.ix_(rows, rows)].astype(np.float64), copy=False)
+    np.fill_diagonal(s, -np.inf)  # never one's own neighbour
+    if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
+        rng = np.random.default_rng(tie_seed)
+        gaps = np.diff(np.unique(s[np.isfinite(s)]))
+        scale = gaps.min() / 4 if len(gaps) else 1.0
+        s = s + scale * rng.random(s.shape)
+    top = largest_first(s, min(k, n - 1), settle=False)  # the k most similar in order, equal ones by column
+    return focal, focal[top]
+
+
 def topk_neighbour_correlation(
     similarity: np.ndarray,
     tickers: pd.Index,
@@ -49,27 +85,14 @@ def topk_neighbour_correlation(
     *,
     tie_seed: int | None = None,
 ) -> dict[int, float]:
-    """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``.
-
-    Equal similarities (after :func:`~finsae.group.similarity.settle_ties`) are taken in column order, or at
-    random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
-    an arbitrary rule would pick neighbours by ticker order)."""
-    s, c = _aligned(similarity, tickers, corr)
-    n = len(s)
-    if n < 2:
+    """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``
+    (neighbours by :func:`topk_neighbours`, ``tie_seed`` as there)."""
+    focal, top = topk_neighbours(similarity, tickers, corr, max(ks), tie_seed=tie_seed)
+    if len(focal) < 2:
         return {k: float("nan") for k in ks}
-    s = settle_ties(s, copy=False)  # s is _aligned's copy; ties only rounding separates are ties everywhere
-    np.fill_diagonal(s, -np.inf)  # never one's own neighbour
-    if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
-        rng = np.random.default_rng(tie_seed)
-        gaps = np.diff(np.unique(s[np.isfinite(s)]))
-        scale = gaps.min() / 4 if len(gaps) else 1.0
-        s = s + scale * rng.random(s.shape)
-    kmax = min(max(ks), n - 1)
-    top = largest_first(s, kmax, settle=False)  # the kmax most similar in order, equal ones by column
     out = {}
     for k in ks:
-        vals = np.take_along_axis(c, top[:, :k], axis=1)
+        vals = corr.values[focal[:, None], top[:, :k]]
         out[k] = float(np.nanmean(vals))
     return out
 

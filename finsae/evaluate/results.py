@@ -81,6 +81,8 @@ class BenchmarkResult:
             (``finsae.pipeline.learned``).
         two_way: paired differences with a companies x blocks-of-months bootstrap
             (``finsae.evaluate.inference``).
+        ranking_two_way: paired differences of top-k neighbour correlation with the same two-way bootstrap
+            (focal companies x blocks of months).
     """
 
     name: str
@@ -94,6 +96,7 @@ class BenchmarkResult:
     selection: pd.DataFrame = field(default_factory=pd.DataFrame)
     cold_start: pd.DataFrame = field(default_factory=pd.DataFrame)
     two_way: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ranking_two_way: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -110,4 +113,5 @@ RESULT_FILES: dict[str, str] = {
     "selection": "selection.parquet",
     "cold_start": "cold_start.parquet",
     "two_way": "two_way.parquet",
+    "ranking_two_way": "ranking_two_way.parquet",
 }

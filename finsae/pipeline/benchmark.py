@@ -78,6 +78,7 @@ def _run_window(
         "verdict": [],
         "cold_start": [],
         "two_way": [],
+        "ranking_two_way": [],
     }
     labels_by_name: dict[str, pd.Series] = {}
     scored: dict[tuple, CoMovement] = {}  # methods that group alike (e.g. a blend that chose price alone)
@@ -131,6 +132,7 @@ def _run_window(
             out["cold_start"] = _cold_start(cfg, universe, corr, text, keys)
             if frequency == "monthly":  # daily: one correlation matrix per draw is too slow
                 out["two_way"] = _two_way(cfg, panel, corr, text, labels_by_name, keys)
+                out["ranking_two_way"] = _two_way_ranking(cfg, universe, panel, corr, text, keys)
     out["dropped"] = [panel.dropped.rename("reason").reset_index().assign(**keys)]
     return out
 
@@ -152,7 +154,8 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
                 "method": name,
                 "method_kind": m.kind,
                 "text_look_ahead": info.text_look_ahead,
-                "transform": m.transform,
+                # a learned method's neighbours come from the candidate its neighbour objective chose
+                "transform": m.learned.rank_params.get("variant", m.transform) if m.learned else m.transform,
                 "n_companies": n_companies,
                 **{f"top{k}": v for k, v in topk.items()},
                 "spearman": ref.spearman(sim),  # learned methods: also the similarity their groups come from
@@ -215,6 +218,50 @@ def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dic
     res = two_way_differences(panel.returns, corr, labels, comparisons, draws=lc.two_way_draws,
                               block=lc.block_months, seed=cfg.evaluation.seed)
     return [{**keys, **m, **r.to_dict()} for m, r in zip(meta, res, strict=True)]
+
+
+def _two_way_ranking(cfg: BenchmarkConfig, universe: Universe, panel, corr, text: VintageGroups,
+                     keys: dict) -> list[dict]:
+    """Two-way paired differences of top-``rank_k`` neighbour correlation (the neighbour objective of the
+    learned methods): the headline against every matched taxonomy level, price peers and every other text
+    method; every text + price blend against price peers."""
+    from finsae.evaluate.inference import two_way_topk_differences
+    from finsae.evaluate.ranking import topk_neighbours
+
+    lc = cfg.learned
+    assert lc is not None  # made for learned methods only
+    headline = cfg.headline_method or cfg.text_methods[0].name
+    first = next(iter(text.methods.values()))
+    tickers = first.tickers
+    k = lc.rank_k
+    neighbours: dict[str, np.ndarray] = {}
+    focal = np.zeros(0, dtype=np.int64)
+    for name, m in text.methods.items():
+        focal, neighbours[name] = topk_neighbours(m.similarity(), tickers, corr, k)
+    levels = list(dict.fromkeys(cfg.granularity.levels))
+    for level in levels:  # ties at random, seeded, as in the ranking table
+        sim = same_group_similarity(taxonomy_labels(universe, level), tickers)
+        focal, neighbours[level] = topk_neighbours(sim, tickers, corr, k, tie_seed=cfg.evaluation.seed)
+    if len(focal) < k + 1:
+        return []
+    comparisons, meta = [], []
+    if headline in text.methods:
+        comparisons += [(headline, lv) for lv in levels]
+        meta += [{"comparison": "taxonomy"}] * len(levels)
+        for n, m in text.methods.items():
+            if n != headline:
+                comparisons.append((headline, n))
+                meta.append({"comparison": "text" if m.kind == "text" else m.kind})
+    if "price_peers" in text.methods:
+        for n, m in text.methods.items():
+            if m.kind == "text+price":
+                comparisons.append((n, "price_peers"))
+                meta.append({"comparison": "blend vs price"})
+    if not comparisons:
+        return []
+    res = two_way_topk_differences(panel.returns, corr, focal, neighbours, comparisons, k=k,
+                                   draws=lc.two_way_draws, block=lc.block_months, seed=cfg.evaluation.seed)
+    return [{**keys, **mt, **r.to_dict()} for mt, r in zip(meta, res, strict=True)]
 
 
 def _verdicts(
@@ -382,6 +429,7 @@ def run_benchmark(
         "verdict": [],
         "cold_start": [],
         "two_way": [],
+        "ranking_two_way": [],
     }
     text_stage = TextStage(cfg, universe, prices) if cfg.text_methods else None
     total = sum(len(d.frequencies) for d in design_cfgs) * len(cfg.taxonomies)
@@ -397,7 +445,7 @@ def run_benchmark(
             if text_stage is not None and text_stage._vintages else pd.DataFrame()
         return BenchmarkResult(cfg.name, frame("rows"), frame("strata"), frame("dropped"), designs,
                                out if write else None, frame("ranking"), frame("verdict"), selections,
-                               frame("cold_start"), frame("two_way"))
+                               frame("cold_start"), frame("two_way"), frame("ranking_two_way"))
 
     with (staged_results(out) if write else contextlib.nullcontext((Path(), ""))) as (folder, run_id), \
             tqdm(total=total, desc=f"benchmark {cfg.name}", unit="grouping", disable=None) as progress:
@@ -453,6 +501,7 @@ def run_benchmark(
                         if len(res.cold_start):
                             write_parquet(res.cold_start, folder / "cold_start.parquet", run_id)
                             write_parquet(res.two_way, folder / "two_way.parquet", run_id)
+                            write_parquet(res.ranking_two_way, folder / "ranking_two_way.parquet", run_id)
         res = result()
         if write:
             write_text(benchmark_markdown(res), folder / "table.md")

@@ -492,6 +492,7 @@ class BenchmarkRun:
             frames["selection"],
             frames["cold_start"],
             frames["two_way"],
+            frames["ranking_two_way"],
         )
         vintages = {v: None if p is None else pd.Timestamp(p) for v, p in index["vintages"].items()}
         methods = tuple(_method_from(m) for m in index["methods"])

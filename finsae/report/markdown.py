@@ -283,6 +283,18 @@ def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> l
                          f"| {_f(x.pair_weighted_b)} | {x.difference:+.3f} [{x.ci_low:+.3f}, "
                          f"{x.ci_high:+.3f}] |")
         parts += [*lines, ""]
+    rw = result.ranking_two_way
+    if len(rw):
+        rw = rw[(rw["design"] == design) & (rw["frequency"] == frequency)]
+    if len(rw):
+        k = int(rw["k"].iloc[0])
+        lines = _table(f"Paired differences of top-{k} neighbour correlation (each company's {k} most "
+                       "similar companies), with the same two-way bootstrap (focal companies x circular "
+                       "blocks of months, 95% CI):", f"| A | B | top{k}(A) | top{k}(B) | A - B [95% CI] |", 5)
+        for x in rw.itertuples(index=False):
+            lines.append(f"| {METHOD_NAMES.get(x.a, x.a)} | {METHOD_NAMES.get(x.b, x.b)} | {_f(x.top_a)} | "
+                         f"{_f(x.top_b)} | {x.difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}] |")
+        parts += [*lines, ""]
     cs = result.cold_start
     if len(cs):
         cs = cs[(cs["design"] == design) & (cs["frequency"] == frequency)]
