@@ -93,6 +93,17 @@ def test_learned_choices_weights_and_groups_cannot_see_later_returns(tmp_path):
     kinds = set(ra.ranking["method_kind"])
     assert {"text", "price", "text+price", "taxonomy"} <= kinds
     assert "tfidf_sup@gics_industry:density" in set(ra.verdict["headline"])
+    # top-k neighbour differences with two-way CIs, monthly only; the headline against the taxonomies and the
+    # text + price blend against price peers are among them
+    rw = ra.ranking_two_way
+    assert (a / "out" / "ranking_two_way.parquet").is_file() and set(rw["frequency"]) == {"monthly"}
+    assert {"taxonomy", "blend vs price"} <= set(rw["comparison"])
+    assert ((rw["ci_low"] <= rw["difference"]) & (rw["difference"] <= rw["ci_high"])).all()
+    assert "Paired differences of top-" in page
+    # a learned method's ranking row names the candidate its neighbours came from, not its groups'
+    chosen = ra.selection[ra.selection["chosen_rank"].astype("boolean").fillna(False).astype(bool)]
+    for row in ra.ranking[ra.ranking["method"].isin(["tfidf_sup", "tfidf_nn"])].itertuples():
+        assert row.transform == chosen.loc[chosen["method"] == row.method, "variant"].iloc[0]
 
 
 def test_price_similarity_and_blend():
@@ -128,6 +139,28 @@ def test_two_way_bootstrap_point_and_blocks():
     pb = comovement(corr, bad, null_draws=0, bootstrap_draws=0).pair_weighted
     assert d.difference == pytest.approx(pa - pb, abs=1e-12)
     assert d.ci_low <= d.difference <= d.ci_high and d.separated
+
+
+def test_ranking_row_of_a_learned_method_names_its_neighbour_candidate():
+    """The top-k figures come from the neighbour similarity, so its row names that candidate (it used to name
+    the group candidate)."""
+    from types import SimpleNamespace as NS
+
+    from finsae.pipeline.benchmark import _ranking_rows
+
+    panel = synthetic_panel(n_periods=48, n_tickers=8, seed=1)
+    corr = correlation_matrix(panel)
+    rank_sim = np.corrcoef(np.random.default_rng(2).normal(size=(8, 20)))
+    learned = NS(rank_params={"variant": "ridge alpha=100 prior=cosine"}, group_similarity=rank_sim.T.copy())
+    methods = {
+        "x_sup": NS(tickers=panel.tickers, similarity=lambda: rank_sim, kind="text",
+                    transform="ridge alpha=0.01 prior=zero", learned=learned),
+        "x": NS(tickers=panel.tickers, similarity=lambda: rank_sim, kind="text", transform="idf",
+                learned=None),
+    }
+    cfg = NS(ranking=NS(ks=(1, 3)), taxonomies=[], granularity=NS(levels=[]))
+    rows = _ranking_rows(cfg, None, corr, NS(methods=methods), {"design": "d"}, NS(text_look_ahead=False))
+    assert [r["transform"] for r in rows] == ["ridge alpha=100 prior=cosine", "idf"]
 
 
 def test_two_way_topk_differences_point_paired_draw_and_brute_force():

@@ -277,7 +277,26 @@ def _ranking_section(bench: BenchmarkResult) -> str:
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Top-k neighbour correlation")
     return (f'<section id="ranking"><h2>Ranking: do the most similar companies co-move?</h2>'
-            f"<table><tr>{head}</tr>{rows}</table>{_png(fig)}</section>")
+            f"<table><tr>{head}</tr>{rows}</table>{_png(fig)}{_ranking_differences(bench)}</section>")
+
+
+def _ranking_differences(bench: BenchmarkResult) -> str:
+    """The two-way paired differences of top-k neighbour correlation of the first window, if any."""
+    rw = bench.ranking_two_way
+    if rw is None or rw.empty:
+        return ""
+    rw = rw[(rw["design"] == rw["design"].iloc[0]) & (rw["frequency"] == rw["frequency"].iloc[0])]
+    k = int(rw["k"].iloc[0])
+    rows = "".join(
+        f"<tr><td>{_esc(_name(x['a']))}</td><td>{_esc(_name(x['b']))}</td><td>{x['top_a']:.3f}</td>"
+        f"<td>{x['top_b']:.3f}</td><td>{x['difference']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]</td>"
+        "</tr>"
+        for _, x in rw.iterrows()
+    )
+    return (f'<p class="note">Paired differences of top-{k} neighbour correlation, two-way bootstrap (focal '
+            "companies x blocks of months, 95% CI):</p>"
+            f"<table><tr><th>A</th><th>B</th><th>top{k}(A)</th><th>top{k}(B)</th><th>A - B [95% CI]</th></tr>"
+            f"{rows}</table>")
 
 
 def _pairs_section(pairs: BacktestTables | None) -> str:
