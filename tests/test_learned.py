@@ -158,7 +158,8 @@ def test_ranking_row_of_a_learned_method_names_its_neighbour_candidate():
         "x": NS(tickers=panel.tickers, similarity=lambda: rank_sim, kind="text", transform="idf",
                 learned=None),
     }
-    cfg = NS(ranking=NS(ks=(1, 3)), taxonomies=[], granularity=NS(levels=[]))
+    cfg = NS(ranking=NS(ks=(1, 3)), taxonomies=[], granularity=NS(levels=[]), learned=None,
+             evaluation=NS(seed=0))
     rows = _ranking_rows(cfg, None, corr, NS(methods=methods), {"design": "d"}, NS(text_look_ahead=False))
     assert [r["transform"] for r in rows] == ["ridge alpha=100 prior=cosine", "idf"]
 

@@ -27,16 +27,24 @@ def cosine_similarity_matrix(features: np.ndarray | sp.spmatrix, transform: str 
     return cosine_similarity(FeatureTransform(transform).fit_transform(features))
 
 
-def _aligned(
+def _positions(
     similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity and correlation restricted to the companies in both, in the same order."""
+    """Rows of ``similarity`` (by ``tickers``) of the companies ``corr`` has, in ``corr``'s order, and their
+    positions in ``corr.tickers``."""
     tickers = pd.Index(tickers)
     if similarity.shape != (len(tickers), len(tickers)):
         raise DataError(f"similarity is {similarity.shape}, expected {(len(tickers), len(tickers))}")
     present = tickers.get_indexer(corr.tickers)
     rows = present[present >= 0]
-    pos_in_corr = corr.tickers.get_indexer(tickers[rows])
+    return rows, corr.tickers.get_indexer(tickers[rows])
+
+
+def _aligned(
+    similarity: np.ndarray, tickers: pd.Index, corr: CorrelationMatrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity and correlation restricted to the companies in both, in the same order."""
+    rows, pos_in_corr = _positions(similarity, tickers, corr)
     return (similarity[np.ix_(rows, rows)].astype(np.float64),
             corr.values[np.ix_(pos_in_corr, pos_in_corr)])
 
@@ -56,12 +64,7 @@ def topk_neighbours(
     Equal similarities (after :func:`~finsae.group.similarity.settle_ties`) are taken in column order, or at
     random with ``tie_seed`` (needed for a 0/1 same-group similarity, where
     an arbitrary rule would pick neighbours by ticker order)."""
-    tickers = pd.Index(tickers)
-    if similarity.shape != (len(tickers), len(tickers)):
-        raise DataError(f"similarity is {similarity.shape}, expected {(len(tickers), len(tickers))}")
-    present = tickers.get_indexer(corr.tickers)
-    rows = present[present >= 0]
-    focal = corr.tickers.get_indexer(tickers[rows])
+    rows, focal = _positions(similarity, tickers, corr)
     n = len(rows)
     if n < 2:
         return focal, np.zeros((n, 0), dtype=np.int64)
@@ -88,13 +91,16 @@ def topk_neighbour_correlation(
     """Mean return correlation of each company's ``k`` most similar companies, for each ``k`` in ``ks``
     (neighbours by :func:`topk_neighbours`, ``tie_seed`` as there)."""
     focal, top = topk_neighbours(similarity, tickers, corr, max(ks), tie_seed=tie_seed)
+    return neighbour_correlation(corr, focal, top, ks)
+
+
+def neighbour_correlation(corr: CorrelationMatrix, focal: np.ndarray, top: np.ndarray,
+                          ks: tuple[int, ...]) -> dict[int, float]:
+    """:func:`topk_neighbour_correlation` from neighbours already taken by :func:`topk_neighbours` (at least
+    ``max(ks)`` of them)."""
     if len(focal) < 2:
         return {k: float("nan") for k in ks}
-    out = {}
-    for k in ks:
-        vals = corr.values[focal[:, None], top[:, :k]]
-        out[k] = float(np.nanmean(vals))
-    return out
+    return {k: float(np.nanmean(corr.values[focal[:, None], top[:, :k]])) for k in ks}
 
 
 def _vectorised_argsort() -> bool:

@@ -42,7 +42,12 @@ from finsae.evaluate.comovement import (
     encode_labels,
     paired_difference,
 )
-from finsae.evaluate.ranking import SpearmanReference, same_group_similarity, topk_neighbour_correlation
+from finsae.evaluate.ranking import (
+    SpearmanReference,
+    neighbour_correlation,
+    same_group_similarity,
+    topk_neighbours,
+)
 from finsae.evaluate.results import BenchmarkResult, DesignInfo
 from finsae.extract.model import release_free_memory
 from finsae.group.taxonomy import taxonomy_labels
@@ -126,28 +131,48 @@ def _run_window(
                                    "target_groups": text.targets[g.level].n_groups,
                                    "target_density": text.targets[g.level].density, "matched": g.matched,
                                    "params": json.dumps(g.params, default=str)})
-        out["ranking"] = _ranking_rows(cfg, universe, corr, text, keys, info)
+        lists = _neighbour_lists(cfg, universe, corr, text)
+        out["ranking"] = _ranking_rows(cfg, universe, corr, text, keys, info, lists)
         out["verdict"] = _verdicts(cfg, corr, pd.DataFrame(out["rows"]), labels_by_name, keys)
         if any(m.learned is not None for m in text.methods.values()):
             out["cold_start"] = _cold_start(cfg, universe, corr, text, keys)
             if frequency == "monthly":  # daily: one correlation matrix per draw is too slow
                 out["two_way"] = _two_way(cfg, panel, corr, text, labels_by_name, keys)
-                out["ranking_two_way"] = _two_way_ranking(cfg, universe, panel, corr, text, keys)
+                out["ranking_two_way"] = _two_way_ranking(cfg, panel, corr, text, keys, lists)
     out["dropped"] = [panel.dropped.rename("reason").reset_index().assign(**keys)]
     return out
 
 
+def _neighbour_lists(cfg: BenchmarkConfig, universe: Universe, corr,
+                     text: VintageGroups) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every text method's and every ranked taxonomy's nearest companies (:func:`topk_neighbours`, enough for
+    the ranking table and the learned methods' ``rank_k``), taken once for both tables."""
+    k = max([*cfg.ranking.ks, cfg.learned.rank_k if cfg.learned is not None else 0])
+    tickers = next(iter(text.methods.values())).tickers
+    focal = np.zeros(0, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    for name, m in text.methods.items():
+        focal, out[name] = topk_neighbours(m.similarity(), tickers, corr, k)
+    for name in dict.fromkeys([*cfg.taxonomies, *cfg.granularity.levels]):
+        if name != "all_pairs":  # ties at random, seeded: a 0/1 similarity has nothing else to order them by
+            sim = same_group_similarity(taxonomy_labels(universe, name), tickers)
+            focal, out[name] = topk_neighbours(sim, tickers, corr, k, tie_seed=cfg.evaluation.seed)
+    return focal, out
+
+
 def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageGroups, keys: dict,
-                  info: DesignInfo) -> list[dict]:
+                  info: DesignInfo,
+                  lists: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> list[dict]:
     ks = tuple(cfg.ranking.ks)
     rows = []
     first = next(iter(text.methods.values()))
     tickers = first.tickers  # every text method covers the same companies (those with text in the vintage)
     ref = SpearmanReference(tickers, corr)
     n_companies = int(tickers.isin(corr.tickers).sum())
+    focal, neighbours = lists if lists is not None else _neighbour_lists(cfg, universe, corr, text)
     for name, m in text.methods.items():
         sim = m.similarity()
-        topk = topk_neighbour_correlation(sim, tickers, corr, ks)
+        topk = neighbour_correlation(corr, focal, neighbours[name], ks)
         rows.append(
             {
                 **keys,
@@ -168,7 +193,7 @@ def _ranking_rows(cfg: BenchmarkConfig, universe: Universe, corr, text: VintageG
         if name == "all_pairs":
             continue
         sim = same_group_similarity(taxonomy_labels(universe, name), tickers)
-        topk = topk_neighbour_correlation(sim, tickers, corr, ks, tie_seed=cfg.evaluation.seed)
+        topk = neighbour_correlation(corr, focal, neighbours[name], ks)
         rows.append({**keys, "method": name, "method_kind": "taxonomy", "text_look_ahead": False,
                      "transform": "same group", "n_companies": n_companies,
                      **{f"top{k}": v for k, v in topk.items()}, "spearman": ref.spearman(sim)})
@@ -220,28 +245,19 @@ def _two_way(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, labels: dic
     return [{**keys, **m, **r.to_dict()} for m, r in zip(meta, res, strict=True)]
 
 
-def _two_way_ranking(cfg: BenchmarkConfig, universe: Universe, panel, corr, text: VintageGroups,
-                     keys: dict) -> list[dict]:
+def _two_way_ranking(cfg: BenchmarkConfig, panel, corr, text: VintageGroups, keys: dict,
+                     lists: tuple[np.ndarray, dict[str, np.ndarray]]) -> list[dict]:
     """Two-way paired differences of top-``rank_k`` neighbour correlation (the neighbour objective of the
     learned methods): the headline against every matched taxonomy level, price peers and every other text
     method; every text + price blend against price peers."""
     from finsae.evaluate.inference import two_way_topk_differences
-    from finsae.evaluate.ranking import topk_neighbours
 
     lc = cfg.learned
     assert lc is not None  # made for learned methods only
     headline = cfg.headline_method or cfg.text_methods[0].name
-    first = next(iter(text.methods.values()))
-    tickers = first.tickers
     k = lc.rank_k
-    neighbours: dict[str, np.ndarray] = {}
-    focal = np.zeros(0, dtype=np.int64)
-    for name, m in text.methods.items():
-        focal, neighbours[name] = topk_neighbours(m.similarity(), tickers, corr, k)
+    focal, neighbours = lists  # the ranking table's (_neighbour_lists)
     levels = list(dict.fromkeys(cfg.granularity.levels))
-    for level in levels:  # ties at random, seeded, as in the ranking table
-        sim = same_group_similarity(taxonomy_labels(universe, level), tickers)
-        focal, neighbours[level] = topk_neighbours(sim, tickers, corr, k, tie_seed=cfg.evaluation.seed)
     if len(focal) < k + 1:
         return []
     comparisons, meta = [], []
