@@ -25,6 +25,7 @@ A draw resamples the months as above and the *focal* companies with multinomial 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,43 @@ def block_indices(n_periods: int, block: int, rng: np.random.Generator) -> np.nd
     n_blocks = -(-n_periods // block)
     starts = rng.integers(0, n_periods, size=n_blocks)
     return ((starts[:, None] + np.arange(block)[None, :]) % n_periods).ravel()[:n_periods]
+
+
+def _bootstrap(
+    x: np.ndarray,
+    union: np.ndarray,
+    n_weights: int,
+    statistic: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    names: list[str],
+    *,
+    draws: int,
+    block: int,
+    seed: int,
+    min_periods: int,
+) -> dict[str, np.ndarray]:
+    """The two-way draws shared by both differences: per draw, a circular block sample of the periods of
+    ``x`` (periods x companies), the correlations at the flat positions ``union`` on it, and multinomial
+    weights over ``n_weights`` units (companies or focal companies), drawn in that order from one seeded
+    generator; ``statistic(correlations, weights)`` gives each name's figure."""
+    t = x.shape[0]
+    rng = np.random.default_rng(seed)
+    boot = {nm: np.empty(draws) for nm in names}
+    for d in range(draws):
+        rows = block_indices(t, block, rng)
+        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
+        w = rng.multinomial(n_weights, np.full(n_weights, 1.0 / n_weights)).astype(np.float64)
+        got = statistic(c, w)
+        for nm in names:
+            boot[nm][d] = got[nm]
+    return boot
+
+
+def _percentile_ci(diff: np.ndarray, draws: int) -> tuple[float, float]:
+    """Percentiles 2.5 and 97.5 of the draws' differences (NaN without draws)."""
+    if not draws:
+        return np.nan, np.nan
+    lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def two_way_differences(
@@ -116,22 +154,14 @@ def two_way_differences(
         return out
 
     point = pw(np.take(corr.values.ravel(), union), np.ones(n))
-    rng = np.random.default_rng(seed)
-    boot = {nm: np.empty(draws) for nm in pairs}
-    for d in range(draws):
-        rows = block_indices(t, block, rng)
-        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
-        w = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
-        got = pw(c, w)
-        for nm in pairs:
-            boot[nm][d] = got[nm]
+    boot = _bootstrap(x, union, n, pw, list(pairs), draws=draws, block=block, seed=seed,
+                      min_periods=min_periods)
     for nm, rep in same.items():
         point[nm], boot[nm] = point[rep], boot[rep]
     out = []
     for a, b in comparisons:
-        diff = boot[a] - boot[b]
-        lo, hi = np.nanpercentile(diff, [2.5, 97.5]) if draws else (np.nan, np.nan)
-        out.append(TwoWayDifference(a, b, point[a] - point[b], float(lo), float(hi), draws,
+        lo, hi = _percentile_ci(boot[a] - boot[b], draws)
+        out.append(TwoWayDifference(a, b, point[a] - point[b], lo, hi, draws,
                                     pair_weighted_a=point[a], pair_weighted_b=point[b], block=block))
     return out
 
@@ -199,19 +229,11 @@ def two_way_topk_differences(
     for nm in names:  # exactly topk_neighbour_correlation's mean (numpy's nanmean over the same entries)
         vals = np.take(corr.values.ravel(), flats[nm])
         point[nm] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
-    rng = np.random.default_rng(seed)
-    boot = {nm: np.empty(draws) for nm in names}
-    for d in range(draws):
-        rows = block_indices(t, block, rng)
-        c = pairwise_correlation_at(x[rows], union, min_periods=min_periods)
-        w = rng.multinomial(len(focal), np.full(len(focal), 1.0 / len(focal))).astype(np.float64)
-        got = figure(c, w)
-        for nm in names:
-            boot[nm][d] = got[nm]
+    boot = _bootstrap(x, union, len(focal), figure, names, draws=draws, block=block, seed=seed,
+                      min_periods=min_periods)
     out = []
     for a, b in comparisons:
-        diff = boot[a] - boot[b]
-        lo, hi = np.nanpercentile(diff, [2.5, 97.5]) if draws else (np.nan, np.nan)
-        out.append(TwoWayTopkDifference(a, b, point[a] - point[b], float(lo), float(hi), draws, k=k,
+        lo, hi = _percentile_ci(boot[a] - boot[b], draws)
+        out.append(TwoWayTopkDifference(a, b, point[a] - point[b], lo, hi, draws, k=k,
                                         top_a=point[a], top_b=point[b], block=block))
     return out
