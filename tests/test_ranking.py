@@ -134,6 +134,10 @@ def test_average_ranks_equal_scipy_rankdata_bit_for_bit():
         np.array([0.0, -0.0, 1.0, np.inf, -np.inf, 0.0, np.inf]),  # signed zeros tie, infinities rank
         np.array([2.0]),
         np.array([]),
+        (rng.random(9_999) < 0.03).astype(float),  # a taxonomy's 0/1 similarity: the no-sort path
+        np.array([1.0, 1.0, 0.0, -0.0]),  # two values, signed zeros tie
+        np.full(5, 0.25),  # one value
+        np.array([0.0, 1.0, 0.0, 2.0]),  # three values: the sort again
     ]
     for x in cases:
         want = rankdata(x)

@@ -298,3 +298,31 @@ def test_nonneg_contributions_are_shared_features_and_sum_to_similarity():
     assert (grp["contribution"] >= 0).all()
     # a positive excess needs the members to share the feature more than a typical pair does
     assert ((grp["excess"] <= 0) | (grp["contribution"] > 0)).all()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_tagged_rhs_equals_untagged_and_is_shared_where_w0_is(flip):
+    """``rhs(tag=...)`` keeps the returns' side per (tag, w0): every (prior, sign) gets exactly the numbers of
+    an untagged call, in either call order; the signed and non-negative fits share one where their w0 does
+    (always for the zero prior; for the cosine prior when its slope mu >= 0), and not otherwise."""
+    z, c = _tiny(n=12, d=6, seed=5)
+    if flip:  # as drawn, correlations fall with the cosine (mu < 0: the non-negative w0 = 0 differs from mu);
+        c = -c  # negated, they rise with it (mu > 0: one w0 for both signs)
+        np.fill_diagonal(c, 1.0)
+    system = PairSystem.build(z, max_features=3)  # with fixed features: y depends on w0
+    combos = [("cosine", False), ("cosine", True), ("zero", True), ("zero", False)]
+    for order in (combos, combos[::-1]):
+        tagged = PairSystem.build(z, max_features=3)
+        got = {key: tagged.rhs(c, *key, tag="fit") for key in order}
+        for (prior, nonneg), (b, ybar, w0) in got.items():
+            b0, ybar0, w00 = system.rhs(c, prior, nonneg)
+            assert np.array_equal(b, b0) and ybar == ybar0 and w0 == w00
+        mu = got[("cosine", False)][2]
+        assert (mu < 0) != flip  # both branches are exercised
+        assert got[("zero", False)][0] is got[("zero", True)][0]
+        assert (got[("cosine", False)][0] is got[("cosine", True)][0]) == (mu >= 0)
+        assert (got[("cosine", True)][0] is got[("zero", True)][0]) == (mu < 0)  # both w0 = 0
+    other = PairSystem.build(z, max_features=3)
+    other.rhs(c, "zero", tag="fit")
+    b_other, _, _ = other.rhs(np.zeros_like(c), "zero", tag="other")  # another tag: computed afresh
+    assert np.array_equal(b_other, system.rhs(np.zeros_like(c), "zero")[0])

@@ -138,19 +138,26 @@ def two_way_differences(
     union = np.unique(np.concatenate(list(flats.values()))) if flats else np.zeros(0, np.int64)
     at = {nm: np.searchsorted(union, f) for nm, f in flats.items()}
 
+    ui, uj = np.divmod(union, n)
+
     def pw(gathered: np.ndarray, w: np.ndarray) -> dict[str, float]:
+        # the pair weights w_i w_j and their products with the correlations, once per union pair; a grouping
+        # reads its pairs' (the same products of the same numbers, summed in the same order as per grouping)
+        ww_u = np.take(w, ui) * np.take(w, uj)
+        finite = np.isfinite(gathered)
+        all_finite = bool(finite.all())
+        wv_u = ww_u * gathered
         out = {}
-        for nm, (wi, wj) in pairs.items():
-            v = np.take(gathered, at[nm])
-            ok = np.isfinite(v)
-            if ok.all():  # the same values in the same order as with the mask, without the copies
-                ww = np.take(w, wi) * np.take(w, wj)
-                vv = v
+        for nm in pairs:
+            pos = at[nm]
+            ok = None if all_finite else np.take(finite, pos)
+            if ok is None or ok.all():
+                ww, wv = np.take(ww_u, pos), np.take(wv_u, pos)
             else:
-                ww = w[wi[ok]] * w[wj[ok]]
-                vv = v[ok]
+                ww = np.take(ww_u, pos)[ok]
+                wv = ww * np.take(gathered, pos)[ok]
             den = ww.sum()
-            out[nm] = float((ww * vv).sum() / den) if den > 0 else np.nan
+            out[nm] = float(wv.sum() / den) if den > 0 else np.nan
         return out
 
     point = pw(np.take(corr.values.ravel(), union), np.ones(n))

@@ -155,6 +155,8 @@ class PairSystem:
         self.a_c, self.n_pairs, self.cosine, self._grams = a_c, n_pairs, cosine, grams
         self.trace = float(np.trace(a_c))
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
+        self._slopes: dict[str, float] = {}  # rhs(tag=...): per tag, the prior's slope mu
+        self._rhs: dict[tuple[str, float], tuple[np.ndarray, float]] = {}  # per (tag, w0): (b_c, ybar)
 
     @classmethod
     def build(
@@ -241,22 +243,43 @@ class PairSystem:
         return float(np.mean((s - s.mean()) * (t - t.mean())) / var) if var > 0 else 0.0
 
     def rhs(
-        self, C: np.ndarray, prior: str = "cosine", nonneg: bool = False
+        self, C: np.ndarray, prior: str = "cosine", nonneg: bool = False, *, tag: str | None = None
     ) -> tuple[np.ndarray, float, float]:
         """The returns' side for correlations ``C`` (``N x N``, NaN allowed): ``(b_c, ybar, w0)``; it does not
-        depend on ``alpha``, so one is reused for every ``alpha`` (``nonneg``: ``w0 = max(mu, 0)``)."""
+        depend on ``alpha``, so one is reused for every ``alpha`` (``nonneg``: ``w0 = max(mu, 0)``).
+
+        ``tag``: a name for ``C`` on this system (the same tag must always mean the same correlations): the
+        result is kept per ``(tag, w0)``, since ``b_c`` and ``ybar`` depend on ``C`` and ``w0`` only, so the
+        signed and the non-negative fits of one prior (the same ``w0`` unless ``mu < 0``), and the zero prior
+        of both, share one computation (the same numbers as without a tag)."""
         if prior not in PRIORS:
             raise DataError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
-        _, c = _check_inputs(self.z, C)
-        y, _ = centred_pairs(c)
-        w0 = self.prior_slope(y) if prior == "cosine" else 0.0
+        y: np.ndarray | None = None
+        if prior != "cosine":
+            w0 = 0.0
+        elif tag is not None and tag in self._slopes:
+            w0 = self._slopes[tag]
+        else:
+            _, c = _check_inputs(self.z, C)
+            y, _ = centred_pairs(c)
+            w0 = self.prior_slope(y)
+            if tag is not None:
+                self._slopes[tag] = w0
         if nonneg:
             w0 = max(w0, 0.0)
+        if tag is not None and (tag, w0) in self._rhs:
+            b, ybar = self._rhs[(tag, w0)]
+            return b, ybar, w0
+        if y is None:
+            _, c = _check_inputs(self.z, C)
+            y, _ = centred_pairs(c)
         if self.fixed_dot is not None:
             y = y - w0 * self.fixed_dot
         ybar = float(y.sum() / self.n_pairs)
         zl = self.z[:, self.learned]
         b = np.einsum("ik,ik->k", zl, y @ zl) - self.n_pairs * ybar * self.pbar
+        if tag is not None:
+            self._rhs[(tag, w0)] = (b, ybar)
         return b, ybar, w0
 
     def solve(self, C: np.ndarray | tuple[np.ndarray, float, float], alpha: float,

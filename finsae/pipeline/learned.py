@@ -136,16 +136,14 @@ def _folds(n: int, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def _fold_weights(system: PairSystem, rhs: dict[tuple[str, bool], tuple], c: np.ndarray,
-                  cand: dict) -> np.ndarray | None:
-    """The candidate's weights fitted on ``system``'s companies (None: the unsupervised cosine); ``rhs``
-    memoises the returns' side per (prior, nonneg) for the candidates of one fold."""
+def _fold_weights(system: PairSystem, c: np.ndarray, cand: dict) -> np.ndarray | None:
+    """The candidate's weights fitted on ``system``'s companies (None: the unsupervised cosine); the returns'
+    side is kept on the fold's system (tag ``train``) for the fold's other candidates."""
     if cand["prior"] == "none":
         return None
-    key = (str(cand["prior"]), bool(cand.get("nonneg", False)))
-    if key not in rhs:
-        rhs[key] = system.rhs(c, *key)
-    return system.solve(rhs[key], cand["alpha"], nonneg=key[1])[0]
+    nonneg = bool(cand.get("nonneg", False))
+    return system.solve(system.rhs(c, str(cand["prior"]), nonneg, tag="train"), cand["alpha"],
+                        nonneg=nonneg)[0]
 
 
 class LearnedStage:
@@ -184,7 +182,8 @@ class LearnedStage:
         cands += [{"variant": f"{kind} alpha={a:g} prior={p}", "alpha": a, "prior": p, **flag}
                   for p in lc.priors for a in lc.alphas]
         rows = []
-        rhs = {p: system.rhs(self.c_fit, p, nonneg) for p in lc.priors}  # one per prior, for every alpha
+        # one per prior for every alpha, kept on the system (tag: the window) for the other sign's fits
+        rhs = {p: system.rhs(self.c_fit, p, nonneg, tag="fit") for p in lc.priors}
         free: dict[str, np.ndarray | None] = {p: None for p in lc.priors}  # warm start from the last alpha
         for cand in cands:
             if cand["prior"] == "none":
@@ -211,7 +210,8 @@ class LearnedStage:
             cand = cands[pos]
             if cand["prior"] == "none":
                 return cosine, None, dict(cand)
-            w, _, _ = system.solve(self.c_full, cand["alpha"], cand["prior"], nonneg)
+            full = system.rhs(self.c_full, cand["prior"], nonneg, tag="full")
+            w, _, _ = system.solve(full, cand["alpha"], nonneg=nonneg)
             return system.similarity(w), w, dict(cand)
 
         gs, gw, gp = final(g)
@@ -245,12 +245,11 @@ class LearnedStage:
             train = np.flatnonzero(~test)
             sub = system.subset(train)
             c_train = self.c_full[np.ix_(train, train)]
-            rhs: dict[tuple[str, bool], tuple] = {}
             rows = np.flatnonzero(test)
             for i, m in enumerate(methods):
-                wr = _fold_weights(sub, rhs, c_train, m.rank_params)  # no warm start from the full fit
+                wr = _fold_weights(sub, c_train, m.rank_params)  # no warm start from the full fit
                 cold_rank[i][rows] = (z[rows] @ z.T) if wr is None else system.similarity(wr, rows)
-                wg = _fold_weights(sub, rhs, c_train, m.group_params)
+                wg = _fold_weights(sub, c_train, m.group_params)
                 sg = (z @ z.T) if wg is None else system.similarity(wg)
                 grouper = PeerGrouper(None, self.tickers, "average", distance=similarity_distance(sg))
                 codes = {level: grouper.labels_for(t, "density")[0] for level, t in self.targets.items()}
@@ -308,7 +307,9 @@ class LearnedStage:
                 out.append(z @ z.T if m.kind == "supervised" else m.group_similarity)
                 continue
             assert system is not None
-            w, _, _ = system.solve(self.c_fit, p["alpha"], p["prior"], p.get("nonneg", False))
+            nonneg = bool(p.get("nonneg", False))
+            fit = system.rhs(self.c_fit, p["prior"], nonneg, tag="fit")
+            w, _, _ = system.solve(fit, p["alpha"], nonneg=nonneg)
             out.append(system.similarity(w))
         return tuple(out)
 
