@@ -49,6 +49,20 @@ def _aligned(
             corr.values[np.ix_(pos_in_corr, pos_in_corr)])
 
 
+def _min_gap(values: np.ndarray) -> float:
+    """The smallest difference between two distinct entries of ``values`` (1-d, finite); 4.0 (so that a
+    quarter of it is 1) if there are fewer than two distinct ones. One or two distinct values (a taxonomy's
+    0/1 similarity) without the sort of ``np.unique``."""
+    if len(values) == 0:
+        return 4.0
+    lo, hi = values.min(), values.max()
+    if lo == hi:
+        return 4.0
+    if ((values == lo) | (values == hi)).all():
+        return float(hi - lo)
+    return float(np.diff(np.unique(values)).min())
+
+
 def topk_neighbours(
     similarity: np.ndarray,
     tickers: pd.Index,
@@ -73,8 +87,7 @@ def topk_neighbours(
     np.fill_diagonal(s, -np.inf)  # never one's own neighbour
     if tie_seed is not None:  # random order among equal similarities: a random key below any real difference
         rng = np.random.default_rng(tie_seed)
-        gaps = np.diff(np.unique(s[np.isfinite(s)]))
-        scale = gaps.min() / 4 if len(gaps) else 1.0
+        scale = _min_gap(s[np.isfinite(s)]) / 4
         s = s + scale * rng.random(s.shape)
     top = largest_first(s, min(k, n - 1), settle=False)  # the k most similar in order, equal ones by column
     return focal, focal[top]

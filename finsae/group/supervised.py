@@ -157,6 +157,7 @@ class PairSystem:
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
         self._slopes: dict[str, float] = {}  # rhs(tag=...): per tag, the prior's slope mu
         self._rhs: dict[tuple[str, float], tuple[np.ndarray, float]] = {}  # per (tag, w0): (b_c, ybar)
+        self._z_learned: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -187,7 +188,9 @@ class PairSystem:
         a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
         cosine = z @ z.T
         np.fill_diagonal(cosine, 0.0)
-        return cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine, (g, q))
+        system = cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine, (g, q))
+        system._z_learned = zl
+        return system
 
     def subset(self, rows: np.ndarray) -> PairSystem:
         """The system of the companies ``rows`` only (the same learned features), without recomputing the Gram
@@ -210,7 +213,9 @@ class PairSystem:
         a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
         ix = np.ix_(rows, rows)
         fixed = self.fixed_dot[ix] if self.fixed_dot is not None else None
-        return PairSystem(z, self.learned, fixed, pbar, a_c, n_pairs, self.cosine[ix], (g, q))
+        system = PairSystem(z, self.learned, fixed, pbar, a_c, n_pairs, self.cosine[ix], (g, q))
+        system._z_learned = zl
+        return system
 
     def decompose(self) -> PairSystem:
         """Compute (once) the eigendecomposition used to solve for many ``alpha``."""
@@ -223,13 +228,20 @@ class PairSystem:
         """``sum_k w_k z_ik z_jk`` for rows ``rows`` (default all) against every row, computed over the
         learned features plus ``w0`` times the fixed features' dot products (equal to ``Z diag(w) Z^T``;
         diagonal entries of the fixed part are 0, which no ranking or grouping reads)."""
-        zl = self.z[:, self.learned]
+        zl = self.z_learned
         r = slice(None) if rows is None else rows
         s = (zl[r] * weights[self.learned]) @ zl.T
         if self.fixed_dot is not None:
             rest = np.setdiff1d(np.arange(self.n_features), self.learned)
             s += float(weights[rest[0]]) * self.fixed_dot[r]
         return s
+
+    @property
+    def z_learned(self) -> np.ndarray:
+        """The learned features' columns of ``z`` (gathered once: every similarity and rhs reads them)."""
+        if self._z_learned is None:
+            self._z_learned = self.z[:, self.learned]
+        return self._z_learned
 
     @property
     def n_features(self) -> int:
@@ -276,7 +288,7 @@ class PairSystem:
         if self.fixed_dot is not None:
             y = y - w0 * self.fixed_dot
         ybar = float(y.sum() / self.n_pairs)
-        zl = self.z[:, self.learned]
+        zl = self.z_learned
         b = np.einsum("ik,ik->k", zl, y @ zl) - self.n_pairs * ybar * self.pbar
         if tag is not None:
             self._rhs[(tag, w0)] = (b, ybar)
