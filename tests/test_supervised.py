@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from finsae.errors import DataError
@@ -326,3 +327,33 @@ def test_tagged_rhs_equals_untagged_and_is_shared_where_w0_is(flip):
     other.rhs(c, "zero", tag="fit")
     b_other, _, _ = other.rhs(np.zeros_like(c), "zero", tag="other")  # another tag: computed afresh
     assert np.array_equal(b_other, system.rhs(np.zeros_like(c), "zero")[0])
+
+
+def test_group_evidence_order_puts_shared_latents_before_absent_ones():
+    """``order="evidence"``: the same rows and figures as ``order="excess"``, re-ordered so that latents the
+    members share (w > 0, excess > 0) come before latents they lack (w < 0, excess > 0), then the rest, each
+    by excess; the ``evidence`` column says which is which."""
+    from finsae.explain.groups import explain_group_weighted
+
+    rng = np.random.default_rng(11)
+    z = l2_normalize(np.abs(rng.normal(size=(30, 8))) * (rng.random((30, 8)) > 0.4))
+    w = np.array([2.0, -3.0, 1.0, -1.0, 0.5, -2.0, 0.0, 4.0])
+    members = np.zeros(30, dtype=bool)
+    members[:6] = True
+    z[:6, 1] = z[:6, 5] = 0.0  # the members lack latents 1 and 5, whose weights are negative
+    z = l2_normalize(z)
+    by_excess = explain_group_weighted(z, w, members, top=8)
+    by_evidence = explain_group_weighted(z, w, members, top=8, order="evidence")
+    key = ["latent", "weight", "contribution", "typical", "excess", "evidence"]
+    pd.testing.assert_frame_equal(by_excess.sort_values("latent")[key].reset_index(drop=True),
+                                  by_evidence.sort_values("latent")[key].reset_index(drop=True))
+    ev = by_evidence["evidence"].tolist()
+    assert ev == sorted(ev, key=["shared", "absent", "none"].index)  # tiers in order
+    assert {1, 5} <= set(by_evidence.loc[by_evidence["evidence"] == "absent", "latent"])
+    assert (by_evidence.loc[by_evidence["evidence"] == "absent", "contribution"] <= 0).all()
+    for _, tier in by_evidence.groupby("evidence"):
+        assert tier["excess"].is_monotonic_decreasing
+    shared = by_evidence["evidence"] == "shared"
+    assert ((by_evidence["weight"] > 0) & (by_evidence["excess"] > 0)).eq(shared).all()
+    with pytest.raises(DataError, match="order"):
+        explain_group_weighted(z, w, members, order="size")

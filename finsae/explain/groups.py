@@ -227,14 +227,24 @@ def explain_pair_weighted(
 
 
 def explain_group_weighted(z: np.ndarray, weights: np.ndarray, members: np.ndarray, *,
-                           labels: pd.Series | None = None, top: int = 8) -> pd.DataFrame:
+                           labels: pd.Series | None = None, top: int = 8,
+                           order: str = "excess") -> pd.DataFrame:
     """The latents behind a group's mean within-group learned similarity.
 
     For group ``G`` (``n_G >= 2``) latent ``k`` contributes ``c_k = w_k mean_{i != j in G} z_ik z_jk =
     w_k ((sum_G z_k)^2 - sum_G z_k^2) / (n_G (n_G - 1))`` (the ``c_k`` sum to the group's mean similarity);
     the same over all companies, ``c_k^all``, is what latent ``k`` gives a typical pair. Rows: ``latent,
-    label, weight, contribution`` (``c_k``), ``typical`` (``c_k^all``) and ``excess = c_k - c_k^all``, ranked
-    by excess: what sets the group's similarity apart."""
+    label, weight, contribution`` (``c_k``), ``typical`` (``c_k^all``), ``excess = c_k - c_k^all`` and
+    ``evidence``: ``shared`` where ``w_k > 0`` and ``excess > 0`` (the members have more of a latent that
+    raises similarity), ``absent`` where ``w_k < 0`` and ``excess > 0`` (they have less of one that lowers
+    it: with non-negative features ``c_k <= 0``, so it adds nothing to their similarity, it only subtracts
+    less than from a typical pair), else ``none``.
+
+    ``order="excess"``: ranked by excess, what sets the group's similarity apart; ``order="evidence"``: the
+    ``shared`` latents first, then the ``absent`` ones, then the rest, each by excess (what the members have
+    in common before what they lack). Ties: by latent index."""
+    if order not in ("excess", "evidence"):
+        raise DataError(f"order must be 'excess' or 'evidence', got {order!r}")
     z = np.asarray(z, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     members = np.asarray(members, dtype=bool)
@@ -253,8 +263,11 @@ def explain_group_weighted(z: np.ndarray, weights: np.ndarray, members: np.ndarr
     c = w * mean_pair(np.flatnonzero(members))
     typical = w * mean_pair(np.arange(len(z)))
     excess = c - typical
-    order = np.lexsort((np.arange(len(c)), -excess))[:max(0, top)]
-    names = (labels.reindex(order).fillna("").astype(str).to_numpy() if labels is not None
-             else np.array([f"latent {j}" for j in order]))
-    return pd.DataFrame({"latent": order, "label": names, "weight": w[order], "contribution": c[order],
-                         "typical": typical[order], "excess": excess[order]})
+    evidence = np.where(excess > 0, np.where(w > 0, "shared", np.where(w < 0, "absent", "none")), "none")
+    tier = np.select([evidence == "shared", evidence == "absent"], [0, 1], 2) if order == "evidence" \
+        else np.zeros(len(c), dtype=np.int64)
+    rows = np.lexsort((np.arange(len(c)), -excess, tier))[:max(0, top)]
+    names = (labels.reindex(rows).fillna("").astype(str).to_numpy() if labels is not None
+             else np.array([f"latent {j}" for j in rows]))
+    return pd.DataFrame({"latent": rows, "label": names, "weight": w[rows], "contribution": c[rows],
+                         "typical": typical[rows], "excess": excess[rows], "evidence": evidence[rows]})

@@ -90,6 +90,14 @@ def _learned_weights(run: BenchmarkRun, vintage: str, method: str, n_latents: in
     return w["weight_groups"].to_numpy(dtype=np.float64)
 
 
+#: How a learned (weighted) similarity's group latents are ordered (``explain_group_weighted(order=...)``):
+#: ``evidence``, the latents the members share (positive weight, positive excess) before those they lack
+#: (negative weight, positive excess). Written on 2026-12-04 after reading ``make run``'s ``sae_sup`` groups,
+#: 14 of whose 30 top latents were ones their members lack (e.g. ``retail / stores / treatment``, weight -87),
+#: and before any explanation under it was computed; one variant. Until then: ``excess`` alone.
+WEIGHTED_ORDER = "evidence"
+
+
 def _weighted(
     e: GroupExplanation,
     z: np.ndarray,
@@ -99,11 +107,11 @@ def _weighted(
     labels: pd.Series,
     top: int,
 ) -> GroupExplanation:
-    """``e`` with its latents replaced by those of largest weighted-contribution excess
+    """``e`` with its latents replaced by the weighted-contribution ones in :data:`WEIGHTED_ORDER`
     (:func:`finsae.explain.groups.explain_group_weighted`), with their in/out document frequencies."""
     from finsae.explain.groups import _activity
 
-    table = explain_group_weighted(z, weights, members, labels=labels, top=top)
+    table = explain_group_weighted(z, weights, members, labels=labels, top=top, order=WEIGHTED_ORDER)
     a = _activity(features)[:, table["latent"].to_numpy()]
     p_in = np.asarray(a[members].mean(axis=0)).ravel()
     p_out = np.asarray(a[~members].mean(axis=0)).ravel()
@@ -230,6 +238,7 @@ def explain_grouping(
                 "faithful_share": result.faithful_share,
                 "content_top_share": result.content_top_share,
                 "label_rule": LABEL_RULE,
+                "weighted_order": WEIGHTED_ORDER,
                 "top_label_kinds": result.top_label_kinds,
                 "label_kinds": result.label_kinds,
                 "seconds": round(time.perf_counter() - t0, 1),
