@@ -93,3 +93,35 @@ def test_report_renders_in_headless_chromium_without_console_errors(results):
         np.testing.assert_equal(driver.title, "finsae report")
     finally:
         driver.quit()
+
+
+def test_learned_group_explanations_list_shared_latents_first_and_mark_absent_ones(tmp_path):
+    """On ``make run``'s golden ``sae_sup`` explanation: in every group the latents its members share come
+    before those they lack (``evidence`` by rank); the markdown and HTML renderers mark the absent ones."""
+    import dataclasses
+    import json
+
+    from finsae.pipeline.explain import load_explanation
+    from finsae.report.html import _groups_section
+    from finsae.report.markdown import explanation_markdown
+
+    golden = Path(__file__).parent / "golden" / "make_run_forward_2017" / "explanations"
+    src = golden / "sae_sup@gics_industry_density"
+    for name in ("groups.parquet", "faithfulness.parquet", "latent_labels.parquet"):
+        shutil.copy(src / name, tmp_path / name)
+    (tmp_path / "manifest.json").write_text(json.dumps({"grouping": "sae_sup@gics_industry:density"}))
+    expl = load_explanation(tmp_path)
+    g = expl.groups
+    tiers = {"shared": 0, "absent": 1, "none": 2}
+    for _, rows in g.sort_values("rank").groupby("group"):
+        assert rows["evidence"].map(tiers).is_monotonic_increasing
+    assert (g.loc[g["evidence"] == "absent", "weight"] < 0).all()
+    assert (g.loc[g["rank"] == 0, "evidence"] == "shared").all()  # every group has latents its members share
+    assert "[absent]" not in explanation_markdown(expl, max_groups=100)
+    # a group whose second latent is one its members lack (14 of 30 top latents were, under the excess order)
+    g = g.copy()
+    hit = (g["group"] == g["group"].iloc[0]) & (g["rank"] == 1)
+    g.loc[hit, "evidence"] = "absent"
+    marked = dataclasses.replace(expl, groups=g)
+    assert explanation_markdown(marked, max_groups=100).count("[absent]") == 1
+    assert _groups_section(marked).count("(absent: the members lack it)") == 1

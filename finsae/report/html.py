@@ -399,8 +399,11 @@ def _groups_section(expl: ExplanationResult | None, section: str = "groups") -> 
     items = []
     for group in f.sort_values("n_members", ascending=False).index:
         rows = g[g["group"] == group].sort_values("rank")
-        latents = "".join(f"<tr><td>{int(r.latent)}</td><td>{_esc(r.label)}</td><td>{r.p_in:.0%}</td>"
-                          f"<td>{r.p_out:.1%}</td><td>{r.lift:.1f}</td></tr>" for r in rows.itertuples())
+        absent = " <i>(absent: the members lack it)</i>"
+        latents = "".join(f"<tr><td>{int(r.latent)}</td><td>{_esc(r.label)}"
+                          f"{absent if getattr(r, 'evidence', '') == 'absent' else ''}"
+                          f"</td><td>{r.p_in:.0%}</td><td>{r.p_out:.1%}</td><td>{r.lift:.1f}</td></tr>"
+                          for r in rows.itertuples())
         first = rows.iloc[0] if len(rows) else None
         fa = f.loc[group]
         rule = (f"<p>Rule (precision {first.precision:.2f}, recall {first.recall:.2f}):</p>"

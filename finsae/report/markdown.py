@@ -27,6 +27,12 @@ METHOD_NAMES: dict[str, str] = {
 }
 
 
+def _absent(row: object) -> str:
+    """`` [absent]`` for a latent a group's members lack (a learned similarity's negative weight; the
+    explanation's ``evidence`` column), else nothing."""
+    return " [absent]" if getattr(row, "evidence", None) == "absent" else ""
+
+
 def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
@@ -444,7 +450,8 @@ def explanation_markdown(result: ExplanationResult, max_groups: int = 15) -> str
     )]
     for group in order:
         rows = g[g["group"] == group].sort_values("rank").head(4)
-        latents = "; ".join(f"{r.label} ({r.p_in:.0%} / {r.p_out:.0%})" for r in rows.itertuples())
+        latents = "; ".join(f"{r.label} ({r.p_in:.0%} / {r.p_out:.0%}){_absent(r)}"
+                            for r in rows.itertuples())
         members = str(f.at[group, "members"])
         members = members if len(members) <= 60 else members[:57] + "..."
         first = rows.iloc[0] if len(rows) else None
