@@ -258,7 +258,7 @@ FIELDS = {
     "Similarity": ["a", "b", "method", "similarity"],
     "SharedLatent": ["latent", "label", "contribution", "share", "excess"],
     "PairExplanation": ["a", "b", "method", "similarity", "baseline", "rank_by", "latents"],
-    "GroupLatent": ["rank", "latent", "label", "p_in", "p_out", "lift", "score"],
+    "GroupLatent": ["rank", "latent", "label", "p_in", "p_out", "lift", "score", "evidence"],
     "Group": [
         "grouping",
         "group_id",
@@ -324,6 +324,7 @@ def test_run_answers_match_the_exported_tables(built):
     )[:3]
     g = run.explain_group(run.grouping().labels.iloc[0])
     assert g.size >= 1 and g.grouping == GROUPING
+    assert g.latents and all(x.evidence is None for x in g.latents)  # a plain grouping: no learned weights
     assert run.groups("gics", "gics_industry").n_groups == 5  # five industries in the toy codes
     assert run.groups("tfidf", "gics_industry").name == GROUPING
     frame = run.peers("T00", k=3).to_frame()

@@ -298,7 +298,7 @@ def test_non_negative_learned_methods_export_weighted_vectors_with_their_similar
     export_run(tmp_path / "out", tmp_path / "export", k=5)
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     info = manifest["methods"]["tfidf_nn"]
-    assert manifest["schema_version"] == "1.2" and info["weighting"]["base"] == "tfidf"
+    assert manifest["schema_version"] == "1.3" and info["weighting"]["base"] == "tfidf"
     scale = info["weighting"]["scale"]
     assert "tfidf_sup" not in manifest["methods"]  # signed weights: no vectors
     api = load_run(tmp_path / "export")

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 #: Version of the export layout; bumped on any change a reader could notice (a column renamed, removed or
 #: retyped, a table removed). Adding a table or a column keeps the major version.
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 #: The file that marks a folder as a finsae export (``--overwrite`` replaces nothing else).
 EXPORT_MARKER = ".finsae-export"

@@ -133,7 +133,9 @@ class PairExplanation(_Result):
 @dataclass(frozen=True)
 class GroupLatent:
     """A latent explaining a group: active in ``p_in`` of its members and ``p_out`` of other companies;
-    ``score = p_in * log(lift)``."""
+    ``score = p_in * log(lift)`` (a learned similarity's groups: the latent's weighted-contribution excess).
+    ``evidence`` (learned similarities, schema 1.3): ``shared`` (the members have more of a latent that raises
+    similarity), ``absent`` (less of one that lowers it) or ``none``; None for a plain grouping."""
 
     rank: int
     latent: int
@@ -142,6 +144,7 @@ class GroupLatent:
     p_out: float
     lift: float
     score: float
+    evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,12 @@ _T = TypeVar("_T")
 
 def _none(v: _T) -> _T | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+
+
+def _evidence(v: object) -> str | None:
+    """A group latent's ``evidence`` (schema 1.3; None: its grouping has none, or an older export)."""
+    v = _none(v)
+    return None if v is None else str(v)
 
 
 class ExportedRun:
@@ -404,7 +413,8 @@ class ExportedRun:
             rows = self._expl[(self._expl["grouping"] == g.name) & (self._expl["group"] == str(group_id))]
             rows = rows.sort_values("rank")
             latents = tuple(GroupLatent(int(r["rank"]), int(r["latent"]), str(r["label"]), float(r["p_in"]),
-                                        float(r["p_out"]), float(r["lift"]), float(r["score"]))
+                                        float(r["p_out"]), float(r["lift"]), float(r["score"]),
+                                        _evidence(r.get("evidence")))
                             for _, r in rows.iterrows())
             if len(rows):
                 first = rows.iloc[0]
