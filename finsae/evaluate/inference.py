@@ -118,19 +118,18 @@ def two_way_differences(
     if min_periods is None:
         min_periods = max(3, t // 2)
     names = sorted({nm for ab in comparisons for nm in ab})
-    pairs, flats = {}, {}
+    flats: dict[str, np.ndarray] = {}  # per grouping kept: its pairs' flat positions in the N x N matrix
     same: dict[str, str] = {}  # a grouping with the same within-group pairs as an earlier one: read its draws
     first: dict[bytes, str] = {}
     for nm in names:
         codes, _, _ = encode_labels(corr, groupings[nm])
         wi, wj, _ = within_pairs(codes)
-        flat = wi.astype(np.int64) * n + wj  # flat positions in the N x N matrix
+        flat = wi.astype(np.int64) * n + wj
         key = flat.tobytes()
         if key in first:
             same[nm] = first[key]
             continue
         first[key] = nm
-        pairs[nm] = (wi, wj)
         flats[nm] = flat
     # every draw's correlations only at the union of the groupings' pairs (pairwise_correlation_at: the same
     # values as the whole matrix's, without its elementwise passes); each grouping then reads its pairs from
@@ -148,8 +147,7 @@ def two_way_differences(
         all_finite = bool(finite.all())
         wv_u = ww_u * gathered
         out = {}
-        for nm in pairs:
-            pos = at[nm]
+        for nm, pos in at.items():
             ok = None if all_finite else np.take(finite, pos)
             if ok is None or ok.all():
                 ww, wv = np.take(ww_u, pos), np.take(wv_u, pos)
@@ -161,7 +159,7 @@ def two_way_differences(
         return out
 
     point = pw(np.take(corr.values.ravel(), union), np.ones(n))
-    boot = _bootstrap(x, union, n, pw, list(pairs), draws=draws, block=block, seed=seed,
+    boot = _bootstrap(x, union, n, pw, list(flats), draws=draws, block=block, seed=seed,
                       min_periods=min_periods)
     for nm, rep in same.items():
         point[nm], boot[nm] = point[rep], boot[rep]

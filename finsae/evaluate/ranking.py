@@ -49,17 +49,26 @@ def _aligned(
             corr.values[np.ix_(pos_in_corr, pos_in_corr)])
 
 
+def _two_values(x: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """``(lo, hi, x == lo)`` when the non-empty 1-d ``x`` has at most two distinct values (a taxonomy's 0/1
+    similarity; ``lo == hi`` for one), else None: what lets a rank or a gap skip a sort."""
+    if len(x) == 0:
+        return None
+    lo, hi = x.min(), x.max()
+    low = x == lo
+    return (lo, hi, low) if lo == hi or (low | (x == hi)).all() else None
+
+
 def _min_gap(values: np.ndarray) -> float:
     """The smallest difference between two distinct entries of ``values`` (1-d, finite); 4.0 (so that a
     quarter of it is 1) if there are fewer than two distinct ones. One or two distinct values (a taxonomy's
     0/1 similarity) without the sort of ``np.unique``."""
     if len(values) == 0:
         return 4.0
-    lo, hi = values.min(), values.max()
-    if lo == hi:
-        return 4.0
-    if ((values == lo) | (values == hi)).all():
-        return float(hi - lo)
+    few = _two_values(values)
+    if few is not None:
+        lo, hi, _ = few
+        return 4.0 if lo == hi else float(hi - lo)
     return float(np.diff(np.unique(values)).min())
 
 
@@ -142,16 +151,15 @@ def average_ranks(values: np.ndarray, *, kind: Literal["quicksort", "stable"] | 
         raise DataError(f"average_ranks takes a 1-D array, got shape {x.shape}")
     if np.isnan(x).any():
         return np.full(len(x), np.nan)
-    if len(x):
-        lo, hi = x.min(), x.max()
-        low = x == lo
-        if lo == hi or (low | (x == hi)).all():  # one or two distinct values (a taxonomy's 0/1): no sort
-            # the same half-integers as below, from the same expression on the two runs' starts and counts
-            n_low = int(low.sum())
-            starts = np.array([0, n_low]) if n_low < len(x) else np.array([0])
-            counts = np.diff(np.r_[starts, len(x)])
-            mid = (starts + 1) + (counts - 1) / 2
-            return np.where(low, mid[0], mid[-1])
+    few = _two_values(x)
+    if few is not None:  # one or two distinct values (a taxonomy's 0/1): no sort
+        low = few[2]
+        # the same half-integers as below, from the same expression on the two runs' starts and counts
+        n_low = int(low.sum())
+        starts = np.array([0, n_low]) if n_low < len(x) else np.array([0])
+        counts = np.diff(np.r_[starts, len(x)])
+        mid = (starts + 1) + (counts - 1) / 2
+        return np.where(low, mid[0], mid[-1])
     order = np.argsort(x, kind=kind or RANK_SORT)
     y = x[order]
     starts = np.flatnonzero(np.r_[True, y[1:] != y[:-1]])

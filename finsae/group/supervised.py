@@ -150,14 +150,15 @@ class PairSystem:
 
     def __init__(self, z: np.ndarray, learned: np.ndarray, fixed_dot: np.ndarray | None, pbar: np.ndarray,
                  a_c: np.ndarray, n_pairs: int, cosine: np.ndarray,
-                 grams: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 grams: tuple[np.ndarray, np.ndarray] | None = None,
+                 z_learned: np.ndarray | None = None) -> None:
         self.z, self.learned, self.fixed_dot, self.pbar = z, learned, fixed_dot, pbar
         self.a_c, self.n_pairs, self.cosine, self._grams = a_c, n_pairs, cosine, grams
         self.trace = float(np.trace(a_c))
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
         self._slopes: dict[str, float] = {}  # rhs(tag=...): per tag, the prior's slope mu
         self._rhs: dict[tuple[str, float], tuple[np.ndarray, float]] = {}  # per (tag, w0): (b_c, ybar)
-        self._z_learned: np.ndarray | None = None
+        self._z_learned = z_learned  # z[:, learned], when the caller has it already
 
     @classmethod
     def build(
@@ -188,9 +189,7 @@ class PairSystem:
         a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
         cosine = z @ z.T
         np.fill_diagonal(cosine, 0.0)
-        system = cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine, (g, q))
-        system._z_learned = zl
-        return system
+        return cls(z, learned, fixed_dot, pbar, a_c, n_pairs, cosine, (g, q), zl)
 
     def subset(self, rows: np.ndarray) -> PairSystem:
         """The system of the companies ``rows`` only (the same learned features), without recomputing the Gram
@@ -213,9 +212,7 @@ class PairSystem:
         a_c = g * g - q - n_pairs * np.outer(pbar, pbar)
         ix = np.ix_(rows, rows)
         fixed = self.fixed_dot[ix] if self.fixed_dot is not None else None
-        system = PairSystem(z, self.learned, fixed, pbar, a_c, n_pairs, self.cosine[ix], (g, q))
-        system._z_learned = zl
-        return system
+        return PairSystem(z, self.learned, fixed, pbar, a_c, n_pairs, self.cosine[ix], (g, q), zl)
 
     def decompose(self) -> PairSystem:
         """Compute (once) the eigendecomposition used to solve for many ``alpha``."""
@@ -266,15 +263,19 @@ class PairSystem:
         of both, share one computation (the same numbers as without a tag)."""
         if prior not in PRIORS:
             raise DataError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
-        y: np.ndarray | None = None
+        made: list[np.ndarray] = []
+
+        def centred() -> np.ndarray:  # the centred pair correlations, computed at most once per call
+            if not made:
+                made.append(centred_pairs(_check_inputs(self.z, C)[1])[0])
+            return made[0]
+
         if prior != "cosine":
             w0 = 0.0
         elif tag is not None and tag in self._slopes:
             w0 = self._slopes[tag]
         else:
-            _, c = _check_inputs(self.z, C)
-            y, _ = centred_pairs(c)
-            w0 = self.prior_slope(y)
+            w0 = self.prior_slope(centred())
             if tag is not None:
                 self._slopes[tag] = w0
         if nonneg:
@@ -282,9 +283,7 @@ class PairSystem:
         if tag is not None and (tag, w0) in self._rhs:
             b, ybar = self._rhs[(tag, w0)]
             return b, ybar, w0
-        if y is None:
-            _, c = _check_inputs(self.z, C)
-            y, _ = centred_pairs(c)
+        y = centred()
         if self.fixed_dot is not None:
             y = y - w0 * self.fixed_dot
         ybar = float(y.sum() / self.n_pairs)
