@@ -364,3 +364,61 @@ def test_text_groups_loader_for_the_pairs_backtest(bench):
         run.pick_vintage("2020")
     with pytest.raises(DataError, match="companies table .* is missing"):
         run.universe(bench["tmp"] / "nope.csv")
+
+
+LEARNED = """\
+learned:
+  methods: [wide]
+  split: 2015-06-30
+  alphas: [0.1, 10.0]
+  priors: [zero, cosine]
+  folds: 3
+  two_way_draws: 10
+  block_months: 3
+selection:
+  start: 2015-01-01
+  end: 2015-12-31
+  frequency: daily
+  level: gics_industry
+  match: density
+"""
+
+
+def test_a_learned_sae_grouping_is_explained_by_evidence_through_report_export_api(bench, tmp_path):
+    """End to end for a learned (signed-weight) SAE method: ``finsae explain`` lists the latents a group's
+    members share (w > 0, positive excess) before those they lack; the export carries each latent's
+    ``evidence`` (schema 1.3), the Python API returns it per group, and the markdown marks the absent ones."""
+    from finsae.api import load_run
+    from finsae.config import load_benchmark_config
+    from finsae.pipeline.benchmark import run_benchmark
+    from finsae.pipeline.explain import explain_grouping
+
+    tmp = bench["tmp"]
+    cfg = tmp_path / "learned.yaml"
+    cfg.write_text(CONFIG.format(tmp=tmp, narrow=bench["narrow"], wide=bench["wide"]) + LEARNED)
+    results = tmp_path / "bench"
+    run_benchmark(load_benchmark_config(cfg), results)
+    grouping = "wide_sup@gics_industry:density"
+    e = explain_grouping(results, grouping, draws=5, min_size=2, top=40)
+    g = e.groups
+    assert {"shared", "absent", "none"} == set(g["evidence"])  # top 40 of 160 latents: every tier
+    tiers = {"shared": 0, "absent": 1, "none": 2}
+    for _, rows in g.groupby("group"):
+        assert rows.sort_values("rank")["evidence"].map(tiers).is_monotonic_increasing
+    shared = g["evidence"] == "shared"
+    assert ((g["weight"] > 0) & (g["excess"] > 0)).eq(shared).all()
+    assert ((g["weight"] < 0) & (g["excess"] > 0)).eq(g["evidence"] == "absent").all()
+    folder = results / "explanations" / "wide_sup@gics_industry_density"
+    out = tmp_path / "export"
+    _cli("export", "--results", str(results), "--out", str(out), "--k", "3", "--explanations", str(folder))
+    assert json.loads((out / "manifest.json").read_text())["schema_version"] == "1.3"
+    api = load_run(out)
+    for gid, rows in g.groupby("group"):
+        got = api.explain_group(str(gid), grouping=grouping)
+        want = rows.sort_values("rank")
+        assert [x.latent for x in got.latents] == want["latent"].tolist()
+        assert [x.evidence for x in got.latents] == want["evidence"].tolist()
+    from finsae.report.markdown import explanation_markdown
+
+    shown = g[g["group"].isin(e.faithfulness["group"])].sort_values("rank").groupby("group").head(4)
+    assert explanation_markdown(e).count("[absent]") == (shown["evidence"] == "absent").sum()

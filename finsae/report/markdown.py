@@ -386,17 +386,20 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                 ]
             parts += _learned_sections(result, info.name, frequency)
     if len(result.selection):
-        s = result.selection[result.selection["chosen"].fillna(False).astype(bool)]
-        sel = ", ".join(
-            f"`{r.method}` ({r.vintage} text): {r.transform} + {r.clusterer}" for r in s.itertuples()
-        )
-        first = result.selection.iloc[0]
-        parts += [
-            f"Chosen on {first.frequency} returns {first.window_start:%Y-%m-%d} to "
-            f"{first.window_end:%Y-%m-%d} only (groups at {METHOD_NAMES.get(first.level, first.level)} "
-            f"{first.match}): {sel}.",
-            "",
-        ]
+        # transform x clusterer choices (methods with `select`); a config may have learned methods only
+        chosen = result.selection.get("chosen", pd.Series(False, index=result.selection.index))
+        s = result.selection[chosen.fillna(False).astype(bool)]
+        if len(s):
+            sel = ", ".join(
+                f"`{r.method}` ({r.vintage} text): {r.transform} + {r.clusterer}" for r in s.itertuples()
+            )
+            first = s.iloc[0]
+            parts += [
+                f"Chosen on {first.frequency} returns {first.window_start:%Y-%m-%d} to "
+                f"{first.window_end:%Y-%m-%d} only (groups at {METHOD_NAMES.get(first.level, first.level)} "
+                f"{first.match}): {sel}.",
+                "",
+            ]
         if "chosen_groups" in result.selection:
             lr = result.selection[result.selection["chosen_groups"].notna()]
             picks = []
