@@ -34,6 +34,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check finsae tests benchmarks
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy finsae
 
 test: setup lint
 	$(BIN)/python -m pytest -q
