@@ -65,6 +65,12 @@ def data_info(companies: Path | None, prices: Path | None) -> None:
         pub = "date unknown" if v.published is None else f"published by {v.published:%Y-%m-%d}"
         click.echo(f"  text {name:<16} {len(u.descriptions(name)):>5} with text, "
                    f"{len(u.missing_text(name)):>4} missing; {pub} ({v.source})")
+        shared = u.shared_descriptions(name)
+        if shared:
+            text, tickers = max(shared.items(), key=lambda kv: len(kv[1]))
+            n = sum(len(t) for t in shared.values())
+            click.echo(f"    {n} companies share {len(shared)} text(s) with another company (identical to "
+                       f"every text method), e.g. {', '.join(tickers[:8])}: {text[:50]!r}")
     c = u.companies
     for col, label in (
         ("sic", "SIC 4-digit"),

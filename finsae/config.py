@@ -60,6 +60,7 @@ class DataConfig(_Strict):
     nonpositive_prices: Literal["raise", "nan"] = "raise"
     bad_ticks: Literal["nan", "keep"] = "nan"
     splits: Literal["raise", "repair", "keep"] = "raise"  # split-like jumps: error, adjust, or real moves
+    sparse_dates: Literal["drop", "keep", "raise"] = "drop"  # dates fewer than half of the tickers priced
 
 
 class DesignConfig(_Strict):
@@ -95,6 +96,18 @@ class RollingConfig(_Strict):
     horizon_months: int | None = Field(12, ge=1)  # None = until the next formation date
     min_months: int = Field(6, ge=1)  # shorter windows are skipped
     frequencies: list[Frequency] = Field(default_factory=lambda: list[Frequency](["monthly"]), min_length=1)
+
+    @model_validator(mode="after")
+    def _windows_can_be_long_enough(self) -> RollingConfig:
+        # a window ends at the next formation date or after horizon_months: shorter than min_months, every
+        # window would be skipped
+        for key in ("every_months", "horizon_months"):
+            months = getattr(self, key)
+            if months is not None and months < self.min_months:
+                raise ValueError(f"{key} {months} is less than min_months {self.min_months}: every window "
+                                 f"would be shorter than min_months and skipped; lower min_months or raise "
+                                 f"{key}")
+        return self
 
 
 class EvaluationConfig(_Strict):

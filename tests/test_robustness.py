@@ -552,3 +552,119 @@ def test_service_protects_its_docs_slows_wrong_keys_and_says_a_busy_port_first(b
         monkeypatch.setattr(app_module, "ExportedRun", lambda *a: pytest.fail("export loaded"))
         with pytest.raises(ConfigError, match=rf"cannot serve on 127.0.0.1:{port}: .*--port"):
             app_module.serve(bench["out"], port=port, api_key=key)
+
+
+# ------------------------------------------------------------------- other data: dates, coverage, config keys
+
+def test_timezone_aware_and_timestamped_dates_are_read_as_local_trading_dates():
+    """A vendor's ``America/New_York`` closes (or closes stamped 16:00) give the same prices and daily returns
+    as plain dates, instead of a pandas comparison error in every window."""
+    table = _wide(_walk(n=4))
+    plain = prices_from_frame(table, "p.csv")
+    aware = table.assign(date=table["date"].dt.tz_localize("America/New_York"))
+    stamped = table.assign(date=table["date"] + pd.Timedelta(hours=16))
+    for other in (aware, stamped):
+        p = prices_from_frame(other, "p.csv")
+        pd.testing.assert_frame_equal(p.close, plain.close, check_freq=False)
+        a = log_returns(p, "2018-02-01", "2018-04-30", "daily").returns
+        b = log_returns(plain, "2018-02-01", "2018-04-30", "daily").returns
+        pd.testing.assert_frame_equal(a, b, check_freq=False)
+
+
+def test_a_sparse_date_is_dropped_kept_or_refused_and_the_bundled_one_is_reviewed(prices, caplog):
+    """One ticker's close on a Saturday would cost every other ticker Monday's daily return; it is dropped
+    with a warning (default), kept, or an error naming the date; the bundled prices keep their one reviewed
+    sparse date."""
+    from finsae.data.prices import BUNDLED_SPARSE_DATES, find_sparse_dates
+
+    table = _wide(_walk(n=6))
+    friday = table["date"][table["date"].dt.day_of_week == 4].iloc[3]
+    stray = pd.DataFrame({"date": [friday + pd.Timedelta(days=1)], "T0": [table.loc[3, "T0"]]})
+    bad = pd.concat([table, stray], ignore_index=True)
+    clean = prices_from_frame(table, "p.csv")
+    with caplog.at_level("WARNING"):
+        dropped = prices_from_frame(bad, "p.csv")
+    saturday = f"{friday + pd.Timedelta(days=1):%Y-%m-%d}"
+    assert "dropped 1 sparse date(s)" in caplog.text and saturday in caplog.text
+    pd.testing.assert_frame_equal(dropped.close, clean.close)
+    assert dropped.sparse_dates[["priced", "live", "action"]].values.tolist() == [[1, 6, "dropped"]]
+    kept = prices_from_frame(bad, "p.csv", sparse_dates="keep")
+    monday = friday + pd.Timedelta(days=3)
+    r = log_returns(kept, table["date"].iloc[0], table["date"].iloc[-1], "daily", max_drop_share=1).returns
+    assert r.loc[monday, ["T1", "T2"]].isna().all()  # what the stray row costs
+    r = log_returns(dropped, table["date"].iloc[0], table["date"].iloc[-1], "daily").returns
+    assert r.loc[monday].notna().all()
+    with pytest.raises(DataError, match=rf"fewer than half .*{friday + pd.Timedelta(days=1):%Y-%m-%d} "
+                                        r"\(1 of 6 tickers\).*data.sparse_dates"):
+        prices_from_frame(bad, "p.csv", sparse_dates="raise")
+    # a gap in a few series is not a sparse date; nor is a day before most tickers list
+    gappy = table.copy()
+    gappy.loc[10, ["T0", "T1"]] = np.nan
+    gappy.loc[:20, ["T2", "T3", "T4"]] = np.nan
+    assert find_sparse_dates(prices_from_frame(gappy, "p.csv").close).empty
+    found = prices.sparse_dates
+    assert found["date"].dt.strftime("%Y-%m-%d").tolist() == sorted(BUNDLED_SPARSE_DATES)
+    assert (found["action"] == "kept (reviewed)").all() and prices.close.shape == (2553, 1542)
+
+
+def test_a_window_longer_than_the_prices_is_named_in_a_warning(caplog):
+    p = prices_from_frame(_wide(_walk(n_days=300)), "p.csv")  # 2018-01-01 .. 2019-02
+    with caplog.at_level("WARNING"):
+        r = log_returns(p, "2016-01-01", "2018-12-31", "monthly")
+    assert "monthly window 2016-01-01..2018-12-31: the prices (p.csv) start 2018-01-01" in caplog.text
+    assert f"its {r.n_periods} returns run only from 2018-02-28 to 2018-12-31" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        log_returns(p, "2018-01-01", "2019-02-15", "monthly")  # within a month of both ends: no warning
+    assert "returns run only" not in caplog.text
+
+
+def test_levels_a_universe_has_no_codes_for_name_the_config_key(bench, tmp_path):
+    """A SIC-only universe: the error names the key that asks for GICS (the default selection.level, or
+    hybrid.parent) and the levels the universe can serve, before any work."""
+    folder = tmp_path / "sic"
+    folder.mkdir()
+    cfg = _small_config(folder)
+    companies = pd.read_csv(folder / "companies.csv", dtype=str).drop(columns=["gics"])
+    companies.to_csv(folder / "companies.csv", index=False)
+    text = cfg.read_text().replace("taxonomies: [all_pairs, sic2, gics_industry]",
+                                   "taxonomies: [all_pairs, sic2]")
+    text = text.replace("levels: [gics_sector, gics_industry]", "levels: [sic2]")
+    text = text.replace("transform: idf\n", "transform: select\n")  # chosen at selection.level
+    cfg.write_text(text.replace("  parent: gics_sector\n", "  parent: sic2\n"))
+    with pytest.raises(ConfigError, match=r"selection.level: 'gics_industry' needs 'gics' codes, .* has "
+                                          r"none; use levels it has codes for: \['sic2', 'sic3', 'sic4'\]"):
+        run_benchmark(load_benchmark_config(cfg), folder / "out")
+    cfg.write_text(cfg.read_text().replace("  level: gics_industry\n", "  level: sic2\n")
+                   .replace("  parent: sic2\n", "  parent: gics_sector\n"))
+    with pytest.raises(ConfigError, match=r"hybrid.parent: 'gics_sector' needs 'gics' codes"):
+        run_benchmark(load_benchmark_config(cfg), folder / "out")
+    assert not (folder / "out").exists()
+
+
+def test_rolling_windows_that_could_never_reach_min_months_are_refused(tmp_path):
+    cfg = tmp_path / "roll.yaml"
+    cfg.write_text("name: r\nrolling: [{name: roll, every_months: 4}]\ntaxonomies: [all_pairs]\n")
+    with pytest.raises(ConfigError, match=r"every_months 4 is less than min_months 6"):
+        load_benchmark_config(cfg)
+
+
+def test_thin_taxonomy_comparisons_and_shared_descriptions_are_flagged(bench, tmp_path, caplog):
+    """GICS known for 6 of 30 companies (6 within-group pairs): the verdict says the comparison is thin; 5
+    companies with one placeholder text: a warning names it and them."""
+    from finsae.report.markdown import text_benchmark_markdown
+
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    cfg = _small_config(folder)
+    companies = pd.read_csv(folder / "companies.csv", dtype=str)
+    companies.loc[~companies.index.isin([0, 10, 20, 1, 11, 21]), "gics"] = np.nan
+    companies.loc[:4, "description"] = "Company description not available."
+    companies.to_csv(folder / "companies.csv", index=False)
+    with caplog.at_level("WARNING"):
+        res = run_benchmark(load_benchmark_config(cfg), folder / "out")
+    assert "5 companies share 1 description(s)" in caplog.text
+    assert "'Company description not available.': T00, T01, T02, T03, T04" in caplog.text
+    md = text_benchmark_markdown(res)
+    assert "**Thin comparison**: GICS industry covers 20% of the window's companies" in md
+    assert "Thin comparison**: SIC" not in md

@@ -24,6 +24,15 @@ adjusts the closes before it by the ratio (as a split adjustment would), ``split
 move). Both are listed in :attr:`Prices.jumps`. The bundled prices have :data:`BUNDLED_PRICE_JUMPS` such
 moves, reviewed and kept as they are (most are real one-day halvings; see the list), so the bundled results do
 not change.
+
+Dates: a timezone-aware date column (vendors often stamp closes ``America/New_York``) is read as the local
+trading date (the timezone dropped, times of day removed). A **sparse date** is one on which fewer than half
+of the live tickers (those whose first and last price bracket it; at least 4) have a price: a stray row such
+as one ticker's close on a Saturday, which would otherwise cost every other ticker the next day's daily
+return. By default (``sparse_dates="drop"``) such dates are removed and logged with their coverage, and listed
+in :attr:`Prices.sparse_dates`; ``"keep"`` keeps them, ``"raise"`` makes them an error. The bundled prices'
+one such date, 2011-02-17 (24% of the tickers priced, a gap in the source), is reviewed and kept
+(:data:`BUNDLED_SPARSE_DATES`), so the bundled results do not change.
 """
 
 from __future__ import annotations
@@ -54,6 +63,14 @@ BUNDLED_PRICE_JUMPS: frozenset[tuple[str, str]] = frozenset({
     ("TXMD", "2011-08-25"), ("TXMD", "2011-09-01"), ("TXMD", "2011-09-08"), ("TXMD", "2011-09-30"),
     ("CORT", "2014-05-07"), ("ERII", "2015-10-20"), ("CPRX", "2016-04-26"), ("CYH", "2016-10-27"),
 })
+#: The bundled prices' sparse dates (module docstring), reviewed and kept: 2011-02-17, a Thursday on which the
+#: source priced 24% of the tickers.
+BUNDLED_SPARSE_DATES: frozenset[str] = frozenset({"2011-02-17"})
+#: A date is sparse when fewer than this share of its live tickers have a price (and at least
+#: :data:`SPARSE_MIN_LIVE` tickers are live).
+SPARSE_SHARE = 0.5
+SPARSE_MIN_LIVE = 4
+SparseHandling = Literal["drop", "keep", "raise"]
 FREQUENCIES: tuple[str, ...] = ("monthly", "daily")
 _PRICE_COLUMNS = ("close", "adj_close", "adjclose", "adj close", "price")
 
@@ -70,6 +87,9 @@ class Prices:
     source: str = "<frame>"
     bad_ticks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "date", "price"]))
     jumps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_JUMP_COLUMNS))
+    sparse_dates: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["date", "priced", "live", "action"])
+    )
 
     @property
     def tickers(self) -> pd.Index:
@@ -184,16 +204,70 @@ def _handle_jumps(wide: pd.DataFrame, source: str, splits: str,
     return wide, jumps
 
 
+def find_sparse_dates(close: pd.DataFrame, share: float = SPARSE_SHARE,
+                      min_live: int = SPARSE_MIN_LIVE) -> pd.DataFrame:
+    """Dates on which fewer than ``share`` of the live tickers (first price <= date <= last price) have a
+    price, where at least ``min_live`` are live: columns ``date``, ``priced``, ``live``."""
+    v = close.notna().to_numpy()
+    if v.size == 0:
+        return pd.DataFrame({"date": pd.DatetimeIndex([]), "priced": [], "live": []})
+    has = v.any(axis=0)
+    first = v.argmax(axis=0)
+    last = len(v) - 1 - v[::-1].argmax(axis=0)
+    rows = np.arange(len(v))[:, None]
+    live = ((rows >= first) & (rows <= last) & has).sum(axis=1)
+    priced = v.sum(axis=1)
+    hit = (live >= min_live) & (priced < share * live)
+    return pd.DataFrame({"date": close.index[hit], "priced": priced[hit], "live": live[hit]})
+
+
+def _handle_sparse(wide: pd.DataFrame, source: str, sparse_dates: str,
+                   known: frozenset[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop, keep or refuse the sparse dates of ``wide`` (module docstring); reviewed ``known`` dates are
+    kept."""
+    found = find_sparse_dates(wide)
+    if found.empty:
+        return wide, found.assign(action=pd.Series(dtype="string"))
+    reviewed = found["date"].dt.strftime("%Y-%m-%d").isin(known).to_numpy()
+    action = np.where(reviewed, "kept (reviewed)", "dropped" if sparse_dates == "drop" else "kept")
+    found = found.assign(action=action)
+    new = found[~reviewed]
+    if len(new):
+        desc = ", ".join(f"{r.date:%Y-%m-%d} ({r.priced} of {r.live} tickers)"
+                         for r in new.head(5).itertuples())
+        more = f" and {len(new) - 5} more" if len(new) > 5 else ""
+        if sparse_dates == "raise":
+            raise DataError(
+                f"{source}: {len(new)} date(s) on which fewer than half of the listed tickers have a price: "
+                f"{desc}{more} (a stray row, e.g. a weekend close, costs every other ticker a daily return); "
+                "set data.sparse_dates to 'drop' (or load_prices(..., sparse_dates='drop')) to remove them, "
+                "or 'keep'"
+            )
+        if sparse_dates == "drop":
+            logger.warning("%s: dropped %d sparse date(s) (fewer than half of the listed tickers "
+                           "priced): %s%s", source, len(new), desc, more)
+            wide = wide.drop(index=pd.DatetimeIndex(new["date"]))
+        else:
+            logger.warning("%s: kept %d sparse date(s) (fewer than half of the listed tickers priced): %s%s",
+                           source, len(new), desc, more)
+    return wide, found
+
+
 def prices_from_frame(
     table: pd.DataFrame, source: str = "<frame>", *, nonpositive: Literal["raise", "nan"] = "raise",
     bad_ticks: Literal["nan", "keep"] = "nan", splits: SplitHandling = "raise",
-    known_jumps: frozenset[tuple[str, str]] = frozenset(),
+    known_jumps: frozenset[tuple[str, str]] = frozenset(), sparse_dates: SparseHandling = "drop",
+    known_sparse: frozenset[str] = frozenset(),
 ) -> Prices:
     """Validate a wide or long price table and return :class:`Prices` (bad ticks removed unless ``"keep"``;
     split-like jumps an error unless ``splits`` is ``"repair"`` or ``"keep"``, or they are among the reviewed
-    ``known_jumps``, ``(ticker, "YYYY-MM-DD")`` pairs; see the module docstring)."""
+    ``known_jumps``, ``(ticker, "YYYY-MM-DD")`` pairs; timezone-aware dates read as local dates; sparse dates
+    dropped unless ``sparse_dates`` is ``"keep"`` or ``"raise"``, or they are among the reviewed
+    ``known_sparse``, ``"YYYY-MM-DD"``; see the module docstring)."""
     if splits not in ("raise", "repair", "keep"):
         raise DataError(f"splits must be 'raise', 'repair' or 'keep', not {splits!r}")
+    if sparse_dates not in ("drop", "keep", "raise"):
+        raise DataError(f"sparse_dates must be 'drop', 'keep' or 'raise', not {sparse_dates!r}")
     if nonpositive not in ("raise", "nan"):
         raise DataError(f"nonpositive must be 'raise' or 'nan', not {nonpositive!r}")
     if bad_ticks not in ("nan", "keep"):
@@ -220,9 +294,15 @@ def prices_from_frame(
             wide = wide.set_index(cols["date"])
         wide.columns = normalize_tickers(wide.columns.astype(str))
     try:
-        wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index), name="date").as_unit("ns")
+        dates = pd.DatetimeIndex(pd.to_datetime(wide.index))
     except (ValueError, TypeError) as exc:
         raise DataError(f"{source}: the date column/index cannot be parsed as dates: {exc}") from None
+    if dates.tz is not None:  # a close stamped in the exchange's zone: its local trading date
+        logger.info("%s: dates in time zone %s read as local dates", source, dates.tz)
+        dates = dates.tz_localize(None)
+    if len(dates) and (dates != dates.normalize()).any():  # closes stamped with a time of day
+        dates = dates.normalize()
+    wide.index = pd.DatetimeIndex(dates, name="date").as_unit("ns")
     if wide.index.has_duplicates:
         raise DataError(f"{source}: duplicate dates, e.g. "
                         f"{list(wide.index[wide.index.duplicated()][:5].date)}")
@@ -275,15 +355,19 @@ def prices_from_frame(
         )
         wide = wide.mask(spikes)
     wide, jumps = _handle_jumps(wide, source, splits, known_jumps)
-    return Prices(wide, source, ticks, jumps)
+    wide, sparse = _handle_sparse(wide, source, sparse_dates, known_sparse)
+    return Prices(wide, source, ticks, jumps, sparse)
 
 
 def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise", "nan"] = "raise",
-                bad_ticks: Literal["nan", "keep"] = "nan", splits: SplitHandling = "raise") -> Prices:
+                bad_ticks: Literal["nan", "keep"] = "nan", splits: SplitHandling = "raise",
+                sparse_dates: SparseHandling = "drop") -> Prices:
     """Load the bundled daily prices (``path=None``) or a user's wide/long table (CSV or parquet).
 
     ``splits``: what to do with moves that look like unadjusted splits (module docstring); the bundled prices'
-    reviewed moves (:data:`BUNDLED_PRICE_JUMPS`) are kept unless ``splits="repair"``."""
+    reviewed moves (:data:`BUNDLED_PRICE_JUMPS`) are kept unless ``splits="repair"``. ``sparse_dates``: what
+    to do with dates on which fewer than half of the listed tickers have a price; the bundled prices' reviewed
+    one (:data:`BUNDLED_SPARSE_DATES`) is kept."""
     bundled = bundled_data_dir() / "prices_daily.parquet"
     if path is None:
         path = bundled
@@ -291,9 +375,11 @@ def load_prices(path: str | Path | None = None, *, nonpositive: Literal["raise",
     table = _read_table(path, "prices")
     if isinstance(table.index, pd.DatetimeIndex) and "date" not in table.columns:
         table = table.reset_index(names="date")
-    known = BUNDLED_PRICE_JUMPS if path.resolve() == bundled.resolve() else frozenset()
+    is_bundled = path.resolve() == bundled.resolve()
+    known = BUNDLED_PRICE_JUMPS if is_bundled else frozenset()
     return prices_from_frame(table, str(path), nonpositive=nonpositive, bad_ticks=bad_ticks,
-                             splits=splits, known_jumps=known)
+                             splits=splits, known_jumps=known, sparse_dates=sparse_dates,
+                             known_sparse=BUNDLED_SPARSE_DATES if is_bundled else frozenset())
 
 
 def priced_tickers(tickers: pd.Index | list[str], prices: Prices, what: str = "the universe",
@@ -340,6 +426,25 @@ class ReturnsPanel:
 
     def to_frame(self) -> pd.DataFrame:
         return self.returns.copy()
+
+
+def _warn_if_cut(prices: Prices, start: pd.Timestamp, end: pd.Timestamp, frequency: str,
+                 periods: pd.DatetimeIndex) -> None:
+    """Log a warning when the prices cover materially less of the window ``start..end`` than asked for (more
+    than a month, or 5% of the window, missing at either end): its returns, and every figure made of them,
+    then span less than the window's name says."""
+    slack = max(pd.Timedelta(days=31), 0.05 * (end - start))
+    short = []
+    if prices.start > start + slack:
+        short.append(f"start {prices.start:%Y-%m-%d}")
+    if prices.end < end - slack:
+        short.append(f"end {prices.end:%Y-%m-%d}")
+    if short:
+        logger.warning(
+            "%s window %s..%s: the prices (%s) %s, so its %d returns run only from %s to %s",
+            frequency, start.date(), end.date(), prices.source, " and ".join(short), len(periods),
+            f"{periods[0]:%Y-%m-%d}", f"{periods[-1]:%Y-%m-%d}",
+        )
 
 
 def log_returns(
@@ -397,6 +502,7 @@ def log_returns(
             f"cover {prices.start.date()} to {prices.end.date()}"
         )
 
+    _warn_if_cut(prices, start, end, frequency, rets.index)
     n = len(rets)
     obs = rets.notna().sum()
     need = max(3, int(np.ceil(min_obs_share * n)))

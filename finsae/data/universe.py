@@ -65,6 +65,10 @@ BUNDLED_DATA_LIMITS: tuple[str, ...] = (
     "2017 - January 2020.",
     "Codes are snapshots: SIC about 2018, GICS about 2020 (GICS 2018 structure).",
     "Ticker reuse: the join was name-validated, but a ticker is not a durable key across decades; CIK is.",
+    "Pretraining: the language model (Gemma-3-270M, knowledge cutoff August 2024) and MiniLM (2021) were "
+    "trained on text written after the forward window opens; no date in the pipeline controls that.",
+    "wikipedia_2020 is partly mismatched: some pages are off-topic and several companies share one article "
+    "(listed above); no shipped config uses it.",
     "Licences: descriptions from Yahoo and Wikipedia (CC BY-SA), GICS is an MSCI/S&P product, Stooq prices "
     "state no licence: research data only.",
 )
@@ -122,6 +126,15 @@ class Universe:
             index=pd.Index(rows["ticker"].to_numpy(), dtype=object, name="ticker"),
             name=vintage,
         )
+
+    def shared_descriptions(self, vintage: str) -> dict[str, list[str]]:
+        """Texts of ``vintage`` that several companies share (a placeholder such as "description not
+        available", or one page mapped to several tickers), each with its tickers; such companies are
+        identical to every text method."""
+        d = self.descriptions(vintage)
+        key = d.str.strip().str.lower()
+        groups = d.index.to_series().groupby(key.to_numpy(), sort=False).agg(list)
+        return {str(d[t[0]]): list(t) for t in groups if len(t) > 1}
 
     def missing_text(self, vintage: str) -> pd.Index:
         """Tickers with no (or only blank) text in ``vintage``."""

@@ -210,7 +210,7 @@ def load_market(cfg: PairsBacktestConfig) -> Market:
     universe = load_universe(cfg.data.companies)
     data = cfg.data
     prices = load_prices(data.prices, nonpositive=data.nonpositive_prices, bad_ticks=data.bad_ticks,
-                         splits=data.splits)
+                         splits=data.splits, sparse_dates=data.sparse_dates)
     tickers = priced_tickers(universe.tickers, prices, f"universe {universe.source}")
     if len(tickers) < 2:
         raise DataError(f"the prices ({prices.source}) share only {len(tickers)} ticker with the universe "

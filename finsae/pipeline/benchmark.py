@@ -50,7 +50,7 @@ from finsae.evaluate.ranking import (
 )
 from finsae.evaluate.results import BenchmarkResult, DesignInfo
 from finsae.extract.model import release_free_memory
-from finsae.group.taxonomy import taxonomy_labels
+from finsae.group.taxonomy import TAXONOMIES, taxonomy_labels
 from finsae.pipeline.store import build_run
 from finsae.pipeline.textgroups import TextStage, VintageGroups
 
@@ -399,6 +399,32 @@ def _check_sae_folders(cfg: BenchmarkConfig) -> None:
                 raise DataError(f"text method {m.name!r}: {exc}") from None
 
 
+def _check_levels(cfg: BenchmarkConfig, universe: Universe) -> None:
+    """Every taxonomy level the config uses has codes in the universe, or a ConfigError names the key that
+    asks for it (defaults included: ``selection.level`` is ``gics_industry`` unless set) and the levels the
+    universe can serve."""
+    uses = [("taxonomies", t) for t in cfg.taxonomies]
+    if cfg.text_methods:
+        uses += [("granularity.levels", lv) for lv in cfg.granularity.levels]
+    choose = any("select" in (m.transform, m.clusterer) for m in cfg.text_methods) or cfg.learned is not None
+    if choose:
+        uses.append(("selection.level", cfg.selection.level))
+    if cfg.hybrid is not None:
+        uses.append(("hybrid.parent", cfg.hybrid.parent))
+    codes = universe.companies
+    usable = [t for t, (col, _) in TAXONOMIES.items() if col and codes[col].notna().any()]
+    for key, level in uses:
+        column = TAXONOMIES[level][0]
+        if column and codes[column].isna().all():
+            section, _, field = key.partition(".")
+            given = getattr(cfg, section)
+            implicit = section in ("selection", "hybrid") and field not in given.model_fields_set
+            raise ConfigError(
+                f"{key}: {level!r}{' (the default)' if implicit else ''} needs {column!r} codes, and "
+                f"universe {universe.source} has none; use levels it has codes for: {usable or 'none'}"
+            )
+
+
 def run_benchmark(
     cfg: BenchmarkConfig, output_dir: str | Path | None = None, *, write: bool = True,
     threads: int | None = None, extract_in_child: bool | None = None,
@@ -421,11 +447,13 @@ def run_benchmark(
         raise ConfigError(f"threads must be at least 1, got {threads}")
     _check_sae_folders(cfg)
     universe = load_universe(cfg.data.companies)
+    _check_levels(cfg, universe)
     prices = load_prices(
         cfg.data.prices,
         nonpositive=cfg.data.nonpositive_prices,
         bad_ticks=cfg.data.bad_ticks,
         splits=cfg.data.splits,
+        sparse_dates=cfg.data.sparse_dates,
     )
     priced_tickers(universe.tickers, prices, f"universe {universe.source}")  # no common ticker: say so
     universe, rolling = rolling_designs(cfg, universe, prices)

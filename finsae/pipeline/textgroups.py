@@ -351,6 +351,16 @@ class TextStage:
 
     def _build(self, vintage: str) -> VintageGroups:
         cfg = self.cfg
+        shared = self.universe.shared_descriptions(vintage) if cfg.text_methods else {}
+        if shared:
+            n = sum(len(t) for t in shared.values())
+            text, tickers = max(shared.items(), key=lambda kv: len(kv[1]))
+            logger.warning(
+                "text vintage %s: %d companies share %d description(s) with another company, so every text "
+                "method makes them identical (e.g. %r: %s)", vintage, n, len(shared),
+                text if len(text) <= 60 else text[:57] + "...",
+                ", ".join(tickers[:8]) + (f" and {len(tickers) - 8} more" if len(tickers) > 8 else ""),
+            )
         levels = list(cfg.granularity.levels)
         methods: dict[str, TextMethodResult] = {}
         targets: dict[str, GranularityTarget] = {}

@@ -183,7 +183,8 @@ def _benchmark_section(bench: BenchmarkResult) -> str:
     if len(bench.verdict):
         v = bench.verdict
         v = v[(v["design"] == design) & (v["frequency"] == freq)]
-        items = "".join(f"<li>{_esc(line[2:]).replace('**', '')}</li>" for line in verdict_lines(v))
+        lines = verdict_lines(v, bench.table)
+        items = "".join(f"<li>{_esc(line[2:]).replace('**', '')}</li>" for line in lines)
         parts.append(f"<h3>Verdict</h3><ul class='note'>{items}</ul>")
     return "".join(parts) + "</section>"
 

@@ -100,8 +100,9 @@ def benchmark_markdown(result: BenchmarkResult) -> str:
         "pair counts once; cluster-weighted: mean per group, then over groups (rewards many small groups). "
         f"CI: 95% percentile bootstrap over groups. Null: {draws} random relabellings with the same group "
         "sizes; 'null pct' is the percentile of the pair-weighted value among them. Taxonomy codes are "
-        "snapshots (SIC about 2018, GICS about 2020) and every company survived to 2020: both flatter every "
-        "method a little."
+        "snapshots (in the bundled data SIC about 2018, GICS about 2020), and a universe of companies that "
+        "all survived the window (as the bundled one: all listed in January 2020) flatters every method a "
+        "little."
     )
     return "\n".join(parts) + "\n"
 
@@ -226,8 +227,8 @@ def backtest_markdown(result: BacktestResult) -> str:
         f"sizes; 'pct' is the percentile of the method's net {head:g}bp Sharpe among the draws (same basis). "
         "CI: stationary bootstrap of daily returns. Top stock: the stock whose pairs contribute most to the "
         "P&L (its share of the total; pairs count for both their stocks); ex-top: the same book without that "
-        "stock's pairs. Survivorship: every stock in the bundled data was listed in January 2020, which "
-        "flatters every method equally.",
+        "stock's pairs. Survivorship: a universe whose stocks all survived (the "
+        "bundled one: every stock listed in January 2020) flatters every method equally.",
     ]
     return "\n".join(text) + "\n"
 
@@ -239,9 +240,35 @@ def _cell(r: pd.Series) -> str:
     return f"{_f(r.pair_weighted)}{ci} @{r.pair_density:.1%}{mark}"
 
 
-def verdict_lines(verdict: pd.DataFrame) -> list[str]:
+#: A taxonomy level that covers less than this share of a window's companies, or has fewer within-group pairs
+#: than :data:`THIN_PAIRS`, makes a thin comparison: its verdict lines say so (the text groups are cut to its
+#: pair density, so they are as thin).
+THIN_COVERAGE = 0.5
+THIN_PAIRS = 30
+
+
+def _thin(table: pd.DataFrame | None, v: object) -> str:
+    """A caution for verdict ``v`` when its taxonomy level is thin in the window (``table``: the co-movement
+    rows), else nothing."""
+    if table is None or not len(table):
+        return ""
+    design, frequency, level = (getattr(v, k) for k in ("design", "frequency", "level"))
+    ref = table[(table["design"] == design) & (table["frequency"] == frequency) & (table["method"] == level)]
+    if ref.empty:
+        return ""
+    r = ref.iloc[0]
+    if r["coverage"] >= THIN_COVERAGE and r["n_pairs"] >= THIN_PAIRS:
+        return ""
+    name = METHOD_NAMES.get(r["method"], r["method"])
+    return (f" **Thin comparison**: {name} covers {r['coverage']:.0%} of the window's companies with "
+            f"{int(r['n_pairs'])} within-group pairs, and the text groups are cut to its pair density: read "
+            "nothing into it.")
+
+
+def verdict_lines(verdict: pd.DataFrame, table: pd.DataFrame | None = None) -> list[str]:
     """One sentence per (design, frequency, level, match): who leads, whether the CI separates the best text
-    grouping from the taxonomy, and where the headline method stands."""
+    grouping from the taxonomy, and where the headline method stands; ``table`` (the co-movement rows) adds a
+    caution where the taxonomy level is thin (:data:`THIN_COVERAGE`, :data:`THIN_PAIRS`)."""
     lines = []
 
     def ci(d: float, lo: float, hi: float) -> str:
@@ -259,18 +286,21 @@ def verdict_lines(verdict: pd.DataFrame) -> list[str]:
             head = (f" Headline `{d['headline']}`: {_f(d['headline_pair_weighted'])}, "
                     f"{ci(d['headline_difference'], d['headline_ci_low'], d['headline_ci_high'])} "
                     f"({sep}{unmatched}).")
+        thin = _thin(table, v)
         if not isinstance(d.get("best_text"), str):
-            lines.append(f"- {where}: no text grouping reached the target granularity.{head}")
+            lines.append(f"- {where}: no text grouping reached the target granularity.{head}{thin}")
             continue
         diff = ci(v.difference, v.difference_ci_low, v.difference_ci_high)
         sep = "the CI excludes zero" if v.separated else "the CI includes zero: not separated"
         of = f"best of {int(v.n_candidates)} text groupings"
         if v.leader == v.level:
             lines.append(f"- {where}{flag}: **{ref} leads** ({_f(v.taxonomy_pair_weighted)}); {of} "
-                         f"`{v.best_text}` {_f(v.best_text_pair_weighted)}, difference {diff}: {sep}.{head}")
+                         f"`{v.best_text}` {_f(v.best_text_pair_weighted)}, difference {diff}: {sep}.{head}"
+                         f"{thin}")
         else:
             lines.append(f"- {where}{flag}: **`{v.leader}` leads** ({_f(v.best_text_pair_weighted)}, {of}) "
-                         f"over {ref} ({_f(v.taxonomy_pair_weighted)}), difference {diff}: {sep}.{head}")
+                         f"over {ref} ({_f(v.taxonomy_pair_weighted)}), difference {diff}: {sep}.{head}"
+                         f"{thin}")
     return lines
 
 
@@ -381,7 +411,7 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                     "groupings is chosen after seeing the window, so its CI is optimistic - the headline "
                     "method's is not):",
                     "",
-                    *verdict_lines(v),
+                    *verdict_lines(v, result.table),
                     "",
                 ]
             parts += _learned_sections(result, info.name, frequency)
@@ -424,8 +454,8 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
         "'unmatched' marks cuts that could not get within one group or 5% of the target (single-linkage "
         "merges can be large) and they are not eligible to lead. Pair-weighted: every within-group pair "
         "counts once; CI: bootstrap over groups. Random: the level's labels shuffled over the companies (one "
-        "draw; the null percentile uses many). Taxonomy codes are snapshots (SIC about 2018, GICS about "
-        "2020): this flatters the taxonomies in the forward design.")
+        "draw; the null percentile uses many). Taxonomy codes are snapshots (in the bundled "
+        "data SIC about 2018, GICS about 2020): later codes flatter the taxonomies in the forward design.")
     return "\n".join(parts) + "\n"
 
 
