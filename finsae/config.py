@@ -64,10 +64,13 @@ class DataConfig(_Strict):
 
 
 class DesignConfig(_Strict):
-    """One evaluation design: a return window and the text vintage text methods would form peers from."""
+    """One evaluation design: a return window and the text text methods would form peers from: one text
+    vintage (``text_vintage``), or every company's latest text published on or before a date
+    (``text_as_of``: the snapshot vintage ``asof_<date>``, e.g. each company's latest 10-K filed by then)."""
 
     name: str = Field(min_length=1)
-    text_vintage: str = Field(min_length=1)
+    text_vintage: str | None = Field(None, min_length=1)
+    text_as_of: dt.date | None = None
     start: dt.date
     end: dt.date
     frequencies: list[Frequency] = Field(default_factory=lambda: list[Frequency](["monthly"]), min_length=1)
@@ -75,6 +78,9 @@ class DesignConfig(_Strict):
 
     @model_validator(mode="after")
     def _window(self) -> DesignConfig:
+        if (self.text_vintage is None) == (self.text_as_of is None):
+            raise ValueError("give exactly one of text_vintage (a vintage's name) and text_as_of (a date: "
+                             "each company's latest text published by then)")
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         if len(set(self.frequencies)) != len(self.frequencies):

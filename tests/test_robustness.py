@@ -668,3 +668,36 @@ def test_thin_taxonomy_comparisons_and_shared_descriptions_are_flagged(bench, tm
     md = text_benchmark_markdown(res)
     assert "**Thin comparison**: GICS industry covers 20% of the window's companies" in md
     assert "Thin comparison**: SIC" not in md
+
+
+def test_a_design_on_each_companys_latest_text_as_of_a_date(tmp_path):
+    """``text_as_of``: peers from every company's latest text published by the date (10-K filings each have
+    their own date); a text published later is never used; explain/export read the same snapshot back."""
+    from finsae.api import load_run
+    from finsae.data import load_universe
+    from finsae.pipeline.store import BenchmarkRun
+
+    folder = tmp_path / "asof"
+    folder.mkdir()
+    cfg = _small_config(folder)
+    companies = pd.read_csv(folder / "companies.csv", dtype=str)
+    companies.loc[:9, "as_of"] = "2015-11-16"  # filed earlier: still the latest by 2016-01-01
+    later = companies.loc[:4].assign(as_of="2016-03-01", description="retail stores food drinks groceries")
+    pd.concat([companies, later], ignore_index=True).to_csv(folder / "companies.csv", index=False)
+    text = cfg.read_text().replace('text_vintage: "2016-01-01"', "text_as_of: 2016-01-01")
+    cfg.write_text(text)
+    res = run_benchmark(load_benchmark_config(cfg), folder / "out")
+    assert [d.text_vintage for d in res.designs] == ["asof_2016-01-01"]
+    assert res.designs[0].text_published == pd.Timestamp("2016-01-01") and not res.designs[0].text_look_ahead
+    run = BenchmarkRun.load(folder / "out")
+    u = run.universe()
+    texts = u.descriptions("asof_2016-01-01")
+    own = load_universe(folder / "companies.csv")
+    assert len(texts) == 30 and (texts.loc["T00"] == own.descriptions("2015-11-16").loc["T00"])
+    assert "groceries" not in " ".join(texts)  # published after the date: never used
+    export_run(folder / "out", folder / "export", k=3)
+    assert len(load_run(folder / "export").peers("T00", k=3).to_frame()) == 3
+    both = text.replace("text_as_of: 2016-01-01", 'text_as_of: 2016-01-01\n    text_vintage: "2016-01-01"')
+    cfg.write_text(both)
+    with pytest.raises(ConfigError, match="exactly one of text_vintage"):
+        load_benchmark_config(cfg)

@@ -15,6 +15,7 @@ from typing import Protocol
 import pandas as pd
 
 from finsae.data import Universe
+from finsae.errors import ConfigError
 
 
 class _Design(Protocol):
@@ -23,7 +24,7 @@ class _Design(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def text_vintage(self) -> str: ...
+    def text_vintage(self) -> str | None: ...
     @property
     def start(self) -> dt.date: ...
     @property
@@ -48,6 +49,8 @@ class DesignInfo:
     def from_config(cls, design: _Design, universe: Universe) -> DesignInfo:
         """The design ``design`` (a ``DesignConfig``) on ``universe``: look-ahead when its text vintage has no
         publication date or is published on or after the window starts."""
+        if design.text_vintage is None:  # a text_as_of design not yet resolved to its snapshot vintage
+            raise ConfigError(f"design {design.name!r} names no text vintage (resolve text_as_of first)")
         vintage = universe.vintage(design.text_vintage)
         start = pd.Timestamp(design.start)
         look_ahead = vintage.published is None or vintage.published >= start

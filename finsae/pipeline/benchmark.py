@@ -329,6 +329,26 @@ def _verdicts(
     return out
 
 
+def as_of_designs(designs: list[DesignConfig], universe: Universe) -> tuple[Universe, list[DesignConfig]]:
+    """``designs`` with every ``text_as_of`` date resolved to its snapshot vintage ``asof_<date>`` (each
+    company's latest text published on or before the date, :meth:`finsae.data.Universe.snapshot`), and the
+    universe holding those vintages."""
+    out = []
+    for d in designs:
+        if d.text_as_of is not None:
+            name = as_of_vintage(d.text_as_of)
+            if name not in universe.vintages:
+                universe = universe.snapshot(pd.Timestamp(d.text_as_of), name=name)
+            d = d.model_copy(update={"text_vintage": name})
+        out.append(d)
+    return universe, out
+
+
+def as_of_vintage(date: object) -> str:
+    """The name of the snapshot vintage of ``date`` (``asof_YYYY-MM-DD``)."""
+    return f"asof_{pd.Timestamp(date):%Y-%m-%d}"
+
+
 def rolling_designs(
     cfg: BenchmarkConfig, universe: Universe, prices: Prices
 ) -> tuple[Universe, list[DesignConfig]]:
@@ -456,8 +476,9 @@ def run_benchmark(
         sparse_dates=cfg.data.sparse_dates,
     )
     priced_tickers(universe.tickers, prices, f"universe {universe.source}")  # no common ticker: say so
+    universe, fixed = as_of_designs(cfg.designs, universe)
     universe, rolling = rolling_designs(cfg, universe, prices)
-    design_cfgs = [*cfg.designs, *rolling]
+    design_cfgs = [*fixed, *rolling]
     if not design_cfgs:
         raise DataError("no design has a window with prices: nothing to evaluate")
     designs = tuple(DesignInfo.from_config(d, universe) for d in design_cfgs)

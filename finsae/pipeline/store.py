@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ STORE_FILE = "store.json"
 VINTAGE_TABLES = {"groups": "groups", "learned_weights": "learned_weights", "neighbours": "neighbours"}
 
 _RERUN = "rerun finsae benchmark (--config ...) to write it"
+#: A ``text_as_of`` design's snapshot vintage: made again from the universe's texts when the run store is
+#: read.
+_AS_OF = re.compile(r"asof_(\d{4}-\d{2}-\d{2})")
 
 
 @dataclass(frozen=True)
@@ -360,7 +364,12 @@ class BenchmarkRun:
                 f"companies table {path} differs from the one the benchmark was run on "
                 f"(sha256 {recorded['sha256'][:12]}...): rerun finsae benchmark on it"
             )
-        return load_universe(path)
+        universe = load_universe(path)
+        for d in self.designs:  # snapshot vintages of `text_as_of` designs, made again from the same texts
+            m = _AS_OF.fullmatch(d.text_vintage)
+            if m and d.text_vintage not in universe.vintages:
+                universe = universe.snapshot(pd.Timestamp(m.group(1)), name=d.text_vintage)
+        return universe
 
     def _array(self, rel: str) -> MethodVectors:
         if rel in self.arrays:
