@@ -701,3 +701,19 @@ def test_a_design_on_each_companys_latest_text_as_of_a_date(tmp_path):
     cfg.write_text(both)
     with pytest.raises(ConfigError, match="exactly one of text_vintage"):
         load_benchmark_config(cfg)
+
+
+def test_a_window_that_loses_too_many_companies_names_its_config_keys(tmp_path):
+    """Prices that start after the selection window does: the error says which window (and its keys), the
+    kinds of reason once each, how many periods were needed and what to change."""
+    folder = tmp_path / "late"
+    folder.mkdir()
+    cfg = _small_config(folder)
+    cfg.write_text(cfg.read_text().replace("transform: idf\n", "transform: select\n"))
+    prices = pd.read_parquet(folder / "prices.parquet")
+    prices.loc[prices["date"] < "2015-09-01", prices.columns[4:]] = np.nan  # 27 of 30 list in September
+    prices.to_parquet(folder / "prices.parquet")
+    with pytest.raises(DataError, match=r"the selection window \(selection.start..selection.end.*\): 27 of 30 "
+                                        r"tickers .*too few observations: 27 \(at least \d+ of \d+ periods "
+                                        r"needed\).*evaluation.max_drop_share"):
+        run_benchmark(load_benchmark_config(cfg), folder / "out")

@@ -516,11 +516,14 @@ def log_returns(
     dropped = pd.Series(reasons, dtype="string", name="reason")
     dropped.index.name = "ticker"
     if len(wanted) and len(dropped) / len(wanted) > max_drop_share:
-        summary = dropped.value_counts().to_dict()
+        kinds = dropped.str.replace(r" \(\d+ of \d+\)$", "", regex=True).value_counts()  # one count per kind
+        summary = ", ".join(f"{kind}: {count}" for kind, count in kinds.items())
         raise WindowError(
             f"{len(dropped)} of {len(wanted)} tickers ({len(dropped) / len(wanted):.0%}) have no usable "
             f"{frequency} returns between {start.date()} and {end.date()} (more than "
-            f"max_drop_share={max_drop_share:.0%}): {summary}; e.g. {dict(dropped.head(5))}"
+            f"max_drop_share={max_drop_share:.0%}; prices {prices.start:%Y-%m-%d} to {prices.end:%Y-%m-%d}): "
+            f"{summary} (at least {need} of {n} periods needed); e.g. {dict(dropped.head(5))}. Fix: a window "
+            "the tickers' prices cover, or a higher evaluation.max_drop_share"
         )
     if dropped.size:
         logger.info("%s window %s..%s: dropped %d ticker(s): %s", frequency, start.date(), end.date(),

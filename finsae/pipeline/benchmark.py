@@ -34,7 +34,7 @@ from finsae._io import (
 )
 from finsae.config import BenchmarkConfig, DesignConfig, Frequency
 from finsae.data import Prices, Universe, load_prices, load_universe, log_returns, priced_tickers
-from finsae.errors import ConfigError, DataError
+from finsae.errors import ConfigError, DataError, WindowError
 from finsae.evaluate.comovement import (
     CoMovement,
     comovement,
@@ -72,8 +72,11 @@ def _run_window(
     ev = cfg.evaluation
     # with text methods, every method (taxonomies too) is scored on the same companies: those with text
     tickers = universe.tickers if text is None else next(iter(text.methods.values())).tickers
-    panel = log_returns(prices, info.start, info.end, frequency, tickers=tickers,
-                        min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
+    try:
+        panel = log_returns(prices, info.start, info.end, frequency, tickers=tickers,
+                            min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
+    except WindowError as exc:
+        raise WindowError(f"design {info.name!r} ({frequency}): {exc}") from None
     corr = correlation_matrix(panel)
     keys = {"design": info.name, "frequency": frequency}
     out: dict[str, list] = {

@@ -34,7 +34,7 @@ import pandas as pd
 
 from finsae.config import BenchmarkConfig, LearnedConfig
 from finsae.data import Prices, log_returns
-from finsae.errors import DataError
+from finsae.errors import DataError, WindowError
 from finsae.evaluate.comovement import CorrelationMatrix, comovement, correlation_matrix, within_pairs
 from finsae.evaluate.pricepeers import aligned_correlation, blend_similarity, price_similarity
 from finsae.evaluate.ranking import topk_neighbour_correlation
@@ -63,12 +63,18 @@ def pre_windows(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index) -> PreW
         raise DataError(f"learned.split {lc.split} must lie inside the selection window "
                         f"{sel.start}..{sel.end}")
 
-    def corr(a: pd.Timestamp, b: pd.Timestamp) -> CorrelationMatrix:
-        panel = log_returns(prices, a, b, sel.frequency, tickers=tickers, min_obs_share=ev.min_obs_share,
-                            max_drop_share=1.0)
+    def corr(a: pd.Timestamp, b: pd.Timestamp, what: str) -> CorrelationMatrix:
+        try:
+            panel = log_returns(prices, a, b, sel.frequency, tickers=tickers, min_obs_share=ev.min_obs_share,
+                                max_drop_share=1.0)
+        except WindowError as exc:
+            raise WindowError(f"learned similarities, {what}: {exc}") from None
         return correlation_matrix(panel)
 
-    return PreWindows(corr(start, split), corr(split + pd.Timedelta(days=1), end), corr(start, end))
+    return PreWindows(corr(start, split, "fit part of the time split (selection.start..learned.split)"),
+                      corr(split + pd.Timedelta(days=1), end,
+                           "scoring part of the time split (learned.split..selection.end)"),
+                      corr(start, end, "selection window (selection.start..selection.end)"))
 
 
 @dataclass(frozen=True)

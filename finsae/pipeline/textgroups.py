@@ -21,7 +21,7 @@ import pandas as pd
 
 from finsae.config import BenchmarkConfig, TextMethodConfig
 from finsae.data import Prices, Universe, log_returns
-from finsae.errors import ConfigError, DataError
+from finsae.errors import ConfigError, DataError, WindowError
 from finsae.evaluate.choice import ParamChoice, choose_text_params
 from finsae.evaluate.comovement import CorrelationMatrix, correlation_matrix
 from finsae.extract.documents import TextFeatures, document_features, document_features_many
@@ -215,9 +215,13 @@ class TextStage:
     def selection_corr(self) -> CorrelationMatrix:
         if self._selection_corr is None:
             sel, ev = self.cfg.selection, self.cfg.evaluation
-            panel = log_returns(self.prices, pd.Timestamp(sel.start), pd.Timestamp(sel.end), sel.frequency,
-                                tickers=self.universe.tickers, min_obs_share=ev.min_obs_share,
-                                max_drop_share=ev.max_drop_share)
+            try:
+                panel = log_returns(self.prices, pd.Timestamp(sel.start), pd.Timestamp(sel.end),
+                                    sel.frequency, tickers=self.universe.tickers,
+                                    min_obs_share=ev.min_obs_share, max_drop_share=ev.max_drop_share)
+            except WindowError as exc:
+                raise WindowError(f"the selection window (selection.start..selection.end, where `select` "
+                                  f"and learned methods choose): {exc}") from None
             self._selection_corr = correlation_matrix(panel)
         return self._selection_corr
 
