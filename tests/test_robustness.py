@@ -713,7 +713,7 @@ def test_a_window_that_loses_too_many_companies_names_its_config_keys(tmp_path):
     prices = pd.read_parquet(folder / "prices.parquet")
     prices.loc[prices["date"] < "2015-09-01", prices.columns[4:]] = np.nan  # 27 of 30 list in September
     prices.to_parquet(folder / "prices.parquet")
-    with pytest.raises(DataError, match=r"the selection window \(selection.start..selection.end.*\): 27 of 30 "
-                                        r"tickers .*too few observations: 27 \(at least \d+ of \d+ periods "
-                                        r"needed\).*evaluation.max_drop_share"):
+    with pytest.raises(DataError, match=r"the selection window \(selection.start..selection.end.*\): 27 of "
+                                        r"30 tickers .*too few observations: 27 \(at least \d+ of \d+ "
+                                        r"periods needed\).*evaluation.max_drop_share"):
         run_benchmark(load_benchmark_config(cfg), folder / "out")
