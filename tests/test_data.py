@@ -123,8 +123,12 @@ def test_wide_and_long_formats_agree(tmp_path):
 
 def test_duplicate_price_rows_and_columns_are_errors():
     long = pd.DataFrame({"date": ["2020-01-02"] * 2, "ticker": ["A", "A"], "close": [1.0, 2.0]})
-    with pytest.raises(DataError, match=r"duplicate \(ticker, date\)"):
+    with pytest.raises(DataError, match=r"1 \(ticker, date\) pair\(s\) with two different closes, e.g. "
+                                        r"\[\('A', '2020-01-02'\)\]"):
         prices_from_frame(long)
+    same = pd.DataFrame({"date": ["2020-01-02", "2020-01-02", "2020-01-03"], "ticker": ["A", "A", "A"],
+                         "close": [1.0, 1.0, 1.5]})  # a row repeated exactly: dropped
+    assert prices_from_frame(same).close["A"].tolist() == [1.0, 1.5]
     wide = pd.DataFrame([[1.0, 2.0]], columns=["A", "a"], index=pd.to_datetime(["2020-01-02"]))
     with pytest.raises(DataError, match="duplicate ticker columns.*A"):
         prices_from_frame(wide)

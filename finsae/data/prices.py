@@ -283,10 +283,15 @@ def prices_from_frame(
         long = table[[cols["date"], cols["ticker"], price_col]].copy()
         long.columns = ["date", "ticker", "close"]
         long["ticker"] = normalize_tickers(long["ticker"])
-        dup = long.duplicated(["date", "ticker"], keep=False)
+        copies = long.duplicated()  # the same close twice: harmless, dropped
+        if copies.any():
+            logger.info("%s: %d repeated (date, ticker, close) row(s) dropped", source, int(copies.sum()))
+            long = long[~copies]
+        dup = long.duplicated(["date", "ticker"], keep="first")
         if dup.any():
             ex = long.loc[dup, ["ticker", "date"]].head(5).to_records(index=False).tolist()
-            raise DataError(f"{source}: duplicate (ticker, date) rows, e.g. {ex}")
+            raise DataError(f"{source}: {int(dup.sum())} (ticker, date) pair(s) with two different closes, "
+                            f"e.g. {ex}")
         wide = long.pivot(index="date", columns="ticker", values="close")
     else:
         wide = table.copy()
