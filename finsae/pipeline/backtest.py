@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,6 +85,7 @@ from finsae.backtest.summary import (
 from finsae.backtest.unitroot import adf_test
 from finsae.config import PairsBacktestConfig, PairSelectionConfig
 from finsae.data import Universe, load_prices, load_universe, priced_tickers
+from finsae.data.universe import _read_table, normalize_tickers
 from finsae.errors import ConfigError, DataError
 from finsae.evaluate.comovement import within_pairs
 from finsae.group.taxonomy import taxonomy_labels
@@ -186,23 +188,60 @@ def load_text_groups(cfg: PairsBacktestConfig, universe: Universe,
     if not tg.file.is_file():
         raise ConfigError(f"text_groups.file {tg.file} not found: run the benchmark that writes it first "
                           "(e.g. finsae benchmark --config backtests/forward_2017.yaml)")
-    table = pd.read_parquet(tg.file)
+    table = _read_table(tg.file, "text_groups.file")  # parquet or CSV
     need = {"ticker", "group", "name", "vintage"}
     if not need <= set(table.columns):
         raise DataError(f"{tg.file}: not a groups file (needs columns {sorted(need)}, "
                         f"has {list(table.columns)})")
+    table = table.assign(ticker=normalize_tickers(table["ticker"].astype(str)))  # the universe's ticker rule
     out = {}
     for name in tg.names:
         rows = table[table["name"] == name]
         if rows.empty:
             raise ConfigError(f"text_groups: no grouping {name!r} in {tg.file}; it has e.g. "
                               f"{sorted(table['name'].unique())[:8]}")
+        twice = rows["ticker"][rows["ticker"].duplicated()]
+        if len(twice):
+            raise DataError(f"{tg.file}: grouping {name!r} lists {len(twice)} ticker(s) twice, e.g. "
+                            f"{sorted(set(twice))[:5]}")
         vintage = str(rows["vintage"].iloc[0])
-        published = universe.vintage(vintage).published if vintage in universe.vintages else None
-        ahead = _check_look_ahead(name, vintage, published, start, tg.allow_look_ahead)
+        ahead = _check_look_ahead(name, vintage, _published(universe, vintage), start, tg.allow_look_ahead)
         out[name] = (pd.Series(rows["group"].to_numpy(), index=pd.Index(rows["ticker"], name="ticker"),
                                name=name, dtype="string"), bool(ahead))
     return out
+
+
+def _published(universe: Universe, vintage: str) -> pd.Timestamp | None:
+    """When text vintage ``vintage`` of ``universe`` was published: a benchmark's ``asof_<date>`` snapshot
+    (a ``text_as_of`` design) is made again; None for a vintage the universe does not know."""
+    if vintage in universe.vintages:
+        return universe.vintage(vintage).published
+    m = re.fullmatch(r"asof_(\d{4}-\d{2}-\d{2})", vintage)
+    if m:
+        try:
+            return universe.snapshot(pd.Timestamp(m.group(1)), name=vintage).vintage(vintage).published
+        except DataError:
+            return None
+    return None
+
+
+def _check_coverage(name: str, labels: pd.Series, tickers: pd.Index) -> None:
+    """Warn when a text grouping names tickers the backtest does not trade, or leaves traded stocks without
+    a group (a grouping from another universe, or tickers written differently); refuse one that shares no
+    ticker with it."""
+    inside = labels.index.intersection(tickers)
+    if len(inside) == 0:
+        raise DataError(f"text_groups: grouping {name!r} shares no ticker with the backtest's priced "
+                        f"universe (e.g. {list(labels.index[:3])} against {list(tickers[:3])}): was it "
+                        "formed on another universe?")
+    outside = labels.index.difference(tickers)
+    ungrouped = tickers.difference(labels.dropna().index)
+    if len(outside) or len(ungrouped) > 0.25 * len(tickers):
+        logger.warning(
+            "text_groups: grouping %r: %d of its %d tickers are not in the backtest's priced universe (e.g. "
+            "%s) and %d of the %d traded stocks have no group in it (e.g. %s): was it formed on another "
+            "universe?", name, len(outside), len(labels), list(outside[:5]), len(ungrouped), len(tickers),
+            list(ungrouped[:5]))
 
 
 def load_market(cfg: PairsBacktestConfig) -> Market:
@@ -219,6 +258,7 @@ def load_market(cfg: PairsBacktestConfig) -> Market:
     look_ahead: dict[str, bool] = dict.fromkeys(cfg.methods, False)
     if cfg.text_groups is not None:
         for name, (lab, ahead) in load_text_groups(cfg, universe, pd.Timestamp(cfg.start)).items():
+            _check_coverage(name, lab, tickers)
             labels[name], look_ahead[name] = lab, ahead
     sources = {"companies": universe.source, "prices": prices.source}
     return Market(prices.close[tickers], labels, look_ahead, sources)

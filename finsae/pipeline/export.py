@@ -56,7 +56,7 @@ from finsae._io import (
 )
 from finsae.errors import ConfigError, DataError
 from finsae.export.layout import EXPORT_MARKER, SCHEMA_VERSION, ExportResult, similarity_matrix, top_peers
-from finsae.pipeline.store import BenchmarkRun, MethodSpec, MethodVectors
+from finsae.pipeline.store import BenchmarkRun, MethodSpec, MethodVectors, check_same_companies
 
 if TYPE_CHECKING:
     from finsae.data import Universe
@@ -459,6 +459,8 @@ def export_run(
     vectors = _method_vectors(run, universe, vintage, nonneg)
     if pairs_dir is not None and not (pairs_dir / "summary.parquet").is_file():
         raise ConfigError(f"{pairs_dir} is not a finsae backtest results folder (no summary.parquet)")
+    if pairs_dir is not None:
+        check_same_companies(results, pairs_dir)
     plan = ExportPlan(results, out, manifest, run, universe, vintage, vectors, expl_dirs, pairs_dir, k)
     tmp = fresh_sibling(plan.out, "partial")
     try:

@@ -25,7 +25,7 @@ from finsae.config import PairsBacktestConfig
 from finsae.errors import DataError
 from finsae.explain.results import ExplanationResult
 from finsae.pipeline.explain import load_explanation
-from finsae.pipeline.store import BenchmarkRun
+from finsae.pipeline.store import BenchmarkRun, check_same_companies
 from finsae.report.html import ReportInputs, render_report
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def load_report_inputs(
             g.name for g in run.groupings if g.vintage == vintage and g.level == level and g.match == match
         )
     pairs_dir = Path(pairs) if pairs is not None else None
+    if pairs_dir is not None:
+        check_same_companies(results, pairs_dir)
     folders = [explanations] if isinstance(explanations, str | Path) else list(explanations or [])
     expls = [_explanation(run, Path(f)) for f in folders]
     return ReportInputs(
@@ -129,7 +131,17 @@ def load_report_inputs(
         str(results),
         str(pairs_dir) if pairs_dir is not None else None,
         tuple(expls[1:]),
+        _headline_registered(results),
     )
+
+
+def _headline_registered(results: Path) -> bool:
+    """Whether the benchmark's config named its headline method (its manifest's config)."""
+    try:
+        config = json.loads((results / "manifest.json").read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return False
+    return config.get("headline_method") is not None
 
 
 def build_report(

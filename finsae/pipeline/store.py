@@ -61,6 +61,24 @@ _RERUN = "rerun finsae benchmark (--config ...) to write it"
 _AS_OF = re.compile(r"asof_(\d{4}-\d{2}-\d{2})")
 
 
+def check_same_companies(results: Path, pairs: Path) -> None:
+    """A pairs backtest folder shown or exported with a benchmark must have run on the same companies table
+    (the sha256 both manifests record), else a DataError names both tables."""
+    def companies(folder: Path) -> dict:
+        try:
+            return json.loads((folder / "manifest.json").read_text()).get("data", {}).get("companies") or {}
+        except (OSError, ValueError):
+            return {}
+
+    a, b = companies(results), companies(pairs)
+    if a.get("sha256") and b.get("sha256") and a["sha256"] != b["sha256"]:
+        raise DataError(
+            f"the pairs backtest {pairs} ran on companies table {b.get('path')} (sha256 "
+            f"{b['sha256'][:12]}...), the benchmark {results} on {a.get('path')} (sha256 "
+            f"{a['sha256'][:12]}...): give a backtest of the benchmark's universe"
+        )
+
+
 @dataclass(frozen=True)
 class FeatureRecord:
     """How a text method's features were made (the record of a run; the spec that makes them is

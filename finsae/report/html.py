@@ -84,6 +84,8 @@ class ReportInputs:
         explanation: an explained grouping (None: not given); the company lookup reads its labels.
         more_explanations: further explained groupings, each shown in a section of its own.
         source, pairs_source: where the results came from (shown on the page).
+        headline_registered: whether the config named its headline method (``headline_method``) before the
+            run, rather than defaulting to its first text method.
     """
 
     benchmark: BenchmarkResult
@@ -97,6 +99,7 @@ class ReportInputs:
     source: str = ""
     pairs_source: str | None = None
     more_explanations: tuple[ExplanationResult, ...] = ()
+    headline_registered: bool = False
 
 
 def _png(fig: Any) -> str:
@@ -234,21 +237,28 @@ def answer_figure(two_way: pd.DataFrame) -> tuple[Any, str, pd.DataFrame] | None
     return fig, head, tax
 
 
-def _answer_section(bench: BenchmarkResult) -> str:
-    """Answer first: one sentence and one chart (:func:`answer_figure`); empty without a two-way table."""
+def _answer_section(bench: BenchmarkResult, registered: bool = True) -> str:
+    """Answer first: one sentence and one chart (:func:`answer_figure`); empty without a two-way table. The
+    sentence gives GICS industry and sub-industry where the benchmark has them (else every level it has),
+    says whether the headline was pre-registered (``registered``) and marks a look-ahead design."""
     out = answer_figure(bench.two_way)
     if out is None:
         return ""
     fig, head, tax = out
     levels = list(dict.fromkeys(tax["level"]))
+    shown = [lv for lv in levels if lv in ("gics_industry", "gics_sub_industry")] or levels
     ind = tax.set_index("level")
     sentence = "; ".join(f"{_name(lv)} {ind.at[lv, 'difference']:+.3f} [{ind.at[lv, 'ci_low']:+.3f}, "
-                         f"{ind.at[lv, 'ci_high']:+.3f}]" for lv in levels if lv in ("gics_industry",
-                                                                                    "gics_sub_industry"))
+                         f"{ind.at[lv, 'ci_high']:+.3f}]" for lv in shown)
+    design = str(tax["design"].iloc[0])
+    ahead = any(d.name == design and d.text_look_ahead for d in bench.designs)
+    flag = (f" <b>LOOK-AHEAD</b>: the text of design <code>{_esc(design)}</code> is not older than its "
+            "window." if ahead else "")
+    who = "Pre-registered" if registered else "Headline (the config's first text method; no headline_method)"
     return (
-        f'<section id="answer"><h2>Answer</h2><p>Pre-registered <code>{_esc(head)}</code> minus GICS in '
-        f"within-group return correlation at GICS density (two-way bootstrap 95% CI): {_esc(sentence)}.</p>"
-        f"{_png(fig)}</section>"
+        f'<section id="answer"><h2>Answer</h2><p>{who} <code>{_esc(head)}</code> minus the taxonomy in '
+        f"within-group return correlation at each level's pair density (two-way bootstrap 95% CI): "
+        f"{_esc(sentence)}.{flag}</p>{_png(fig)}</section>"
     )
 
 
@@ -307,6 +317,11 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
         return ('<section id="pairs"><h2>Pairs trading</h2><p class="note">No backtest results given '
                 "(finsae report --pairs DIR).</p></section>")
     s, daily, placebo = pairs.summary, pairs.daily, pairs.placebo
+    ahead = set(s.loc[s["look_ahead"].fillna(False).astype(bool), "method"]) if "look_ahead" in s else set()
+
+    def label(m: str) -> str:  # a book formed from text published after its trading started says so
+        return _name(m) + (" (LOOK-AHEAD)" if m in ahead else "")
+
     basis = pairs.config.headline_basis
     net_col = f"net_{float(pairs.config.headline_cost_bps):g}bp"
     s = s[s["basis"] == basis]
@@ -315,7 +330,7 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for m, g in d.groupby("method", sort=False):
         for ax, col in zip(axes, ["gross", net_col], strict=True):
-            ax.plot(g["date"], np.cumsum(g[col].to_numpy()), label=_name(str(m)), lw=1)
+            ax.plot(g["date"], np.cumsum(g[col].to_numpy()), label=label(str(m)), lw=1)
     axes[0].set_title(f"co-integration, cumulative return, gross ({basis} capital)")
     axes[1].set_title(f"cumulative return, {net_col.replace('_', ' ')}")
     axes[1].legend(fontsize=7)
@@ -341,7 +356,7 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
         label="method (95% CI)",
     )
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(methods)), [_name(m) for m in methods], rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(methods)), [label(m) for m in methods], rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(f"Sharpe, {net_col.replace('_', ' ')}")
     ax.set_title(f"co-integration: Sharpe ratio with CI against random-pairs placebos (violins), {basis} "
                  "capital")
@@ -351,7 +366,7 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
     rows = "".join(
-        f"<tr><td>{_esc(_name(r.method))}</td><td>{_esc(r.strategy)}</td>"
+        f"<tr><td>{_esc(label(r.method))}</td><td>{_esc(r.strategy)}</td>"
         f"<td>{cell(r.sharpe_gross, '.2f')}</td>"
         f"<td>{cell(getattr(r, sharpe_col), '.2f')} [{cell(r.sharpe_net_ci_low, '.2f')}, "
         f"{cell(r.sharpe_net_ci_high, '.2f')}]</td><td>{cell(r.bp_month_net, '.0f')}</td>"
@@ -499,7 +514,8 @@ showPeers();
 def render_report(inputs: ReportInputs, title: str = "finsae report") -> str:
     """The report's HTML (see the module docstring)."""
     bench = inputs.benchmark
-    sections = [_answer_section(bench), _benchmark_section(bench), _ranking_section(bench),
+    sections = [_answer_section(bench, inputs.headline_registered), _benchmark_section(bench),
+                _ranking_section(bench),
                 _pairs_section(inputs.pairs), _sizes_section(inputs.groups, inputs.names, inputs.level),
                 _groups_section(inputs.explanation),
                 *(_groups_section(e, f"groups-{i + 2}") for i, e in enumerate(inputs.more_explanations)),
