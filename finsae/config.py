@@ -33,6 +33,8 @@ def _numeric_fields(model: type[BaseModel]) -> set[str]:
     for name, info in model.model_fields.items():
         ann = info.annotation
         args = set(get_args(ann)) - {type(None)} if get_origin(ann) in (Union, types.UnionType) else {ann}
+        if len(args) == 1 and get_origin(next(iter(args))) is list:  # list[int] / list[float]: each item
+            args = set(get_args(next(iter(args))))
         if args and args <= {int, float}:
             out.add(name)
     return out
@@ -47,8 +49,12 @@ class _Strict(BaseModel):
         """``null_draws: true`` would be read as 1: a YAML boolean where a number belongs is an error."""
         if isinstance(data, dict):
             for name in _numeric_fields(cls):
-                if isinstance(data.get(name), bool):
-                    raise ValueError(f"{name} must be a number, not the boolean {str(data[name]).lower()}")
+                value = data.get(name)
+                if isinstance(value, bool):
+                    raise ValueError(f"{name} must be a number, not the boolean {str(value).lower()}")
+                if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+                    shown = [str(v).lower() if isinstance(v, bool) else v for v in value]
+                    raise ValueError(f"{name} must be numbers, not booleans: {shown}")
         return data
 
 
@@ -422,6 +428,17 @@ class DistanceConfig(_Strict):
     entry_z: float = Field(2.0, gt=0.0)
     exit_z: float = 0.0
     max_pairs: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> DistanceConfig:
+        from finsae.backtest.engine import TradingRules
+        from finsae.errors import DataError
+
+        try:  # the rules the distance books trade with (no stop): checked when the config is read
+            TradingRules(self.entry_z, self.exit_z, float("inf"))
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class PlaceboConfig(_Strict):

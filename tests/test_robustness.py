@@ -717,3 +717,20 @@ def test_a_window_that_loses_too_many_companies_names_its_config_keys(tmp_path):
                                         r"30 tickers .*too few observations: 27 \(at least \d+ of \d+ "
                                         r"periods needed\).*evaluation.max_drop_share"):
         run_benchmark(load_benchmark_config(cfg), folder / "out")
+
+
+def test_booleans_inside_number_lists_and_distance_thresholds_are_config_errors(tmp_path):
+    """``costs_bps: [true, 10]`` would be read as 1 bp; a distance exit beyond its entry would only fail at
+    run time: both are config errors naming the key."""
+    import yaml
+
+    from finsae.config import load_pairs_config
+
+    base = yaml.safe_load((Path(__file__).parents[1] / "backtests" / "pairs.yaml").read_text())
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "costs_bps": [True, 10]}))
+    with pytest.raises(ConfigError, match=r"costs_bps must be numbers, not booleans: \['true', 10\]"):
+        load_pairs_config(cfg)
+    cfg.write_text(yaml.safe_dump({**base, "distance": {**base["distance"], "exit_z": 3.0}}))
+    with pytest.raises(ConfigError, match=r"distance: .*entry_z \(2.0\) must be greater than exit_z \(3.0\)"):
+        load_pairs_config(cfg)

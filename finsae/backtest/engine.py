@@ -38,6 +38,7 @@ z-score at row ``t`` is ``z_t = (log y_t - a - b log x_t) / s``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -45,6 +46,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from finsae.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,15 @@ def walk_forward_windows(dates: pd.DatetimeIndex, formation_days: int, trading_d
     dates = pd.DatetimeIndex(dates)
     first = dates.searchsorted(pd.Timestamp(start)) if start is not None else 0
     last = dates.searchsorted(pd.Timestamp(end), side="right") if end is not None else len(dates)
+    if first < formation_days and len(dates) > formation_days:  # not enough prices before start
+        logger.warning("trading starts %s, not %s: the prices begin %s and each window needs %d formation "
+                       "days before it", f"{dates[formation_days]:%Y-%m-%d}",
+                       f"{pd.Timestamp(start):%Y-%m-%d}" if start is not None else "at the first price",
+                       f"{dates[0]:%Y-%m-%d}", formation_days)
     first = max(first, formation_days)
+    if end is not None and len(dates) and pd.Timestamp(end) - dates[-1] > pd.Timedelta(days=31):
+        logger.warning("trading ends %s, not %s: the prices end there", f"{dates[-1]:%Y-%m-%d}",
+                       f"{pd.Timestamp(end):%Y-%m-%d}")
     windows = []
     t0 = first
     while t0 + 2 <= last:
