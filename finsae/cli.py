@@ -501,7 +501,7 @@ def export(results: Path, pairs: Path | None, explanations: tuple[Path, ...], ou
     "--export", "export_dir", type=click.Path(path_type=Path), required=True, help="Export folder to serve."
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
               help="File whose first line is the API key (default: the FINSAE_API_KEY environment variable).")
 @_friendly

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from finsae.cli import cli
 from finsae.config import load_pairs_config
-from finsae.errors import ConfigError
+from finsae.errors import ConfigError, DataError
 from finsae.pipeline.backtest import run_pairs_backtest
 
 CONFIG = """\
@@ -319,3 +319,42 @@ def test_the_backtest_stage_does_not_import_the_config_and_its_settings_mirror_t
     assert st.rules("distance").stop_z == np.inf and st.rules("coint").entry_z == 1.5
     res = run_pairs_backtest(cfg, write=False)
     assert res.config == st and res.headline()["basis"].eq(cfg.headline_basis).all()
+
+
+def test_a_groups_file_from_other_hands_csv_lower_case_repeated_or_foreign_tickers(toy, caplog):
+    """A groups table written by a user: CSV is read, tickers follow the universe's rule (lower case
+    trades as upper case), a ticker listed twice is an error naming it, a grouping that shares no ticker
+    with the universe is refused and one that misses most of it is named in a warning."""
+    companies = pd.read_csv(toy / "companies.csv").assign(as_of="2015-06-30")
+    companies.to_csv(toy / "companies.csv", index=False)
+    tickers = companies["ticker"]
+    good = pd.DataFrame({"ticker": tickers, "group": [f"t:{t[1]}" for t in tickers], "name": "text@good",
+                         "vintage": "2015-06-30"})
+    base = CONFIG.replace("methods: [all_pairs, sic2, gics_sector]", "methods: [sic2]")
+
+    def run(frame: pd.DataFrame, file: str, out: str):
+        (frame.to_csv if file.endswith(".csv") else frame.to_parquet)(toy / file, index=False)
+        (toy / "pairs.yaml").write_text(base + f"text_groups: {{file: {file}, names: [text@good]}}\n")
+        return run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / out, write=False)
+
+    s = run(good.assign(ticker=good["ticker"].str.lower()), "groups.csv", "a").headline().set_index("method")
+    s = s[s["strategy"] == "coint"]
+    assert s.loc["text@good", "pairs_traded"] > 0
+    assert np.isclose(s.loc["text@good", "sharpe_gross"], s.loc["sic2", "sharpe_gross"])
+    with pytest.raises(DataError, match=r"grouping 'text@good' lists 1 ticker\(s\) twice, e.g. \['G0S0'\]"):
+        run(pd.concat([good, good.iloc[:1]]), "groups.parquet", "b")
+    with pytest.raises(DataError, match="shares no ticker with the backtest's priced universe"):
+        run(good.assign(ticker="X" + good["ticker"]), "groups.parquet", "c")
+    with caplog.at_level("WARNING"):
+        run(good.iloc[:4], "groups.parquet", "d")
+    assert "8 of the 12 traded stocks have no group in it" in caplog.text
+
+
+def test_trading_starts_late_and_ends_early_with_a_warning(toy, caplog):
+    cfg = CONFIG.replace("start: 2015-07-01", "start: 2015-01-05")
+    cfg = cfg.replace("end: 2016-06-30", "end: 2019-12-31")
+    (toy / "pairs.yaml").write_text(cfg)
+    with caplog.at_level("WARNING"):
+        run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out", write=False)
+    assert "not 2015-01-05: the prices begin 2015-01-01" in caplog.text
+    assert "not 2019-12-31: the prices end there" in caplog.text

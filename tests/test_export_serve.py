@@ -359,7 +359,29 @@ def test_run_errors_name_what_is_missing(built):
         run.grouping("nope@x:y")
     with pytest.raises(ConfigError, match="k must be"):
         run.peers("t00", k=0)
+    for bad in (None, 2.7, "3", True):  # refused, not truncated or a TypeError from inside
+        with pytest.raises(ConfigError, match=r"k must be a whole number from 1 to 1000"):
+            run.peers("t00", k=bad)
+    with pytest.raises(ConfigError, match=r"top must be a whole number"):
+        run.explain_pair("t00", "t01", top=0)
+    peers = run.peers("t00", k=1000)  # fewer companies than asked for: k says how many came back
+    assert peers.k == len(peers.peers) < 1000
+    with pytest.raises(ConfigError, match="'gics_industry' is not a SIC level"):
+        run.groups("sic", "gics_industry")
     assert issubclass(api.UnknownTickerError, DataError)
+
+
+def test_serve_refuses_an_empty_key_file_and_a_results_folder(built, tmp_path):
+    from finsae.export import validate_export
+    from finsae.serve import read_api_key
+
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="API key file .* is empty"):
+        read_api_key(empty)
+    with pytest.raises(DataError, match="is a benchmark results folder, not an export: make one with finsae "
+                                        "export"):
+        validate_export(built["bench"])
 
 
 def test_cli_export_and_its_help(built, tmp_path):

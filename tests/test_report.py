@@ -125,3 +125,50 @@ def test_learned_group_explanations_list_shared_latents_first_and_mark_absent_on
     marked = dataclasses.replace(expl, groups=g)
     assert explanation_markdown(marked, max_groups=100).count("[absent]") == 1
     assert _groups_section(marked).count("(absent: the members lack it)") == 1
+
+
+def test_answer_sentence_uses_the_levels_there_are_says_who_chose_the_headline_and_marks_look_ahead():
+    import pandas as pd
+
+    from finsae.evaluate.results import BenchmarkResult, DesignInfo
+    from finsae.report.html import _answer_section
+
+    rows = [{"design": "f", "frequency": "monthly", "level": lv, "comparison": "taxonomy",
+             "a": f"m@{lv}:density", "b": lv, "difference": d, "ci_low": d - 0.1, "ci_high": d + 0.1}
+            for lv, d in (("sic2", 0.05), ("sic4", -0.02))]
+    empty = pd.DataFrame()
+
+    def bench(ahead: bool) -> BenchmarkResult:
+        info = DesignInfo("f", "v", None, pd.Timestamp("2017-06-01"), pd.Timestamp("2019-06-30"), ahead, "")
+        return BenchmarkResult("b", empty, empty, empty, (info,), None, two_way=pd.DataFrame(rows))
+
+    page = _answer_section(bench(False), registered=False)
+    assert "SIC 2-digit +0.050 [-0.050, +0.150]; SIC 4-digit -0.020 [-0.120, +0.080]" in page
+    assert "Headline (the config's first text method" in page and "Pre-registered" not in page
+    assert "LOOK-AHEAD" not in page
+    page = _answer_section(bench(True), registered=True)
+    assert "Pre-registered <code>m</code>" in page and "<b>LOOK-AHEAD</b>" in page
+
+
+def test_report_marks_look_ahead_books_and_refuses_a_backtest_of_another_universe(results, tmp_path):
+    import json
+
+    from finsae.errors import DataError
+
+    pairs = tmp_path / "pairs"
+    shutil.copytree(results["pairs"], pairs)
+    summary = pairs / "summary.parquet"
+    import pandas as pd
+
+    s = pd.read_parquet(summary)
+    s["look_ahead"] = s["method"] == "tfidf@gics_industry:density"
+    manifest = json.loads((pairs / "manifest.json").read_text())
+    manifest.pop("run_id", None)  # the edited tables are not the run's any more: no run id to check
+    (pairs / "manifest.json").write_text(json.dumps(manifest))
+    s.to_parquet(summary)
+    page = build_report(results["bench"], pairs=pairs)
+    assert "tfidf@gics_industry:density (LOOK-AHEAD)" in page
+    manifest["data"]["companies"]["sha256"] = "0" * 64
+    (pairs / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="ran on companies table .* give a backtest of the benchmark's"):
+        build_report(results["bench"], pairs=pairs)

@@ -90,6 +90,12 @@ def validate_export(path: str | Path, *, sample_rows: int = 500) -> dict:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ExportError(f"{mpath} is not valid JSON: {exc}") from None
+    if "schema_version" not in manifest and (path / "comovement.parquet").is_file():
+        raise ExportError(f"{path} is a benchmark results folder, not an export: make one with finsae export "
+                          f"--results {path}")
+    if "schema_version" not in manifest and (path / "summary.parquet").is_file():
+        raise ExportError(f"{path} is a pairs backtest results folder, not an export: export it with its "
+                          f"benchmark (finsae export --results <benchmark folder> --pairs {path})")
     schema = export_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(manifest), key=lambda e: list(e.path))
     if errors:

@@ -75,7 +75,9 @@ class Peer:
 
 @dataclass(frozen=True)
 class PeerList(_Result):
-    """The ``k`` companies most similar to ``ticker`` under ``method`` (cosine of the method's vectors)."""
+    """The ``k`` companies most similar to ``ticker`` under ``method`` (cosine of the method's vectors);
+    ``k`` is the number returned: the number asked for, or fewer where the method has fewer other
+    companies."""
 
     ticker: str
     method: str
@@ -192,6 +194,14 @@ _T = TypeVar("_T")
 
 def _none(v: _T) -> _T | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+
+
+def _count(value: object, name: str, most: int) -> int:
+    """``value`` as a whole number from 1 to ``most``, or a ConfigError naming ``name`` (None, a fraction, a
+    boolean or a string is refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= int(value) <= most:
+        raise ConfigError(f"{name} must be a whole number from 1 to {most}, got {value!r}")
+    return int(value)
 
 
 def _evidence(v: object) -> str | None:
@@ -319,8 +329,7 @@ class ExportedRun:
         """The ``k`` companies with the highest cosine similarity to ``ticker`` under ``method`` (default: the
         headline method); ties broken by universe order, as in ``peers.parquet``."""
         method = self._method(method)
-        if not 1 <= int(k) <= 1000:
-            raise ConfigError(f"k must be between 1 and 1000, got {k}")
+        k = _count(k, "k", 1000)
         i = self._vector_row(ticker, method)
         z = self._z[method]
         sims = np.asarray(z @ z[i].T.toarray()).ravel()
@@ -328,7 +337,7 @@ class ExportedRun:
         tickers = self._tickers[method]
         peers = tuple(Peer(r + 1, tickers[j], self._names.get(tickers[j]), float(s))
                       for r, (j, s) in enumerate(zip(order, values, strict=True)))
-        return PeerList(tickers[i], method, int(k), peers)
+        return PeerList(tickers[i], method, len(peers), peers)  # k: the peers there are (at most k)
 
     def similarity(self, a: str, b: str, method: str | None = None) -> Similarity:
         """Cosine similarity of two companies' vectors under ``method``."""
@@ -350,6 +359,7 @@ class ExportedRun:
         ``contribution``; see :class:`PairExplanation`."""
         if rank_by not in ("excess", "contribution"):
             raise ConfigError(f"rank_by must be 'excess' or 'contribution', got {rank_by!r}")
+        top = _count(top, "top", 10_000)
         method = method or self.explain_method
         if method is None:
             raise UnknownNameError("this export has no interpretable method (SAE or TF-IDF without PCA): "
@@ -397,6 +407,9 @@ class ExportedRun:
         level; text groupings have as many groups / the same pair density as that level, per ``match``)."""
         method = method or self.manifest["headline_method"]
         if method in ("gics", "sic"):
+            if not granularity.startswith(method):
+                raise ConfigError(f"granularity {granularity!r} is not a {method.upper()} level (e.g. "
+                                  f"{'gics_industry' if method == 'gics' else 'sic3'})")
             return self.grouping(granularity)
         return self.grouping(f"{method}@{granularity}:{match}")
 

@@ -70,6 +70,8 @@ def read_api_key(key_file: str | Path | None = None) -> str:
     else:
         key = os.environ.get(API_KEY_ENV, "").strip()
         source = f"${API_KEY_ENV}"
+    if not key and key_file is not None:
+        raise ConfigError(f"the API key file {key_file} is empty: write the key on its first line")
     if not key:
         raise ConfigError(f"no API key: set {API_KEY_ENV} or pass --api-key-file (the service refuses to run "
                           "open)")
