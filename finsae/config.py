@@ -493,6 +493,7 @@ class PairsBacktestConfig(_Strict):
     formation_days: int = Field(252, ge=20)
     trading_days: int = Field(126, ge=5)
     max_fill_days: int = Field(5, ge=0)
+    max_stale_days: int | None = Field(21, ge=1)  # a close unchanged longer: a halt or a vendor's fill
     max_abs_log_return: float | None = Field(1.0, gt=0.0)
     selection: PairSelectionConfig = Field(default_factory=PairSelectionConfig)
     trading: TradingConfig = Field(default_factory=TradingConfig)

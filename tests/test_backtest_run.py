@@ -358,3 +358,32 @@ def test_trading_starts_late_and_ends_early_with_a_warning(toy, caplog):
         run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), toy / "out", write=False)
     assert "not 2015-01-05: the prices begin 2015-01-01" in caplog.text
     assert "not 2019-12-31: the prices end there" in caplog.text
+
+
+def test_a_frozen_close_is_screened_out_of_formation(toy):
+    """A close held constant for months (a halt, a vendor's forward fill) has a tiny distance to anything and
+    no real spread: it is not eligible in a window whose formation holds such a run (max_stale_days)."""
+    from finsae.pipeline.backtest import longest_unchanged
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=(60, 5)), 0)
+    x[10:30, 2] = 7.0
+    x[5, 3] = np.nan
+    brute = []
+    for col in x.T:
+        best = run = 0
+        for a, b in zip(col[:-1], col[1:], strict=True):
+            run = run + 1 if a == b else 0
+            best = max(best, run)
+        brute.append(best)
+    assert longest_unchanged(x).tolist() == brute and brute[2] >= 19
+    prices = pd.read_parquet(toy / "prices.parquet")
+    prices.loc[(prices["date"] >= "2015-03-01") & (prices["date"] < "2015-06-15"), "G0S0"] = 40.0
+    prices.to_parquet(toy / "prices.parquet")
+    res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
+    first = res.selections[res.selections["window"] == res.selections["window"].min()]
+    assert not (first[["y", "x"]] == "G0S0").any().any()
+    (toy / "pairs.yaml").write_text(CONFIG + "max_stale_days: null\n")
+    res = run_pairs_backtest(load_pairs_config(toy / "pairs.yaml"), write=False)
+    first = res.selections[res.selections["window"] == res.selections["window"].min()]
+    assert (first[["y", "x"]] == "G0S0").any().any()  # without the screen the frozen stock is picked

@@ -697,6 +697,8 @@ def test_a_design_on_each_companys_latest_text_as_of_a_date(tmp_path):
     assert "groceries" not in " ".join(texts)  # published after the date: never used
     export_run(folder / "out", folder / "export", k=3)
     assert len(load_run(folder / "export").peers("T00", k=3).to_frame()) == 3
+    manifest = json.loads((folder / "export" / "manifest.json").read_text())
+    assert [d["text_vintage"] for d in manifest["data"]["designs"]] == ["asof_2016-01-01"]
     both = text.replace("text_as_of: 2016-01-01", 'text_as_of: 2016-01-01\n    text_vintage: "2016-01-01"')
     cfg.write_text(both)
     with pytest.raises(ConfigError, match="exactly one of text_vintage"):

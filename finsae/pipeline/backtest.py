@@ -5,7 +5,10 @@ For each trading window: plan (:func:`plan_window`) -> simulate (:func:`simulate
 
 1. Eligible stocks have a price on the first day of the formation window and no gap longer than
    ``max_fill_days`` inside it; shorter gaps are filled with the last close (past prices only). The bundled
-   prices miss 2011-02-17 for 1,170 stocks and about 7 stocks on any given day, so this matters. A stock with
+   prices miss 2011-02-17 for 1,170 stocks and about 7 stocks on any given day, so this matters. A stock whose
+   close stays unchanged for more than ``max_stale_days`` (21) days in a row inside its formation window (a
+   halt or a vendor's forward fill: a tiny distance to anything, no real spread) is not eligible either (no
+   window of the bundled backtests loses a stock to it: their tables are unchanged). A stock with
    a daily move above ``max_abs_log_return`` (in log terms) inside its formation window is screened out for
    that window: one such jump (an unadjusted split, a mis-scaled segment, or a real shock) dominates the
    co-integrating regression and produces p-values near 0 with a half-life of about 2 days.
@@ -286,6 +289,17 @@ class Formation:
     screened_jumps: int
 
 
+def longest_unchanged(prices: np.ndarray) -> np.ndarray:
+    """Per column of ``prices`` (rows: days), the longest run of days on which the close did not change
+    (``k`` days: ``k + 1`` equal closes in a row); missing closes break a run."""
+    if len(prices) < 2:
+        return np.zeros(prices.shape[1], dtype=np.int64)
+    same = np.diff(prices, axis=0) == 0
+    idx = np.arange(1, len(same) + 1)[:, None]
+    last_change = np.maximum.accumulate(np.where(same, 0, idx), axis=0)  # last row where it changed
+    return (idx - last_change).max(axis=0)
+
+
 def _formation(w: Window, close: pd.DataFrame, cfg: PairsBacktestConfig) -> Formation:
     form = close.iloc[w.formation]
     if cfg.max_fill_days:
@@ -295,6 +309,14 @@ def _formation(w: Window, close: pd.DataFrame, cfg: PairsBacktestConfig) -> Form
         jumps = np.abs(np.diff(np.log(form.to_numpy()), axis=0))
     limit = cfg.max_abs_log_return
     calm = ~(np.nan_to_num(jumps) > limit).any(axis=0) if limit else complete
+    if cfg.max_stale_days:  # a frozen close (halt, vendor fill) has a tiny SSD and no real spread
+        fresh = longest_unchanged(form.to_numpy()) <= cfg.max_stale_days
+        stale = complete & calm & ~fresh
+        if stale.any():
+            logger.info("formation from %s: %d stock(s) with a close unchanged for more than %d days "
+                        "screened out: %s", f"{w.formation_start:%Y-%m-%d}", int(stale.sum()),
+                        cfg.max_stale_days, list(close.columns[stale][:5]))
+        calm = calm & fresh
     eligible = np.flatnonzero(complete & calm)
     n_e = len(eligible)
     logp = np.log(form.to_numpy()[:, eligible])

@@ -594,8 +594,9 @@ def _write_export(tmp: Path, plan: ExportPlan) -> dict:
             "companies": manifest.get("data", {}).get("companies"),
             "prices": manifest.get("data", {}).get("prices"),
             "prices_window": manifest.get("prices_window"),
-            "designs": [
-                {key: d.get(key) for key in ("name", "start", "end", "text_vintage")}
+            "designs": [  # a text_as_of design: its snapshot vintage asof_<date>
+                {**{key: d.get(key) for key in ("name", "start", "end", "text_vintage")},
+                 **({"text_vintage": f"asof_{d['text_as_of']}"} if d.get("text_as_of") else {})}
                 for d in cfg.get("designs", [])
             ],
             "n_companies": len(plan.universe),
