@@ -289,6 +289,9 @@ def test_portfolio_splits_capital_over_active_pairs():
     active = np.array([[True, True, False], [True, False, True]])
     out = portfolio_returns(r, active, np.array([0, 0, 1]), 2)
     np.testing.assert_allclose(out, [[0.02, 0.0], [0.02, 0.05]])
+    # a day without an open pair earns the risk-free rate on employed capital too (no excess return)
+    out = portfolio_returns(r, active, np.array([0, 0, 1]), 2, rf=0.001)
+    np.testing.assert_allclose(out, [[0.02, 0.001], [0.02, 0.05]])
 
 
 def test_committed_capital_gives_every_selected_pair_its_share_and_idle_capital_the_risk_free_rate():

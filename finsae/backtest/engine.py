@@ -307,7 +307,8 @@ def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.nda
     """Portfolio returns of each book, (rows, n_books), on a capital basis (module docstring).
 
     ``book[k]`` is the book (method or placebo draw) that pair column ``k`` belongs to. ``basis="employed"``:
-    the mean over the book's active pairs (0 when none is active). ``basis="committed"``: each of the book's
+    the mean over the book's active pairs (``rf`` when none is active: idle capital sits in cash, so a book
+    that never trades has zero excess return on both bases). ``basis="committed"``: each of the book's
     ``n_selected[b]`` pairs (default: its number of columns) holds ``1/N`` of the capital; inactive capital
     earns ``rf`` per row; a book without pairs earns ``rf``.
     """
@@ -316,7 +317,7 @@ def portfolio_returns(pair_returns: np.ndarray, active: np.ndarray, book: np.nda
     sums = np.asarray(member @ np.where(active, pair_returns, 0.0).T).T
     counts = np.asarray(member @ active.astype(np.float64).T).T
     if basis == "employed":
-        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+        return np.divide(sums, counts, out=np.full_like(sums, rf), where=counts > 0)
     if basis != "committed":
         raise DataError(f"basis must be 'employed' or 'committed', not {basis!r}")
     if n_selected is None:

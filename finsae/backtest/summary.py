@@ -37,8 +37,8 @@ TRADE_COLUMNS = ["method", "strategy", "window", "y", "x", "hedge_ratio", "entry
 
 
 def _idle(basis: str, rf: float) -> float:
-    """The return of a book without open pairs: ``rf`` on committed capital, 0 on employed capital."""
-    return rf if basis == "committed" else 0.0
+    """The return of a book without open pairs: ``rf`` on either basis (idle capital sits in cash)."""
+    return rf
 
 
 def book_series(blocks: Sequence[WindowPairs], n_rows: Sequence[int], basis: str, cost: float,

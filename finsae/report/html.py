@@ -365,6 +365,11 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
     def cell(x: float, fmt: str) -> str:
         return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
+    def top(r: Any) -> str:  # the top stock and its P&L share; NaN when nothing traded
+        if not isinstance(r.top_stock, str):
+            return "n/a"
+        return f"{_esc(r.top_stock)} ({cell(r.top_stock_pnl_share, '.0%')})"
+
     rows = "".join(
         f"<tr><td>{_esc(label(r.method))}</td><td>{_esc(r.strategy)}</td>"
         f"<td>{cell(r.sharpe_gross, '.2f')}</td>"
@@ -372,7 +377,7 @@ def _pairs_section(pairs: BacktestTables | None) -> str:
         f"{cell(r.sharpe_net_ci_high, '.2f')}]</td><td>{cell(r.bp_month_net, '.0f')}</td>"
         f"<td>{cell(r.random_pairs_percentile, '.0f')}</td><td>{r.pairs_traded}</td>"
         f"<td>{r.distinct_stocks}</td>"
-        f"<td>{_esc(str(r.top_stock))} ({cell(r.top_stock_pnl_share, '.0%')})</td>"
+        f"<td>{top(r)}</td>"
         f"<td>{cell(r.ex_top_sharpe_net, '.2f')}</td></tr>"
         for r in s.itertuples()
     )

@@ -34,7 +34,9 @@ def _absent(row: object) -> str:
 
 
 def _f(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "n/a"
+    return f"{round(float(x), digits) + 0.0:.{digits}f}"  # + 0.0: a value that rounds to zero prints no sign
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -156,7 +158,8 @@ def backtest_markdown(result: BacktestResult) -> str:
                 for kind in ("random_pairs", "random_groups"):
                     med, pct = d[f"{kind}_median_sharpe"], d[f"{kind}_percentile"]
                     cells.append("n/a" if np.isnan(pct) else f"{_f(med, 2)} / {_f(pct, 0)}")
-                top = f"{r.top_stock} ({_pct(r.top_stock_pnl_share)})" if r.top_stock else "n/a"
+                traded = isinstance(r.top_stock, str) and r.top_stock  # NaN when nothing traded
+                top = f"{r.top_stock} ({_pct(r.top_stock_pnl_share)})" if traded else "n/a"
                 cells += [str(r.pairs_traded), str(r.trades), str(r.distinct_stocks), top,
                           f"{_f(r.ex_top_sharpe_net, 2)} / {_f(r.ex_top_bp_month_net, 0)}",
                           _pct(r.hit_rate_net), _f(r.avg_holding_days, 1), f"{r.max_drawdown_net:.1%}"]
