@@ -68,7 +68,7 @@ BUNDLED_DATA_LIMITS: tuple[str, ...] = (
     "Pretraining: the language model (Gemma-3-270M, knowledge cutoff August 2024) and MiniLM (2021) were "
     "trained on text written after the forward window opens; no date in the pipeline controls that.",
     "wikipedia_2020 is partly mismatched: some pages are off-topic and several companies share one article "
-    "(listed above); no shipped config uses it.",
+    "(finsae data info lists them); no shipped config uses it.",
     "Licences: descriptions from Yahoo and Wikipedia (CC BY-SA), GICS is an MSCI/S&P product, Stooq prices "
     "state no licence: research data only.",
 )
