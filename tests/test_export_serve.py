@@ -435,6 +435,9 @@ def test_service_happy_paths(service, built):
     run = api.load_run(built["out"])
     h = _get(service, "/health", key=None)
     assert h.status_code == 200 and h.json()["companies"] == 30
+    import httpx
+
+    assert httpx.head(service + "/health", timeout=10).status_code == 200  # load balancers probe with HEAD
     r = _get(service, "/peers/t00", k=4)
     assert r.status_code == 200
     body = r.json()

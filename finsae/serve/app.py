@@ -140,7 +140,7 @@ def create_app(run: ExportedRun | str | Path, api_key: str):
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
-    @app.get("/health", summary="Liveness and what is loaded (no key needed)")
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="Liveness and what is loaded (no key needed)")
     def health() -> dict:
         return {"status": "ok", "schema_version": manifest["schema_version"], "vintage": manifest["vintage"],
                 "companies": manifest["data"]["n_companies"], "methods": list(run.methods)}
