@@ -433,6 +433,14 @@ def test_rolling_design_forms_at_each_date_and_tests_on_the_next_window(tmp_path
     assert windows.loc["roll:2016-12-31", "start"] >= pd.Timestamp("2017-01-01")
     assert not res.table["text_look_ahead"].any()
     assert set(res.verdict["design"]) == {"roll:2016-01-01", "roll:2016-12-31"}
+    # the run store remakes each formation date's snapshot, so an export of a rolling run finds its texts
+    from finsae.pipeline.export import export_run
+    from finsae.pipeline.store import BenchmarkRun
+
+    u = BenchmarkRun.load(tmp_path / "out").universe()
+    assert {"roll_asof_2016-01-01", "roll_asof_2016-12-31"} <= set(u.vintages)
+    assert len(u.descriptions("roll_asof_2016-12-31")) == 30
+    export_run(tmp_path / "out", tmp_path / "export", k=3)
 
 
 def test_greedy_density_fill_skips_overshooting_merges_and_keeps_cut_groups_whole():

@@ -56,9 +56,9 @@ STORE_FILE = "store.json"
 VINTAGE_TABLES = {"groups": "groups", "learned_weights": "learned_weights", "neighbours": "neighbours"}
 
 _RERUN = "rerun finsae benchmark (--config ...) to write it"
-#: A ``text_as_of`` design's snapshot vintage: made again from the universe's texts when the run store is
-#: read.
-_AS_OF = re.compile(r"asof_(\d{4}-\d{2}-\d{2})")
+#: A ``text_as_of`` design's snapshot vintage (``asof_<date>``) or a rolling design's
+#: (``<name>_asof_<date>``): made again from the universe's texts when the run store is read.
+_AS_OF = re.compile(r"(?:(.+)_)?asof_(\d{4}-\d{2}-\d{2})")
 
 
 def check_same_companies(results: Path, pairs: Path) -> None:
@@ -383,11 +383,24 @@ class BenchmarkRun:
                 f"(sha256 {recorded['sha256'][:12]}...): rerun finsae benchmark on it"
             )
         universe = load_universe(path)
-        for d in self.designs:  # snapshot vintages of `text_as_of` designs, made again from the same texts
+        for d in self.designs:  # snapshots of text_as_of and rolling designs, made again from the same texts
             m = _AS_OF.fullmatch(d.text_vintage)
             if m and d.text_vintage not in universe.vintages:
-                universe = universe.snapshot(pd.Timestamp(m.group(1)), name=d.text_vintage)
+                universe = universe.snapshot(pd.Timestamp(m.group(2)), self._rolling_vintages(m.group(1)),
+                                             name=d.text_vintage)
         return universe
+
+    def _rolling_vintages(self, rolling: str | None) -> list[str] | None:
+        """The text vintages rolling design ``rolling`` took its snapshots from (its config's ``vintages``;
+        None: every dated vintage, as for a ``text_as_of`` design)."""
+        if rolling is None or self.folder is None:
+            return None
+        try:
+            cfg = json.loads((self.folder / "manifest.json").read_text()).get("config") or {}
+        except (OSError, ValueError):
+            return None
+        spec = next((r for r in cfg.get("rolling") or [] if r.get("name") == rolling), None)
+        return None if spec is None else spec.get("vintages")
 
     def _array(self, rel: str) -> MethodVectors:
         if rel in self.arrays:
