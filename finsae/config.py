@@ -250,6 +250,14 @@ class LearnedConfig(_Strict):
     two_way_draws: int = Field(500, ge=0, le=100_000)   # paired differences: companies x blocks of months
     block_months: int = Field(6, ge=1)
 
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("folds must be 0 (no cold start) or at least 2: one fold holds every company "
+                             "out")
+        return value
+
     @field_validator("alphas")
     @classmethod
     def _alphas(cls, value: list[float]) -> list[float]:

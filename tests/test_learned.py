@@ -317,3 +317,35 @@ def test_non_negative_learned_methods_export_weighted_vectors_with_their_similar
     got = pair.set_index("latent")["contribution"]
     assert len(got), pair
     np.testing.assert_allclose(got.to_numpy(), terms[got.index.to_numpy()], rtol=1e-4, atol=1e-9)
+
+
+def test_learned_config_mistakes_are_named_and_a_one_pair_ci_separates_nothing(tmp_path, caplog):
+    """learned.vintages naming no design's vintage (the learned methods and the headline would silently not
+    be built), folds 1, a time split leaving 2 months on one side: errors naming the key; companies without
+    selection-window returns are named for price peers; a zero-width CI is never 'separated'."""
+    from finsae.errors import ConfigError, WindowError
+    from finsae.evaluate.comovement import PairedDifference
+
+    prices = synthetic_prices(n_tickers=30, n_days=780, n_factors=5, seed=1)
+    cfg = _config(tmp_path, prices.close)
+    text = cfg.read_text()
+    cfg.write_text(text.replace("  folds: 3\n", "  folds: 3\n  vintages: [\"2017\"]\n"))
+    with pytest.raises(ConfigError, match=r"learned.vintages \['2017'\] names no design's text vintage "
+                                          r"\(the designs use \['2016-01-01'\]"):
+        run_benchmark(load_benchmark_config(cfg), tmp_path / "a")
+    cfg.write_text(text.replace("  folds: 3\n", "  folds: 1\n"))
+    with pytest.raises(ConfigError, match="folds must be 0 .* or at least 2"):
+        load_benchmark_config(cfg)
+    cfg.write_text(text.replace("  split: 2015-06-30\n", "  split: 2015-01-05\n"))
+    with pytest.raises(WindowError, match=r"fit part of the time split \(selection.start..learned.split\): "
+                                          r"2015-01-01..2015-01-05 has 2 daily period"):
+        run_benchmark(load_benchmark_config(cfg), tmp_path / "b")
+    late = prices.close.copy()
+    late.loc[late.index < "2016-01-01", ["T00", "T01", "T02"]] = np.nan  # listed after the selection window
+    (tmp_path / "late").mkdir()
+    cfg = _config(tmp_path / "late", late)
+    with caplog.at_level("WARNING"):
+        run_benchmark(load_benchmark_config(cfg), tmp_path / "late" / "out")
+    assert "price_peers: 3 of 30 companies have no usable returns in the selection window" in caplog.text
+    assert not PairedDifference("a", "b", 0.024, 0.024, 0.024, 20).separated
+    assert PairedDifference("a", "b", 0.024, 0.01, 0.03, 20).separated

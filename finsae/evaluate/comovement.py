@@ -436,7 +436,10 @@ class PairedDifference:
 
     @property
     def separated(self) -> bool:
-        """True when the CI excludes zero."""
+        """True when the CI excludes zero; never for a CI of zero width (every draw gave the same difference:
+        one within-group pair, say), which measures no uncertainty at all."""
+        if not self.ci_high > self.ci_low:
+            return False
         return bool(self.ci_low > 0 or self.ci_high < 0)
 
     def to_dict(self) -> dict[str, object]:

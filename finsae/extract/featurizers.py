@@ -118,8 +118,11 @@ def fit_tfidf(texts: Sequence[str], ids: Sequence[str], what: str = "description
     vec = tfidf_vectorizer(max_df=max_df, min_df=min_df)
     try:
         matrix = vec.fit_transform(list(texts)).tocsr().astype(np.float32)
-    except ValueError as exc:  # empty vocabulary: only stop words, or every word too common or too rare
-        raise DataError(f"TF-IDF of {n} {what}: no usable word ({exc})") from None
+    except ValueError:  # empty vocabulary: only stop words, or every word too common or too rare
+        raise DataError(f"TF-IDF of {n} {what}: no usable word: every word is a stop word, used by more "
+                        f"than {max_df:.0%} of the texts (the common-word cut) or by fewer than {min_df} of "
+                        "them; the descriptions are too short or too alike to compare by their "
+                        "words") from None
     empty = np.flatnonzero(np.diff(matrix.indptr) == 0)
     if len(empty):
         logger.warning("TF-IDF: %d of %d %s have no word shared with another description that is not too "

@@ -485,6 +485,17 @@ def run_benchmark(
     if not design_cfgs:
         raise DataError("no design has a window with prices: nothing to evaluate")
     designs = tuple(DesignInfo.from_config(d, universe) for d in design_cfgs)
+    lc = cfg.learned
+    if lc is not None and cfg.text_methods and lc.two_way_draws and "density" not in cfg.granularity.match:
+        logger.warning("learned.two_way_draws: the two-way differences of pair-weighted correlation compare "
+                       "density-matched groupings, and granularity.match has no density: none")
+    if lc is not None and lc.vintages is not None and cfg.text_methods:
+        used = list(dict.fromkeys(d.text_vintage for d in designs))
+        unknown = [v for v in lc.vintages if v not in used]
+        if unknown:  # its learned methods (maybe the headline) would silently not be built
+            raise ConfigError(f"learned.vintages {unknown} names no design's text vintage (the designs use "
+                              f"{used}; a text_as_of design's is asof_<date>): fix it, or leave the key out "
+                              "to learn on every vintage")
     out = Path(output_dir) if output_dir is not None else cfg.output_dir / cfg.name
     if write:
         check_results_target(out)  # before any work: the folder must be ours to replace

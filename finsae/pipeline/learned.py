@@ -69,6 +69,11 @@ def pre_windows(cfg: BenchmarkConfig, prices: Prices, tickers: pd.Index) -> PreW
                                 max_drop_share=1.0)
         except WindowError as exc:
             raise WindowError(f"learned similarities, {what}: {exc}") from None
+        if panel.n_periods < 3 or panel.returns.shape[1] < 2:  # every ticker needs 3 returns to correlate
+            raise WindowError(f"learned similarities, {what}: {a.date()}..{b.date()} has "
+                              f"{panel.n_periods} {sel.frequency} period(s) and {panel.returns.shape[1]} "
+                              "companies with enough returns; it needs at least 3 periods: move "
+                              "learned.split or widen the selection window")
         return correlation_matrix(panel)
 
     return PreWindows(corr(start, split, "fit part of the time split (selection.start..learned.split)"),
@@ -263,6 +268,13 @@ class LearnedStage:
         return [replace(m, cold_rank=cold_rank[i], cold_groups=cold_groups[i]) for i, m in enumerate(methods)]
 
     def price_peers(self) -> LearnedMethod:
+        unpriced = self.tickers.difference(self.w.full.tickers)
+        if len(unpriced):  # recent listings: similarity -1 to everyone, so each is a group of its own
+            logger.warning(
+                "price_peers: %d of %d companies have no usable returns in the selection window %s..%s (e.g. "
+                "%s): price history cannot place them (similarity -1 to every company, each alone in its "
+                "group); cold start is the comparison for them", len(unpriced), len(self.tickers),
+                self.w.full.start.date(), self.w.full.end.date(), list(unpriced[:5]))
         s = price_similarity(self.w.full, self.tickers)
         table = pd.DataFrame([{**self._candidate_rows("price_peers")[0], "variant": "correlation",
                                "score_groups": np.nan, "score_rank": np.nan, "chosen_groups": True,
@@ -408,7 +420,8 @@ def cold_start_rows(methods: dict[str, LearnedMethod], references: dict[str, np.
                 if ref is not None:
                     tot[2:] += held_out_sum(ref, test)
             rows.append({**keys, "kind": "groups", "method": name, "fitted": True, "level": level,
-                         "variant": m.group_params.get("variant"), "pair_weighted": tot[0] / max(tot[1], 1.0),
-                         "n_pairs": int(tot[1]), "taxonomy_pair_weighted": tot[2] / max(tot[3], 1.0)
-                         if ref is not None else np.nan, "taxonomy_n_pairs": int(tot[3])})
+                         "variant": m.group_params.get("variant"),  # no pair: no figure, not zero
+                         "pair_weighted": tot[0] / tot[1] if tot[1] > 0 else np.nan,
+                         "n_pairs": int(tot[1]), "taxonomy_pair_weighted": tot[2] / tot[3]
+                         if ref is not None and tot[3] > 0 else np.nan, "taxonomy_n_pairs": int(tot[3])})
     return rows

@@ -294,7 +294,12 @@ def verdict_lines(verdict: pd.DataFrame, table: pd.DataFrame | None = None) -> l
             lines.append(f"- {where}: no text grouping reached the target granularity.{head}{thin}")
             continue
         diff = ci(v.difference, v.difference_ci_low, v.difference_ci_high)
-        sep = "the CI excludes zero" if v.separated else "the CI includes zero: not separated"
+        if v.separated:
+            sep = "the CI excludes zero"
+        elif not v.difference_ci_high > v.difference_ci_low:  # every draw the same: nothing resampled
+            sep = "the CI has no width (too few pairs to resample): not separated"
+        else:
+            sep = "the CI includes zero: not separated"
         of = f"best of {int(v.n_candidates)} text groupings"
         if v.leader == v.level:
             lines.append(f"- {where}{flag}: **{ref} leads** ({_f(v.taxonomy_pair_weighted)}); {of} "
@@ -325,6 +330,9 @@ def _learned_sections(result: BenchmarkResult, design: str, frequency: str) -> l
     rw = result.ranking_two_way
     if len(rw):
         rw = rw[(rw["design"] == design) & (rw["frequency"] == frequency)]
+    if len(rw) and not len(tw):
+        parts += ["No two-way differences of pair-weighted correlation: they compare density-matched "
+                  "groupings, and granularity.match has no density.", ""]
     if len(rw):
         k = int(rw["k"].iloc[0])
         lines = _table(f"Paired differences of top-{k} neighbour correlation (each company's {k} most "
