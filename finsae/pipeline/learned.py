@@ -248,6 +248,9 @@ class LearnedStage:
         all. The candidates are the methods' chosen ones (``group_params`` / ``rank_params``)."""
         if self.lc.folds < 2:
             return list(methods)
+        if self.lc.folds > len(self.tickers):
+            logger.warning("learned.folds %d exceeds the %d companies: %d folds are empty", self.lc.folds,
+                           len(self.tickers), self.lc.folds - len(self.tickers))
         folds = _folds(len(self.tickers), self.lc.folds, self.seed)
         cold_rank = [np.empty((len(z), len(z))) for _ in methods]
         cold_groups: list[list] = [[] for _ in methods]

@@ -448,7 +448,8 @@ def text_benchmark_markdown(result: BenchmarkResult) -> str:
                 grp = g[g["chosen_groups"].astype(bool)].iloc[0]
                 rnk = g[g["chosen_rank"].astype(bool)].iloc[0]
                 picks.append(
-                    f"`{name}` ({len(g)} candidates): groups {grp.variant}, neighbours {rnk.variant}"
+                    f"`{name}` ({len(g)} candidate{'s' if len(g) != 1 else ''}): groups {grp.variant}, "
+                    f"neighbours {rnk.variant}"
                 )
             f0 = lr.iloc[0]
             parts += [
