@@ -70,7 +70,7 @@ class DataConfig(_Strict):
 
 
 class DesignConfig(_Strict):
-    """One evaluation design: a return window and the text text methods would form peers from: one text
+    """One evaluation design: a return window, and the texts its text methods form peers from: one text
     vintage (``text_vintage``), or every company's latest text published on or before a date
     (``text_as_of``: the snapshot vintage ``asof_<date>``, e.g. each company's latest 10-K filed by then)."""
 
