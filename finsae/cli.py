@@ -86,6 +86,10 @@ def data_info(companies: Path | None, prices: Path | None) -> None:
         ticks = ", ".join(f"{r.ticker} {r.date:%Y-%m-%d}" for r in p.bad_ticks.itertuples())
         click.echo(f"  bad ticks set missing (one-day spikes of 2x or more that revert): {len(p.bad_ticks)}: "
                    f"{ticks}")
+    if len(p.sparse_dates):
+        dates = ", ".join(f"{r.date:%Y-%m-%d} ({r.priced} of {r.live} priced, {r.action})"
+                          for r in p.sparse_dates.itertuples())
+        click.echo(f"  sparse dates (fewer than half of the listed tickers priced): {dates}")
     try:
         monthly = log_returns(
             p, p.start, p.end, "monthly", tickers=priced, min_obs_share=1.0, max_drop_share=1.0

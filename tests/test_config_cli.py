@@ -159,3 +159,6 @@ def test_data_info_on_bundled_data():
     assert "Universe: 1542 companies" in result.output
     assert "text 2017" in result.output and "published by 2017-05-31" in result.output
     assert "Survivorship" in result.output
+    # what the bundled data carries that a text method or a daily return would trip over
+    assert "123 companies share 47 text(s) with another company" in result.output  # wikipedia_2020
+    assert "2011-02-17 (372 of 1542 priced, kept (reviewed))" in result.output
