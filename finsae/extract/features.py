@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from finsae.errors import DataError, ProviderError
-from finsae.extract.sae import check_compatible
+from finsae.extract.sae import TopKEncoder, check_compatible
 
 # torch (the 'llm' extra, seconds to import) is imported inside the functions that run the model: a
 # feature-cache hit never imports it.
@@ -306,7 +306,8 @@ def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: 
     """Yield ``(chunks, tokens, mask, [feats of each SAE])`` per length-sorted batch, from one forward pass
     per batch for all ``saes`` (:func:`hook_activations`): each SAE's activations ``[batch, width, d_sae]``
     are zero outside the mask and equal those of :func:`encoded_batches` with that SAE alone (same batches,
-    same forward calls, the same encode). An SAE given twice is encoded once."""
+    same forward calls, the same encode: :class:`~finsae.extract.sae.TopKEncoder`, equal to ``sae.encode``).
+    An SAE given twice is encoded once."""
     import torch
 
     tok = tokenizer_of(model)
@@ -315,6 +316,7 @@ def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: 
     distinct: dict[int, int] = {}
     for n, s in enumerate(saes):
         distinct.setdefault(id(s), n)
+    encoders = {id(s): TopKEncoder(s) for s in saes}
     with torch.inference_mode():
         for batch in length_batches(chunks, batch_tokens):
             tokens, pool = padded_batch(tok, batch)
@@ -326,10 +328,10 @@ def encoded_batches_many(model: HookedTransformer, saes: Sequence[SAE], chunks: 
                 if distinct[id(s)] != n:
                     continue
                 param = next(s.parameters())
-                feats = s.encode(acts[hooks[n]].to(device=param.device, dtype=param.dtype)).float()
-                if feats.device not in masks:
-                    masks[feats.device] = pool.to(feats.device)
-                encoded[id(s)] = feats * masks[feats.device][..., None]
+                if param.device not in masks:
+                    masks[param.device] = pool.to(param.device)
+                encoded[id(s)] = encoders[id(s)](acts[hooks[n]].to(device=param.device, dtype=param.dtype),
+                                                 masks[param.device])
             first = encoded[id(saes[0])]
             yield batch, tokens, masks[first.device], [encoded[id(s)] for s in saes]
 

@@ -22,6 +22,7 @@ from finsae.extract.identity import sae_files_digest, sae_hash
 from finsae.extract.model import check_hub
 
 if TYPE_CHECKING:  # the typed model/SAE boundary; sae_lens and TransformerLens load lazily at run time
+    import torch
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
@@ -256,3 +257,80 @@ def as_sae_source(sae: SAESource | SAE) -> SAESource:
     if callable(getattr(kind, "load", None)) and callable(getattr(kind, "on_device", None)):
         return sae
     return LoadedSAE(sae)
+
+
+def _hooked(module: Any) -> bool:
+    """Whether a forward or backward hook is attached to ``module`` or any of its submodules (or globally)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in module.modules())
+
+
+class TopKEncoder:
+    """``sae.encode(x)`` of a sae_lens TopK SAE, the same floats with less work, for extraction's inner loop.
+
+    sae_lens' ``TopKSAE.encode`` computes ``hidden_pre = (x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc``,
+    multiplies it by ``W_dec.norm(dim=-1)`` where ``rescale_acts_by_decoder_norm`` (recomputing the norm on
+    every call), then ``topk(hidden_pre, k, sorted=False)``, ReLU of the values, and scatters them into a new
+    zero tensor. This does the same operations in the same order on the same operands, so its output is
+    equal bit for bit (tested against ``sae.encode``), but computes the decoder norm and the input bias once,
+    adds and rescales in place, and scatters the top ``k`` back into the ``hidden_pre`` buffer after zeroing
+    it instead of allocating a second dense tensor: about half the time of ``sae.encode`` on this CPU
+    (``benchmarks/extract_throughput.py``). ``mask`` (``x``'s leading shape, bool) multiplies the output in
+    place, as ``encode(x) * mask[..., None]`` would.
+
+    Only a plain TopK SAE qualifies (:meth:`supports`): the exact sae_lens ``TopKSAE.encode``, a dense
+    ``TopK`` activation, no activation normalisation or input reshaping, no hooks attached. Anything else,
+    and a ``TopKEncoder`` built for it, goes through ``sae.encode`` unchanged. The weights are read when the
+    encoder is built: build a new one after changing them.
+    """
+
+    def __init__(self, sae: SAE) -> None:
+        self.sae = sae
+        self.fast = self.supports(sae)
+        if self.fast:
+            self.k = int(sae.activation_fn.k)
+            self.bias = sae.b_dec * sae.cfg.apply_b_dec_to_input
+            self.scale = sae.W_dec.norm(dim=-1) if sae.cfg.rescale_acts_by_decoder_norm else None
+
+    @staticmethod
+    def supports(sae: SAE) -> bool:
+        """Whether ``sae`` is a plain sae_lens TopK SAE whose ``encode`` :class:`TopKEncoder` reproduces."""
+        try:
+            from sae_lens.saes.topk_sae import TopK, TopKSAE
+        except ImportError:  # pragma: no cover - sae_lens moved its classes: use sae.encode
+            return False
+        cfg = sae.cfg
+        return (isinstance(sae, TopKSAE) and type(sae).encode is TopKSAE.encode
+                and type(sae).process_sae_in is TopKSAE.process_sae_in
+                and type(sae.activation_fn) is TopK and not sae.activation_fn.use_sparse_activations
+                and getattr(cfg, "normalize_activations", None) == "none"
+                and getattr(cfg, "reshape_activations", "none") == "none"
+                and not getattr(sae, "hook_z_reshaping_mode", False)
+                and not _hooked(sae) and not sae.training)
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The SAE's latent activations of ``x`` (``[..., d_in]``) in float32, times ``mask[..., None]``."""
+        import torch
+
+        if not self.fast:
+            out = self.sae.encode(x).float()
+            return out if mask is None else out * mask[..., None]
+        sae_in = x.to(self.sae.dtype)
+        if self.sae.reshape_fn_in(sae_in) is not sae_in or \
+                self.sae.run_time_activation_norm_fn_in(sae_in) is not sae_in:  # pragma: no cover
+            raise DataError("TopKEncoder: the SAE reshapes or normalises its input; use sae.encode")
+        hidden = (sae_in - self.bias) @ self.sae.W_enc
+        hidden.add_(self.sae.b_enc)
+        if self.scale is not None:
+            hidden.mul_(self.scale)
+        values, indices = torch.topk(hidden, k=self.k, dim=-1, sorted=False)
+        values.relu_()
+        hidden.zero_()
+        hidden.scatter_(-1, indices, values)
+        out = hidden.float()
+        if mask is not None:
+            out.mul_(mask[..., None])
+        return out
